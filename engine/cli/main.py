@@ -1,0 +1,167 @@
+"""`atelier`: the engine's headless command line.
+
+Every command runs in this process, or on a running engine with --engine HOST:PORT; both
+go through the same ops, so they behave the same.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine import __version__, paths
+from engine.client import EngineError
+
+EPILOG = "Each command has its own --help. Docs: README.md and docs/PROTOCOL.md."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except EngineError as e:
+        return _fail(args, e.code, e.message)
+    except (ValueError, FileNotFoundError, ConnectionError, OSError) as e:
+        return _fail(args, "error", str(e))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atelier", description="Atelier: a local generative engine for artists.",
+                                     epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"atelier {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    common.add_argument("--engine", metavar="HOST:PORT", help="use a running engine instead of this process")
+    common.add_argument("--token-file", type=Path, help=f"engine token (default {paths.token_path()})")
+    common.add_argument("--models-dir", type=Path, default=None,
+                        help=f"where models live (default $ATELIER_MODELS_DIR or {paths.models_dir()})")
+    common.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+                        help="compute device for in-process work; auto picks cuda, then mps, then cpu")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the engine for Blender, the MIDI bridge and "
+                                "other clients", description="Run the engine until Ctrl-C or SIGTERM. It listens on "
+                                "loopback only unless --host is given.")
+    serve.add_argument("--host", default=paths.DEFAULT_HOST, help="address to listen on (default 127.0.0.1; "
+                       "anything else exposes the engine to your network)")
+    serve.add_argument("--port", type=int, default=paths.DEFAULT_PORT, help="TCP port; 0 picks a free one")
+    serve.set_defaults(handler=_serve)
+
+    models = commands.add_parser("models", parents=[common], help="list, inspect, load, unload or delete models",
+                                 description="Manage stored models. Without an action, list them.")
+    models.add_argument("action", nargs="?", default="list", choices=("list", "info", "load", "unload", "delete"))
+    models.add_argument("name", nargs="?", help="model name (unload without a name unloads all)")
+    models.set_defaults(handler=_models)
+
+    jobs = commands.add_parser("jobs", parents=[common], help="list, watch or cancel a running engine's jobs",
+                               description="Jobs of a running engine (needs --engine): detached training "
+                               "keeps running after its client leaves.")
+    jobs.add_argument("action", nargs="?", default="list", choices=("list", "watch", "cancel"))
+    jobs.add_argument("job", nargs="?", help="job id (from `atelier jobs`)")
+    jobs.set_defaults(handler=_jobs)
+
+    from engine.cli import model_commands
+
+    model_commands.add_commands(commands, common)
+
+    demo = commands.add_parser("demo", parents=[common], help="start an engine and make a texture, a mesh and "
+                               "a MIDI file in ./out", description="Start the engine headless and generate one "
+                               "result of every model kind that ships with Atelier into --out.")
+    demo.add_argument("--out", type=Path, default=Path("out"), help="output folder (default ./out)")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def open_session(args: argparse.Namespace):
+    from engine.cli.session import LocalSession, RemoteSession
+
+    if args.engine:
+        return RemoteSession(args.engine, args.token_file)
+    return LocalSession(args.models_dir or paths.models_dir(), args.device)
+
+
+def output(args: argparse.Namespace, value: Any, text: str) -> None:
+    print(json.dumps(value, default=str, indent=2) if args.json else text)
+
+
+def _fail(args: argparse.Namespace, code: str, message: str) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": code, "message": message}))
+    else:
+        print(f"atelier: {message}", file=sys.stderr)
+    return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from engine.cli import serve
+
+    return serve.run(args.host, args.port, args.device, args.models_dir or paths.models_dir(), args.token_file,
+                     args.json)
+
+
+def _models(args: argparse.Namespace) -> int:
+    if args.action in ("info", "load", "delete") and not args.name:
+        raise ValueError(f"`atelier models {args.action}` needs a model name; `atelier models` lists them")
+    session = open_session(args)
+    try:
+        if args.action == "list":
+            value = session.call("models.list", {})
+            lines = [f"{m['name']:<28} {m.get('kind') or '?':<8} step {m.get('step')}"
+                     f"{'  (ships with Atelier)' if m.get('builtin') else ''}"
+                     f"{'  DAMAGED: ' + m['error'] if m.get('error') else ''}" for m in value["models"]]
+            output(args, value, "\n".join(lines) or "no models yet; train one with `atelier train KIND`")
+        elif args.action == "info":
+            value = session.call("models.info", {"name": args.name})
+            output(args, value, json.dumps(value["metadata"], indent=2))
+        else:
+            value = session.call(f"models.{args.action}", {"name": args.name})
+            output(args, value, f"{args.action}: {value}")
+    finally:
+        session.close()
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    if not args.engine:
+        raise ValueError("`atelier jobs` talks to a running engine: add --engine HOST:PORT")
+    if args.action != "list" and not args.job:
+        raise ValueError(f"`atelier jobs {args.action}` needs a job id; `atelier jobs --engine ...` lists them")
+    from engine.cli.progress import ProgressBar
+
+    session = open_session(args)
+    try:
+        if args.action == "list":
+            value = session.call("jobs.list", {})
+            lines = [f"{j['job']}  {j['op']:<18} {j['state']:<9} {j['fraction']:6.1%}  {j['message']}"
+                     for j in value["jobs"]]
+            output(args, value, "\n".join(lines) or "no jobs")
+        else:
+            bar = None if args.json or args.action == "cancel" else ProgressBar(f"job {args.job}")
+            try:
+                value = session.call(f"jobs.{args.action}", {"job": args.job}, bar)
+            finally:
+                if bar:
+                    bar.close()
+            output(args, value, json.dumps(value, default=str, indent=2))
+    finally:
+        session.close()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from engine.cli import demo
+
+    return demo.run(args.out, args.device, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""`atelier train|generate|eval KIND`: one subcommand per model kind, flags from the ops' parameters."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from engine.kinds import KIND_MODULES, kind_module
+from engine.server.ops import Param
+
+TRAIN_SHORTCUTS = {"steps": int, "minutes": float, "batch_size": int, "lr": float, "optimizer": str, "seed": int,
+                   "checkpoint_every": int}
+
+
+def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    for command, summary in (("train", "train a model on your own material"),
+                             ("generate", "make textures, meshes or music with a trained model"),
+                             ("eval", "measure a model and write a sheet of pictures")):
+        parser = commands.add_parser(command, parents=[common], help=summary, description=summary + ".")
+        kinds = parser.add_subparsers(dest="kind", metavar="KIND")
+        parser.set_defaults(handler=_no_kind)
+        for kind in KIND_MODULES:
+            module = kind_module(kind)
+            op = None if command == "train" else {o.name: o for o in module.OPS}.get(f"{kind}.{command}")
+            if command != "train" and op is None:
+                continue
+            sub = kinds.add_parser(kind, parents=[common], help=(module.__doc__ or kind).strip().splitlines()[0])
+            _add_param_flags(sub, module.DATA_PARAMS if command == "train" else op.params)
+            if command == "train":
+                _add_train_flags(sub)
+                sub.set_defaults(handler=_train, module=module)
+            else:
+                sub.add_argument("--out", type=Path, help="file or folder to write the result to")
+                sub.set_defaults(handler=_run_op, module=module, op=op)
+
+
+def _add_param_flags(parser: argparse.ArgumentParser, params: dict[str, Param]) -> None:
+    for name, param in params.items():
+        flag = "--" + name.replace("_", "-")
+        if param.type == "bool":
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=param.default,
+                                help=param.doc)
+        elif param.type in ("int", "float", "str"):
+            kind = {"int": int, "float": float, "str": str}[param.type]
+            parser.add_argument(flag, dest=name, type=kind, default=param.default, required=param.required,
+                                choices=param.choices, help=param.doc)
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True, help="name to store the model under")
+    parser.add_argument("--config", type=Path, help="JSON or TOML file with 'model' and 'train' sections")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set channels=64 --set train.lr=1e-3 (repeatable)")
+    for name, kind in TRAIN_SHORTCUTS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"trainer setting {name}")
+    parser.add_argument("--resume", action="store_true", help="continue from the model's last checkpoint")
+    parser.add_argument("--detach", action="store_true",
+                        help="with --engine: keep training after this command exits (see `atelier jobs`)")
+
+
+def _no_kind(args: argparse.Namespace) -> int:
+    known = ", ".join(KIND_MODULES)
+    if not known:
+        raise ValueError(f"`atelier {args.command}`: no model kinds are available in this version yet")
+    raise ValueError(f"`atelier {args.command}` needs a model kind: {known}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from engine.cli.main import open_session, output
+    from engine.cli.progress import ProgressBar
+    from engine.train.config import TrainConfig, parse_overrides, read_config_file
+
+    sections = read_config_file(args.config) if args.config else {}
+    overrides = parse_overrides(args.overrides, args.module.Config, TrainConfig)
+    train = {**sections.get("train", {}), **overrides["train"]}
+    train.update({k: getattr(args, k) for k in TRAIN_SHORTCUTS if getattr(args, k) is not None})
+    params = {"kind": args.kind, "name": args.name, "resume": args.resume, "detach": args.detach,
+              "model": {**sections.get("model", {}), **overrides["model"]}, "train": train,
+              "data": {k: getattr(args, k) for k in args.module.DATA_PARAMS if getattr(args, k) is not None}}
+    if args.detach and not args.engine:
+        raise ValueError("--detach keeps a run going on a running engine: add --engine HOST:PORT")
+    session = open_session(args)
+    bar = None if args.json else ProgressBar(f"train {args.kind} {args.name}")
+    try:
+        if args.detach:
+            request = session.client.submit("train", params)
+            job = _first_job_id(request)
+            output(args, {"job": job}, f"training detached as job {job}; watch it with "
+                   f"`atelier jobs watch {job} --engine {args.engine}`")
+            return 0
+        value = session.call("train", params, bar)
+    finally:
+        if bar:
+            bar.close()
+        session.close()
+    output(args, value, f"saved {value['model']} at step {value['step']}; metrics {json.dumps(value['metrics'])}; "
+           f"loss curve and samples in {value['run_dir']}")
+    return 0
+
+
+def _first_job_id(request) -> str:
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if request.job_id:
+            return request.job_id
+        if request.done:
+            request.result()
+        time.sleep(0.02)
+    raise TimeoutError("the engine did not start the training job within 30 s")
+
+
+def _run_op(args: argparse.Namespace) -> int:
+    from engine.cli.main import open_session, output
+    from engine.cli.progress import ProgressBar
+
+    op = args.op
+    params = {name: getattr(args, name) for name in op.params if hasattr(args, name)}
+    session = open_session(args)
+    bar = None if args.json else ProgressBar(op.name)
+    try:
+        value = session.call(op.name, params, bar)
+    finally:
+        if bar:
+            bar.close()
+        session.close()
+    written = args.module.write_output(op.name, value, args.out) if args.out else []
+    summary = {k: v for k, v in value.items() if not hasattr(v, "shape")}
+    output(args, {**summary, "files": [str(p) for p in written]},
+           "\n".join([json.dumps(summary, default=str)] + [f"wrote {p}" for p in written]))
+    return 0

@@ -1,0 +1,27 @@
+"""Choosing the compute device."""
+from __future__ import annotations
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """auto picks cuda, then mps, then cpu; asking for one that is absent is an error that says so."""
+    if requested not in DEVICES:
+        raise ValueError(f"unknown device {requested!r}; choose one of {', '.join(DEVICES)}")
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to this torch build "
+                         f"(torch {torch.__version__}); use --device cpu or install a CUDA build of torch")
+    if requested == "mps" and not has_mps:
+        raise ValueError("--device mps: Apple's Metal backend is not available here; use --device cpu")
+    return torch.device(requested)
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type

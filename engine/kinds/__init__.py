@@ -1,0 +1,22 @@
+"""The model kinds the engine serves, by name, imported only when first used.
+
+A kind module provides:
+- `Config`: the model config dataclass (stored with every checkpoint);
+- `DATA_PARAMS`: dict[str, Param], the training-data options of the `train` op;
+- `objective(config, data: dict, device) -> Objective`: what the shared trainer trains;
+- `load(config: dict, weights: dict[str, Tensor], device)`: an inference model from a checkpoint;
+- `OPS`: list[Op], the kind's generation and evaluation ops (e.g. "texture.generate").
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+KIND_MODULES: dict[str, str] = {}
+
+
+def kind_module(kind: str) -> ModuleType:
+    if kind not in KIND_MODULES:
+        known = ", ".join(KIND_MODULES) or "none yet"
+        raise KeyError(f"unknown model kind {kind!r}; this engine knows: {known}")
+    return importlib.import_module(KIND_MODULES[kind])

@@ -1,0 +1,95 @@
+"""The engine without its sockets: device, model store, loaded models, ops and jobs.
+
+The socket server and the in-process CLI both drive this one object, so a command behaves
+the same whether it runs in-process or against a running engine.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from engine import __version__, protocol
+from engine.device import describe, pick_device
+from engine.kinds import KIND_MODULES, kind_module
+from engine.server import engine_ops
+from engine.server.jobs import Job, JobFailed, Scheduler
+from engine.server.ops import Op
+from engine.store.checkpoints import BUILTIN_DIR, ModelCorrupt, ModelNotFound, ModelStore
+
+log = logging.getLogger("atelier.engine")
+
+
+class Engine:
+    def __init__(self, models_dir: Path, device: str = "auto", builtin: Path | None = BUILTIN_DIR,
+                 general_workers: int = 2):
+        self.device = pick_device(device)
+        self.store = ModelStore(models_dir, builtin)
+        self.scheduler = Scheduler(general_workers=general_workers)
+        self.ops: dict[str, Op] = {op.name: op for op in engine_ops.OPS}
+        for kind in KIND_MODULES:
+            self.ops.update({op.name: op for op in kind_module(kind).OPS})
+        self._loaded: dict[str, tuple[dict, Any]] = {}
+        self._load_lock = threading.Lock()
+
+    def hello(self) -> dict:
+        return {"type": "hello", "protocol": protocol.PROTOCOL_VERSION, "engine": __version__,
+                "device": describe(self.device), "capabilities": self.capabilities()}
+
+    def capabilities(self) -> dict:
+        return {"ops": {name: op.describe() for name, op in sorted(self.ops.items())},
+                "kinds": sorted(KIND_MODULES), "models": sorted(self._loaded)}
+
+    def op(self, name: Any) -> Op:
+        if not isinstance(name, str) or name not in self.ops:
+            close = difflib.get_close_matches(str(name), self.ops, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; engine.info lists the ops"
+            raise JobFailed(protocol.UNKNOWN_OP, f"unknown op {name!r}{hint}")
+        return self.ops[name]
+
+    def submit(self, op_name: str, params: Any, owner: int | None = None,
+               listener: Callable[[dict], None] | None = None) -> Job:
+        """Check the request and queue it; raises JobFailed for an unknown op or bad params."""
+        op = self.op(op_name)
+        checked = op.check(params)
+        detached = bool(checked.pop("detach", False))
+        job = Job(op.name, op.priority, lambda context: op.run(self, context, **checked), owner, detached)
+        if listener:
+            job.add_listener(listener)
+        return self.scheduler.submit(job)
+
+    def model(self, name: str, kind: str | None = None) -> tuple[dict, Any]:
+        """(metadata, inference model), loaded on first use and kept until unloaded."""
+        with self._load_lock:
+            if name not in self._loaded:
+                try:
+                    metadata, weights = self.store.load(name)
+                except ModelNotFound as e:
+                    raise JobFailed(protocol.NOT_FOUND, str(e)) from None
+                except ModelCorrupt as e:
+                    raise JobFailed(protocol.MODEL_CORRUPT, str(e)) from None
+                if metadata.get("kind") not in KIND_MODULES:
+                    raise JobFailed(protocol.UNSUPPORTED, f"model {name!r} is of kind {metadata.get('kind')!r}, "
+                                    f"which this engine cannot run (kinds: {', '.join(KIND_MODULES) or 'none'})")
+                loaded = kind_module(metadata["kind"]).load(metadata["config"], weights, self.device)
+                self._loaded[name] = (metadata, loaded)
+            metadata, loaded = self._loaded[name]
+        if kind is not None and metadata["kind"] != kind:
+            raise JobFailed(protocol.BAD_PARAMS, f"model {name!r} is a {metadata['kind']} model, not a {kind} model")
+        return metadata, loaded
+
+    def unload(self, name: str | None = None) -> list[str]:
+        """Forget one loaded model, or all; returns what was unloaded and frees GPU memory."""
+        with self._load_lock:
+            names = [name] if name is not None else list(self._loaded)
+            released = [n for n in names if self._loaded.pop(n, None) is not None]
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return released
+
+    def close(self) -> None:
+        self.scheduler.stop()

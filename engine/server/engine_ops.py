@@ -1,0 +1,142 @@
+"""The engine's own ops: health, models, jobs, device check and training.
+
+Each op's `run(engine, context, **params)` returns a JSON-able value (numpy arrays allowed).
+Ops marked inline are answered on the I/O loop at once (they must be quick); the server
+implements `jobs.watch` itself because it streams another job's events.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from engine import protocol
+from engine.server.jobs import JobContext, JobFailed, Priority
+from engine.server.ops import Op, Param
+from engine.store.checkpoints import ModelCorrupt, ModelNotFound, check_name
+
+if TYPE_CHECKING:
+    from engine.server.core import Engine
+
+
+def _models_list(engine: "Engine", context: JobContext | None) -> dict:
+    return {"models": engine.store.list(), "loaded": sorted(engine.capabilities()["models"])}
+
+
+def _models_info(engine: "Engine", context: JobContext | None, name: str) -> dict:
+    try:
+        return {"metadata": engine.store.metadata(_name(name)), "builtin": engine.store.is_builtin(name)}
+    except ModelNotFound as e:
+        raise JobFailed(protocol.NOT_FOUND, str(e)) from None
+    except ModelCorrupt as e:
+        raise JobFailed(protocol.MODEL_CORRUPT, str(e)) from None
+
+
+def _models_load(engine: "Engine", context: JobContext, name: str) -> dict:
+    metadata, _ = engine.model(_name(name))
+    return {"model": name, "kind": metadata["kind"], "content_hash": metadata["content_hash"]}
+
+
+def _models_unload(engine: "Engine", context: JobContext, name: str | None) -> dict:
+    return {"unloaded": engine.unload(_name(name) if name else None)}
+
+
+def _models_delete(engine: "Engine", context: JobContext, name: str) -> dict:
+    engine.unload(_name(name))
+    try:
+        engine.store.delete(name)
+    except ModelNotFound as e:
+        raise JobFailed(protocol.NOT_FOUND, str(e)) from None
+    except PermissionError as e:
+        raise JobFailed(protocol.BAD_PARAMS, str(e)) from None
+    return {"deleted": name}
+
+
+def _jobs_list(engine: "Engine", context: JobContext | None) -> dict:
+    return {"jobs": [job.summary() for job in engine.scheduler.jobs.values()]}
+
+
+def _device_benchmark(engine: "Engine", context: JobContext, seconds: float, size: int) -> dict:
+    """Matrix products on the engine's device for a while: is the GPU in use, and how fast is it?"""
+    a = torch.randn(size, size, device=engine.device)
+    b = torch.randn(size, size, device=engine.device)
+    start, products = time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - start) < seconds:
+        a = torch.tanh(a @ b)
+        products += 1
+        if products % 4 == 0:
+            if engine.device.type == "cuda":
+                torch.cuda.synchronize()
+            context.progress(elapsed / seconds, f"{products} products of {size}x{size}")
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    return {"device": str(engine.device), "seconds": elapsed, "gflops": 2 * size**3 * products / elapsed / 1e9}
+
+
+def _train(engine: "Engine", context: JobContext, kind: str, name: str, data: dict, model: dict, train: dict,
+           resume: bool) -> dict:
+    from engine.kinds import kind_module
+    from engine.train import config as config_files
+    from engine.train.trainer import TrainRun, resume_settings
+    from engine.train.trainer import train as run_training
+
+    try:
+        module = kind_module(kind)
+    except KeyError as e:
+        raise JobFailed(protocol.BAD_PARAMS, str(e.args[0])) from None
+    data_op = Op(f"train {kind} data", run=None, params=module.DATA_PARAMS)
+    data = data_op.check(data)
+    try:
+        if resume:
+            saved_model, saved_train = resume_settings(engine.store, _name(name))
+            model, train = {**saved_model, **model}, {**saved_train, **train}
+        model_config = config_files.build(module.Config, model)
+        train_config = config_files.build(config_files.TrainConfig, train)
+        objective = module.objective(model_config, data, engine.device)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise JobFailed(protocol.BAD_PARAMS, str(e)) from None
+    run = TrainRun(engine.store, name, kind, engine.device, resume=resume)
+    metadata = run_training(objective, train_config, run, progress=context.progress, check=context.check)
+    engine.unload(name)  # the next use loads the new weights
+    return {"model": name, "step": metadata["step"], "metrics": metadata["metrics"],
+            "run_dir": str(engine.store.run_dir(name))}
+
+
+def _name(name: str) -> str:
+    try:
+        return check_name(name)
+    except ValueError as e:
+        raise JobFailed(protocol.BAD_PARAMS, str(e)) from None
+
+
+_NAME = Param("str", required=True, doc="model name")
+_JOB = Param("str", required=True, doc="job id, from jobs.list or a request's progress events")
+
+OPS: list[Op] = [
+    Op("ping", lambda engine, context: {"time": time.time()}, inline=True, doc="answer at once: liveness and latency"),
+    Op("engine.info", lambda engine, context: engine.hello(), inline=True, doc="version, device and capabilities"),
+    Op("models.list", _models_list, inline=True, doc="every stored model with its kind, metrics and hash"),
+    Op("models.info", _models_info, {"name": _NAME}, inline=True, doc="one model's full metadata"),
+    Op("jobs.list", _jobs_list, inline=True, doc="queued, running and recently finished jobs of every client"),
+    Op("jobs.cancel", None, {"job": _JOB}, inline=True, doc="cancel a detached job, or one of this client's"),
+    Op("jobs.watch", None, {"job": _JOB}, inline=True, doc="stream a job's progress, then its result or error"),
+    Op("models.load", _models_load, {"name": _NAME}, doc="load a model into memory ahead of use"),
+    Op("models.unload", _models_unload, {"name": Param("str", doc="model name; all models when omitted")},
+       doc="unload one model or all, freeing (GPU) memory"),
+    Op("models.delete", _models_delete, {"name": _NAME}, doc="delete a stored model and its training run"),
+    Op("device.benchmark", _device_benchmark,
+       {"seconds": Param("float", 2.0, min=0.01, max=600, doc="how long to run"),
+        "size": Param("int", 512, min=16, max=8192, doc="matrix side")},
+       doc="matrix products on the engine's device, for a while: GFLOP/s"),
+    Op("train", _train, {
+        "kind": Param("str", required=True, doc="model kind, see engine.info kinds"),
+        "name": _NAME,
+        "data": Param("dict", {}, doc="training data options of the kind (e.g. images, meshes, midi)"),
+        "model": Param("dict", {}, doc="model config values"),
+        "train": Param("dict", {}, doc="trainer settings: steps, minutes, batch_size, optimizer, lr, ..."),
+        "resume": Param("bool", False, doc="continue from the model's last checkpoint"),
+        "detach": Param("bool", False, doc="keep training when this client disconnects"),
+    }, priority=Priority.TRAINING, doc="train a model; progress events carry loss and previews"),
+]

@@ -1,0 +1,296 @@
+"""The shared trainer: one loop for every model kind.
+
+It owns optimisers and the learning-rate schedule, checkpoints (every N steps, at the end,
+when cancelled), exact resume, the time budget, progress, previews, evaluation hooks, the
+loss curve, and data-parallel training under torchrun. What is specific to a model kind
+comes from its `Objective` (engine/train/objective.py).
+
+Sample keys for step s are drawn from a generator seeded with (seed, s), and process r of
+N takes keys[r::N]: N processes see exactly the global batch one process would, and a
+resumed run sees exactly the batches the interrupted one would have.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from engine.store.checkpoints import ModelStore, load_file, read_metadata, save_file
+from engine.train import distributed, plots
+from engine.train.config import TrainConfig
+from engine.train.objective import Objective
+
+Progress = Callable[[float, str, "np.ndarray | None"], None]
+RESUME_FILE = "resume.safetensors"
+
+
+@dataclass
+class TrainRun:
+    """Everything that names a run besides the objective."""
+
+    store: ModelStore
+    name: str
+    kind: str
+    device: torch.device
+    resume: bool = False
+    world: distributed.World = distributed.World()
+
+
+def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Progress | None = None,
+          check: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Train until `cfg.steps` or the time budget; return the saved model's metadata.
+
+    `check` is called every step and may raise (e.g. jobs.Cancelled) to stop: the trainer then
+    saves a checkpoint and lets the exception through, so the run can be resumed.
+    """
+    world = run.world
+    groups = objective.param_groups()
+    optimizers = {name: _make_optimizer(params, cfg, objective.lr_scale.get(name, 1.0))
+                  for name, params in groups.items()}
+    start_step, history = 0, []
+    if run.resume:
+        start_step, history = _load_resume(objective, optimizers, run)
+    _wrap_for_ddp(objective, run)
+
+    run_dir = run.store.run_dir(run.name)
+    started = time.monotonic()
+    step = start_step
+    local_size = cfg.batch_size // world.size
+    if local_size * world.size != cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split evenly across {world.size} processes")
+
+    def save(final: bool) -> dict[str, Any]:
+        metrics = _evaluate(objective) if final else {}
+        if world.is_main:
+            _save_resume(objective, optimizers, cfg, run, step, history)
+            plots.loss_curve(history, run_dir / "loss.png", f"{run.name} ({run.kind})")
+            return _save_model(objective, cfg, run, step, history, metrics, time.monotonic() - started)
+        return {}
+
+    try:
+        for net in objective.nets.values():
+            net.train()
+        while step < cfg.steps:
+            elapsed = time.monotonic() - started
+            out_of_time = cfg.minutes > 0 and elapsed >= cfg.minutes * 60
+            if distributed.any_across(world, out_of_time, run.device):
+                break
+            if check:
+                check()
+            logs = _step(objective, optimizers, cfg, run, step, local_size)
+            step += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                logs = distributed.mean_across(world, logs, run.device)
+                history.append({"step": step, "seconds": round(elapsed, 3), **logs})
+                if world.is_main:
+                    _append_log(run_dir, history[-1])
+            preview = None
+            if world.is_main and cfg.eval_every and step % cfg.eval_every == 0:
+                metrics = _evaluate(objective)
+                history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
+            if world.is_main and cfg.preview_every and step % cfg.preview_every == 0:
+                preview = _preview(objective, run_dir, step)
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                save(final=False)
+            if progress and world.is_main:
+                fraction = step / cfg.steps
+                if cfg.minutes > 0:
+                    fraction = max(fraction, elapsed / (cfg.minutes * 60))
+                loss_text = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
+                progress(min(fraction, 1.0), f"step {step}/{cfg.steps} {loss_text}", preview)
+    except BaseException:
+        if step > start_step:
+            save(final=False)
+        raise
+    return save(final=True)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if cfg.schedule == "linear":
+        return cfg.lr * max(0.0, 1 - progress)
+    return cfg.lr
+
+
+def sample_keys(seed: int, step: int, count: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.randint(0, 2**62, (count,), generator=generator, dtype=torch.int64)
+
+
+def _step(objective: Objective, optimizers: dict[str, torch.optim.Optimizer], cfg: TrainConfig,
+          run: TrainRun, step: int, local_size: int) -> dict[str, float]:
+    keys = sample_keys(cfg.seed, step, cfg.batch_size)[run.world.rank::run.world.size]
+    assert len(keys) == local_size
+    batch = _to_device(objective.batch(keys), run.device)
+    # Loss-time randomness (noise, dropout) is seeded per step and process, so resume is exact.
+    torch.manual_seed(cfg.seed * 1_000_003 + step * 1009 + run.world.rank)
+    lr = learning_rate(cfg, step)
+    logs: dict[str, float] = {}
+    for group, optimizer in optimizers.items():
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = lr * param_group["lr_scale"]
+        optimizer.zero_grad(set_to_none=True)
+        loss, group_logs = objective.loss(group, batch, step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the {group} loss became {loss.item()} at step {step}; "
+                                     "lower the learning rate (--set lr=...) or resume from the last checkpoint")
+        loss.backward()
+        if cfg.grad_clip > 0:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        logs.update(group_logs)
+    objective.after_step(step)
+    return logs
+
+
+def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig, lr_scale: float) -> torch.optim.Optimizer:
+    group = [{"params": list(params), "lr_scale": lr_scale}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(group, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _wrap_for_ddp(objective: Objective, run: TrainRun) -> None:
+    if run.world.size == 1:
+        return
+    for name, net in objective.nets.items():
+        if any(p.requires_grad for p in net.parameters()):
+            device_ids = [run.device.index] if run.device.type == "cuda" else None
+            objective.nets[name] = DistributedDataParallel(net, device_ids=device_ids)
+
+
+def _unwrapped(objective: Objective) -> dict[str, nn.Module]:
+    return {name: getattr(net, "module", net) for name, net in objective.nets.items()}
+
+
+def _net_tensors(objective: Objective, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    nets = _unwrapped(objective)
+    return {f"{name}.{key}": value for name in (names or nets) for key, value in nets[name].state_dict().items()}
+
+
+def _evaluate(objective: Objective) -> dict[str, float]:
+    nets = list(objective.nets.values())
+    for net in nets:
+        net.eval()
+    try:
+        with torch.no_grad():
+            return {k: float(v) for k, v in objective.evaluate().items()}
+    finally:
+        for net in nets:
+            net.train()
+
+
+def _preview(objective: Objective, run_dir, step: int) -> np.ndarray | None:
+    with torch.no_grad():
+        image = objective.preview()
+    if image is not None:
+        plots.save_png(image, run_dir / "samples" / f"step-{step:07d}.png")
+    return image
+
+
+def _append_log(run_dir, row: dict[str, float]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "log.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int, history: list[dict],
+                metrics: dict[str, float], seconds: float) -> dict[str, Any]:
+    last = next((row for row in reversed(history) if not any(k.startswith("eval/") for k in row)), {})
+    metadata = {
+        "kind": run.kind,
+        "config": dataclasses.asdict(objective.config),
+        "train": dataclasses.asdict(cfg),
+        "data": objective.data_summary(),
+        "metrics": {**{k: v for k, v in last.items() if k not in ("step", "seconds")}, **metrics},
+        "step": step,
+        "processes": run.world.size,
+        "train_seconds": round(seconds, 1),
+        "nets": list(objective.export_nets or _unwrapped(objective)),
+    }
+    return run.store.save(run.name, _net_tensors(objective, objective.export_nets or None), metadata)
+
+
+def _save_resume(objective: Objective, optimizers: dict[str, torch.optim.Optimizer], cfg: TrainConfig,
+                 run: TrainRun, step: int, history: list[dict]) -> None:
+    tensors = {f"net.{k}": v for k, v in _net_tensors(objective).items()}
+    optimizer_json = {}
+    for group, optimizer in optimizers.items():
+        state = optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, values in state["state"].items():
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"opt.{group}.{index}.{key}"] = value
+                else:
+                    scalars.setdefault(str(index), {})[key] = value
+        optimizer_json[group] = {"param_groups": state["param_groups"], "scalars": scalars}
+    metadata = {"kind": run.kind, "step": step, "history": history, "optimizers": optimizer_json,
+                "config": dataclasses.asdict(objective.config), "train": dataclasses.asdict(cfg)}
+    save_file(run.store.run_dir(run.name) / RESUME_FILE, tensors, metadata)
+
+
+def _load_resume(objective: Objective, optimizers: dict[str, torch.optim.Optimizer],
+                 run: TrainRun) -> tuple[int, list[dict]]:
+    path = run.store.run_dir(run.name) / RESUME_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"nothing to resume for {run.name!r}: {path} does not exist; "
+                                "start without --resume")
+    metadata, tensors = load_file(path)
+    if metadata.get("kind") != run.kind:
+        raise ValueError(f"{run.name!r} was trained as {metadata.get('kind')!r}, not {run.kind!r}")
+    for name, net in _unwrapped(objective).items():
+        prefix = f"net.{name}."
+        state = {k[len(prefix):]: v.to(run.device) for k, v in tensors.items() if k.startswith(prefix)}
+        net.load_state_dict(state)
+    for group, optimizer in optimizers.items():
+        saved = metadata["optimizers"][group]
+        state: dict[int, dict[str, Any]] = {}
+        prefix = f"opt.{group}."
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                index, name = key[len(prefix):].split(".", 1)
+                state.setdefault(int(index), {})[name] = value  # load_state_dict moves it to the params
+        for index, values in saved["scalars"].items():
+            state.setdefault(int(index), {}).update(values)
+        optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    history = metadata["history"]
+    if run.world.is_main:  # the log restarts from what the checkpoint knew
+        log_path = run.store.run_dir(run.name) / "log.jsonl"
+        rows = [r for r in history if not any(k.startswith("eval/") for k in r)]
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return int(metadata["step"]), history
+
+
+def resume_settings(store: ModelStore, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model config and trainer settings a run was checkpointed with."""
+    path = store.run_dir(name) / RESUME_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"nothing to resume for {name!r}: it has no checkpoint at {path}; "
+                                "start without --resume")
+    metadata = read_metadata(path)
+    return metadata["config"], metadata["train"]
