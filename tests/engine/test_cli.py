@@ -1,0 +1,99 @@
+"""The `atelier` command line, run as a user would: subprocesses, in-process and against an engine."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import launch, stop
+
+
+def atelier(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_import_engine_client_leaves_torch_out():
+    code = ("import sys, engine.client, engine.protocol, engine.paths; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "torch" not in result.stdout
+
+
+def test_client_and_protocol_work_without_numpy():
+    code = ("import sys; sys.modules['numpy'] = None\n"
+            "from engine import protocol, client\n"
+            "raw = protocol.RawArray('float32', (2,), bytes(8))\n"
+            "frame = protocol.encode_frame({'type': 'x', 'a': raw})\n"
+            "h, n = protocol.split_prefix(frame[:8])\n"
+            "back = protocol.decode_body(frame[8:8 + h], frame[8 + h:])['a']\n"
+            "assert isinstance(back, protocol.RawArray) and back.shape == (2,), back\n"
+            "print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.parametrize("command, words", [
+    ([], ["serve", "models", "train", "generate", "eval", "demo", "jobs"]),
+    (["serve"], ["--host", "--port", "loopback", "--device"]),
+    (["models"], ["list", "delete", "--engine", "--json"]),
+    (["train"], ["KIND", "--json"]),
+    (["jobs"], ["detached", "--engine"]),
+    (["demo"], ["--out"]),
+])
+def test_every_command_explains_itself(command, words):
+    result = atelier(*command, "--help")
+    assert result.returncode == 0
+    for word in words:
+        assert word in result.stdout
+
+
+def test_models_in_process_with_json(tmp_path):
+    result = atelier("models", "--json", env={"ATELIER_MODELS_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"models": [], "loaded": []}
+    missing = atelier("models", "info", "nope", "--json", env={"ATELIER_MODELS_DIR": str(tmp_path)})
+    assert missing.returncode == 1 and json.loads(missing.stdout)["error"] == "not_found"
+
+
+def test_commands_against_a_running_engine(tmp_path):
+    engine = launch(tmp_path)
+    try:
+        address = f"{engine.host}:{engine.port}"
+        env = {"ATELIER_STATE_DIR": str(engine.state_dir)}
+        listed = atelier("models", "--engine", address, "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout)["models"] == []
+        jobs = atelier("jobs", "--engine", address, env=env)
+        assert jobs.returncode == 0 and "no jobs" in jobs.stdout
+        unknown = atelier("jobs", "watch", "abc123", "--engine", address, env=env)
+        assert unknown.returncode == 1 and "no job 'abc123'" in unknown.stderr
+        wrong_token = atelier("models", "--engine", address, env={"ATELIER_STATE_DIR": str(tmp_path / "elsewhere")})
+        assert wrong_token.returncode == 1 and "no engine token" in wrong_token.stderr
+        busy = atelier("serve", "--port", str(engine.port), env=env, timeout=60)
+        assert busy.returncode == 1 and "another engine" in busy.stderr
+    finally:
+        assert stop(engine) == 0
+    assert not (engine.state_dir / "engine.json").exists()
+
+
+def test_bad_engine_address_is_explained():
+    result = atelier("models", "--engine", "localhost")
+    assert result.returncode == 1 and "HOST:PORT" in result.stderr
+
+
+def test_demo_says_plainly_what_it_made_and_what_is_missing(tmp_path):
+    result = atelier("demo", "--out", str(tmp_path / "out"), "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["engine"]["device"] == "cpu"
+    made = report["made"]
+    for path in made:
+        assert os.path.getsize(path) > 0
+    for kind in ("texture", "shape", "music"):
+        gaps = [gap for gap in report["missing"] if gap["kind"] == kind]
+        files = [p for p in made if os.path.basename(p).startswith(kind)]
+        assert bool(gaps) != bool(files), f"{kind}: either made or said missing, never both or neither"
+        assert all(gap["why"] for gap in gaps)
+    assert set(os.listdir(tmp_path / "out")) == {os.path.basename(p) for p in made}

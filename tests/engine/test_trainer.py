@@ -1,0 +1,128 @@
+"""The shared trainer on a small real objective: resume, budgets, cancel, DDP, settings."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.server.jobs import Cancelled
+from engine.store.checkpoints import ModelStore
+from engine.train.config import TrainConfig, build, parse_overrides
+from engine.train.trainer import TrainRun, learning_rate, train
+from support.toy import ToyConfig, ToyObjective
+
+TESTS = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
+
+
+def log_rows(store: ModelStore, name: str) -> list[dict]:
+    return [json.loads(line) for line in (store.run_dir(name) / "log.jsonl").read_text().splitlines()]
+
+
+def stop_at(step_to_stop: int):
+    calls = {"n": 0}
+
+    def check():
+        calls["n"] += 1
+        if calls["n"] > step_to_stop:
+            raise Cancelled()
+    return check
+
+
+def test_training_writes_model_log_and_loss_curve(tmp_path):
+    store = ModelStore(tmp_path, builtin=None)
+    config = TrainConfig(steps=40, batch_size=16, lr=0.02, log_every=5, eval_every=20)
+    metadata = train(ToyObjective(), config, TrainRun(store, "toy", "toy", CPU))
+    assert metadata["step"] == 40 and metadata["kind"] == "toy"
+    assert metadata["config"] == {"inputs": 8, "hidden": 16} and metadata["train"]["lr"] == 0.02
+    assert metadata["data"] == {"source": "toy regression"} and "valid_mse" in metadata["metrics"]
+    rows = log_rows(store, "toy")
+    assert [r["step"] for r in rows] == list(range(5, 41, 5))
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert (store.run_dir("toy") / "loss.png").stat().st_size > 1000
+    assert set(store.load("toy")[1]) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
+
+
+def test_resume_continues_from_the_saved_step_on_the_same_curve(tmp_path):
+    config = TrainConfig(steps=30, batch_size=8, lr=0.01, log_every=1, checkpoint_every=10)
+    whole = ModelStore(tmp_path / "whole", builtin=None)
+    train(ToyObjective(), config, TrainRun(whole, "toy", "toy", CPU))
+
+    parts = ModelStore(tmp_path / "parts", builtin=None)
+    with pytest.raises(Cancelled):
+        train(ToyObjective(), config, TrainRun(parts, "toy", "toy", CPU), check=stop_at(17))
+    interrupted = parts.metadata("toy")
+    assert interrupted["step"] == 17  # a cancelled run saves where it stopped
+
+    resumed_steps = []
+    fresh = ToyObjective(ToyConfig())
+    torch.nn.init.zeros_(fresh.nets["net"][0].weight)  # resume must overwrite whatever the new objective holds
+    train(fresh, config, TrainRun(parts, "toy", "toy", CPU, resume=True),
+          progress=lambda f, m, p: resumed_steps.append(int(m.split()[1].split("/")[0])))
+    assert resumed_steps[0] == 18
+    assert [r["step"] for r in log_rows(parts, "toy")] == list(range(1, 31))
+    for a, b in zip(log_rows(whole, "toy"), log_rows(parts, "toy")):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), f"curves part at step {a['step']}"
+    assert parts.load("toy")[1]["net.0.weight"].allclose(whole.load("toy")[1]["net.0.weight"], atol=1e-6)
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    store = ModelStore(tmp_path, builtin=None)
+    with pytest.raises(FileNotFoundError, match="without --resume"):
+        train(ToyObjective(), TrainConfig(steps=2), TrainRun(store, "nothing", "toy", CPU, resume=True))
+
+
+def test_time_budget_stops_early_and_saves(tmp_path):
+    store = ModelStore(tmp_path, builtin=None)
+    metadata = train(ToyObjective(), TrainConfig(steps=10**7, minutes=0.02, batch_size=4),
+                     TrainRun(store, "toy", "toy", CPU))
+    assert 0 < metadata["step"] < 10**7 and metadata["train_seconds"] < 30
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_each_optimizer_learns(tmp_path, optimizer):
+    store = ModelStore(tmp_path, builtin=None)
+    config = TrainConfig(steps=60, batch_size=16, lr=0.05 if optimizer == "sgd" else 0.01, optimizer=optimizer,
+                         log_every=10, schedule="cosine", warmup_steps=5)
+    train(ToyObjective(), config, TrainRun(store, "toy", "toy", CPU))
+    rows = log_rows(store, "toy")
+    assert rows[-1]["loss"] < 0.8 * rows[0]["loss"]
+
+
+def test_schedules():
+    cosine = TrainConfig(steps=100, lr=1.0, schedule="cosine", warmup_steps=10)
+    assert learning_rate(cosine, 0) == pytest.approx(0.1)
+    assert learning_rate(cosine, 10) == pytest.approx(1.0)
+    assert learning_rate(cosine, 55) == pytest.approx(0.5)
+    assert learning_rate(TrainConfig(steps=100, lr=1.0, schedule="linear"), 75) == pytest.approx(0.25)
+
+
+def test_distributed_two_processes_follow_the_single_process_curve(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    script = str(TESTS / "support" / "ddp_toy.py")
+    subprocess.run([sys.executable, script, str(tmp_path / "one")], check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
+                    str(tmp_path / "two")], check=True, env=env, timeout=300)
+    one = log_rows(ModelStore(tmp_path / "one", builtin=None), "toy")
+    two = log_rows(ModelStore(tmp_path / "two", builtin=None), "toy")
+    assert len(one) == len(two) == 30
+    for a, b in zip(one, two):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6), f"step {a['step']}"
+    assert ModelStore(tmp_path / "two", builtin=None).metadata("toy")["processes"] == 2
+
+
+def test_settings_from_file_and_overrides(tmp_path):
+    sections = parse_overrides(["hidden=32", "lr=0.1", "train.steps=5"], ToyConfig)
+    assert sections == {"model": {"hidden": "32"}, "train": {"lr": "0.1", "steps": "5"}}
+    assert build(ToyConfig, {"inputs": 4}, sections["model"]) == ToyConfig(inputs=4, hidden=32)
+    assert build(TrainConfig, sections["train"]).lr == 0.1
+    with pytest.raises(ValueError, match="not a setting"):
+        parse_overrides(["hiden=3"], ToyConfig)
+    with pytest.raises(ValueError, match="cannot read 'many' as int"):
+        build(ToyConfig, {"hidden": "many"})
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="lion")
