@@ -54,48 +54,82 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def parse_overrides(pairs: list[str], model_cls: type, train_cls: type = TrainConfig) -> dict[str, dict[str, str]]:
-    """Sort `key=value` (or `model.key=value`, `train.key=value`) into the two sections."""
-    sections: dict[str, dict[str, str]] = {"model": {}, "train": {}}
-    fields = {"model": _field_names(model_cls), "train": _field_names(train_cls)}
+def parse_overrides(pairs: list[str], model_cls: type, train_cls: type = TrainConfig) -> dict[str, dict[str, Any]]:
+    """Sort `key=value` pairs into nested "model" and "train" sections.
+
+    A key names a setting of the model config or the trainer (`lr=1e-3`, `channels=64`), a
+    nested model setting (`model.d_hidden=256` when the config has a `model` part), or is
+    made explicit with a `model.` or `train.` prefix.
+    """
+    sections: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    classes = {"model": model_cls, "train": train_cls}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ValueError(f"--set {pair!r}: write it as key=value")
-        section, dot, bare = key.partition(".")
-        if dot and section in sections:
-            if bare not in fields[section]:
-                raise ValueError(f"--set {key}: {section} settings are {sorted(fields[section])}")
-            sections[section][bare] = value
-            continue
-        owners = [s for s in sections if key in fields[s]]
+        path = key.split(".")
+        owners = [(s, path) for s in sections if _has_path(classes[s], path)]
+        if not owners and path[0] in sections and _has_path(classes[path[0]], path[1:]):
+            owners = [(path[0], path[1:])]
         if not owners:
-            raise ValueError(f"--set {key}: not a setting; model settings are {sorted(fields['model'])}, "
-                             f"training settings are {sorted(fields['train'])}")
+            raise ValueError(f"--set {key}: not a setting; model settings are {_paths(model_cls)}, "
+                             f"training settings are {_paths(train_cls)}")
         if len(owners) > 1:
             raise ValueError(f"--set {key}: both a model and a training setting; write model.{key} or train.{key}")
-        sections[owners[0]][key] = value
+        section, path = owners[0]
+        target = sections[section]
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
     return sections
 
 
 def build(cls: type, *layers: dict[str, Any]) -> Any:
-    """Make `cls` from its defaults, then each layer of values in turn (strings are parsed by field type)."""
+    """Make dataclass `cls` from its defaults, then each layer of values in turn.
+
+    Strings are parsed by the field's type; a dict for a dataclass field builds that part.
+    """
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
             if key not in hints:
                 raise ValueError(f"{cls.__name__} has no setting {key!r}; it has {sorted(hints)}")
-            values[key] = _coerce(key, hints[key], value) if isinstance(value, str) else value
-    fields = {f.name for f in dataclasses.fields(cls)}
-    for key, value in values.items():
-        if isinstance(value, list) and key in fields:
-            values[key] = tuple(value)
+            part = _dataclass_of(hints[key])
+            if part is not None and isinstance(value, dict):
+                previous = values.get(key)
+                base = dataclasses.asdict(previous) if dataclasses.is_dataclass(previous) else {}
+                values[key] = build(part, base, value)
+            elif isinstance(value, str):
+                values[key] = _coerce(key, hints[key], value)
+            else:
+                values[key] = tuple(value) if isinstance(value, list) else value
     return cls(**values)
 
 
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
+def _dataclass_of(hint: Any) -> type | None:
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return next((o for o in options if dataclasses.is_dataclass(o)), None)
+
+
+def _has_path(cls: type, path: list[str]) -> bool:
+    if not path:
+        return False
+    hints = typing.get_type_hints(cls)
+    if path[0] not in hints:
+        return False
+    if len(path) == 1:
+        return True
+    part = _dataclass_of(hints[path[0]])
+    return part is not None and _has_path(part, path[1:])
+
+
+def _paths(cls: type, prefix: str = "") -> list[str]:
+    names = []
+    for name, hint in typing.get_type_hints(cls).items():
+        part = _dataclass_of(hint)
+        names += _paths(part, f"{prefix}{name}.") if part else [prefix + name]
+    return names
 
 
 def _coerce(key: str, hint: Any, text: str) -> Any:

@@ -223,7 +223,7 @@ def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int
     last = next((row for row in reversed(history) if not any(k.startswith("eval/") for k in row)), {})
     metadata = {
         "kind": run.kind,
-        "config": dataclasses.asdict(objective.config),
+        "config": _as_dict(objective.config),
         "train": dataclasses.asdict(cfg),
         "data": objective.data_summary(),
         "metrics": {**{k: v for k, v in last.items() if k not in ("step", "seconds")}, **metrics},
@@ -250,7 +250,7 @@ def _save_resume(objective: Objective, optimizers: dict[str, torch.optim.Optimiz
                     scalars.setdefault(str(index), {})[key] = value
         optimizer_json[group] = {"param_groups": state["param_groups"], "scalars": scalars}
     metadata = {"kind": run.kind, "step": step, "history": history, "optimizers": optimizer_json,
-                "config": dataclasses.asdict(objective.config), "train": dataclasses.asdict(cfg)}
+                "config": _as_dict(objective.config), "train": dataclasses.asdict(cfg)}
     save_file(run.store.run_dir(run.name) / RESUME_FILE, tensors, metadata)
 
 
@@ -294,3 +294,7 @@ def resume_settings(store: ModelStore, name: str) -> tuple[dict[str, Any], dict[
                                 "start without --resume")
     metadata = read_metadata(path)
     return metadata["config"], metadata["train"]
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)

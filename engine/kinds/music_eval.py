@@ -1,0 +1,60 @@
+"""Exact frame-level negative log-likelihood, the JSB benchmark metric.
+
+Boulanger-Lewandowski et al. (2012): each time step is a binary 88-key vector; the score
+is -log P(step t | steps < t) in nats, averaged over every step of every test piece, each
+piece read from its start. For the token model, P(step) is the product of the masked
+softmax probabilities of the step's tokens (STEP_END included), which is exact because
+every key set has exactly one spelling.
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from engine.data.note_tokens import TokenLayout
+from engine.data.piece import Piece
+from engine.kinds.music_batch import collate, encode_window
+from engine.models.music_baseline import MusicBaseline
+from engine.models.music_rnn import MusicRNN
+
+
+def token_nll(model: MusicRNN, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """-log p of every target token (B, L); 0 at padding."""
+    logits, _ = model(batch["inputs"], batch["pos"], batch["prev"])
+    logits = model.mask(logits, batch["floor"], batch["prev"])
+    targets = batch["targets"]
+    nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
+    return nll * (targets >= 0)
+
+
+def baseline_nll(model: MusicBaseline, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """-log p of every step's key vector (B, T); 0 at padding."""
+    logits, _ = model(batch["roll_prev"])
+    return MusicBaseline.step_nll(logits, batch["roll"]) * batch["step_mask"]
+
+
+def _whole_pieces(pieces: list[Piece], layout, device, batch_size: int):
+    for i in range(0, len(pieces), batch_size):
+        chunk = pieces[i:i + batch_size]
+        yield collate([encode_window(p, 0, p.steps, layout) for p in chunk], device)
+
+
+@torch.no_grad()
+def frame_nll(model: MusicRNN | MusicBaseline, pieces: list[Piece], device: torch.device | str = "cpu",
+              batch_size: int = 16) -> dict[str, float]:
+    """{"nll": nats per step, "steps": steps scored} over whole pieces, model in eval mode."""
+    if not pieces:
+        raise ValueError("no pieces to evaluate on")
+    was_training = model.training
+    model.eval()
+    layout = model.config.layout if isinstance(model, MusicRNN) else None
+    if layout is not None and layout.holds and any(not p.has_onsets for p in pieces):
+        raise ValueError("a model with onset/held tokens cannot score pieces without onsets (e.g. JSB); "
+                         "train with holds=false for the benchmark")
+    total, steps = 0.0, 0
+    for batch in _whole_pieces(pieces, layout or TokenLayout(), device, batch_size):
+        nll = token_nll(model, batch) if layout is not None else baseline_nll(model, batch)
+        total += float(nll.double().sum())
+        steps += int(batch["step_mask"].sum())
+    model.train(was_training)
+    return {"nll": total / steps, "steps": steps}

@@ -1,0 +1,94 @@
+import mido
+import numpy as np
+import pytest
+import torch
+
+from engine.data.piece import LOWEST, roll_notes
+from engine.kinds.music import MusicModel, load
+from engine.kinds.music_output import fluidsynth_available
+from engine.kinds.music_sampling import Controls, scale_pitch_classes
+
+torch.set_num_threads(1)
+
+
+def test_scale_parsing():
+    assert scale_pitch_classes("C") == {0, 2, 4, 5, 7, 9, 11}
+    assert scale_pitch_classes("F# minor") == {6, 8, 9, 11, 1, 2, 4}
+    assert scale_pitch_classes("Bb dorian") == {10, 0, 1, 3, 5, 7, 8}
+    with pytest.raises(ValueError, match="tonic"):
+        scale_pitch_classes("H major")
+    with pytest.raises(ValueError, match="unknown mode"):
+        scale_pitch_classes("C bebop")
+
+
+def test_constraints_hold(tiny_model):
+    controls = Controls(temperature=1.5, key="D minor", low=50, high=80, max_polyphony=2, density=3.0)
+    roll = tiny_model.generate(bars=4, controls=controls, seed=1)
+    assert roll.shape == (4 * 16, 88)
+    pitches = LOWEST + np.flatnonzero(roll.any(axis=0))
+    assert len(pitches) > 0
+    assert set(pitches % 12) <= scale_pitch_classes("D minor")
+    assert pitches.min() >= 50 and pitches.max() <= 80
+    assert (roll > 0).sum(axis=1).max() <= 2
+
+
+def test_density_and_top_p_change_output(tiny_model):
+    sparse = tiny_model.generate(bars=2, controls=Controls(density=0.2), seed=0)
+    dense = tiny_model.generate(bars=2, controls=Controls(density=5.0), seed=0)
+    assert (sparse > 0).sum() < (dense > 0).sum()
+    greedy_a = tiny_model.generate(bars=1, controls=Controls(top_p=1e-6), seed=0)
+    greedy_b = tiny_model.generate(bars=1, controls=Controls(top_p=1e-6), seed=99)
+    assert np.array_equal(greedy_a, greedy_b)  # top-p this small is argmax
+
+
+def test_primed_continuation_starts_with_primer(tiny_model, tmp_path, midi_writer, chorale_notes):
+    primer = midi_writer(tmp_path / "primer.mid", chorale_notes(8))
+    head = tiny_model.read_primer(primer).roll
+    roll = tiny_model.generate(bars=2, seed=0, primer=primer)
+    assert len(roll) == len(head) + 32
+    assert np.array_equal(roll[:len(head)], head)
+    with pytest.raises(ValueError, match="cannot prime"):
+        tiny_model.generate(bars=1, primer=b"garbage")
+
+
+def test_bad_controls_are_explained(tiny_model):
+    with pytest.raises(ValueError, match="temperature"):
+        tiny_model.generate(bars=1, controls=Controls(temperature=0))
+    with pytest.raises(ValueError, match="pitch range"):
+        tiny_model.generate(bars=1, controls=Controls(low=90, high=60))
+
+
+def test_write_outputs(tiny_model, tmp_path):
+    roll = tiny_model.generate(bars=2, seed=3, controls=Controls(density=3.0))
+    files = tiny_model.write(roll, tmp_path, "take1", primer_steps=4)
+    mid = mido.MidiFile(files["midi"])
+    ons = [m for m in mid.tracks[0] if m.type == "note_on" and m.velocity > 0]
+    assert len(ons) == len(roll_notes(roll)) > 0
+    assert files["png"].stat().st_size > 0
+    if fluidsynth_available():
+        assert files["wav"] is not None and files["wav"].stat().st_size > 1000
+    else:
+        assert files["wav"] is None
+
+
+def test_load_from_checkpoint_weights(tiny_model):
+    weights = {f"rnn.{k}": v.clone() for k, v in tiny_model.rnn.state_dict().items()}
+    loaded = load(tiny_model.config, weights, "cpu")
+    assert isinstance(loaded, MusicModel)
+    assert np.array_equal(loaded.generate(bars=1, seed=5), tiny_model.generate(bars=1, seed=5))
+    with pytest.raises(ValueError, match="rnn"):
+        load(tiny_model.config, {"G.w": torch.zeros(1)}, "cpu")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_fast_step_matches_module(cell):
+    from engine.kinds.music_sampling import rnn_step
+    torch.manual_seed(0)
+    rnn = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(6, 5, 2, batch_first=True).eval()
+    x = torch.randn(1, 4, 6)
+    with torch.no_grad():
+        full, _ = rnn(x)
+        state = None
+        for t in range(4):
+            h, state = rnn_step(rnn, x[0, t:t + 1], state)
+            assert torch.allclose(h[0], full[0, t], atol=1e-6)

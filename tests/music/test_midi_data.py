@@ -1,0 +1,56 @@
+import numpy as np
+
+from engine.data.midi_files import load_midi_folder, read_midi
+from engine.data.piece import ONSET, split_by_file, transpose_limits, transposed
+
+
+def test_quantise_onsets_and_holds(tmp_path, midi_writer):
+    # A half note, then the same pitch repeated as two 8ths, at 480 ticks per beat.
+    path = midi_writer(tmp_path / "a.mid", [(0, 960, 60), (960, 240, 60), (1200, 240, 60), (1930, 470, 64)])
+    piece = read_midi(path, steps_per_quarter=4)
+    k = 60 - 21
+    assert piece.roll[0:12, k].tolist() == [2, 1, 1, 1, 1, 1, 1, 1, 2, 1, 2, 1]
+    assert piece.roll[16:20, 64 - 21].tolist() == [2, 1, 1, 1]  # 1930 ticks rounds to step 16
+    assert piece.steps == 20 and piece.steps_per_bar == 16 and piece.has_onsets
+
+
+def test_folder_skips_corrupt_and_drums_and_reports(tmp_path, midi_writer, chorale_notes):
+    midi_writer(tmp_path / "good.mid", chorale_notes(8), extra_tracks=1)
+    midi_writer(tmp_path / "drums.mid", [(0, 120, 36), (480, 120, 38)], channel=9)
+    (tmp_path / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff")
+    (tmp_path / "noise.mid").write_bytes(np.random.default_rng(0).bytes(300))
+    (tmp_path / "notes.txt").write_text("not midi, ignored by suffix")
+    pieces, report = load_midi_folder(tmp_path)
+    assert [p.name for p in pieces] == ["good.mid"]
+    reasons = dict(report.skipped)
+    assert set(reasons) == {"broken.mid", "noise.mid", "drums.mid"}
+    assert "cannot parse" in reasons["broken.mid"] and "cannot parse" in reasons["noise.mid"]
+    assert "drums" in reasons["drums.mid"]
+    assert report.dropped["drums.mid"]["drum notes"] == 2
+    assert report.dropped["good.mid"]["empty tracks"] == 1
+    summary = report.summary()
+    assert summary["files_used"] == 1 and len(summary["files_skipped"]) == 3
+
+
+def test_drums_kept_on_request(tmp_path, midi_writer):
+    path = midi_writer(tmp_path / "drums.mid", [(0, 120, 36)], channel=9)
+    assert read_midi(path, keep_drums=True).roll[0, 36 - 21] == ONSET
+
+
+def test_transpose_stays_on_keyboard(tmp_path, midi_writer):
+    piece = read_midi(midi_writer(tmp_path / "hi.mid", [(0, 480, 105), (0, 480, 30)]))
+    lo, hi = transpose_limits(piece, 6)
+    assert (lo, hi) == (-6, 3)
+    up = transposed(piece, hi)
+    assert up.roll[0, 108 - 21] == ONSET and up.roll.sum() == piece.roll.sum()
+
+
+def test_split_by_file_is_disjoint_and_seeded(tmp_path, midi_writer, chorale_notes):
+    for i in range(10):
+        midi_writer(tmp_path / f"f{i}.mid", chorale_notes(4))
+    pieces, _ = load_midi_folder(tmp_path)
+    train, valid = split_by_file(pieces, 0.2, seed=3)
+    assert len(valid) == 2 and len(train) == 8
+    assert not {p.name for p in train} & {p.name for p in valid}
+    assert [p.name for p in split_by_file(pieces, 0.2, seed=3)[1]] == [p.name for p in valid]
+

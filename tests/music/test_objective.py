@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from engine.data.jsb import default_jsb_dir, load_jsb
+from engine.kinds.music import MusicObjective, evaluate_jsb, load, load_baseline
+
+torch.set_num_threads(1)
+JSB = default_jsb_dir()
+needs_jsb = pytest.mark.skipif(not (JSB / "jsb-chorales-quarter.json").is_file(),
+                               reason=f"JSB split not found at {JSB} (a user's clone may lack ../shared)")
+TINY = {"seq_steps": 16, "model": {"d_hidden": 16, "d_embed": 8, "n_layers": 1}, "baseline": {"d_hidden": 8}}
+
+
+@pytest.fixture
+def midi_objective(tmp_path, midi_writer, chorale_notes):
+    for i in range(4):
+        midi_writer(tmp_path / f"c{i}.mid", chorale_notes(8 + 4 * i))
+    (tmp_path / "bad.mid").write_bytes(b"nope")
+    return MusicObjective({**TINY, "model": {**TINY["model"], "holds": True}}, midi=tmp_path, device="cpu")
+
+
+def test_objective_contract(midi_objective):
+    obj = midi_objective
+    keys = torch.arange(5, 13)
+    a, b = obj.batch(keys), obj.batch(keys.clone())
+    assert all(torch.equal(a[k], b[k]) for k in a)  # pure in the keys
+    assert not torch.equal(obj.batch(keys + 100)["targets"], a["targets"])
+    groups = obj.param_groups()
+    assert set(groups) == {"rnn", "baseline"}
+    for group in groups:
+        loss, logs = obj.loss(group, a, 0)
+        assert torch.isfinite(loss) and all(np.isfinite(v) for v in logs.values())
+        loss.backward()
+    scores = obj.evaluate()
+    assert set(scores) == {"valid_nll", "valid_baseline_nll"}
+    img = obj.preview()
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    summary = obj.data_summary()
+    assert summary["files_skipped"][0]["file"] == "bad.mid" and summary["train_pieces"] == 3
+    weights = {f"{n}.{k}": v for n in obj.export_nets for k, v in obj.nets[n].state_dict().items()}
+    model = load(obj.config, weights, "cpu")
+    assert model.generate(bars=1).shape == (16, 88)
+
+
+def test_one_source_required(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        MusicObjective(TINY)
+    with pytest.raises(ValueError, match="unknown corpus"):
+        MusicObjective(TINY, corpus="mozart")
+    with pytest.raises(ValueError, match="unknown music config"):
+        MusicObjective({"layers": 3}, corpus="bach")
+    with pytest.raises(FileNotFoundError, match="no usable MIDI"):
+        MusicObjective(TINY, midi=tmp_path)
+
+
+@needs_jsb
+def test_jsb_split_and_training_step():
+    split = load_jsb(JSB, "quarter")
+    assert [len(split[s]) for s in ("train", "valid", "test")] == [229, 76, 77]
+    assert sum(p.steps for p in split["test"]) == 4725
+    obj = MusicObjective({**TINY, "steps_per_quarter": 1}, jsb=JSB)
+    opt = torch.optim.Adam(obj.param_groups()["rnn"], lr=1e-2)
+    batch = obj.batch(torch.arange(8))
+    first, _ = obj.loss("rnn", batch, 0)
+    for _ in range(5):
+        loss, _ = obj.loss("rnn", batch, 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first.item()
+    weights = {f"{n}.{k}": v for n in obj.export_nets for k, v in obj.nets[n].state_dict().items()}
+    scores = evaluate_jsb(load(obj.config, weights), load_baseline(obj.config, weights), JSB)
+    assert scores["steps"] == 4725 and 0 < scores["nll"] < 80 and 0 < scores["baseline_nll"] < 80
+    with pytest.raises(ValueError, match="holds=false"):
+        MusicObjective({**TINY, "steps_per_quarter": 1, "model": {"holds": True}}, jsb=JSB)
+
+
+def test_bach_corpus_converts_and_caches(tmp_path, monkeypatch):
+    from engine.data.bach_corpus import cache_dir, load_bach
+    monkeypatch.setenv("ATELIER_CACHE_DIR", str(tmp_path))
+    pieces, skipped = load_bach(4, limit=2)  # parsing all ~400 takes minutes; two is enough
+    assert len(pieces) + len(skipped) == 2 and pieces
+    assert len(list(cache_dir().glob("*.npz"))) == 2
+    again, _ = load_bach(4, limit=2)
+    assert all(np.array_equal(p.roll, q.roll) for p, q in zip(pieces, again))
+    p = pieces[0]
+    assert p.has_onsets and (p.roll == 2).any() and p.steps_per_bar in (12, 16)

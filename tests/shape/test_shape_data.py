@@ -1,0 +1,101 @@
+"""Mesh reading, cleaning, voxelisation, caching and augmentation."""
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from engine.data.meshes import MeshError, load_mesh_folder, mesh_from_arrays, normalise
+from engine.data.procedural_shapes import FAMILIES, make_shape, procedural_meshes
+from engine.data.shape_set import build_from_arrays, build_from_folder, build_procedural
+from engine.data.voxels import augment, voxelise
+
+
+def _centres(res):
+    c = (np.arange(res) + 0.5) / res - 0.5
+    return np.stack(np.meshgrid(c, c, c, indexing="ij"), -1)
+
+
+def test_procedural_shapes_are_seeded_closed_solids():
+    for family in FAMILIES:
+        a, b = make_shape(family, 7), make_shape(family, 7)
+        assert np.array_equal(a.vertices, b.vertices), family
+        assert a.is_watertight and a.is_winding_consistent and a.volume > 0, family
+    names = [n for n, _ in procedural_meshes(10, seed=1)]
+    assert len(set(names)) == 10
+
+
+def test_voxelise_fills_the_inside():
+    sphere = normalise(trimesh.creation.icosphere(subdivisions=3))
+    grid = voxelise(sphere.vertices, sphere.faces, 32)
+    r = np.linalg.norm(_centres(32), axis=-1)
+    assert grid[r < 0.45].all() and not grid[r > 0.52].any()
+    assert grid[16, 16, 16]  # interior, not just the surface
+
+
+def test_voxelise_tolerates_a_hole():
+    box = normalise(trimesh.creation.box(extents=(1, 0.6, 0.4)))
+    holed = trimesh.Trimesh(box.vertices, box.faces[1:], process=False)  # one triangle missing
+    full = voxelise(box.vertices, box.faces, 16)
+    assert (voxelise(holed.vertices, holed.faces, 16) == full).mean() > 0.99
+
+
+def test_broken_files_are_skipped_and_reported(tmp_path):
+    trimesh.creation.box().export(tmp_path / "good.stl")
+    (tmp_path / "empty.obj").write_text("")
+    (tmp_path / "garbage.ply").write_bytes(b"ply\nthis is not a ply file\x00\xff")
+    (tmp_path / "nan.obj").write_text("v 0 0 0\nv 1 0 0\nv nan 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\nf 1 3 4\nf 2 3 4\n")
+    (tmp_path / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3\nf 2 4 3\n")
+    (tmp_path / "notes.txt").write_text("not a mesh")
+    meshes, skipped = load_mesh_folder(tmp_path)
+    assert [n for n, _ in meshes] == ["good.stl"]
+    reasons = {s.source: s.reason for s in skipped}
+    assert set(reasons) == {"empty.obj", "garbage.ply", "nan.obj", "flat.obj"}
+    assert "NaN" in reasons["nan.obj"] and "flat" in reasons["flat.obj"]
+    data = build_from_folder(tmp_path, resolution=16, cache_dir=tmp_path / ".cache")
+    assert data.names == ["good.stl"] and len(data.skipped) == 4
+
+
+def test_array_input_errors_say_what_is_wrong():
+    with pytest.raises(MeshError, match="N×3"):
+        mesh_from_arrays(np.zeros((4, 2)), np.zeros((1, 3), int))
+    with pytest.raises(MeshError, match="outside"):
+        mesh_from_arrays(np.zeros((3, 3)), np.array([[0, 1, 5]]))
+    box = trimesh.creation.box()
+    data = build_from_arrays([(box.vertices, box.faces), (np.zeros((0, 3)), np.zeros((0, 3), int))], 16)
+    assert len(data) == 1 and "empty" in data.skipped[0].reason
+
+
+def test_voxel_cache_is_reused_and_refreshed(tmp_path):
+    src, cache = tmp_path / "meshes", tmp_path / "cache"
+    src.mkdir()
+    trimesh.creation.box(extents=(1, 1, 1)).export(src / "a.stl")
+    trimesh.creation.icosphere().export(src / "b.obj")
+    first = build_from_folder(src, 16, cache_dir=cache)
+    assert (first.cache_hits, first.cache_misses) == (0, 2)
+    again = build_from_folder(src, 16, cache_dir=cache)
+    assert (again.cache_hits, again.cache_misses) == (2, 0)
+    assert np.array_equal(again.grids, first.grids)
+    trimesh.creation.box(extents=(1, 0.3, 0.3)).export(src / "a.stl")  # edit a source
+    edited = build_from_folder(src, 16, cache_dir=cache)
+    assert (edited.cache_hits, edited.cache_misses) == (1, 1)
+    a = edited.names.index("a.stl")
+    assert edited.grids[a].sum() < first.grids[a].sum()
+
+
+def test_procedural_set_is_cached(tmp_path):
+    first = build_procedural(5, seed=2, resolution=16, cache_dir=tmp_path)
+    again = build_procedural(5, seed=2, resolution=16, cache_dir=tmp_path)
+    assert (first.cache_misses, again.cache_hits) == (1, 1)
+    assert np.array_equal(first.grids, again.grids) and first.names == again.names
+
+
+def test_augmentation_is_pure_in_the_key_and_exact_for_quarter_turns():
+    data = build_procedural(5, resolution=16, cache=False)
+    x = torch.from_numpy(data.grids).float()[:, None]
+    keys = torch.tensor([3, 11, 12345, 7, 2**40])
+    assert torch.equal(augment(x, keys), augment(x, keys))
+    turned = augment(x, keys, scale=0.0, mirror=False)
+    for i in range(5):
+        assert any(torch.equal(torch.rot90(x[i, 0], k, (0, 1)), turned[i, 0]) for k in range(4))
+    free = augment(x, keys, rotate="free")
+    assert free.shape == x.shape and set(free.unique().tolist()) <= {0.0, 1.0}

@@ -1,0 +1,139 @@
+"""The shape VAE and the shape kind, on a tiny model fitted for a few seconds."""
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from engine.kinds.shape import Cancelled, ShapeObjective, load, slerp
+from engine.kinds.shape_eval import voxel_iou
+from engine.kinds.shape_mesh import export_mesh, grid_to_mesh
+from engine.models.shape_vae import ShapeVAE, ShapeVAEConfig, kl_weight
+
+TINY = ShapeVAEConfig(resolution=16, latent_dim=64, width=8, kl_warmup_steps=100)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A ShapeObjective on 5 procedural shapes (4 train, 1 held out), fitted briefly."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    objective = ShapeObjective(TINY, procedural=5, cache_dir=tmp_path_factory.mktemp("cache"),
+                               rotate="none", mirror=False, scale=0.0, eval_samples=4)
+    opt = torch.optim.Adam(objective.param_groups()["model"], lr=2e-3)
+    for step in range(120):
+        keys = torch.arange(step * 8, step * 8 + 8)
+        loss, _ = objective.loss("model", objective.batch(keys), step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    weights = {f"vae.{k}": v for k, v in objective.nets["vae"].state_dict().items()}
+    return objective, load(asdict(TINY), weights, "cpu")
+
+
+def _clean(mesh) -> trimesh.Trimesh:
+    return trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="power of two"):
+        ShapeVAEConfig(resolution=24)
+    with pytest.raises(ValueError, match="focal"):
+        ShapeVAEConfig(loss="mse")
+    assert kl_weight(0, TINY) == 0.0 and kl_weight(10**6, TINY) == TINY.beta
+
+
+def test_vae_shapes_at_64():
+    vae = ShapeVAE(ShapeVAEConfig(resolution=64, latent_dim=64, width=4))
+    logits, mu, logvar = vae(torch.zeros(2, 1, 64, 64, 64))
+    assert logits.shape == (2, 1, 64, 64, 64) and mu.shape == logvar.shape == (2, 64)
+
+
+def test_marching_cubes_closes_a_shape_touching_the_border():
+    grid = np.zeros((16, 16, 16), np.float32)
+    grid[:, 4:12, 0:10] = 1.0  # touches two faces of the cube
+    mesh = grid_to_mesh(grid, smooth=3, decimate=0.002)
+    tm = _clean(mesh)
+    assert tm.is_watertight and tm.is_winding_consistent and tm.volume > 0
+    assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int32
+    assert np.abs(mesh.vertices).max() <= 0.5 + 0.01  # Taubin may bulge a hair past the cube
+
+
+def test_batch_is_pure_in_the_keys(fitted):
+    objective, _ = fitted
+    keys = torch.tensor([5, 1, 9, 2**33])
+    assert torch.equal(objective.batch(keys), objective.batch(keys))
+    assert objective.batch(keys).shape == (4, 1, 16, 16, 16)
+
+
+def test_reconstruction_of_training_shapes(fitted):
+    objective, model = fitted
+    grids = objective.train_set.grids
+    iou = voxel_iou(model.reconstruct_grids(grids) > 0.5, grids)
+    assert iou.mean() >= 0.8, iou
+
+
+def test_sampled_meshes_are_watertight_and_consistently_wound(fitted):
+    _, model = fitted
+    calls = []
+    meshes = model.sample(seed=4, count=3, smooth=2, progress=lambda f, msg: calls.append(f))
+    assert calls[-1] == 1.0
+    for mesh in meshes:
+        tm = _clean(mesh)
+        assert len(mesh.faces) > 0
+        assert tm.is_watertight and tm.is_winding_consistent and tm.volume > 0 and tm.body_count == 1
+    again = model.sample(seed=4, count=3, smooth=2)
+    assert all(np.array_equal(a.vertices, b.vertices) for a, b in zip(meshes, again))
+
+
+def test_interpolation_endpoints_match_the_encoded_shapes(fitted):
+    objective, model = fitted
+    a_grid, b_grid = objective.train_set.grids[:2]
+    a, b = grid_to_mesh(a_grid.astype(np.float32)), grid_to_mesh(b_grid.astype(np.float32))
+    za, zb = model.encode(*a), model.encode(*b)
+    path = model.interpolate(a, b, steps=4, keep="all")
+    assert len(path) == 4
+    for end, z, grid in ((path[0], za, a_grid), (path[-1], zb, b_grid)):
+        expected = model.decode(z, keep="all")
+        assert np.allclose(end.vertices, expected.vertices, atol=1e-5)
+        assert voxel_iou(model.decode_grids(z)[0] > 0.5, grid) >= 0.75
+    assert np.allclose(slerp(za, zb, 0.0), za, atol=1e-5) and np.allclose(slerp(za, zb, 1.0), zb, atol=1e-5)
+    mid = model.interpolate(3, 8, t=[0.5])
+    assert len(mid) == 1
+
+
+def test_variations_and_cancel(fitted):
+    objective, model = fitted
+    mesh = grid_to_mesh(objective.train_set.grids[0].astype(np.float32))
+    near = model.variations(*mesh, n=2, spread=0.1)
+    assert len(near) == 2 and all(len(m.faces) for m in near)
+    with pytest.raises(Cancelled):
+        model.variations(*mesh, n=3, cancelled=lambda: True)
+
+
+def test_export_formats(fitted, tmp_path):
+    _, model = fitted
+    mesh = model.sample(seed=1)[0]
+    for suffix in (".glb", ".obj", ".ply"):
+        back = trimesh.load(export_mesh(mesh, tmp_path / f"shape{suffix}"), force="mesh")
+        assert len(back.faces) == len(mesh.faces)
+    with pytest.raises(ValueError, match="glb"):
+        export_mesh(mesh, tmp_path / "shape.fbx")
+
+
+def test_evaluate_preview_and_summary(fitted):
+    objective, _ = fitted
+    metrics = objective.evaluate()
+    assert set(metrics) == {"iou", "chamfer_l1", "fscore_1pct", "clean_share", "coverage", "mmd"}
+    assert 0 <= metrics["iou"] <= 1 and metrics["chamfer_l1"] >= 0
+    picture = objective.preview()
+    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
+    summary = objective.data_summary()
+    assert summary["train_shapes"] == 4 and summary["held_out_shapes"] == 1
+    assert objective.nets["vae"].training  # evaluate/preview leave training mode as it was
+
+
+def test_objective_needs_exactly_one_source():
+    with pytest.raises(ValueError, match="exactly one"):
+        ShapeObjective(TINY)
