@@ -21,7 +21,7 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
         parser.set_defaults(handler=_no_kind)
         for kind in KIND_MODULES:
             module = kind_module(kind)
-            op = None if command == "train" else {o.name: o for o in module.OPS}.get(f"{kind}.{command}")
+            op = None if command == "train" else {o.name: o for o in module.OPS}.get(module.CLI_OPS.get(command))
             if command != "train" and op is None:
                 continue
             sub = kinds.add_parser(kind, parents=[common], help=(module.__doc__ or kind).strip().splitlines()[0])
@@ -126,7 +126,18 @@ def _run_op(args: argparse.Namespace) -> int:
             bar.close()
         session.close()
     written = args.module.write_output(op.name, value, args.out) if args.out else []
-    summary = {k: v for k, v in value.items() if not hasattr(v, "shape")}
+    summary = _without_arrays(value)
     output(args, {**summary, "files": [str(p) for p in written]},
            "\n".join([json.dumps(summary, default=str)] + [f"wrote {p}" for p in written]))
     return 0
+
+
+def _without_arrays(value):
+    """The result as text can show it: arrays become their dtype and shape."""
+    if isinstance(value, dict):
+        return {k: _without_arrays(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_arrays(v) for v in value]
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"<{value.dtype} array {'x'.join(map(str, value.shape))}>"
+    return value

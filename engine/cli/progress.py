@@ -10,7 +10,7 @@ from tqdm import tqdm
 class ProgressBar:
     def __init__(self, title: str):
         self._bar = tqdm(total=1000, desc=title, file=sys.stderr, leave=True, dynamic_ncols=True,
-                         bar_format="{desc} |{bar}| {percentage:3.0f}% {elapsed}<{remaining} {postfix}")
+                         bar_format="{desc} |{bar}| {percentage:3.0f}% {elapsed}<{remaining}{postfix}")
 
     def __call__(self, fraction: float, message: str, preview: Any = None) -> None:
         self._bar.n = int(round(fraction * 1000))

@@ -5,14 +5,22 @@ A kind module provides:
 - `DATA_PARAMS`: dict[str, Param], the training-data options of the `train` op;
 - `objective(config, data: dict, device) -> Objective`: what the shared trainer trains;
 - `load(config: dict, weights: dict[str, Tensor], device)`: an inference model from a checkpoint;
-- `OPS`: list[Op], the kind's generation and evaluation ops (e.g. "texture.generate").
+- `OPS`: list[Op], the kind's generation and evaluation ops (e.g. "texture.generate");
+- `CLI_OPS`: which op `atelier generate` and `atelier eval` run;
+- `write_output(op, value, out)`: the files a CLI user gets from an op's result;
+- `demo(client, model, out)`: what `atelier demo` makes with a shipped model.
+
+A kind module stays light to import (the engine imports all of them at start);
+heavy libraries load inside the functions.
 """
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-KIND_MODULES: dict[str, str] = {}
+KIND_MODULES: dict[str, str] = {
+    "shape": "engine.kinds.shape_ops",
+}
 
 
 def kind_module(kind: str) -> ModuleType:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import logging
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +36,7 @@ class Engine:
             self.ops.update({op.name: op for op in kind_module(kind).OPS})
         self._loaded: dict[str, tuple[dict, Any]] = {}
         self._load_lock = threading.Lock()
+        self._sessions: dict[str, tuple[int | None, Any]] = {}  # id -> (owner, session object)
 
     def hello(self) -> dict:
         return {"type": "hello", "protocol": protocol.PROTOCOL_VERSION, "engine": __version__,
@@ -90,6 +92,28 @@ class Engine:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return released
+
+    def open_session(self, session: Any, owner: int | None) -> str:
+        """Keep a stateful session (e.g. a live music stream) for the client that opened it."""
+        session_id = uuid.uuid4().hex[:12]
+        self._sessions[session_id] = (owner, session)
+        return session_id
+
+    def session(self, session_id: str, owner: int | None) -> Any:
+        entry = self._sessions.get(session_id)
+        if entry is None or entry[0] != owner:
+            raise JobFailed(protocol.NOT_FOUND, f"no session {session_id!r} on this connection; open one first "
+                            "(sessions end when their client disconnects)")
+        return entry[1]
+
+    def close_session(self, session_id: str, owner: int | None) -> None:
+        self.session(session_id, owner)
+        del self._sessions[session_id]
+
+    def close_sessions(self, owner: int | None) -> None:
+        for session_id, (session_owner, _) in list(self._sessions.items()):
+            if session_owner == owner:
+                self._sessions.pop(session_id, None)
 
     def close(self) -> None:
         self.scheduler.stop()

@@ -224,6 +224,7 @@ class Server:
     def _drop_jobs(self, connection: Connection) -> None:
         """A client that leaves takes its jobs with it, except detached ones."""
         connection.closed = True
+        self.engine.close_sessions(connection.id)
         for job, listener in connection.watches:
             job.remove_listener(listener)
         for job in list(self.engine.scheduler.jobs.values()):
