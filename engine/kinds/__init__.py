@@ -5,6 +5,7 @@ A kind module provides:
 - `DATA_PARAMS`: dict[str, Param], the training-data options of the `train` op;
 - `objective(config, data: dict, device) -> Objective`: what the shared trainer trains;
 - `load(config: dict, weights: dict[str, Tensor], device)`: an inference model from a checkpoint;
+- `TRAIN_DEFAULTS` (optional): trainer settings that suit the kind (e.g. Adam betas for a GAN);
 - `OPS`: list[Op], the kind's generation and evaluation ops (e.g. "texture.generate");
 - `CLI_OPS`: which op `atelier generate` and `atelier eval` run;
 - `write_output(op, value, out)`: the files a CLI user gets from an op's result;

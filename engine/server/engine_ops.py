@@ -89,6 +89,7 @@ def _train(engine: "Engine", context: JobContext, kind: str, name: str, data: di
     data_op = Op(f"train {kind} data", run=None, params=module.DATA_PARAMS)
     data = data_op.check(data)
     try:
+        train = {**getattr(module, "TRAIN_DEFAULTS", {}), **train}
         if resume:
             saved_model, saved_train = resume_settings(engine.store, _name(name))
             model, train = {**saved_model, **model}, {**saved_train, **train}

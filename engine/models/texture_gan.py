@@ -1,0 +1,195 @@
+"""Periodic spatial GAN for seamless textures (SGAN, Jetchev et al. 2016; PSGAN, Bergmann et al. 2017).
+
+The generator maps a spatial noise tensor (h x w cells) to an image of (h*stride) x (w*stride)
+pixels. The noise has three kinds of channels: local (i.i.d. per cell), global (one code per
+image, broadcast) and periodic (plane waves whose wave vectors are a learned function of the
+global code). Every generator convolution pads circularly and the waves are snapped to whole
+periods over the grid, so the noise and the network are both defined on a torus: the output
+tiles exactly, and G(tile(z)) == tile(G(z)).
+
+The discriminator is a plain patch discriminator: it returns a map of logits, one per patch.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TextureGANConfig:
+    channels: int = 3        # 1 (gray), 3 (RGB) or 4 (RGBA)
+    n_local: int = 16        # noise channels drawn i.i.d. per cell
+    n_global: int = 32       # noise channels shared by the whole image
+    n_periodic: int = 4      # plane-wave channels (PSGAN)
+    g_blocks: int = 4        # upsampling steps; the generator stride is 2**g_blocks
+    g_width: int = 32        # channels at the last block; doubles per block towards the noise
+    g_max_width: int = 256
+    crop: int = 128          # training crop (px); its noise grid sets the lattice the waves snap to
+    d_layers: int = 4        # stride-2 layers: the patch a logit sees is about 2**(d_layers+1) px
+    d_width: int = 32
+    d_max_width: int = 256
+    # Stabilisation, chosen by measurement (the table in engine/kinds/texture.py).
+    loss: str = "nonsat"     # "nonsat" (non-saturating logistic) or "hinge"
+    spectral_norm: bool = False
+    r1_gamma: float = 1.0    # R1 gradient penalty on real images (Mescheder et al. 2018)
+    ema_decay: float = 0.999
+
+    def __post_init__(self):
+        if self.channels not in (1, 3, 4):
+            raise ValueError(f"channels must be 1, 3 or 4, got {self.channels}")
+        if self.loss not in ("hinge", "nonsat"):
+            raise ValueError(f"loss must be 'hinge' or 'nonsat', got {self.loss!r}")
+        if self.g_blocks < 1 or self.d_layers < 1:
+            raise ValueError("g_blocks and d_layers must be at least 1")
+        if self.crop % self.stride or self.crop < 2 ** (self.d_layers + 1):
+            raise ValueError(f"crop {self.crop} must be a multiple of the generator stride {self.stride} "
+                             f"and at least {2 ** (self.d_layers + 1)} px for the discriminator")
+
+    @property
+    def stride(self) -> int:
+        return 2 ** self.g_blocks
+
+    @property
+    def n_noise(self) -> int:
+        return self.n_local + self.n_global + self.n_periodic
+
+
+def conv3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="circular")
+
+
+class PixelNorm(nn.Module):
+    """Normalise each pixel's feature vector (ProGAN): local, so it keeps exact tiling,
+    and batch-independent, so the EMA generator needs no running statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = conv3(cin, cout)
+        self.norm = PixelNorm()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return F.leaky_relu(self.norm(self.conv(x)), 0.2)
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: TextureGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        widths = [min(cfg.g_width * 2 ** (cfg.g_blocks - 1 - i), cfg.g_max_width) for i in range(cfg.g_blocks)]
+        # Wave vectors (radians per noise cell, two per periodic channel) from the global code.
+        self.waves = nn.Sequential(nn.Linear(max(cfg.n_global, 1), 64), nn.ReLU(), nn.Linear(64, 2 * cfg.n_periodic))
+        self.head = conv3(cfg.n_noise, widths[0])
+        self.blocks = nn.ModuleList(UpBlock(widths[i], widths[i + 1]) for i in range(cfg.g_blocks - 1))
+        # The last 2x step is a sub-pixel convolution: at full resolution a conv with few channels
+        # costs most of the time for little (measured 0.65 s of 1.9 s at 1024^2 on one CPU thread).
+        self.out = conv3(widths[-1], 4 * cfg.channels)
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        """Noise cells for an output size; a clear error when the size does not fit the stride."""
+        s = self.cfg.stride
+        if height < s or width < s or height % s or width % s:
+            raise ValueError(f"output size {width}x{height} must be a positive multiple of the generator "
+                             f"stride {s} on both sides (e.g. {max(s, round(width / s) * s)}x"
+                             f"{max(s, round(height / s) * s)})")
+        return height // s, width // s
+
+    def wave_vectors(self, z_global: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """[B, P, 2] wave vectors (ky, kx) in radians per cell, snapped to a whole number of
+        periods over the h x w torus (a free frequency would leave a seam where the grid wraps);
+        gradients pass straight through the snap."""
+        k = math.pi * torch.tanh(self.waves(z_global)).view(-1, self.cfg.n_periodic, 2)
+        snapped = self._snap(self._snap(k, self.cfg.crop // self.cfg.stride), torch.tensor([h, w], device=k.device))
+        return k + (snapped - k).detach()
+
+    @staticmethod
+    def _snap(k: torch.Tensor, cells: int | torch.Tensor) -> torch.Tensor:
+        # First to the training grid's lattice, so that training and generation see the same
+        # frequencies; that lattice is exact on any grid whose sides are multiples of it.
+        return torch.round(k * cells / (2 * math.pi)) * (2 * math.pi) / cells
+
+    def noise(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """Spatial noise [B, n_noise, h, w] from local [B, L, h, w], global [B, G], phase [B, P]."""
+        b, _, h, w = z_local.shape
+        parts = [z_local, z_global[:, :, None, None].expand(b, -1, h, w)]
+        if self.cfg.n_periodic:
+            k = self.wave_vectors(z_global, h, w)
+            y = torch.arange(h, dtype=k.dtype, device=k.device).view(1, 1, h, 1)
+            x = torch.arange(w, dtype=k.dtype, device=k.device).view(1, 1, 1, w)
+            parts.append(torch.sin(k[..., 0, None, None] * y + k[..., 1, None, None] * x + phase[:, :, None, None]))
+        return torch.cat(parts, 1)
+
+    def sample_noise(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw random inputs (local, global, phase) for `noise`; drawn on the CPU so a seed gives
+        the same picture on every device."""
+        h, w = self.grid(height, width)
+        c = self.cfg
+        z_local = torch.randn(batch, c.n_local, h, w, generator=generator)
+        z_global = torch.randn(batch, c.n_global, generator=generator)
+        phase = torch.rand(batch, c.n_periodic, generator=generator) * (2 * math.pi)
+        return z_local.to(device), z_global.to(device), phase.to(device)
+
+    def forward(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """Image [B, C, h*stride, w*stride] in [-1, 1] from the raw inputs of `sample_noise`."""
+        return self.synthesize(self.noise(z_local, z_global, phase))
+
+    def synthesize(self, z: torch.Tensor) -> torch.Tensor:
+        """Image from an already built spatial noise tensor (used for morphing between codes)."""
+        x = F.leaky_relu(self.head(z), 0.2)
+        for block in self.blocks:
+            x = block(x)
+        return torch.tanh(F.pixel_shuffle(self.out(x), 2))
+
+
+class Discriminator(nn.Module):
+    """Patch discriminator: stride-2 4x4 convolutions, then a 3x3 conv to one logit per patch."""
+
+    def __init__(self, cfg: TextureGANConfig):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm if cfg.spectral_norm else (lambda m: m)
+        layers, cin = [], cfg.channels
+        for i in range(cfg.d_layers):
+            cout = min(cfg.d_width * 2 ** i, cfg.d_max_width)
+            layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            cin = cout
+        layers.append(sn(nn.Conv2d(cin, 1, 3, padding=1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def g_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    return -fake_logits.mean() if kind == "hinge" else F.softplus(-fake_logits).mean()
+
+
+def make_ema(model: nn.Module) -> nn.Module:
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)

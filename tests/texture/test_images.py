@@ -1,0 +1,87 @@
+"""Texture data: reading, cleaning with a report, normalising, crops that are pure in the keys."""
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from engine.data.images import ImageCrops, exemplar, load_images, procedural
+
+
+def _u8(img01: np.ndarray) -> np.ndarray:
+    return np.round(img01 * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    tex = (procedural("blobs", 96, seed=1, channels=3) + 1) / 2
+    Image.fromarray(_u8(tex)).save(tmp_path / "rgb.png")
+    Image.fromarray(_u8(tex)).save(tmp_path / "photo.jpg", quality=90)
+    rgba = np.concatenate([_u8(tex), np.full((96, 96, 1), 200, np.uint8)], -1)
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    Image.fromarray((tex[..., 0] * 65535).astype(np.uint16)).save(tmp_path / "gray16.png")
+    tifffile.imwrite(tmp_path / "rgb16.tif", (tex * 65535).astype(np.uint16))
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    Image.fromarray(_u8(rng.random((20, 30, 3)))).save(tmp_path / "tiny.png")
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(tmp_path / "constant.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_folder_is_cleaned_and_every_skip_is_reported(folder):
+    images, report = load_images(folder, min_size=64)
+    used = sorted(p.split("/")[-1] for p, _ in report.used)
+    assert used == ["alpha.png", "gray16.png", "photo.jpg", "rgb.png", "rgb16.tif"]
+    reasons = {p.split("/")[-1]: why for p, why in report.skipped}
+    assert set(reasons) == {"corrupt.png", "tiny.png", "constant.png", "notes.txt"}
+    assert reasons["corrupt.png"].startswith("unreadable")
+    assert reasons["tiny.png"].startswith("too small: 30x20")
+    assert reasons["constant.png"].startswith("constant")
+    assert "tiny.png" in report.summary()
+    assert all(im.shape == (96, 96, 3) and im.dtype == np.float32 for im in images)  # gray16 -> RGB
+    assert min(im.min() for im in images) >= -1 and max(im.max() for im in images) <= 1
+
+
+def test_16_bit_keeps_precision_and_channels_convert(folder):
+    (gray,), _ = load_images(folder / "gray16.png", channels=1)
+    (tif,), _ = load_images(folder / "rgb16.tif", channels=3)
+    (rgba,), _ = load_images(folder / "alpha.png", channels=4)
+    expected = (procedural("blobs", 96, seed=1, channels=3)[..., 0] + 1) / 2
+    assert np.abs((gray[..., 0] + 1) / 2 - expected).max() < 1e-4  # finer than 8-bit steps
+    assert np.abs((tif + 1) / 2 - (procedural("blobs", 96, seed=1) + 1) / 2).max() < 1e-4
+    assert gray.shape[-1] == 1 and tif.shape[-1] == 3 and rgba.shape[-1] == 4
+
+
+def test_nothing_usable_says_why(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="(?s)no usable images.*bad.png: unreadable"):
+        load_images(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        load_images(tmp_path / "missing")
+
+
+def test_crops_are_pure_in_keys_and_augmentations_switch():
+    img = procedural("bricks", 128, seed=3)
+    crops = ImageCrops([img], 64, flips=True, rot90=True)
+    keys = torch.tensor([5, 7, 2**40 + 3], dtype=torch.int64)
+    a, b = crops.batch(keys), crops.batch(keys)
+    assert a.shape == (3, 3, 64, 64) and torch.equal(a, b)
+    assert torch.equal(crops.batch(keys[1:2])[0], a[1])  # independent of the rest of the batch
+    plain = ImageCrops([img], 64, flips=False, rot90=False).batch(torch.arange(20)).permute(0, 2, 3, 1).numpy()
+    windows = np.lib.stride_tricks.sliding_window_view(img, (64, 64, 3)).reshape(-1, 64, 64, 3)
+    assert all(np.abs(windows - p).reshape(len(windows), -1).max(1).min() == 0 for p in plain[:4])
+    jit = ImageCrops([img], 64, flips=False, rot90=False, jitter=0.1).batch(torch.arange(4))
+    assert not torch.equal(jit, torch.from_numpy(plain[:4]).permute(0, 3, 1, 2))
+    with pytest.raises(ValueError, match="crop 256 is larger"):
+        ImageCrops([img], 256)
+
+
+def test_exemplars():
+    for name in ("brick", "grass", "gravel"):
+        ex = exemplar(name)
+        assert ex.shape == (512, 512, 1) and -1 <= ex.min() < ex.max() <= 1
+    assert np.array_equal(procedural("waves", 64, seed=2), procedural("waves", 64, seed=2))
+    assert procedural("bricks", 64, channels=4).shape == (64, 64, 4)
+    with pytest.raises(ValueError, match="unknown exemplar"):
+        exemplar("marble")

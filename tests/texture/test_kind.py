@@ -1,0 +1,133 @@
+"""Texture kind: the Objective contract, load() round trip, generation options, PBR maps."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from engine.data.images import procedural
+from engine.kinds.texture import GenerationCancelled, TextureObjective, load, pbr_maps
+from engine.models.texture_gan import TextureGANConfig
+
+TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
+                        n_local=4, n_global=8, n_periodic=2)
+
+
+def run_steps(obj, steps, batch=4, lr=2e-3):
+    opts = {g: torch.optim.Adam(p, lr=lr, betas=(0.5, 0.99)) for g, p in obj.param_groups().items()}
+    logs = []
+    for step in range(steps):
+        b = obj.batch(torch.arange(step * batch, (step + 1) * batch, dtype=torch.int64))
+        row = {}
+        for group, opt in opts.items():
+            opt.zero_grad(set_to_none=True)
+            loss, info = obj.loss(group, b, step)
+            loss.backward()
+            opt.step()
+            row.update(info)
+        obj.after_step(step)
+        logs.append(row)
+    return logs
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    obj = TextureObjective(TINY, [procedural("bricks", 96, seed=0)], seed=0)
+    return obj, run_steps(obj, 12)
+
+
+def export(obj):
+    return {f"{name}.{k}": v.detach().clone() for name in obj.export_nets
+            for k, v in obj.nets[name].state_dict().items()}
+
+
+def test_batch_is_pure_in_keys():
+    obj = TextureObjective(TINY, procedural("waves", 64), seed=3)
+    keys = torch.tensor([11, 4, 2**50], dtype=torch.int64)
+    a, b = obj.batch(keys), obj.batch(keys.clone())
+    assert set(a) == {"real", "z_local", "z_global", "phase"}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    single = obj.batch(keys[2:])
+    assert all(torch.equal(single[k][0], a[k][2]) for k in a)
+    assert a["real"].shape == (3, 3, 32, 32) and a["z_local"].shape == (3, 4, 4, 4)
+
+
+def test_steps_train_d_and_ema(trained):
+    obj, logs = trained
+    assert all(np.isfinite(v) for row in logs for v in row.values())
+    assert logs[-1]["real_score"] - logs[-1]["fake_score"] > logs[0]["real_score"] - logs[0]["fake_score"]
+    G, ema = obj.nets["G"], obj.nets["G_ema"]
+    assert any(not torch.equal(p, e) for p, e in zip(G.parameters(), ema.parameters()))
+    assert list(obj.param_groups()) == ["D", "G"]
+    with pytest.raises(ValueError, match="unknown parameter group"):
+        obj.loss("model", obj.batch(torch.arange(2)), 0)
+    preview = obj.preview()
+    assert preview.dtype == np.uint8 and preview.ndim == 3 and preview.shape[2] == 3
+    metrics = obj.evaluate()
+    assert metrics["tile_error"] < 1e-5 and all(np.isfinite(v) for v in metrics.values())
+
+
+def test_recipes_run():
+    obj = TextureObjective(TINY, [procedural("blobs", 64)])
+    assert "r1" in run_steps(obj, 1)[0]  # the default recipe uses R1 on step 0, 4, 8, ...
+    obj = TextureObjective(dataclasses.replace(TINY, loss="hinge", spectral_norm=True, r1_gamma=0.0),
+                           [procedural("blobs", 64)])
+    logs = run_steps(obj, 2)
+    assert "r1" not in logs[0] and np.isfinite(logs[1]["g_loss"])
+
+
+def test_folder_with_bad_files_trains_on_the_rest(tmp_path):
+    good = np.round((procedural("bricks", 64, seed=1) + 1) * 127.5).astype(np.uint8)
+    Image.fromarray(good).save(tmp_path / "good.png")
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    Image.fromarray(good[:16, :16]).save(tmp_path / "tiny.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "black.png")
+    obj = TextureObjective(TINY, tmp_path)
+    run_steps(obj, 1)
+    summary = obj.data_summary()
+    assert [i["path"].split("/")[-1] for i in summary["images"]] == ["good.png"]
+    reasons = {s["path"].split("/")[-1]: s["reason"].split(":")[0] for s in summary["skipped"]}
+    assert reasons == {"corrupt.jpg": "unreadable", "tiny.png": "too small", "black.png": "constant image (no texture to learn)"}
+
+
+def test_load_round_trip_is_identical(trained, tmp_path):
+    obj, _ = trained
+    save_file(export(obj), tmp_path / "w.safetensors")
+    config = dataclasses.asdict(obj.config)
+    a = load(config, export(obj)).generate(64, 32, seed=7)
+    b = load(config, load_file(tmp_path / "w.safetensors")).generate(64, 32, seed=7)
+    assert a.dtype == np.uint8 and a.shape == (32, 64, 3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, load(config, export(obj)).generate(64, 32, seed=8))
+    with pytest.raises(ValueError, match="unknown keys"):
+        load({**config, "colour": 1}, export(obj))
+    with pytest.raises(ValueError, match="no 'G_ema"):
+        load(config, {"G.head.weight": torch.zeros(1)})
+
+
+def test_generation_options(trained):
+    obj, _ = trained
+    model = load(dataclasses.asdict(obj.config), export(obj))
+    with pytest.raises(ValueError, match="multiple of the generator stride 8"):
+        model.generate(30, 32)
+    assert model.generate(30, 21, tileable=False).shape == (21, 30, 3)
+    assert model.morph(64, 32, 1, 2).shape == (32, 64, 3)
+    assert model.morph(60, 32, 1, 2, tileable=False).shape == (32, 60, 3)
+    seen = []
+    frames = model.animate(32, 32, 4, seed=1, progress=lambda f, msg: seen.append(f))
+    assert frames.shape == (4, 32, 32, 3) and seen[-1] == 1.0 and not np.array_equal(frames[0], frames[1])
+    with pytest.raises(GenerationCancelled):
+        model.animate(32, 32, 4, cancelled=lambda: len(seen) > 4, progress=lambda f, msg: seen.append(f))
+
+
+def test_pbr_maps_tile_and_have_shapes():
+    img = np.round((procedural("blobs", 64, seed=4) + 1) * 127.5).astype(np.uint8)
+    maps = pbr_maps(img)
+    assert maps["normal"].shape == (64, 64, 3) and maps["roughness"].shape == (64, 64)
+    assert all(m.dtype == np.uint8 for m in maps.values())
+    shifted = pbr_maps(np.roll(img, (9, 17), (0, 1)))  # wrap-aware filters commute with rolling
+    assert np.array_equal(np.roll(maps["normal"], (9, 17), (0, 1)), shifted["normal"])
+    assert maps["normal"][..., 2].min() > 127  # normals point out of the surface
