@@ -89,10 +89,9 @@ def _train(engine: "Engine", context: JobContext, kind: str, name: str, data: di
     data_op = Op(f"train {kind} data", run=None, params=module.DATA_PARAMS)
     data = data_op.check(data)
     try:
-        train = {**getattr(module, "TRAIN_DEFAULTS", {}), **train}
-        if resume:
-            saved_model, saved_train = resume_settings(engine.store, _name(name))
-            model, train = {**saved_model, **model}, {**saved_train, **train}
+        saved_model, saved_train = resume_settings(engine.store, _name(name)) if resume else ({}, {})
+        model = {**saved_model, **model}
+        train = {**getattr(module, "TRAIN_DEFAULTS", {}), **saved_train, **train}
         model_config = config_files.build(module.Config, model)
         train_config = config_files.build(config_files.TrainConfig, train)
         objective = module.objective(model_config, data, engine.device)
