@@ -79,6 +79,7 @@ def _train(engine: "Engine", context: JobContext, kind: str, name: str, data: di
            resume: bool) -> dict:
     from engine.kinds import kind_module
     from engine.train import config as config_files
+    from engine.train import distributed
     from engine.train.trainer import TrainRun, resume_settings
     from engine.train.trainer import train as run_training
 
@@ -86,18 +87,19 @@ def _train(engine: "Engine", context: JobContext, kind: str, name: str, data: di
         module = kind_module(kind)
     except KeyError as e:
         raise JobFailed(protocol.BAD_PARAMS, str(e.args[0])) from None
-    data_op = Op(f"train {kind} data", run=None, params=module.DATA_PARAMS)
-    data = data_op.check(data)
+    data = Op(f"train {kind} data", run=None, params=module.DATA_PARAMS).check(data)
+    device = distributed.local_device(engine.device)  # under torchrun: this process's GPU
     try:
         saved_model, saved_train = resume_settings(engine.store, _name(name)) if resume else ({}, {})
         model = {**saved_model, **model}
         train = {**getattr(module, "TRAIN_DEFAULTS", {}), **saved_train, **train}
         model_config = config_files.build(module.Config, model)
         train_config = config_files.build(config_files.TrainConfig, train)
-        objective = module.objective(model_config, data, engine.device)
+        objective = module.objective(model_config, data, device)
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise JobFailed(protocol.BAD_PARAMS, str(e)) from None
-    run = TrainRun(engine.store, name, kind, engine.device, resume=resume)
+    world = distributed.init_from_environment(device)
+    run = TrainRun(engine.store, name, kind, device, resume=resume, world=world)
     metadata = run_training(objective, train_config, run, progress=context.progress, check=context.check)
     engine.unload(name)  # the next use loads the new weights
     return {"model": name, "step": metadata["step"], "metrics": metadata["metrics"],

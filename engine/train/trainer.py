@@ -68,12 +68,12 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
         raise ValueError(f"batch_size {cfg.batch_size} does not split evenly across {world.size} processes")
 
     def save(final: bool) -> dict[str, Any]:
-        metrics = _evaluate(objective) if final else {}
+        metrics = _evaluate(objective) if final and world.is_main else {}
         if world.is_main:
             _save_resume(objective, optimizers, cfg, run, step, history)
             plots.loss_curve(history, run_dir / "loss.png", f"{run.name} ({run.kind})")
             return _save_model(objective, cfg, run, step, history, metrics, time.monotonic() - started)
-        return {}
+        return {"step": step, "metrics": metrics}
 
     try:
         for net in objective.nets.values():

@@ -86,3 +86,16 @@ def test_cli_resume_continues_from_the_saved_step(tmp_path):
     assert json.loads(second.stdout)["step"] == 10
     rows = [json.loads(line) for line in (tmp_path / "resumable.run" / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == list(range(1, 11))
+
+
+def test_cli_trains_data_parallel_under_torchrun(tmp_path):
+    env = {**os.environ, "ATELIER_MODELS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "engine",
+               "train", "shape", "--procedural", "12", "--name", "parallel", "--json", "--set", "resolution=16",
+               "--set", "width=4", "--set", "latent_dim=16", "--steps", "4", "--batch-size", "4"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = subprocess.run([sys.executable, "-m", "engine", "models", "info", "parallel", "--json"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    metadata = json.loads(listed.stdout)["metadata"]
+    assert metadata["processes"] == 2 and metadata["step"] == 4

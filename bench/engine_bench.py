@@ -1,0 +1,165 @@
+"""Engine benchmark: start-up time, ping latency idle and under load, requests per second.
+
+    .venv/bin/python bench/engine_bench.py [--pings 2000] [--seconds 5]
+
+Peers measured in the same run, so the ratios mean something on a noisy shared machine:
+- start-up against a bare `python -c "import torch"` (the floor any torch engine pays);
+- latency and throughput against a minimal asyncio echo server speaking the same frames
+  (no auth, no routing): what Python and loopback cost by themselves.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import protocol  # noqa: E402
+from engine.cli.demo import start_engine  # noqa: E402
+from engine.client import Client  # noqa: E402
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+class EchoPeer:
+    """Answers every frame with a result frame: the floor under our protocol's latency."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True).start()
+        self.ready.wait()
+
+    async def _serve(self) -> None:
+        async def handle(reader, writer):
+            try:
+                while True:
+                    prefix = await reader.readexactly(8)
+                    header_length, rest = protocol.split_prefix(prefix)
+                    header = protocol.decode_body(await reader.readexactly(header_length),
+                                                  await reader.readexactly(rest))
+                    writer.write(protocol.encode_frame({"type": "result", "id": header.get("id"), "value": {}}))
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self.ready.set()
+        await server.serve_forever()
+
+    def ping(self, sock_file, sock) -> float:
+        start = time.perf_counter()
+        sock.sendall(protocol.encode_frame({"type": "request", "id": 1, "op": "ping"}))
+        protocol.read_frame(sock_file)
+        return time.perf_counter() - start
+
+    def connect(self):
+        import socket
+
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, sock.makefile("rb")
+
+
+def startup_seconds(runs: int) -> tuple[float, float]:
+    ours, floor = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as state:
+            start = time.perf_counter()
+            process, _ = start_engine("cpu", Path(state), {"ATELIER_MODELS_DIR": str(Path(state) / "models")})
+            ours.append(time.perf_counter() - start)
+            process.terminate()
+            process.wait()
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        floor.append(time.perf_counter() - start)
+    return statistics.median(ours), statistics.median(floor)
+
+
+def requests_per_second(make_ping, clients: int, seconds: float) -> float:
+    counts = [0] * clients
+    stop = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        ping = make_ping()
+        while time.perf_counter() < stop:
+            ping()
+            counts[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pings", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of the throughput runs")
+    parser.add_argument("--startups", type=int, default=3)
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
+          f"Python {platform.python_version()}")
+
+    ours_start, torch_floor = startup_seconds(args.startups)
+    print(f"serve → ready: {ours_start:.2f} s (goal ≤ 3 s); bare `import torch` {torch_floor:.2f} s; "
+          f"ratio {ours_start / torch_floor:.2f}")
+
+    echo = EchoPeer()
+    sock, sock_file = echo.connect()
+    echo_p50, echo_p99 = percentiles([echo.ping(sock_file, sock) for _ in range(args.pings)])
+
+    with tempfile.TemporaryDirectory() as state:
+        process, ready = start_engine("cpu", Path(state), {"ATELIER_MODELS_DIR": str(Path(state) / "models")})
+        token = Path(ready["token_file"]).read_text().strip()
+
+        def connect() -> Client:
+            return Client(ready["host"], ready["port"], token=token, name="bench")
+
+        try:
+            with connect() as client:
+                idle = [client.ping() for _ in range(args.pings)]
+                with connect() as loader:
+                    heavy = loader.submit("device.benchmark", {"seconds": 600, "size": 1024})
+                    time.sleep(1.0)
+                    loaded = [client.ping() for _ in range(args.pings)]
+                    heavy.cancel()
+            idle_p50, idle_p99 = percentiles(idle)
+            load_p50, load_p99 = percentiles(loaded)
+            print(f"ping idle:       p50 {idle_p50 * 1e3:.3f} ms  p99 {idle_p99 * 1e3:.3f} ms (goal p99 ≤ 2 ms)")
+            print(f"ping under load: p50 {load_p50 * 1e3:.3f} ms  p99 {load_p99 * 1e3:.3f} ms (goal p99 ≤ 5 ms; "
+                  "a 1024² matmul job running)")
+            print(f"echo peer:       p50 {echo_p50 * 1e3:.3f} ms  p99 {echo_p99 * 1e3:.3f} ms; "
+                  f"ours/echo p50 {idle_p50 / echo_p50:.2f}, p99 {idle_p99 / echo_p99:.2f}")
+
+            def engine_pinger():
+                client = connect()
+                return client.ping
+
+            def echo_pinger():
+                sock, sock_file = echo.connect()
+                return lambda: echo.ping(sock_file, sock)
+
+            ours_rps = requests_per_second(engine_pinger, 16, args.seconds)
+            echo_rps = requests_per_second(echo_pinger, 16, args.seconds)
+            print(f"16 clients: {ours_rps:.0f} requests/s; echo peer {echo_rps:.0f}/s; ratio {ours_rps / echo_rps:.2f}")
+        finally:
+            process.terminate()
+            process.wait()
+
+
+if __name__ == "__main__":
+    main()
