@@ -1,4 +1,5 @@
 """The engine over real sockets: handshake, auth, bad input, jobs, cancel, many clients."""
+import stat
 import struct
 import threading
 import time
@@ -9,6 +10,12 @@ import pytest
 from engine import protocol
 from engine.client import Client, EngineError
 from support.wire import RawConnection
+
+
+def test_the_engine_listens_on_loopback_with_a_private_token(engine):
+    assert engine.host == "127.0.0.1"
+    token_file = engine.state_dir / "token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and len(engine.token) >= 32
 
 
 def test_handshake_reports_version_device_and_capabilities(engine):
