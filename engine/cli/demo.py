@@ -24,6 +24,7 @@ def start_engine(device: str, state_dir: Path, extra_env: dict[str, str] | None 
     The engine's log goes to `state_dir/engine.log`.
     """
     env = {**os.environ, "ATELIER_STATE_DIR": str(state_dir), **(extra_env or {})}
+    started = time.monotonic()
     log = open(state_dir / "engine.log", "ab")
     process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0", "--json",
                                 "--device", device], stdout=subprocess.PIPE, stderr=log, env=env)
@@ -35,7 +36,7 @@ def start_engine(device: str, state_dir: Path, extra_env: dict[str, str] | None 
         process.wait()
         tail = (state_dir / "engine.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"the engine did not start within {timeout} s:\n{tail}")
-    return process, json.loads(line)
+    return process, {**json.loads(line), "seconds_to_ready": round(time.monotonic() - started, 2)}
 
 
 def run(out: Path, device: str, as_json: bool) -> int:

@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from engine import __version__, paths
@@ -15,7 +14,6 @@ from engine.store.atomic import write_atomic
 
 
 def run(host: str, port: int, device: str, models_dir: Path, token_file: Path | None, as_json: bool) -> int:
-    started = time.monotonic()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from engine.server.core import Engine
@@ -28,8 +26,7 @@ def run(host: str, port: int, device: str, models_dir: Path, token_file: Path | 
 
     def ready(bound_host: str, bound_port: int) -> None:
         info = {"ready": True, "host": bound_host, "port": bound_port, "pid": os.getpid(), "engine": __version__,
-                "device": str(engine.device), "token_file": str(token_file), "models_dir": str(models_dir),
-                "seconds_to_ready": round(time.monotonic() - started, 3)}
+                "device": str(engine.device), "token_file": str(token_file), "models_dir": str(models_dir)}
         write_atomic(address_file, json.dumps(info).encode())
         if as_json:
             print(json.dumps(info), flush=True)

@@ -21,6 +21,8 @@ from types import ModuleType
 
 KIND_MODULES: dict[str, str] = {
     "shape": "engine.kinds.shape_ops",
+    "texture": "engine.kinds.texture_ops",
+    "music": "engine.kinds.music_ops",
 }
 
 
