@@ -38,7 +38,10 @@ def run(host: str, port: int, device: str, models_dir: Path, token_file: Path | 
         task = asyncio.create_task(serve(engine, token, host, port, ready))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, task.cancel)
+            try:
+                loop.add_signal_handler(signum, task.cancel)
+            except NotImplementedError:  # Windows: Ctrl-C still ends asyncio.run
+                pass
         try:
             await task
         except asyncio.CancelledError:

@@ -44,7 +44,10 @@ class Engine:
 
     def capabilities(self) -> dict:
         return {"ops": {name: op.describe() for name, op in sorted(self.ops.items())},
-                "kinds": sorted(KIND_MODULES), "models": sorted(self._loaded)}
+                "kinds": sorted(KIND_MODULES), "models": self.loaded_models()}
+
+    def loaded_models(self) -> list[str]:
+        return sorted(self._loaded)
 
     def op(self, name: Any) -> Op:
         if not isinstance(name, str) or name not in self.ops:

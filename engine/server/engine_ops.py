@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def _models_list(engine: "Engine", context: JobContext | None) -> dict:
-    return {"models": engine.store.list(), "loaded": sorted(engine.capabilities()["models"])}
+    return {"models": engine.store.list(), "loaded": engine.loaded_models()}
 
 
 def _models_info(engine: "Engine", context: JobContext | None, name: str) -> dict:
@@ -118,7 +118,8 @@ _JOB = Param("str", required=True, doc="job id, from jobs.list or a request's pr
 
 OPS: list[Op] = [
     Op("ping", lambda engine, context: {"time": time.time()}, inline=True, doc="answer at once: liveness and latency"),
-    Op("engine.info", lambda engine, context: engine.hello(), inline=True, doc="version, device and capabilities"),
+    Op("engine.info", lambda engine, context: {k: v for k, v in engine.hello().items() if k != "type"},
+       inline=True, doc="version, device and capabilities"),
     Op("models.list", _models_list, inline=True, doc="every stored model with its kind, metrics and hash"),
     Op("models.info", _models_info, {"name": _NAME}, inline=True, doc="one model's full metadata"),
     Op("jobs.list", _jobs_list, inline=True, doc="queued, running and recently finished jobs of every client"),
