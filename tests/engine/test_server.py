@@ -211,3 +211,21 @@ def test_arrays_pass_through_a_request(engine):
         with pytest.raises(EngineError) as caught:
             client.call("device.benchmark", {"seconds": np.zeros(3, np.float32)})
         assert caught.value.code == protocol.BAD_PARAMS and "array(3,)" in caught.value.message
+
+
+def test_a_corrupt_model_file_gets_a_clear_error_and_the_engine_stays_up(engine):
+    engine.models_dir.mkdir(parents=True, exist_ok=True)
+    (engine.models_dir / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    try:
+        with engine.client() as client:
+            listed = {m["name"]: m for m in client.call("models.list")["models"]}
+            assert "not a readable model" in listed["broken"]["error"]
+            with pytest.raises(EngineError) as caught:
+                client.call("models.load", {"name": "broken"})
+            assert caught.value.code == protocol.MODEL_CORRUPT and "delete it" in caught.value.message
+            with pytest.raises(EngineError) as caught:
+                client.call("models.load", {"name": "absent"})
+            assert caught.value.code == protocol.NOT_FOUND
+            assert client.ping() < 1.0
+    finally:
+        (engine.models_dir / "broken.safetensors").unlink()
