@@ -21,8 +21,6 @@ from types import ModuleType
 
 KIND_MODULES: dict[str, str] = {
     "shape": "engine.kinds.shape_ops",
-    "texture": "engine.kinds.texture_ops",
-    "music": "engine.kinds.music_ops",
 }
 
 

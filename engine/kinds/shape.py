@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.data.meshes import MeshError, mesh_from_arrays, normalise
+from engine.data.meshes import mesh_from_arrays, normalise
 from engine.data.shape_set import build_from_folder, build_procedural
 from engine.data.voxels import augment, voxelise
 from engine.models.shape_vae import ShapeVAE, ShapeVAEConfig, kl_weight, vae_loss
@@ -67,8 +67,6 @@ class ShapeModel:
                          for i in range(count)]).astype(np.float32) * temperature
 
     def blend(self, a: np.ndarray, b: np.ndarray, t: float, spherical: bool = True) -> np.ndarray:
-        if t in (0.0, 1.0):  # the ends are exactly the given latents
-            return np.asarray(a if t == 0.0 else b, np.float32)
         return (slerp(a, b, t) if spherical else (1 - t) * a + t * b).astype(np.float32)
 
     def _latent(self, x: SeedOrLatent | Mesh) -> np.ndarray:
@@ -105,7 +103,7 @@ class ShapeModel:
         mesh = normalise(mesh_from_arrays(vertices, faces))
         grid = voxelise(mesh.vertices, mesh.faces, self.config.resolution)
         if not grid.any():
-            raise MeshError("the mesh has no inside at this resolution (open or paper-thin surface); "
+            raise ValueError("the mesh has no inside at this resolution (open or paper-thin surface); "
                              "close it or give it thickness")
         return grid
 
