@@ -21,6 +21,7 @@ from types import ModuleType
 
 KIND_MODULES: dict[str, str] = {
     "shape": "engine.kinds.shape_ops",
+    "texture": "engine.kinds.texture_ops",
 }
 
 

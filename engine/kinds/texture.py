@@ -245,12 +245,14 @@ class TextureModel:
 
     def animate(self, width: int, height: int, frames: int, seed: int = 0, tileable: bool = True,
                 loop: bool = True, *, progress: ProgressFn | None = None,
-                cancelled: CancelledFn | None = None) -> np.ndarray:
+                cancelled: CancelledFn | None = None,
+                on_frame: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
         """`frames` textures along a latent path, uint8 [frames, height, width, channels].
 
         All noise moves on a great circle a·cos θ + b·sin θ, which keeps it Gaussian at every
         frame; loop=True goes once round (the last frame leads back into the first), else a
-        quarter turn from a to b. Wave phases advance one period per loop.
+        quarter turn from a to b. Wave phases advance one period per loop. `on_frame(i, frame)`
+        sees each frame as soon as it is made (e.g. to send a preview).
         """
         if frames < 1:
             raise ValueError(f"frames must be at least 1, got {frames}")
@@ -265,6 +267,8 @@ class TextureModel:
             phase = a[2] + (theta if loop else s * (b[2] - a[2]))
             with torch.no_grad():
                 out[i] = self._image(self.G.noise(c * a[0] + s * b[0], c * a[1] + s * b[1], phase), width, height)
+            if on_frame:
+                on_frame(i, out[i])
             if progress:
                 progress((i + 1) / frames, f"frame {i + 1}/{frames}")
         return out

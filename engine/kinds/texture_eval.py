@@ -215,6 +215,15 @@ def evaluate_model(model, images: list[np.ndarray], size: int | None = None, n: 
 
 def judging_sheet(model, images: list[np.ndarray], path: str | Path, size: int = 256, seed: int = 0) -> Path:
     """A PNG a person can judge: exemplar, three samples, a 2x2 tiling of one sample, a morph strip."""
+    from PIL import Image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(judging_sheet_image(model, images, size, seed)).save(path)
+    return path
+
+
+def judging_sheet_image(model, images: list[np.ndarray], size: int = 256, seed: int = 0) -> np.ndarray:
+    """The judging sheet as a uint8 HxWx3 array (see `judging_sheet`)."""
     from PIL import Image, ImageDraw
     s = max(model.stride, size // model.stride * model.stride)
     rgb = lambda a: np.repeat(a, 3, -1) if a.shape[-1] == 1 else a[..., :3]
@@ -236,7 +245,4 @@ def judging_sheet(model, images: list[np.ndarray], path: str | Path, size: int =
             draw.text((x, y), name, fill="black")
             sheet.paste(Image.fromarray(a), (x, y + label))
             x += a.shape[1] + pad
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
+    return np.asarray(sheet)

@@ -52,7 +52,8 @@ def test_every_command_explains_itself(command, words):
 def test_models_in_process_with_json(tmp_path):
     result = atelier("models", "--json", env={"ATELIER_MODELS_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"models": [], "loaded": []}
+    listed = json.loads(result.stdout)
+    assert listed["loaded"] == [] and all(m["builtin"] for m in listed["models"])
     missing = atelier("models", "info", "nope", "--json", env={"ATELIER_MODELS_DIR": str(tmp_path)})
     assert missing.returncode == 1 and json.loads(missing.stdout)["error"] == "not_found"
 
@@ -64,7 +65,7 @@ def test_commands_against_a_running_engine(tmp_path):
         env = {"ATELIER_STATE_DIR": str(engine.state_dir)}
         listed = atelier("models", "--engine", address, "--json", env=env)
         assert listed.returncode == 0, listed.stderr
-        assert json.loads(listed.stdout)["models"] == []
+        assert all(m["builtin"] for m in json.loads(listed.stdout)["models"])
         jobs = atelier("jobs", "--engine", address, env=env)
         assert jobs.returncode == 0 and "no jobs" in jobs.stdout
         unknown = atelier("jobs", "watch", "abc123", "--engine", address, env=env)

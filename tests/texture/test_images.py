@@ -61,6 +61,13 @@ def test_nothing_usable_says_why(tmp_path):
         load_images(tmp_path / "missing")
 
 
+def is_window(img: np.ndarray, crop: np.ndarray) -> bool:
+    """Is `crop` an unchanged window of `img`? (Checks only where the top-left pixel matches.)"""
+    size = crop.shape[0]
+    corner = (img[: img.shape[0] - size + 1, : img.shape[1] - size + 1] == crop[0, 0]).all(-1)
+    return any(np.array_equal(img[y:y + size, x:x + size], crop) for y, x in zip(*np.nonzero(corner)))
+
+
 def test_crops_are_pure_in_keys_and_augmentations_switch():
     img = procedural("bricks", 128, seed=3)
     crops = ImageCrops([img], 64, flips=True, rot90=True)
@@ -69,8 +76,7 @@ def test_crops_are_pure_in_keys_and_augmentations_switch():
     assert a.shape == (3, 3, 64, 64) and torch.equal(a, b)
     assert torch.equal(crops.batch(keys[1:2])[0], a[1])  # independent of the rest of the batch
     plain = ImageCrops([img], 64, flips=False, rot90=False).batch(torch.arange(20)).permute(0, 2, 3, 1).numpy()
-    windows = np.lib.stride_tricks.sliding_window_view(img, (64, 64, 3)).reshape(-1, 64, 64, 3)
-    assert all(np.abs(windows - p).reshape(len(windows), -1).max(1).min() == 0 for p in plain[:4])
+    assert all(is_window(img, p) for p in plain[:4])
     jit = ImageCrops([img], 64, flips=False, rot90=False, jitter=0.1).batch(torch.arange(4))
     assert not torch.equal(jit, torch.from_numpy(plain[:4]).permute(0, 3, 1, 2))
     with pytest.raises(ValueError, match="crop 256 is larger"):

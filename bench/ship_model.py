@@ -1,0 +1,142 @@
+"""Train, evaluate and ship the default model of one kind from its recipe, in one command.
+
+    python bench/ship_model.py shape                # reads engine/recipes/shape.toml
+    python bench/ship_model.py shape --threads 2 --report out/ship-shape
+
+A recipe is a TOML file with four sections, all optional:
+    [data]   the kind's training-data options (what `atelier train KIND` takes as flags)
+    [model]  the kind's model config values
+    [train]  shared trainer settings (steps, minutes, batch_size, lr, ...)
+    [eval]   parameters of the kind's eval op (the one `atelier eval KIND` runs)
+
+It trains with the shared trainer on an in-process engine (the same jobs as `atelier serve`)
+into a temporary models folder, evaluates with the kind's eval op, and writes
+engine/weights/KIND-default.safetensors: the trained weights, with the eval metrics, the
+recipe text and this command in the metadata. The eval op's files (e.g. a PNG sheet) and
+the training run's loss curve go to --report.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECTIONS = ("data", "model", "train", "eval")
+
+
+def read_recipe(path: Path) -> dict[str, dict[str, Any]]:
+    """The recipe's sections; unknown sections are an error (a typo would silently do nothing)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no recipe at {path}; write one with sections {', '.join(SECTIONS)}")
+    recipe = tomllib.loads(path.read_text())
+    unknown = sorted(set(recipe) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {unknown}; a recipe has {', '.join(SECTIONS)}")
+    return {section: dict(recipe.get(section, {})) for section in SECTIONS}
+
+
+def _printer(label: str, every: float = 20.0):
+    last = [0.0]
+
+    def progress(fraction: float, message: str, preview: Any = None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every or fraction >= 1.0:
+            last[0] = now
+            print(f"[{time.strftime('%H:%M:%S')}] {label} {fraction:6.1%} {message}", flush=True)
+
+    return progress
+
+
+def _plain(value: Any) -> Any:
+    """The JSON-able part of an eval value (numbers, strings, nested dicts/lists), for metadata."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if _plain(v) is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return None  # arrays (pictures, meshes) go to files, not metadata
+
+
+def ship(kind: str, recipe_path: Path, out: Path, report: Path, device: str) -> dict[str, Any]:
+    from engine.cli.session import LocalSession
+    from engine.kinds import kind_module
+    from engine.store.checkpoints import load_file, save_file
+
+    module = kind_module(kind)
+    recipe = read_recipe(recipe_path)
+    name = f"{kind}-default"
+    eval_op = module.CLI_OPS.get("eval")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"atelier-ship-{kind}-") as tmp:
+        session = LocalSession(Path(tmp), device)
+        try:
+            trained = session.call("train", {"kind": kind, "name": name, "data": recipe["data"],
+                                             "model": recipe["model"], "train": recipe["train"]},
+                                   progress=_printer("train"))
+            train_minutes = (time.monotonic() - started) / 60
+            print(f"trained {name}: step {trained['step']} in {train_minutes:.1f} min", flush=True)
+            evaluation: dict[str, Any] = {}
+            if eval_op:
+                value = session.call(eval_op, {"model": name, **recipe["eval"]}, progress=_printer("eval"))
+                report.mkdir(parents=True, exist_ok=True)
+                for path in module.write_output(eval_op, value, report / f"{name}-eval.png"):
+                    print(f"wrote {path}")
+                evaluation = _plain(value)
+        finally:
+            session.close()
+        run_dir = Path(tmp) / f"{name}.run"
+        if (run_dir / "loss.png").exists():
+            report.mkdir(parents=True, exist_ok=True)
+            shutil.copy(run_dir / "loss.png", report / f"{name}-loss.png")
+        metadata, tensors = load_file(Path(tmp) / f"{name}.safetensors")
+    metrics = evaluation.get("metrics", {})
+    metadata.update({
+        "name": name,
+        "train_metrics": metadata.get("metrics", {}),
+        "metrics": metrics or metadata.get("metrics", {}),
+        "eval": {"op": eval_op, "params": recipe["eval"], **{k: v for k, v in evaluation.items() if k != "metrics"}},
+        "recipe": recipe_path.read_text(),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "ship_minutes": round((time.monotonic() - started) / 60, 2),
+    })
+    stored = save_file(out, tensors, metadata)
+    size = out.stat().st_size / 1e6
+    print(f"wrote {out} ({size:.2f} MB, hash {stored['content_hash'][:12]})")
+    for key, val in metrics.items():
+        print(f"  {key:>14} {val:.4g}" if isinstance(val, float) else f"  {key:>14} {val}")
+    return stored
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", help="model kind, e.g. shape, texture, music")
+    parser.add_argument("--recipe", type=Path, help="recipe file (default engine/recipes/KIND.toml)")
+    parser.add_argument("--out", type=Path, help="weights file (default engine/weights/KIND-default.safetensors)")
+    parser.add_argument("--report", type=Path, help="folder for the eval sheet and loss curve (default out/ship-KIND)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    ship(args.kind, args.recipe or ROOT / "engine" / "recipes" / f"{args.kind}.toml",
+         args.out or ROOT / "engine" / "weights" / f"{args.kind}-default.safetensors",
+         args.report or Path("out") / f"ship-{args.kind}", args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

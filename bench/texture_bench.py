@@ -1,0 +1,202 @@
+"""Texture GAN against a non-learned baseline (image quilting), on the same exemplar, in one run.
+
+    python bench/texture_bench.py                       # the shipped texture-default model
+    python bench/texture_bench.py --model NAME --models-dir DIR --sizes 512,1024 --device cuda
+
+Prints, side by side: seconds per image at each size for our generator and for image quilting
+(Efros & Freeman 2001, written here in numpy: the patch-copying kind of synthesis Embark's
+texture-synthesis does), the speed-up, every quality metric of engine.kinds.texture_eval as a
+ratio to real-vs-real (1 = as close to the exemplar as another piece of it), the seam ratio
+across the wrap-around border (1 = seamless), our tiling error, and the training minutes the
+model used. The machine is shared and noisy: compare ratios, not seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+# --- the baseline -------------------------------------------------------------------------------
+
+class Quilter:
+    """Image quilting: lay blocks in raster order; each block is picked at random among the
+    exemplar blocks whose overlap with what is already laid is within (1 + tol) of the best,
+    then joined along the minimum-error boundary cut."""
+
+    def __init__(self, exemplar: np.ndarray, block: int = 64, overlap: int = 12, stride: int = 3,
+                 tol: float = 0.1):
+        self.ex = exemplar.astype(np.float32)  # HxWxC in [0, 1]
+        self.block, self.overlap, self.tol = block, overlap, tol
+        h, w, _ = self.ex.shape
+        ys, xs = np.meshgrid(np.arange(0, h - block + 1, stride), np.arange(0, w - block + 1, stride), indexing="ij")
+        self.pos = np.stack([ys.ravel(), xs.ravel()], 1)
+        windows = np.lib.stride_tricks.sliding_window_view(self.ex, (block, block), axis=(0, 1))  # h',w',C,B,B
+        cand = windows[self.pos[:, 0], self.pos[:, 1]]  # N, C, B, B
+        self.left = np.ascontiguousarray(cand[:, :, :, :overlap]).reshape(len(cand), -1)
+        self.top = np.ascontiguousarray(cand[:, :, :overlap, :]).reshape(len(cand), -1)
+        self.left_sq, self.top_sq = (self.left ** 2).sum(1), (self.top ** 2).sum(1)
+
+    def _patch(self, i: int) -> np.ndarray:
+        y, x = self.pos[i]
+        return self.ex[y:y + self.block, x:x + self.block]
+
+    @staticmethod
+    def _cut(err: np.ndarray) -> np.ndarray:
+        """Minimum-error path down an (rows x overlap) error strip; True right of the path."""
+        rows, cols = err.shape
+        cost = err.copy()
+        for r in range(1, rows):
+            prev = cost[r - 1]
+            best = np.minimum(prev, np.minimum(np.r_[np.inf, prev[:-1]], np.r_[prev[1:], np.inf]))
+            cost[r] += best
+        path = np.empty(rows, int)
+        path[-1] = int(cost[-1].argmin())
+        for r in range(rows - 2, -1, -1):
+            c = path[r + 1]
+            lo, hi = max(c - 1, 0), min(c + 2, cols)
+            path[r] = lo + int(cost[r, lo:hi].argmin())
+        return np.arange(cols)[None, :] >= path[:, None]
+
+    def synthesize(self, height: int, width: int, seed: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        b, o = self.block, self.overlap
+        step = b - o
+        ny, nx = math.ceil(max(height - o, 1) / step), math.ceil(max(width - o, 1) / step)
+        canvas = np.zeros((ny * step + o, nx * step + o, self.ex.shape[2]), np.float32)
+        for i in range(ny):
+            for j in range(nx):
+                y, x = i * step, j * step
+                err = np.zeros(len(self.pos), np.float32)
+                if j:
+                    t = canvas[y:y + b, x:x + o].transpose(2, 0, 1).ravel()
+                    err += self.left_sq - 2 * (self.left @ t) + (t ** 2).sum()
+                if i:
+                    t = canvas[y:y + o, x:x + b].transpose(2, 0, 1).ravel()
+                    err += self.top_sq - 2 * (self.top @ t) + (t ** 2).sum()
+                if i or j:
+                    good = np.flatnonzero(err <= err.min() * (1 + self.tol) + 1e-6)
+                    patch = self._patch(int(rng.choice(good)))
+                else:
+                    patch = self._patch(int(rng.integers(len(self.pos))))
+                keep_new = np.ones((b, b), bool)
+                old = canvas[y:y + b, x:x + b]
+                if j:
+                    keep_new[:, :o] &= self._cut(((patch[:, :o] - old[:, :o]) ** 2).sum(-1))
+                if i:
+                    keep_new[:o, :] &= self._cut(((patch[:o, :] - old[:o, :]) ** 2).sum(-1).T).T
+                canvas[y:y + b, x:x + b] = np.where(keep_new[..., None], patch, old)
+        return canvas[:height, :width]
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+def machine() -> str:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        model = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name"))
+    except Exception:
+        model = platform.processor() or "unknown CPU"
+    import os
+
+    return f"{model}, {os.cpu_count()} cores visible"
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def load_model(name: str, models_dir: Path | None, device: str):
+    from engine.kinds.texture import load
+    from engine.store.checkpoints import ModelStore
+
+    store = ModelStore(models_dir or Path("/nonexistent-atelier-models"))
+    metadata, weights = store.load(name)
+    return metadata, load(metadata["config"], weights, device)
+
+
+def exemplar_source(metadata: dict, given: str | None) -> str:
+    if given:
+        return given
+    used = [e["path"] for e in metadata.get("data", {}).get("images", [])]
+    if used and used[0].startswith("skimage:"):
+        return used[0].split(":", 1)[1]
+    if used:
+        return used[0]
+    raise SystemExit("the model does not say what it was trained on; give --images")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="texture-default")
+    parser.add_argument("--models-dir", type=Path, help="where --model lives (default: the shipped models)")
+    parser.add_argument("--images", help="exemplar (default: what the model was trained on)")
+    parser.add_argument("--sizes", default="512,1024,2048", help="output sides to time")
+    parser.add_argument("--eval-size", type=int, default=256, help="side of the samples the metrics compare")
+    parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats for our generator (best is kept)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from engine.kinds.texture import resolve_images
+    from engine.kinds.texture_eval import seam_ratio, texture_metrics, tile_error
+
+    metadata, model = load_model(args.model, args.models_dir, args.device)
+    source = exemplar_source(metadata, args.images)
+    images, _ = resolve_images(source, model.channels, min_size=2 * args.eval_size)
+    exemplar01 = (images[0] + 1) / 2
+    quilter = Quilter(exemplar01)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    device = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    print(f"machine: {machine()}; torch {torch.__version__} on {args.device}, {torch.get_num_threads()} threads")
+    print(f"model {args.model}: {metadata.get('step')} steps, {metadata.get('train_seconds', 0) / 60:.1f} training "
+          f"minutes, stride {model.stride}; exemplar {source}; baseline: image quilting, block 64, overlap 12")
+
+    print(f"\n{'size':>6} {'ours s':>9} {'quilting s':>11} {'speed-up':>9}")
+    timing = {}
+    for size in sizes:
+        model.generate(size, size, seed=0)  # warm-up (allocations, cuDNN plans)
+        sync()
+        ours = best_of(lambda: (model.generate(size, size, seed=1), sync()), args.repeats)
+        theirs = best_of(lambda: quilter.synthesize(size, size, seed=1), 1)
+        timing[size] = (ours, theirs)
+        print(f"{size:>6} {ours:>9.3f} {theirs:>11.2f} {theirs / ours:>8.0f}x", flush=True)
+
+    n, s = args.samples, args.eval_size
+    ours = np.stack([model.generate(s, s, seed=100 + i) for i in range(n)])
+    theirs = np.stack([np.round(quilter.synthesize(s, s, seed=100 + i) * 255).astype(np.uint8) for i in range(n)])
+    m_ours, m_theirs = texture_metrics(ours, images), texture_metrics(theirs, images)
+    print(f"\nquality at {s}x{s}, {n} samples each, as ratios to real-vs-real (ideal 1; diversity and "
+          "nearest_patch << 1 mean collapse or copying)")
+    print(f"{'metric':>14} {'ours':>8} {'quilting':>9}")
+    for key in m_ours:
+        print(f"{key:>14} {m_ours[key]:>8.2f} {m_theirs[key]:>9.2f}")
+    big = sizes[-1]
+    print(f"{'seam ' + str(big):>14} {seam_ratio(model.generate(big, big, seed=3)[None]):>8.2f} "
+          f"{seam_ratio(np.round(quilter.synthesize(big, big, seed=3) * 255).astype(np.uint8)[None]):>9.2f}")
+    print(f"{'tile_error':>14} {max(tile_error(model.G, s), tile_error(model.G, 2 * s, 1)):>8.1e} {'n/a':>9}  "
+          "(max |tile(G(z)) - G(tile(z))|; quilting cannot tile)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Build the installable Blender extension zip:
+
+    python blender_addon/build.py            # -> dist/atelier-<version>.zip
+
+Any Python 3.9+ will do (standard library only). The zip holds the add-on's modules and its
+manifest at the top level, plus the engine's stdlib-only client (engine/protocol.py,
+engine/client.py, engine/paths.py) vendored as the add-on's own sub-package `_vendor`, so
+Blender needs nothing installed: no pip at run time, no torch. Install the zip in Blender with
+Edit > Preferences > Get Extensions > Install from Disk, or `blender --command extension install-file`.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+ADDON = Path(__file__).resolve().parent
+REPO = ADDON.parent
+VENDORED = ("protocol.py", "client.py", "paths.py")
+# Fixed timestamp: the same sources give the same zip, byte for byte.
+STAMP = (2024, 1, 1, 0, 0, 0)
+
+
+def manifest_version() -> str:
+    text = (ADDON / "blender_manifest.toml").read_text()
+    match = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M)
+    if not match:
+        raise SystemExit("blender_manifest.toml has no version")
+    return match.group(1)
+
+
+def engine_version() -> str:
+    match = re.search(r'__version__\s*=\s*"([^"]+)"', (REPO / "engine" / "__init__.py").read_text())
+    if not match:
+        raise SystemExit("engine/__init__.py has no __version__")
+    return match.group(1)
+
+
+def vendored_sources() -> dict[str, str]:
+    """The engine's client modules, rewritten to import each other relatively."""
+    files = {"_vendor/__init__.py": (
+        '"""The Atelier engine\'s stdlib-only client, vendored by blender_addon/build.py. Do not edit."""\n\n'
+        f'__version__ = "{engine_version()}"\n')}
+    for name in VENDORED:
+        text = (REPO / "engine" / name).read_text()
+        text = re.sub(r"^from engine import ", "from . import ", text, flags=re.M)
+        text = re.sub(r"^from engine\.(\w+) import ", r"from .\1 import ", text, flags=re.M)
+        if re.search(r"^\s*(import engine|from engine)\b", text, re.M):
+            raise SystemExit(f"engine/{name} imports the engine in a way build.py cannot vendor; update build.py")
+        if re.search(r"^\s*(import|from)\s+torch\b", text, re.M):
+            raise SystemExit(f"engine/{name} imports torch: it cannot go into Blender")
+        files[f"_vendor/{name}"] = text
+    return files
+
+
+def addon_sources() -> dict[str, bytes]:
+    files: dict[str, bytes] = {"blender_manifest.toml": (ADDON / "blender_manifest.toml").read_bytes()}
+    for path in sorted(ADDON.glob("*.py")):
+        if path.name != "build.py":
+            files[path.name] = path.read_bytes()
+    for name, text in vendored_sources().items():
+        files[name] = text.encode()
+    return files
+
+
+def build(out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"atelier-{manifest_version()}.zip"
+    tmp = path.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in sorted(addon_sources().items()):
+            info = zipfile.ZipInfo(name, STAMP)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+    tmp.replace(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the Atelier Blender extension zip.")
+    parser.add_argument("--out", type=Path, default=REPO / "dist", help="output folder (default: dist/)")
+    args = parser.parse_args(argv)
+    print(build(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

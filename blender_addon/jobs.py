@@ -1,0 +1,141 @@
+"""The main thread's side of jobs: send them, and apply them when they finish.
+
+In the UI a `bpy.app.timers` callback (`pump`) collects finished jobs, applies each result
+as one undo step and redraws the panels. Timers never fire in background mode, so blocking
+operators (and tests) call `run(..., blocking=True)` or `pump()` themselves.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import bpy
+
+from . import preferences, worker
+from .worker import Job
+
+HISTORY_LIMIT = 50
+POLL_SECONDS = 0.1
+
+
+@dataclass
+class PanelState:
+    """What the panel shows besides the jobs: the last error and the last outcome."""
+
+    error: str = ""
+    message: str = ""
+    last_job: Job | None = None
+    apply_seconds: list[float] = field(default_factory=list)  # main-thread time of each apply, for the bench
+
+
+state = PanelState()
+
+
+def run(context, job: Job, blocking: bool = False, timeout: float = 600.0) -> Job:
+    state.error = ""
+    worker.get().submit(job, preferences.settings(context))
+    if blocking:
+        if not job.done_event.wait(timeout):
+            worker.get().cancel(job)
+            job.done_event.wait(30)
+        pump(undo=False)
+    else:
+        ensure_timer()
+    return job
+
+
+def ensure_timer() -> None:
+    if not bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.register(_timer, first_interval=POLL_SECONDS)
+
+
+def _timer() -> float | None:
+    keep = pump(undo=True)
+    return POLL_SECONDS if keep else None
+
+
+def pump(undo: bool = False) -> bool:
+    """Apply every finished job; True while jobs are still running."""
+    w = worker.get()
+    for job in w.take_finished():
+        finish(job, undo)
+    sync_models()
+    redraw()
+    return w.busy()
+
+
+def finish(job: Job, undo: bool = False) -> None:
+    state.last_job = job
+    if job.state == "done" and job.on_result is not None and not job.applied:
+        started = time.perf_counter()
+        try:
+            created = job.on_result(job) or []
+        except Exception as e:  # shown in the panel; apply() already removed what it made
+            job.state, job.error = "failed", f"could not place the result in Blender: {e}"
+        else:
+            job.applied = True
+            state.apply_seconds.append(time.perf_counter() - started)
+            job.context["created"] = created
+            record_history(job, created)
+            state.message = f"{job.label}: made {', '.join(created[:3])}{' …' if len(created) > 3 else ''}"
+            warn = job.context.get("expect_hash")
+            got = ((job.value or {}).get("provenance") or {}).get("model_hash")
+            if warn and got and warn != got:
+                state.message += f" (the model changed since: hash {warn[:8]} is now {got[:8]}; results differ)"
+            if undo:
+                try:
+                    bpy.ops.ed.undo_push(message=f"Atelier: {job.label}")
+                except RuntimeError:
+                    pass
+    elif job.state == "done":
+        state.message = f"{job.label}: done"
+    if job.state == "failed":
+        state.error = f"{job.label} failed: {job.error}"
+    elif job.state == "cancelled":
+        state.message = f"{job.label}: cancelled"
+    for cleanup in job.context.get("cleanup", []):
+        cleanup()
+
+
+def record_history(job: Job, created: list[str]) -> None:
+    value = job.value if isinstance(job.value, dict) else {}
+    prov = value.get("provenance")
+    if not prov:
+        return
+    scene = bpy.context.scene
+    history = scene.atelier.history
+    item = history.add()
+    item.label = job.label
+    item.op = job.op
+    item.provenance = json.dumps({**prov, "inputs": job.context.get("inputs")}, sort_keys=True)
+    item.created = "\n".join(created)
+    while len(history) > HISTORY_LIMIT:
+        history.remove(0)
+
+
+def sync_models() -> None:
+    """Copy the engine's model list into the window manager for the model pickers."""
+    wm = getattr(bpy.context, "window_manager", None)
+    if wm is None or not hasattr(wm, "atelier"):
+        return
+    models = worker.get().models
+    runtime = wm.atelier
+    if [m.name for m in runtime.models] == [m.get("name") for m in models]:
+        return
+    for collection in (runtime.models, runtime.texture_models, runtime.shape_models):
+        collection.clear()
+    for m in models:
+        for collection in (runtime.models, getattr(runtime, f"{m.get('kind')}_models", None)):
+            if collection is not None:
+                item = collection.add()
+                item.name, item.kind = m.get("name", ""), m.get("kind", "")
+                item.content_hash = m.get("content_hash") or ""
+
+
+def redraw() -> None:
+    wm = getattr(bpy.context, "window_manager", None)
+    for window in getattr(wm, "windows", []):
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "IMAGE_EDITOR", "NODE_EDITOR", "PREFERENCES"):
+                area.tag_redraw()

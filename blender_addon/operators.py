@@ -1,0 +1,500 @@
+"""Operators: each builds a request from the panel's settings and hands it to the worker.
+
+Every generating operator has a `blocking` option (off in the UI) for scripts and headless
+use: it waits for the engine and places the result before returning, as one undo step.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+
+from . import apply, jobs, png, preferences, provenance, worker
+from .worker import Job
+
+MAX_SEED = 2**31 - 1
+
+
+class _Blocking:
+    blocking: BoolProperty(name="Wait", default=False, options={"SKIP_SAVE"},
+                           description="Wait for the engine and place the result before returning (scripts)")
+
+    def submit(self, context, job: Job) -> set[str]:
+        job = jobs.run(context, job, blocking=self.blocking)
+        if self.blocking and job.state != "done":
+            self.report({"ERROR"}, jobs.state.error or job.error or job.state)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+def _settings(context):
+    return context.scene.atelier
+
+
+# ---- engine -----------------------------------------------------------------------------------
+class ATELIER_OT_connect(bpy.types.Operator):
+    """Connect to the Atelier engine and read its models"""
+    bl_idname = "atelier.connect"
+    bl_label = "Connect"
+    blocking: BoolProperty(default=False, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        return _engine_task(self, context, "connect")
+
+
+class ATELIER_OT_engine_start(bpy.types.Operator):
+    """Start the Atelier engine (with the Python or command from the preferences)"""
+    bl_idname = "atelier.engine_start"
+    bl_label = "Start Engine"
+    blocking: BoolProperty(default=False, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        return _engine_task(self, context, "start")
+
+
+class ATELIER_OT_engine_stop(bpy.types.Operator):
+    """Stop the Atelier engine, freeing its (GPU) memory"""
+    bl_idname = "atelier.engine_stop"
+    bl_label = "Stop Engine"
+    blocking: BoolProperty(default=False, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        return _engine_task(self, context, "stop")
+
+
+class ATELIER_OT_engine_restart(bpy.types.Operator):
+    """Restart the Atelier engine: frees all its GPU memory"""
+    bl_idname = "atelier.engine_restart"
+    bl_label = "Restart Engine"
+    blocking: BoolProperty(default=False, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        return _engine_task(self, context, "restart")
+
+
+def _engine_task(op, context, task: str) -> set[str]:
+    w = worker.get()
+    settings = preferences.settings(context)
+    jobs.state.error = ""
+    {"connect": lambda: w.connect(settings, start=settings.autostart), "start": lambda: w.start_engine(settings),
+     "stop": lambda: w.stop_engine(settings), "restart": lambda: w.restart_engine(settings)}[task]()
+    if op.blocking:
+        w.wait_idle(settings.start_timeout + 30)
+        jobs.pump()
+        if w.error and task != "stop":
+            jobs.state.error = w.error
+            op.report({"ERROR"}, w.error)
+            return {"CANCELLED"}
+    else:
+        jobs.ensure_timer()
+    return {"FINISHED"}
+
+
+class ATELIER_OT_release_memory(bpy.types.Operator, _Blocking):
+    """Unload every model from the engine, freeing its (GPU) memory"""
+    bl_idname = "atelier.release_memory"
+    bl_label = "Release Memory"
+
+    def execute(self, context):
+        return self.submit(context, Job("models.unload", {}, "Release memory"))
+
+
+class ATELIER_OT_randomize_seed(bpy.types.Operator):
+    """Pick a random seed"""
+    bl_idname = "atelier.randomize_seed"
+    bl_label = "Random Seed"
+    bl_options = {"REGISTER", "UNDO"}
+    prop: StringProperty(default="texture_seed", options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        setattr(_settings(context), self.prop, random.randint(0, MAX_SEED))
+        return {"FINISHED"}
+
+
+class ATELIER_OT_cancel(bpy.types.Operator):
+    """Cancel running Atelier jobs"""
+    bl_idname = "atelier.cancel"
+    bl_label = "Cancel"
+    index: IntProperty(default=-1, options={"SKIP_SAVE"}, description="Job to cancel; -1: all")
+
+    def execute(self, context):
+        w = worker.get()
+        active = w.active_jobs()
+        for i, job in enumerate(active):
+            if self.index in (-1, i):
+                w.cancel(job)
+        return {"FINISHED"}
+
+
+# ---- texture ----------------------------------------------------------------------------------
+def texture_job(context, op: str, params: dict, label: str, assign: bool = True) -> Job:
+    s = _settings(context)
+    obj = context.active_object
+    return Job(op, {"model": s.texture_model or None, **params}, label, on_result=apply.apply_texture,
+               prepare=apply.prepare_texture, model_kind="texture",
+               context={"object": obj.name if obj else "", "target": s.texture_target, "assign": assign})
+
+
+def _texture_size(s) -> dict:
+    return {"width": s.texture_width, "height": s.texture_height, "tileable": s.tileable}
+
+
+class ATELIER_OT_texture_generate(bpy.types.Operator, _Blocking):
+    """Generate a seamless texture and put it in a material on the active object"""
+    bl_idname = "atelier.texture_generate"
+    bl_label = "Generate Texture"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        s = _settings(context)
+        params = {**_texture_size(s), "seed": s.texture_seed, "pbr": s.pbr, "normal_strength": s.normal_strength}
+        return self.submit(context, texture_job(context, "texture.generate", params, f"Texture seed {s.texture_seed}"))
+
+
+class ATELIER_OT_texture_variations(bpy.types.Operator, _Blocking):
+    """Generate several textures (consecutive seeds) as extra materials on the active object"""
+    bl_idname = "atelier.texture_variations"
+    bl_label = "Texture Variations"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        s = _settings(context)
+        result = {"FINISHED"}
+        for i in range(s.texture_variations):
+            seed = (s.texture_seed + i) % (MAX_SEED + 1)
+            params = {**_texture_size(s), "seed": seed, "pbr": s.pbr, "normal_strength": s.normal_strength}
+            result = self.submit(context, texture_job(context, "texture.generate", params, f"Texture seed {seed}",
+                                                      assign=False))
+            if result != {"FINISHED"}:
+                break
+        return result
+
+
+class ATELIER_OT_texture_morph(bpy.types.Operator, _Blocking):
+    """One texture that blends the look of Seed into Morph seed across its width"""
+    bl_idname = "atelier.texture_morph"
+    bl_label = "Morph Texture"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        s = _settings(context)
+        params = {**_texture_size(s), "seed_a": s.texture_seed, "seed_b": s.morph_seed}
+        return self.submit(context, texture_job(context, "texture.morph", params,
+                                                f"Morph {s.texture_seed}→{s.morph_seed}"))
+
+
+# ---- shape ------------------------------------------------------------------------------------
+def _mesh_options(s) -> dict:
+    return {"smooth": s.shape_smooth}
+
+
+def shape_job(context, op: str, params: dict, label: str, **ctx) -> Job:
+    s = _settings(context)
+    ctx.setdefault("location", tuple(context.scene.cursor.location))
+    ctx.setdefault("layout", s.shape_layout)
+    return Job(op, {"model": s.shape_model or None, **params}, label, on_result=apply.apply_meshes,
+               model_kind="shape", context=ctx)
+
+
+def _selected_meshes(context) -> list:
+    return [o for o in context.selected_objects if o.type == "MESH"]
+
+
+class ATELIER_OT_shape_generate(bpy.types.Operator, _Blocking):
+    """Generate watertight meshes at the 3D cursor"""
+    bl_idname = "atelier.shape_generate"
+    bl_label = "Generate Shape"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        s = _settings(context)
+        params = {"seed": s.shape_seed, "count": s.shape_count, "temperature": s.shape_temperature,
+                  **_mesh_options(s)}
+        return self.submit(context, shape_job(context, "shape.sample", params, f"Shape seed {s.shape_seed}",
+                                              name=f"Atelier shape {s.shape_seed}"))
+
+
+def _interpolation_endpoints(context) -> tuple[dict, dict] | str:
+    """(params, inputs) for shape.interpolate, or an error message."""
+    s = _settings(context)
+    if s.interp_source == "SEEDS":
+        return {"seed_a": s.shape_seed, "seed_b": s.interp_seed_b}, {}
+    active = context.active_object
+    others = [o for o in _selected_meshes(context) if o != active]
+    if active is None or active.type != "MESH" or len(others) != 1:
+        return "Select exactly two meshes (the active one is the start)"
+    params, inputs = {}, {}
+    for suffix, obj in (("_a", active), ("_b", others[0])):
+        params[f"vertices{suffix}"], params[f"faces{suffix}"] = apply.mesh_arrays(obj)
+        inputs[suffix] = obj.name
+    return params, inputs
+
+
+class ATELIER_OT_shape_interpolate(bpy.types.Operator, _Blocking):
+    """Shapes between two seeds or two selected meshes, in a row"""
+    bl_idname = "atelier.shape_interpolate"
+    bl_label = "Interpolate"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        s = _settings(context)
+        endpoints = _interpolation_endpoints(context)
+        if isinstance(endpoints, str):
+            self.report({"ERROR"}, endpoints)
+            jobs.state.error = endpoints
+            return {"CANCELLED"}
+        params, inputs = endpoints
+        params.update(steps=s.interp_steps, **_mesh_options(s))
+        return self.submit(context, shape_job(context, "shape.interpolate", params, "Interpolation",
+                                              name="Atelier interpolation", inputs=inputs or None))
+
+
+PREVIEW_NAME = "Atelier interpolation preview"
+_preview = {"job": None, "again": False}
+
+
+def preview_interpolation(context) -> Job | None:
+    """The slider's preview: one shape at t, replacing the preview object's mesh. At most one
+    request in flight; a slider moved meanwhile asks again when it lands."""
+    job = _preview["job"]
+    if job is not None and not job.finished:
+        _preview["again"] = True
+        return None
+    s = _settings(context)
+    endpoints = _interpolation_endpoints(context)
+    if isinstance(endpoints, str):
+        jobs.state.error = endpoints
+        return None
+    params, inputs = endpoints
+    params.update(t=s.interp_t, **_mesh_options(s))
+
+    def landed(job: Job) -> list[str]:
+        made = apply.apply_meshes(job)
+        if _preview["again"]:
+            _preview["again"] = False
+            bpy.app.timers.register(lambda: preview_interpolation(bpy.context) and None, first_interval=0.01)
+        return made
+
+    job = shape_job(context, "shape.interpolate", params, f"Preview t={s.interp_t:.2f}", name=PREVIEW_NAME,
+                    replace=PREVIEW_NAME, inputs=inputs or None)
+    job.on_result = landed
+    _preview["job"] = job
+    return jobs.run(context, job)
+
+
+class ATELIER_OT_shape_variations(bpy.types.Operator, _Blocking):
+    """Shapes near the active mesh, laid out in a row or grid beside it"""
+    bl_idname = "atelier.shape_variations"
+    bl_label = "Variations"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.active_object is not None and context.active_object.type == "MESH"
+
+    def execute(self, context):
+        s = _settings(context)
+        source = context.active_object
+        vertices, faces = apply.mesh_arrays(source)
+        step = float(max(source.dimensions)) * 1.3 or 2.0
+        location = tuple(np.asarray(source.location) + np.array([step, 0.0, 0.0]))
+        params = {"vertices": vertices, "faces": faces, "count": s.shape_variations, "seed": s.shape_seed,
+                  "spread": s.spread, **_mesh_options(s)}
+        return self.submit(context, shape_job(context, "shape.variations", params, f"Variations of {source.name}",
+                                              name=f"{source.name} variation", location=location,
+                                              inputs={"": source.name}))
+
+
+# ---- training ---------------------------------------------------------------------------------
+def _train_params(s, kind: str, data: dict) -> dict:
+    try:
+        model = json.loads(s.train_config) if s.train_config.strip() else {}
+    except ValueError as e:
+        raise ValueError(f"Config is not valid JSON: {e}") from None
+    train = {}
+    if s.train_steps:
+        train["steps"] = s.train_steps
+    if s.train_minutes:
+        train["minutes"] = s.train_minutes
+    return {"kind": kind, "name": s.train_name.strip(), "data": data, "model": model, "train": train,
+            "detach": s.train_detach}
+
+
+def _write_obj(path: str, vertices: np.ndarray, faces: np.ndarray) -> None:
+    with open(path, "w") as f:
+        np.savetxt(f, vertices, fmt="v %.6f %.6f %.6f")
+        np.savetxt(f, faces + 1, fmt="f %d %d %d")
+
+
+def _meshes_as_folder(job: Job, error: Exception) -> dict | None:
+    """Worker thread: an engine whose shape training takes no meshes over the protocol yet gets
+    them as OBJ files in a folder (the engine runs on this machine)."""
+    if getattr(error, "code", "") != "bad_params" or "mesh_arrays" not in str(error):
+        return None
+    folder = tempfile.mkdtemp(prefix="atelier-train-")
+    job.context["folder"] = folder
+    for i, mesh in enumerate(job.params["data"]["mesh_arrays"]):
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in mesh["name"])
+        _write_obj(os.path.join(folder, f"{i:03d}_{safe}.obj"), mesh["vertices"], mesh["faces"])
+    job.context["sent_as"] = "folder"
+    return {**job.params, "data": {"meshes": folder}}
+
+
+class ATELIER_OT_train_shape(bpy.types.Operator, _Blocking):
+    """Train a shape model on the selected meshes (sent to the engine)"""
+    bl_idname = "atelier.train_shape"
+    bl_label = "Train Shape Model"
+
+    def execute(self, context):
+        s = _settings(context)
+        selected = _selected_meshes(context)
+        if not selected:
+            jobs.state.error = "Select the meshes to train on"
+            self.report({"ERROR"}, jobs.state.error)
+            return {"CANCELLED"}
+        meshes = []
+        for obj in selected:
+            vertices, faces = apply.mesh_arrays(obj)
+            meshes.append({"name": obj.name, "vertices": vertices, "faces": faces})
+        try:
+            params = _train_params(s, "shape", {"mesh_arrays": meshes})
+        except ValueError as e:
+            jobs.state.error = str(e)
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        job = Job("train", params, f"Train {params['name']} on {len(meshes)} meshes", retry=_meshes_as_folder,
+                  context={"sent": [m["name"] for m in meshes], "sent_as": "arrays"})
+        job.context["cleanup"] = [lambda: shutil.rmtree(job.context.get("folder", ""), ignore_errors=True)]
+        return self.submit(context, job)
+
+
+class ATELIER_OT_train_texture(bpy.types.Operator, _Blocking):
+    """Train a texture model on an image in this file or on disk"""
+    bl_idname = "atelier.train_texture"
+    bl_label = "Train Texture Model"
+
+    def execute(self, context):
+        s = _settings(context)
+        job = Job("train", {}, f"Train {s.train_name}")
+        image = s.train_image
+        if s.train_image_path.strip():
+            source = bpy.path.abspath(s.train_image_path)
+        elif image is not None and image.filepath and not image.packed_file and not image.is_dirty \
+                and os.path.isfile(bpy.path.abspath(image.filepath)):
+            source = bpy.path.abspath(image.filepath)
+        elif image is not None:
+            width, height = image.size
+            if not width or not height:
+                jobs.state.error = f"Image {image.name!r} has no pixels"
+                self.report({"ERROR"}, jobs.state.error)
+                return {"CANCELLED"}
+            pixels = np.empty(width * height * 4, np.float32)
+            image.pixels.foreach_get(pixels)
+            rgb = np.round(pixels.reshape(height, width, 4)[::-1, :, :3] * 255).astype(np.uint8)
+            folder = tempfile.mkdtemp(prefix="atelier-train-")
+            source = os.path.join(folder, f"{''.join(c if c.isalnum() else '_' for c in image.name)}.png")
+
+            def write(job: Job, rgb=rgb, source=source) -> None:  # worker thread
+                with open(source, "wb") as f:
+                    f.write(png.encode(rgb))
+
+            job.before = write
+            job.context["cleanup"] = [lambda: shutil.rmtree(folder, ignore_errors=True)]
+        else:
+            jobs.state.error = "Choose an exemplar image (in this file or on disk)"
+            self.report({"ERROR"}, jobs.state.error)
+            return {"CANCELLED"}
+        try:
+            job.params = _train_params(s, "texture", {"images": source})
+        except ValueError as e:
+            jobs.state.error = str(e)
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        return self.submit(context, job)
+
+
+# ---- provenance -------------------------------------------------------------------------------
+def regenerate_job(context, record: dict) -> Job | str:
+    """A job that makes the result `record` describes again, or why it cannot."""
+    op, params = record.get("op", ""), dict(record.get("params") or {})
+    if not op.startswith(("texture.", "shape.")) or not record.get("model"):
+        return f"cannot regenerate {op or 'this'}: no Atelier provenance"
+    params["model"] = record["model"]
+    inputs = record.get("inputs") or {}
+    for suffix, name in inputs.items():
+        obj = bpy.data.objects.get(name)
+        if obj is None or obj.type != "MESH":
+            return f"cannot regenerate: the input mesh {name!r} is no longer in this file"
+        params[f"vertices{suffix}"], params[f"faces{suffix}"] = apply.mesh_arrays(obj)
+    label = f"Regenerate {op} ({record['model']})"
+    if op.startswith("texture."):
+        job = texture_job(context, op, params, label)
+        job.context["target"] = "NEW"
+    else:
+        job = shape_job(context, op, params, label, only_index=record.get("index", 0), inputs=inputs or None,
+                        name=f"Atelier {op.split('.')[-1]} (regenerated)")
+    job.context["expect_hash"] = record.get("model_hash")
+    return job
+
+
+class ATELIER_OT_regenerate(bpy.types.Operator, _Blocking):
+    """Make the active object's mesh or texture again from its Atelier provenance"""
+    bl_idname = "atelier.regenerate"
+    bl_label = "Regenerate"
+    bl_options = {"REGISTER", "UNDO"}
+    what: EnumProperty(items=[("AUTO", "Auto", "The mesh if it is Atelier's, else the material"),
+                              ("SHAPE", "Mesh", ""), ("TEXTURE", "Texture", "")], default="AUTO",
+                       options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        record = provenance.of_object(context.active_object, self.what)
+        job = regenerate_job(context, record) if record else "The active object has no Atelier provenance"
+        if isinstance(job, str):
+            jobs.state.error = job
+            self.report({"ERROR"}, job)
+            return {"CANCELLED"}
+        return self.submit(context, job)
+
+
+class ATELIER_OT_history_recall(bpy.types.Operator, _Blocking):
+    """Make this history entry again (a texture goes onto the active object, a shape to the cursor)"""
+    bl_idname = "atelier.history_recall"
+    bl_label = "Recall"
+    bl_options = {"REGISTER", "UNDO"}
+    index: IntProperty(default=-1, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        history = _settings(context).history
+        if not -len(history) <= self.index < len(history):
+            return {"CANCELLED"}
+        record = json.loads(history[self.index].provenance)
+        job = regenerate_job(context, record)
+        if isinstance(job, str):
+            jobs.state.error = job
+            self.report({"ERROR"}, job)
+            return {"CANCELLED"}
+        return self.submit(context, job)
+
+
+class ATELIER_OT_history_clear(bpy.types.Operator):
+    """Forget the history of generations (the datablocks stay)"""
+    bl_idname = "atelier.history_clear"
+    bl_label = "Clear History"
+
+    def execute(self, context):
+        _settings(context).history.clear()
+        return {"FINISHED"}
+
+
+CLASSES = (ATELIER_OT_connect, ATELIER_OT_engine_start, ATELIER_OT_engine_stop, ATELIER_OT_engine_restart,
+           ATELIER_OT_release_memory, ATELIER_OT_randomize_seed, ATELIER_OT_cancel,
+           ATELIER_OT_texture_generate, ATELIER_OT_texture_variations, ATELIER_OT_texture_morph,
+           ATELIER_OT_shape_generate, ATELIER_OT_shape_interpolate, ATELIER_OT_shape_variations,
+           ATELIER_OT_train_shape, ATELIER_OT_train_texture, ATELIER_OT_regenerate, ATELIER_OT_history_recall,
+           ATELIER_OT_history_clear)

@@ -1,0 +1,91 @@
+"""The panel's settings (per scene, saved in the .blend) and the engine's model list (per session)."""
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
+                       PointerProperty, StringProperty)
+
+MAX_SEED = 2**31 - 1
+
+
+def _interp_changed(self, context):
+    from . import operators
+
+    operators.preview_interpolation(context)
+
+
+class AtelierModel(bpy.types.PropertyGroup):
+    kind: StringProperty()
+    content_hash: StringProperty()
+
+
+class AtelierHistoryItem(bpy.types.PropertyGroup):
+    label: StringProperty()
+    op: StringProperty()
+    provenance: StringProperty(description="JSON: model, model hash, op, parameters")
+    created: StringProperty(description="Names of the datablocks made, one per line")
+
+
+class AtelierRuntime(bpy.types.PropertyGroup):
+    """Not worth saving: filled from the engine on every connection."""
+
+    models: CollectionProperty(type=AtelierModel)
+    texture_models: CollectionProperty(type=AtelierModel)
+    shape_models: CollectionProperty(type=AtelierModel)
+
+
+class AtelierSettings(bpy.types.PropertyGroup):
+    # texture
+    texture_model: StringProperty(name="Model", description="Texture model (empty: the first the engine has)")
+    texture_width: IntProperty(name="Width", default=512, min=16, max=4096, step=16, subtype="PIXEL")
+    texture_height: IntProperty(name="Height", default=512, min=16, max=4096, step=16, subtype="PIXEL")
+    texture_seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED)
+    tileable: BoolProperty(name="Tileable", default=True, description="Wrap seamlessly")
+    pbr: BoolProperty(name="PBR maps", default=True, description="Also make normal and roughness maps")
+    normal_strength: FloatProperty(name="Bump", default=2.0, min=0.0, max=20.0)
+    texture_target: EnumProperty(name="Into", items=[
+        ("NEW", "New material", "A new material on the active object"),
+        ("ACTIVE", "Active material", "The active material's Base Color (and normal, roughness)")], default="NEW")
+    texture_variations: IntProperty(name="Count", default=4, min=1, max=16)
+    morph_seed: IntProperty(name="Morph into seed", default=1, min=0, max=MAX_SEED)
+    # shape
+    shape_model: StringProperty(name="Model", description="Shape model (empty: the first the engine has)")
+    shape_seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED)
+    shape_count: IntProperty(name="Count", default=1, min=1, max=64)
+    shape_temperature: FloatProperty(name="Temperature", default=1.0, min=0.0, max=3.0)
+    shape_smooth: IntProperty(name="Smoothing", default=2, min=0, max=100, description="Taubin smoothing steps")
+    shape_layout: EnumProperty(name="Layout", items=[("ROW", "Row", ""), ("GRID", "Grid", "")], default="ROW")
+    interp_source: EnumProperty(name="Between", items=[
+        ("SEEDS", "Two seeds", "Seed and End seed"),
+        ("SELECTED", "Two meshes", "The active and one other selected mesh")], default="SEEDS")
+    interp_seed_b: IntProperty(name="End seed", default=1, min=0, max=MAX_SEED)
+    interp_steps: IntProperty(name="Steps", default=5, min=2, max=64)
+    interp_t: FloatProperty(name="Preview", default=0.5, min=0.0, max=1.0, update=_interp_changed,
+                            description="Drag to preview the shape at this point between the two")
+    shape_variations: IntProperty(name="Count", default=4, min=1, max=64)
+    spread: FloatProperty(name="Spread", default=0.3, min=0.0, max=2.0)
+    # training
+    train_name: StringProperty(name="Name", default="my-model", description="Name of the new model")
+    train_image: PointerProperty(name="Image", type=bpy.types.Image, description="Exemplar image in this file")
+    train_image_path: StringProperty(name="Or file", subtype="FILE_PATH", description="Exemplar image(s) on disk")
+    train_steps: IntProperty(name="Steps", default=0, min=0, description="0: the engine's default")
+    train_minutes: FloatProperty(name="Minutes", default=0.0, min=0.0, description="Time budget; 0: none")
+    train_config: StringProperty(name="Config", default="",
+                                 description='Model config overrides as JSON, e.g. {"resolution": 32}')
+    train_detach: BoolProperty(name="Keep training if Blender closes", default=False)
+    # history
+    history: CollectionProperty(type=AtelierHistoryItem)
+    history_index: IntProperty()
+
+
+CLASSES = (AtelierModel, AtelierHistoryItem, AtelierRuntime, AtelierSettings)
+
+
+def register() -> None:
+    bpy.types.Scene.atelier = PointerProperty(type=AtelierSettings)
+    bpy.types.WindowManager.atelier = PointerProperty(type=AtelierRuntime)
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.atelier
+    del bpy.types.Scene.atelier

@@ -1,0 +1,527 @@
+"""Runs inside the real `bpy` module (in .venv-blender), driven by test_addon.py.
+
+    python scenario.py CONFIG.json
+
+Installs the built extension zip, enables it, and walks the panel's features against a
+real engine process; every check is recorded (pass/fail, details) in the results file named
+in the config, which test_addon.py turns into one pytest test per check. The process exits
+0 only when it ends cleanly: the add-on is disabled (unregistered) again at the end, since a
+bpy process with classes still registered hangs at exit.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import bpy  # first: it puts Blender's own modules (addon_utils, ...) on the path
+import numpy as np
+
+import addon_utils  # noqa: E402
+
+CONFIG = json.loads(Path(sys.argv[-1]).read_text())
+MODULE = "bl_ext.user_default.atelier"
+results: dict[str, dict] = {}
+shared: dict = {}
+
+
+def check(name: str):
+    def run(fn):
+        started = time.perf_counter()
+        try:
+            detail = fn() or {}
+            results[name] = {"ok": True, **detail}
+        except Exception as e:
+            results[name] = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        results[name]["seconds"] = round(time.perf_counter() - started, 3)
+        print(f"[scenario] {name}: {'ok' if results[name]['ok'] else results[name]['error']}", flush=True)
+        return fn
+    return run
+
+
+def addon():
+    return sys.modules[MODULE]
+
+
+def s():
+    return bpy.context.scene.atelier
+
+
+def prefs():
+    return bpy.context.preferences.addons[MODULE].preferences
+
+
+def point_at_engine(port: int | None = None) -> None:
+    p = prefs()
+    p.use_engine_json = False
+    p.host = CONFIG["host"]
+    p.port = port or CONFIG["port"]
+    p.token_file = CONFIG["token_file"]
+    p.autostart = False
+
+
+def select_only(*objects) -> None:
+    for o in bpy.context.view_layer.objects:
+        o.select_set(False)
+    for o in objects:
+        o.select_set(True)
+    bpy.context.view_layer.objects.active = objects[0] if objects else None
+
+
+def pixels(image) -> np.ndarray:
+    """An image's pixels as uint8 H×W×4, top row first (Blender stores bottom row first)."""
+    width, height = image.size
+    flat = np.empty(width * height * 4, np.float32)
+    image.pixels.foreach_get(flat)
+    return np.round(flat.reshape(height, width, 4)[::-1] * 255).astype(np.uint8)
+
+
+def same_pixels(image, array: np.ndarray) -> bool:
+    array = array[..., None] if array.ndim == 2 else array
+    got = pixels(image)
+    if array.shape[-1] == 1:
+        return bool(np.array_equal(got[..., :3], np.repeat(array, 3, -1)))
+    return bool(np.array_equal(got[..., :array.shape[-1]], array))
+
+
+def vertices(obj) -> np.ndarray:
+    out = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", out)
+    return out.reshape(-1, 3)
+
+
+def watertight(obj) -> tuple[bool, int]:
+    """Every edge shared by exactly two triangles, each direction once (consistent winding)."""
+    mesh = obj.data
+    loops = np.empty(len(mesh.loops), np.int32)
+    mesh.loops.foreach_get("vertex_index", loops)
+    faces = loops.reshape(-1, 3)
+    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    undirected = np.sort(directed, 1)
+    _, counts = np.unique(undirected, axis=0, return_counts=True)
+    unique_directed = len(np.unique(directed, axis=0)) == len(directed)
+    return bool((counts == 2).all() and unique_directed), len(faces)
+
+
+def pump_until(condition, timeout: float = 120.0) -> None:
+    """What the UI's timer does, by hand: background mode has no timers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        addon().jobs.pump(undo=True)
+        if condition():
+            return
+        time.sleep(0.02)
+    raise TimeoutError("waited too long for the engine")
+
+
+def datablock_counts() -> dict:
+    return {k: len(getattr(bpy.data, k)) for k in ("objects", "meshes", "images", "materials")}
+
+
+def engine_client():
+    vendor = addon()._vendor
+    return vendor.client.Client(CONFIG["host"], CONFIG["port"], token=Path(CONFIG["token_file"]).read_text().strip(),
+                                name="scenario")
+
+
+# ---------------------------------------------------------------------------------------------
+@check("install_and_enable")
+def _():
+    started = time.perf_counter()
+    result = bpy.ops.extensions.package_install_files(filepath=CONFIG["zip"], repo="user_default",
+                                                      enable_on_install=True)
+    assert result == {"FINISHED"}, result
+    assert addon_utils.check(MODULE) == (True, True), addon_utils.check(MODULE)
+    assert hasattr(bpy.types.Scene, "atelier") and hasattr(bpy.ops.atelier, "texture_generate")
+    assert "torch" not in sys.modules
+    return {"seconds_install": round(time.perf_counter() - started, 3),
+            "path": str(Path(addon().__file__).parent)}
+
+
+@check("register_unregister_clean")
+def _():
+    addon_utils.disable(MODULE)
+    leftovers = [n for n in dir(bpy.types) if n.startswith(("ATELIER_", "Atelier"))]
+    assert not hasattr(bpy.types.Scene, "atelier") and not hasattr(bpy.types.WindowManager, "atelier")
+    assert not leftovers, leftovers
+    assert "atelier" not in dir(bpy.ops) or not dir(bpy.ops.atelier), dir(bpy.ops.atelier)
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        addon_utils.enable(MODULE)
+        times.append(time.perf_counter() - started)
+        addon_utils.disable(MODULE)
+    addon_utils.enable(MODULE)
+    assert hasattr(bpy.types.Scene, "atelier")
+    return {"enable_ms_median": round(1000 * sorted(times)[2], 2)}
+
+
+@check("connect_reads_capabilities")
+def _():
+    point_at_engine()
+    assert bpy.ops.atelier.connect(blocking=True) == {"FINISHED"}
+    w = addon().worker.get()
+    assert w.info and "texture.generate" in w.info["capabilities"]["ops"], w.info
+    names = [m["name"] for m in w.models]
+    assert CONFIG["texture_model"] in names and CONFIG["shape_model"] in names, names
+    runtime = bpy.context.window_manager.atelier
+    assert CONFIG["texture_model"] in [m.name for m in runtime.texture_models]
+    lines = addon().panels.status_lines()
+    assert lines[0][0] == "CHECKMARK" and w.info["engine"] in lines[0][1], lines
+    return {"status": lines}
+
+
+@check("texture_generate_on_active_object")
+def _():
+    cube = bpy.data.objects["Cube"]
+    select_only(cube)
+    st = s()
+    st.texture_model, st.texture_width, st.texture_height, st.texture_seed = CONFIG["texture_model"], 64, 32, 3
+    st.pbr, st.tileable, st.texture_target = True, True, "NEW"
+    assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    job = addon().jobs.state.last_job
+    material = cube.active_material
+    assert material is not None and material.name == job.context["created"][0], job.context
+    tree = material.node_tree
+    bsdf = next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED")
+    base = bsdf.inputs["Base Color"].links[0].from_node
+    image = base.image
+    assert tuple(image.size) == (64, 32), tuple(image.size)
+    assert image.packed_file is not None, "image not packed"
+    assert same_pixels(image, job.value["image"]), "pixels differ from the job's result"
+    with engine_client() as client:  # the same request, straight to the engine
+        direct = client.call("texture.generate", {"model": CONFIG["texture_model"], "width": 64, "height": 32,
+                                                  "seed": 3, "tileable": True, "pbr": True}, timeout=120)
+    assert same_pixels(image, direct["image"]), "pixels differ from what the engine returns"
+    normal_link = bsdf.inputs["Normal"].links[0].from_node
+    assert normal_link.type == "NORMAL_MAP", normal_link.type
+    normal_image = normal_link.inputs["Color"].links[0].from_node.image
+    assert normal_image.colorspace_settings.name == "Non-Color"
+    assert same_pixels(normal_image, direct["normal"]), "normal map differs"
+    assert bsdf.inputs["Roughness"].links, "roughness not linked"
+    prov = json.loads(image["atelier_provenance"])
+    assert prov["model"] == CONFIG["texture_model"] and prov["params"]["seed"] == 3 and prov["model_hash"]
+    assert material["atelier_seed"] == 3 and material["atelier_model_hash"] == prov["model_hash"]
+    shared["texture_image"] = image.name
+    return {"image": image.name, "material": material.name, "engine_shape": list(direct["image"].shape)}
+
+
+@check("texture_generate_async_through_pump")
+def _():
+    cube = bpy.data.objects["Cube"]
+    select_only(cube)
+    before = cube.active_material
+    s().texture_seed = 5
+    assert bpy.ops.atelier.texture_generate() == {"FINISHED"}  # returns at once
+    assert addon().jobs.state.last_job is not None
+    pump_until(lambda: cube.active_material is not before)
+    image = cube.active_material.node_tree.nodes["Image Texture"].image
+    return {"material": cube.active_material.name, "image": image.name}
+
+
+@check("texture_variations_and_morph")
+def _():
+    cube = bpy.data.objects["Cube"]
+    select_only(cube)
+    slots = len(cube.material_slots)
+    s().texture_variations = 2
+    s().pbr = False
+    assert bpy.ops.atelier.texture_variations(blocking=True) == {"FINISHED"}
+    assert len(cube.material_slots) == slots + 2
+    s().morph_seed = 9
+    assert bpy.ops.atelier.texture_morph(blocking=True) == {"FINISHED"}
+    assert cube.active_material["atelier_op"] == "texture.morph"
+    return {"slots": len(cube.material_slots)}
+
+
+@check("shape_generate_at_cursor")
+def _():
+    bpy.context.scene.cursor.location = (3.0, -2.0, 0.5)
+    st = s()
+    st.shape_model, st.shape_seed, st.shape_count, st.shape_smooth = CONFIG["shape_model"], 4, 1, 2
+    before = set(bpy.data.objects)
+    assert bpy.ops.atelier.shape_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    new = [o for o in bpy.data.objects if o not in before]
+    assert len(new) == 1, new
+    obj = new[0]
+    assert tuple(round(c, 5) for c in obj.location) == (3.0, -2.0, 0.5), tuple(obj.location)
+    closed, faces = watertight(obj)
+    assert closed, "mesh is not watertight"
+    assert all(p.use_smooth for p in obj.data.polygons)
+    assert bpy.context.view_layer.objects.active == obj and obj.select_get()
+    assert json.loads(obj.data["atelier_provenance"])["op"] == "shape.sample"
+    shared["shape"] = obj.name
+    return {"object": obj.name, "faces": faces}
+
+
+@check("shape_interpolate_count")
+def _():
+    st = s()
+    st.interp_source, st.interp_steps, st.interp_seed_b, st.shape_layout = "SEEDS", 4, 11, "ROW"
+    before = set(bpy.data.objects)
+    assert bpy.ops.atelier.shape_interpolate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    new = sorted((o for o in bpy.data.objects if o not in before), key=lambda o: o.name)
+    assert len(new) == 4, [o.name for o in new]
+    assert all(watertight(o)[0] for o in new)
+    xs = sorted(o.location.x for o in new)
+    assert len(set(round(x, 4) for x in xs)) == 4, xs  # laid out in a row
+    shared["interpolated"] = [o.name for o in new]
+    # between two selected meshes
+    a, b = bpy.data.objects[shared["shape"]], new[-1]
+    select_only(a, b)
+    st.interp_source, st.interp_steps = "SELECTED", 3
+    before = set(bpy.data.objects)
+    assert bpy.ops.atelier.shape_interpolate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    meshes_new = [o for o in bpy.data.objects if o not in before]
+    assert len(meshes_new) == 3
+    shared["interpolated_meshes"] = [o.name for o in meshes_new]
+    return {"seeds": len(new), "meshes": len(meshes_new)}
+
+
+@check("shape_variations_count")
+def _():
+    source = bpy.data.objects[shared["shape"]]
+    select_only(source)
+    s().shape_variations, s().shape_layout = 5, "GRID"
+    before = set(bpy.data.objects)
+    assert bpy.ops.atelier.shape_variations(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    new = [o for o in bpy.data.objects if o not in before]
+    assert len(new) == 5, len(new)
+    ys = {round(o.location.y, 4) for o in new}
+    assert len(ys) == 2, ys  # 5 in a 3-column grid: two rows
+    shared["variation"] = new[2].name
+    return {"objects": len(new)}
+
+
+@check("interpolation_slider_preview")
+def _():
+    select_only(bpy.data.objects[shared["shape"]])
+    st = s()
+    st.interp_source = "SEEDS"
+    st.interp_t = 0.25  # the update callback sends a request
+    name = addon().operators.PREVIEW_NAME
+    pump_until(lambda: name in bpy.data.objects and not addon().worker.get().busy())
+    first = vertices(bpy.data.objects[name]).copy()
+    st.interp_t = 0.9
+    pump_until(lambda: not addon().worker.get().busy() and addon().operators._preview["job"].applied)
+    second = vertices(bpy.data.objects[name])
+    previews = [o for o in bpy.data.objects if o.name.startswith(name)]
+    assert len(previews) == 1, [o.name for o in previews]
+    assert first.shape != second.shape or not np.allclose(first, second)
+    return {"preview_vertices": [len(first), len(second)]}
+
+
+def _regenerate_shape(name: str) -> dict:
+    original = bpy.data.objects[name]
+    select_only(original)
+    before = set(bpy.data.objects)
+    assert bpy.ops.atelier.regenerate(blocking=True, what="SHAPE") == {"FINISHED"}, addon().jobs.state.error
+    new = [o for o in bpy.data.objects if o not in before]
+    assert len(new) == 1, new
+    assert np.array_equal(vertices(new[0]), vertices(original)), "vertices differ"
+    return {"original": name, "regenerated": new[0].name, "vertices": len(original.data.vertices)}
+
+
+@check("regenerate_shape_from_provenance")
+def _():
+    out = {"sample": _regenerate_shape(shared["shape"]),
+           "interpolate_3rd": _regenerate_shape(shared["interpolated"][2]),
+           "variation": _regenerate_shape(shared["variation"])}
+    return out
+
+
+@check("regenerate_texture_from_provenance")
+def _():
+    original = bpy.data.images[shared["texture_image"]]
+    plane = bpy.data.objects.new("Regen target", bpy.data.meshes.new("Regen target"))
+    bpy.context.scene.collection.objects.link(plane)
+    plane.data.materials.append(bpy.data.materials[original.name])
+    select_only(plane)
+    assert bpy.ops.atelier.regenerate(blocking=True, what="TEXTURE") == {"FINISHED"}, addon().jobs.state.error
+    material = plane.active_material
+    image = next(n for n in material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image
+                 and n.image.get("atelier_provenance") and '"map": "image"' in n.image["atelier_provenance"]).image
+    assert image != original
+    assert np.array_equal(pixels(image), pixels(original)), "pixels differ"
+    # history recall makes it once more
+    history = s().history
+    assert len(history) >= 8, len(history)
+    return {"image": image.name, "history": len(history)}
+
+
+@check("train_shape_from_selection_sends_meshes")
+def _():
+    made = []
+    for add, location in ((bpy.ops.mesh.primitive_cube_add, (10, 0, 0)),
+                          (bpy.ops.mesh.primitive_uv_sphere_add, (12, 0, 0)),
+                          (bpy.ops.mesh.primitive_cylinder_add, (14, 0, 0)),
+                          (bpy.ops.mesh.primitive_cone_add, (16, 0, 0))):
+        add(location=location)
+        made.append(bpy.context.active_object)
+    select_only(*made)
+    st = s()
+    st.train_name, st.train_steps = "from-blender", 2
+    st.train_config = json.dumps(CONFIG["shape_config"])
+    assert bpy.ops.atelier.train_shape(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    job = addon().jobs.state.last_job
+    assert sorted(job.context["sent"]) == sorted(o.name for o in made)
+    assert job.value["model"] == "from-blender" and job.value["step"] == 2, job.value
+    with engine_client() as client:
+        info = client.call("models.info", {"name": "from-blender"})["metadata"]
+    data = info.get("data") or {}
+    shapes = data.get("train_shapes", 0) + data.get("held_out_shapes", 0)
+    assert shapes == len(made), data
+    assert "from-blender" in [m.name for m in bpy.context.window_manager.atelier.shape_models]
+    return {"sent_as": job.context["sent_as"], "data": data}
+
+
+@check("cancel_stops_running_job")
+def _():
+    select_only(bpy.data.objects[shared["shape"]])
+    st = s()
+    st.train_name, st.train_steps = "cancel-me", 100000
+    counts = datablock_counts()
+    assert bpy.ops.atelier.train_shape() == {"FINISHED"}
+    job = addon().worker.get().active_jobs()[0]
+    pump_until(lambda: "step" in job.message or job.progress > 0, timeout=90)
+    started = time.perf_counter()
+    assert bpy.ops.atelier.cancel() == {"FINISHED"}
+    pump_until(lambda: job.finished, timeout=60)
+    assert job.state == "cancelled", (job.state, job.error)
+    assert datablock_counts() == counts
+    with engine_client() as client:
+        listed = [j for j in client.call("jobs.list")["jobs"] if j.get("id") == job.request.job_id]
+    return {"seconds_to_stop": round(time.perf_counter() - started, 3), "engine_job": listed,
+            "message_at_cancel": job.message}
+
+
+@check("engine_down_clear_message_nothing_half_made")
+def _():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    point_at_engine(closed_port)
+    cube = bpy.data.objects["Cube"]
+    select_only(cube)
+    material = cube.active_material
+    counts = datablock_counts()
+    try:
+        for operator in (bpy.ops.atelier.texture_generate, bpy.ops.atelier.shape_generate):
+            try:  # a script calling an operator that reports an error gets it as RuntimeError
+                operator(blocking=True)
+                raise AssertionError(f"{operator} did not fail")
+            except RuntimeError as e:
+                raised = str(e)
+            lines = addon().panels.status_lines()
+            errors = [text for icon, text in lines if icon == "ERROR"]
+            assert errors and "Cannot reach the Atelier engine" in errors[0] and str(closed_port) in errors[0], lines
+            assert "Cannot reach the Atelier engine" in raised
+        assert datablock_counts() == counts and cube.active_material == material
+    finally:
+        point_at_engine()
+    assert bpy.ops.atelier.connect(blocking=True) == {"FINISHED"}
+    assert not [t for i, t in addon().panels.status_lines() if i == "ERROR"]
+    return {"message": errors[0]}
+
+
+@check("render_generated_mesh_wearing_generated_texture")
+def _():
+    scene = bpy.context.scene
+    for o in scene.objects:
+        o.hide_render = True
+    bpy.context.scene.cursor.location = (0.0, 0.0, -40.0)
+    s().shape_seed, s().shape_count = 1, 1
+    assert bpy.ops.atelier.shape_generate(blocking=True) == {"FINISHED"}
+    obj = bpy.context.active_object
+    st = s()
+    st.texture_width = st.texture_height = 128
+    st.pbr, st.texture_seed = True, 21
+    assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}
+    assert obj.active_material is not None and obj.active_material.get("atelier_op") == "texture.generate"
+    obj.scale = (3, 3, 3)
+    bpy.context.view_layer.update()
+    centre = sum((obj.matrix_world @ v.co for v in obj.data.vertices), obj.location * 0) / len(obj.data.vertices)
+    camera = bpy.data.objects.new("Render camera", bpy.data.cameras.new("Render camera"))
+    sun = bpy.data.objects.new("Render sun", bpy.data.lights.new("Render sun", "SUN"))
+    sun.data.energy = 4.0
+    for helper in (camera, sun):
+        scene.collection.objects.link(helper)
+    size = max(obj.dimensions) or 1.0  # frame the object whatever size the tiny model makes it
+    camera.location = centre + type(centre)((1.0, -1.4, 1.0)) * (1.5 * size)
+    camera.rotation_euler = (centre - camera.location).to_track_quat("-Z", "Y").to_euler()
+    sun.rotation_euler = camera.rotation_euler
+    scene.camera = camera
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 8
+    scene.cycles.use_denoising = False
+    scene.render.resolution_x = scene.render.resolution_y = 128
+    scene.render.resolution_percentage = 100
+    scene.render.image_settings.file_format = "PNG"
+    out = Path(CONFIG["artifacts"]) / "blender_render.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scene.render.filepath = str(out)
+    started = time.perf_counter()
+    bpy.ops.render.render(write_still=True)
+    seconds = time.perf_counter() - started
+    assert out.exists()
+    rendered = bpy.data.images.load(str(out))
+    px = pixels(rendered)[..., :3].astype(np.float32)
+    background = np.median(px.reshape(-1, 3), 0)
+    differs = (np.abs(px - background).max(-1) > 12).mean()
+    spread = float(px.std())
+    assert spread > 5 and differs > 0.03, (spread, differs)
+    return {"png": str(out), "render_seconds": round(seconds, 3), "std": round(spread, 2),
+            "object_share": round(float(differs), 3)}
+
+
+@check("start_restart_stop_engine_from_panel")
+def _():
+    import os
+    import socket
+
+    state = Path(CONFIG["own_engine_dir"])
+    os.environ["ATELIER_STATE_DIR"] = str(state / "state")  # the engine inherits it, the add-on reads it
+    os.environ["ATELIER_MODELS_DIR"] = str(state / "models")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    p = prefs()
+    p.use_engine_json, p.port, p.token_file = True, port, ""
+    p.engine_python, p.device = CONFIG["engine_python"], "cpu"
+    w = addon().worker.get()
+    started = time.perf_counter()
+    assert bpy.ops.atelier.engine_start(blocking=True) == {"FINISHED"}, w.error
+    seconds_to_start = time.perf_counter() - started
+    assert w.info and w.info["device"] == "cpu", w.info
+    first_pid = json.loads((state / "state" / "engine.json").read_text())["pid"]
+    assert bpy.ops.atelier.engine_restart(blocking=True) == {"FINISHED"}, w.error
+    second_pid = json.loads((state / "state" / "engine.json").read_text())["pid"]
+    assert second_pid != first_pid and w.info
+    assert bpy.ops.atelier.engine_stop(blocking=True) == {"FINISHED"}
+    assert w.info is None and "stopped" in addon().panels.status_lines()[-1][1], addon().panels.status_lines()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the engine still listens"
+    return {"seconds_to_start": round(seconds_to_start, 2), "pids": [first_pid, second_pid]}
+
+
+@check("unregister_leaves_nothing")
+def _():
+    addon_utils.disable(MODULE)
+    assert not hasattr(bpy.types.Scene, "atelier")
+    assert not [n for n in dir(bpy.types) if n.startswith(("ATELIER_", "Atelier"))]
+    time.sleep(0.1)
+    threads = [t.name for t in threading.enumerate() if t.name.startswith("atelier")]
+    assert not [t for t in threads if t == "atelier-worker"], threads
+    return {"threads": threads}
+
+
+Path(CONFIG["results"]).write_text(json.dumps(results, indent=1, default=str))
+if addon_utils.check(MODULE)[1]:  # a failed check above may have left it enabled
+    addon_utils.disable(MODULE)
+print("[scenario] done", flush=True)

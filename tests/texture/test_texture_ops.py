@@ -1,0 +1,121 @@
+"""The texture kind over a real engine process: train through the `train` op, then every texture op."""
+import threading
+
+import numpy as np
+import pytest
+
+from engine.client import EngineError
+from engine.kinds import texture_ops
+from engine.kinds.texture_eval import seam_ratio
+
+TINY = dict(channels=1, g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
+            n_local=4, n_global=8, n_periodic=2)  # stride 8
+
+
+@pytest.fixture(scope="module")
+def model(engine):
+    with engine.client() as client:
+        result = client.call("train", {"kind": "texture", "name": "tiny-gravel",
+                                       "data": {"images": "gravel", "rot90": False},
+                                       "model": TINY, "train": {"steps": 3, "batch_size": 4}}, timeout=120)
+    assert result["step"] == 3 and result["metrics"]["tile_error"] < 1e-5
+    assert (engine.models_dir / "tiny-gravel.safetensors").exists()
+    return "tiny-gravel"
+
+
+def generate(engine, **params):
+    with engine.client() as client:
+        return client.call("texture.generate", params, timeout=60)
+
+
+@pytest.mark.parametrize("size, shape", [("64x32", (32, 64, 1)), ("96", (96, 96, 1))])
+def test_generate_returns_a_seamless_image_of_the_asked_size(engine, model, size, shape):
+    value = generate(engine, model=model, size=size, seed=3)
+    image = value["image"]
+    assert image.dtype == np.uint8 and image.shape == shape
+    # Wrap-around neighbours differ no more than interior neighbours: no seam.
+    assert 0.8 < seam_ratio(image[None]) < 1.25
+    assert value["provenance"]["model"] == model and value["provenance"]["params"]["seed"] == 3
+
+
+def test_same_seed_same_image(engine, model):
+    a = generate(engine, model=model, width=48, height=40, seed=11)["image"]
+    b = generate(engine, model=model, width=48, height=40, seed=11)["image"]
+    c = generate(engine, model=model, width=48, height=40, seed=12)["image"]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_pbr_maps_come_with_the_image(engine, model):
+    value = generate(engine, model=model, width=64, height=32, pbr=True)
+    assert value["normal"].shape == (32, 64, 3) and value["normal"].dtype == np.uint8
+    assert value["roughness"].shape == (32, 64) and value["height"].shape == (32, 64)
+    assert "normal" not in generate(engine, model=model, width=64, height=32)
+
+
+def test_bad_size_says_what_would_work_and_the_engine_stays_up(engine, model):
+    with pytest.raises(EngineError) as caught:
+        generate(engine, model=model, width=60, height=64)
+    assert caught.value.code == "bad_params"
+    assert "multiples of 8" in caught.value.message and "56 or 64" in caught.value.message
+    assert "tileable" in caught.value.message
+    with pytest.raises(EngineError, match="between 16 and 4096"):
+        generate(engine, model=model, size="8192x64")
+    # Without tiling any size is fine: cropped from a larger texture.
+    assert generate(engine, model=model, width=50, height=30, tileable=False)["image"].shape == (30, 50, 1)
+    with engine.client() as client:
+        assert client.ping() >= 0
+
+
+def test_morph_and_animate_with_previews(engine, model):
+    with engine.client() as client:
+        assert client.call("texture.morph", {"model": model, "width": 128, "height": 32}, timeout=60)["image"].shape \
+            == (32, 128, 1)
+        previews = []
+        value = client.call("texture.animate", {"model": model, "width": 256, "height": 128, "frames": 3},
+                            on_progress=lambda f, msg, preview: previews.append(preview), timeout=60)
+    assert value["frames"].shape == (3, 128, 256, 1) and value["frames"].dtype == np.uint8
+    shown = [p for p in previews if p is not None]
+    assert len(shown) == 3 and max(shown[0].shape[:2]) <= texture_ops.PREVIEW_SIDE
+
+
+def test_animate_can_be_cancelled_mid_job(engine, model):
+    started = threading.Event()
+    with engine.client() as client:
+        request = client.submit("texture.animate", {"model": model, "width": 512, "height": 512, "frames": 240},
+                                on_progress=lambda f, msg, preview: preview is not None and started.set())
+        assert started.wait(60), "no frame arrived"
+        request.cancel()
+        with pytest.raises(EngineError) as caught:
+            request.result(timeout=60)
+        assert caught.value.code == "cancelled"
+        assert client.ping() >= 0
+
+
+def test_eval_returns_metrics_and_a_sheet(engine, model, tmp_path):
+    with engine.client() as client:
+        value = client.call("texture.eval", {"model": model, "samples": 4}, timeout=120)
+    metrics = value["metrics"]
+    for key in ("gram", "swd", "spectrum", "diversity", "nearest_patch", "seam_ratio", "tile_error"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["tile_error"] < 1e-5
+    assert value["exemplars"] == ["skimage:gravel"]
+    sheet = value["sheet"]
+    assert sheet.dtype == np.uint8 and sheet.ndim == 3 and sheet.shape[2] == 3
+    assert texture_ops.write_output("texture.eval", value, tmp_path) == [tmp_path / "texture-eval.png"]
+
+
+def test_cli_files_and_demo(engine, model, tmp_path):
+    with engine.client() as client:
+        written = texture_ops.demo(client, model, tmp_path)
+    assert sorted(p.name for p in written) == ["texture.png", "texture_height.png", "texture_normal.png",
+                                               "texture_roughness.png"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "texture.png").size == (512, 512)
+    assert Image.open(tmp_path / "texture_normal.png").mode == "RGB"
+
+
+def test_unknown_model_and_wrong_kind(engine, model):
+    with pytest.raises(EngineError) as caught:
+        generate(engine, model="no-such-texture")
+    assert caught.value.code == "not_found"
