@@ -35,15 +35,17 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
 
 
 def _add_param_flags(parser: argparse.ArgumentParser, params: dict[str, Param]) -> None:
+    # Flags default to None: the op fills in its own defaults, and a config file's values
+    # are overridden only by flags the user actually gave.
     for name, param in params.items():
         flag = "--" + name.replace("_", "-")
+        text = param.doc + (f" (default {param.default})" if param.default is not None else "")
         if param.type == "bool":
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=param.default,
-                                help=param.doc)
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
         elif param.type in ("int", "float", "str"):
             kind = {"int": int, "float": float, "str": str}[param.type]
-            parser.add_argument(flag, dest=name, type=kind, default=param.default, required=param.required,
-                                choices=param.choices, help=param.doc)
+            parser.add_argument(flag, dest=name, type=kind, required=param.required, choices=param.choices,
+                                help=text)
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +78,8 @@ def _train(args: argparse.Namespace) -> int:
     train.update({k: getattr(args, k) for k in TRAIN_SHORTCUTS if getattr(args, k) is not None})
     params = {"kind": args.kind, "name": args.name, "resume": args.resume, "detach": args.detach,
               "model": {**sections.get("model", {}), **overrides["model"]}, "train": train,
-              "data": {k: getattr(args, k) for k in args.module.DATA_PARAMS if getattr(args, k) is not None}}
+              "data": {**sections.get("data", {}),
+                       **{k: getattr(args, k) for k in args.module.DATA_PARAMS if getattr(args, k) is not None}}}
     if args.detach and not args.engine:
         raise ValueError("--detach keeps a run going on a running engine: add --engine HOST:PORT")
     session = open_session(args)
@@ -116,7 +119,7 @@ def _run_op(args: argparse.Namespace) -> int:
     from engine.cli.progress import ProgressBar
 
     op = args.op
-    params = {name: getattr(args, name) for name in op.params if hasattr(args, name)}
+    params = {name: getattr(args, name) for name in op.params if getattr(args, name, None) is not None}
     session = open_session(args)
     bar = None if args.json else ProgressBar(op.name)
     try:

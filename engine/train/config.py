@@ -43,14 +43,18 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
 
+SECTIONS = ("model", "train", "data", "eval")
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON or TOML file with optional sections "model" and "train"."""
+    """A JSON or TOML file with optional sections "model", "train", "data" (training data
+    options) and "eval" (evaluation options; engine/recipes/ uses all four)."""
     path = Path(path)
     text = path.read_text()
     data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    unknown = set(data) - {"model", "train"}
+    unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; use 'model' and 'train'")
+        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; use {', '.join(SECTIONS)}")
     return data
 
 
