@@ -1,71 +1,127 @@
-"""JSB quarter-note benchmark for the music kind, in one run.
+"""JSB quarter-note benchmark for the music kind, in one run, on the shared trainer.
 
-Trains the token RNN and the independent-Bernoulli LSTM baseline side by side for a time
-budget (a plain Adam loop over MusicObjective; the shared trainer does the same job in the
-product), then prints the exact frame NLL of both on the JSB quarter-note test split, the
-training minutes, and generation speed as a multiple of real time at 120 BPM.
+Trains the token LSTM and the independent-Bernoulli LSTM baseline side by side
+(engine.train.trainer.train with MusicObjective: one optimiser per net, same batches),
+then prints the exact frame NLL of both on the JSB quarter-note test split (nats per
+step, Boulanger-Lewandowski et al. 2012), the training minutes, generation speed and
+live-session streaming speed as multiples of real time at 120 BPM.
 
-    .venv/bin/python bench/music_bench.py --jsb ../shared/datasets/jsb --minutes 1
+    .venv/bin/python bench/music_bench.py --minutes 1 --steps 100          # smoke run
+    .venv/bin/python bench/music_bench.py --steps 3000 --minutes 28        # the recorded run
+
+The shipped model (engine/weights/music-default.safetensors, 16th-note grid with onset
+tokens) is also timed streaming, since that is the one the MIDI bridge plays.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from engine.data.jsb import default_jsb_dir, load_jsb
-from engine.kinds.music import MusicModel, MusicObjective
-from engine.kinds.music_eval import frame_nll
+from engine.data.jsb import default_jsb_dir
+from engine.kinds.music import MusicModel, MusicObjective, evaluate_jsb, load, load_baseline
 from engine.kinds.music_sampling import Controls
+from engine.store.checkpoints import BUILTIN_DIR, ModelStore, load_file
+from engine.train.config import TrainConfig
+from engine.train.trainer import TrainRun, train
+
+
+def stream_speed(model: MusicModel, beats: int = 64, chunk: int = 4, bpm: float = 120.0,
+                 repeats: int = 5) -> dict[str, float]:
+    """A live session asked for `chunk` beats at a time: real time over compute time (median of
+    `repeats` sessions with different seeds: this machine is shared and noisy), and the slowest call."""
+    ratios, slowest, notes = [], 0.0, 0
+    for seed in range(repeats):
+        session = model.session(seed=seed)
+        start = time.perf_counter()
+        for _ in range(beats // chunk):
+            t = time.perf_counter()
+            notes += len(session.next_beats(chunk))
+            slowest = max(slowest, time.perf_counter() - t)
+        ratios.append(beats * 60.0 / bpm / (time.perf_counter() - start))
+    return {"x_realtime": round(statistics.median(ratios), 1), "x_realtime_range": [round(min(ratios), 1),
+            round(max(ratios), 1)], "slowest_call_ms": round(slowest * 1000, 1), "chunk_beats": chunk,
+            "notes_per_session": notes // repeats}
+
+
+def generate_speed(model: MusicModel, bars: int = 16, bpm: float = 120.0, repeats: int = 3) -> float:
+    """Real time over compute time of `generate`, the median of `repeats` seeds."""
+    ratios = []
+    for seed in range(repeats):
+        t = time.perf_counter()
+        roll = model.generate(bars=bars, controls=Controls(), seed=seed)
+        ratios.append(len(roll) / model.steps_per_quarter * 60.0 / bpm / (time.perf_counter() - t))
+    return round(statistics.median(ratios), 1)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jsb", type=Path, default=default_jsb_dir())
-    ap.add_argument("--minutes", type=float, default=1.0, help="training budget, both nets together")
+    ap.add_argument("--steps", type=int, default=3000, help="trainer steps (the cosine schedule ends here)")
+    ap.add_argument("--minutes", type=float, default=0.0, help="time budget; 0 = none")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--baseline-hidden", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--models-dir", type=Path, help="where the run is kept (default: a temporary folder)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="measure the model already trained in --models-dir instead of training again")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = {"steps_per_quarter": 1, "seq_steps": 64, "transpose": 6,
-              "model": {"d_hidden": args.hidden, "n_layers": args.layers, "bar_steps": 4, "dropout": 0.2},
-              "baseline": {"d_hidden": args.hidden, "n_layers": 1}}
-    obj = MusicObjective(config, jsb=args.jsb, device=args.device)
-    opts = {g: torch.optim.Adam(ps, lr=args.lr) for g, ps in obj.param_groups().items()}
-    t0, step = time.time(), 0
-    while time.time() - t0 < args.minutes * 60:
-        batch = obj.batch(torch.arange(step * args.batch, (step + 1) * args.batch))
-        logs = {}
-        for group, opt in opts.items():
-            loss, group_logs = obj.loss(group, batch, step)
-            logs.update(group_logs)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(obj.nets[group].parameters(), 1.0)
-            opt.step()
-        step += 1
-        if step % 50 == 0:
-            print(f"step {step} {time.time() - t0:.0f}s " + " ".join(f"{k} {v:.3f}" for k, v in logs.items()), flush=True)
-    minutes = (time.time() - t0) / 60
-    test = load_jsb(args.jsb, "quarter")["test"]
-    ours = frame_nll(obj.nets["rnn"], test, args.device)
-    base = frame_nll(obj.nets["baseline"], test, args.device)
+              "model": {"d_hidden": args.hidden, "n_layers": args.layers, "bar_steps": 4, "dropout": args.dropout},
+              "baseline": {"d_hidden": args.baseline_hidden, "n_layers": 1, "dropout": args.dropout}}
+    train_cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                            schedule="cosine", warmup_steps=min(100, args.steps // 10), grad_clip=1.0,
+                            checkpoint_every=max(args.steps, 1), log_every=50)
+    with tempfile.TemporaryDirectory(prefix="music-bench-") as tmp:
+        store = ModelStore(args.models_dir or Path(tmp), builtin=None)
+        if not (args.reuse and store.path("jsb-bench").is_file()):
+            objective = MusicObjective(config, jsb=args.jsb, device=args.device)
+            run = TrainRun(store, "jsb-bench", "music", torch.device(args.device))
+            t0 = time.time()
 
-    model = MusicModel(obj.nets["rnn"], obj.config)
-    t = time.time()
-    roll = model.generate(bars=16, controls=Controls(), seed=0)
-    gen_s = time.time() - t
-    music_s = len(roll) * 60 / 120  # quarter-note steps at 120 BPM
-    print(json.dumps({"test_nll": round(ours["nll"], 3), "baseline_test_nll": round(base["nll"], 3),
-                      "test_steps": ours["steps"], "train_minutes": round(minutes, 2), "train_batches": step,
-                      "generation_x_realtime_120bpm": round(music_s / gen_s, 1)}, indent=1))
+            def progress(fraction: float, message: str, preview=None) -> None:
+                step = int(message.split()[1].split("/")[0])
+                if step % 100 == 0:
+                    print(f"{time.time() - t0:6.0f}s {message}", flush=True)
+
+            train(objective, train_cfg, run, progress=progress)
+        saved, weights = load_file(store.path("jsb-bench"))
+        minutes = saved["train_seconds"] / 60
+        config = saved["config"]
+        model = load(saved["config"], weights, args.device)
+        baseline = load_baseline(saved["config"], weights, args.device)
+        test = evaluate_jsb(model, baseline, args.jsb, "test")
+        valid = evaluate_jsb(model, baseline, args.jsb, "valid")
+    result = {
+        "test_nll": round(test["nll"], 3), "baseline_test_nll": round(test["baseline_nll"], 3),
+        "baseline_over_ours": round(test["baseline_nll"] / test["nll"], 2),
+        "valid_nll": round(valid["nll"], 3), "baseline_valid_nll": round(valid["baseline_nll"], 3),
+        "test_steps": test["steps"], "train_minutes": round(minutes, 1), "train_steps": saved["step"],
+        "batch_size": saved["train"]["batch_size"], "threads": args.threads, "device": args.device,
+        "model": config["model"], "generate_x_realtime_120bpm": generate_speed(model),
+        "stream_jsb_model": stream_speed(model),
+    }
+    shipped = BUILTIN_DIR / "music-default.safetensors"
+    if shipped.is_file():
+        meta, w = load_file(shipped)
+        default = load(meta["config"], w, args.device)
+        result["stream_default_model"] = stream_speed(default)
+        result["generate_default_x_realtime_120bpm"] = generate_speed(default)
+    print(json.dumps(result, indent=1))
+    print(f"JSB quarter test NLL (nats/step, exact): token LSTM {result['test_nll']}, independent-Bernoulli LSTM "
+          f"{result['baseline_test_nll']} (ratio {result['baseline_over_ours']}x) after {result['train_minutes']} "
+          f"training minutes; streaming {result['stream_jsb_model']['x_realtime']}x real time at 120 BPM")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from types import ModuleType
 KIND_MODULES: dict[str, str] = {
     "shape": "engine.kinds.shape_ops",
     "texture": "engine.kinds.texture_ops",
+    "music": "engine.kinds.music_ops",
 }
 
 

@@ -6,7 +6,6 @@ Bach chorales (`corpus="bach"`), or the JSB benchmark split (`jsb`, tests and be
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,51 +17,16 @@ from engine.data.jsb import load_jsb
 from engine.data.midi_files import MidiSkip, load_midi_folder, read_midi
 from engine.data.piece import N_KEYS, Piece, split_by_file, transpose_limits, transposed
 from engine.kinds.music_batch import collate, encode_window
+from engine.kinds.music_config import MusicConfig
 from engine.kinds.music_eval import baseline_nll, frame_nll, token_nll
 from engine.kinds.music_output import render_wav, roll_image, roll_to_midi, save_png
 from engine.kinds.music_sampling import Controls, Stepper
 from engine.kinds.music_session import MusicSession, NoteEvent
-from engine.models.music_baseline import MusicBaseline, MusicBaselineConfig
-from engine.models.music_rnn import MusicRNN, MusicRNNConfig
+from engine.models.music_baseline import MusicBaseline
+from engine.models.music_rnn import MusicRNN
 from engine.train.objective import Objective
 
 CORPORA = ("bach",)
-
-
-@dataclass
-class MusicConfig:
-    model: MusicRNNConfig = field(default_factory=MusicRNNConfig)
-    baseline: MusicBaselineConfig | None = None  # also train the independent-Bernoulli baseline
-    steps_per_quarter: int = 4    # quantisation grid: 4 = 16th notes (JSB: 1 = quarter, or 4)
-    seq_steps: int = 64           # training window in steps
-    transpose: int = 6            # augmentation: random shift in [-transpose, +transpose] semitones
-    valid_fraction: float = 0.1   # of files held out (MIDI folder, Bach corpus)
-    keep_drums: bool = False
-    corpus_limit: int | None = None  # use only the first N corpus scores (tests)
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "MusicConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown music config key(s) {sorted(unknown)}; known: {sorted(known)}")
-        model = _sub(MusicRNNConfig, d.pop("model", None), "model")
-        base = d.pop("baseline", None)
-        base = _sub(MusicBaselineConfig, base, "baseline") if base not in (None, False) else None
-        return cls(model=model, baseline=base, **d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _sub(cls, d: dict | bool | None, name: str):
-    d = {} if d in (None, True) else dict(d)
-    known = {f.name for f in fields(cls)}
-    if set(d) - known:
-        raise ValueError(f"unknown {name} config key(s) {sorted(set(d) - known)}; known: {sorted(known)}")
-    return cls(**d)
 
 
 def load_pieces(config: MusicConfig, *, midi=None, corpus=None, jsb=None) -> tuple[list[Piece], list[Piece], dict]:
@@ -163,9 +127,10 @@ def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
 class MusicModel:
     """A trained music model: generation to files, and live sessions."""
 
-    def __init__(self, rnn: MusicRNN, config: dict):
+    def __init__(self, rnn: MusicRNN, config: dict, baseline: MusicBaseline | None = None):
         self.rnn = rnn.eval()
         self.config = config
+        self.baseline = baseline  # the benchmark baseline, when it was trained alongside
         self.steps_per_quarter = int(config.get("steps_per_quarter", 4))
         self.steps_per_bar = rnn.config.bar_steps or 4 * self.steps_per_quarter
 
@@ -222,7 +187,7 @@ def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | 
         raise ValueError(f"no 'rnn.*' weights in this checkpoint (keys start with "
                          f"{sorted({k.split('.')[0] for k in weights})}); is it a music model?")
     rnn.load_state_dict(own)
-    return MusicModel(rnn.to(device), cfg.to_dict())
+    return MusicModel(rnn.to(device), cfg.to_dict(), load_baseline(config, weights, device))
 
 
 def load_baseline(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu",

@@ -89,51 +89,39 @@ class Stepper:
     def __init__(self, model: MusicRNN, bar_phase: int = 0):
         self.model = model.eval()
         self.layout = model.config.layout
-        self.device = next(model.parameters()).device
-        self.state = None
+        self.net = FastRNN(model)
+        self.state = self.net.zero_state()
         self.prev = np.zeros(N_KEYS, np.int8)
         self.step = 0
         self.bar_phase = bar_phase
 
     def snapshot(self) -> tuple:
-        return self.state, self.prev.copy(), self.step
+        return self.state, self.prev.copy(), self.step  # states are never changed in place
 
     def restore(self, snap: tuple) -> None:
         self.state, prev, self.step = snap
         self.prev = prev.copy()
 
-    def _cond(self) -> torch.Tensor:
-        """The conditioning input of the current step (position in bar, previous keys), (1, 1, d)."""
-        m = self.model
-        prev = torch.as_tensor(self.prev > 0, dtype=torch.float32, device=self.device).view(1, 1, N_KEYS)
-        pos = torch.tensor([[(self.step + self.bar_phase) % (m.config.bar_steps or 1)]], device=self.device)
-        cond = torch.zeros(1, 1, m.config.d_embed, device=self.device)
-        if m.bar_embed is not None:
-            cond = cond + m.bar_embed(pos)
-        if m.prev_proj is not None:
-            cond = cond + m.prev_proj(prev)
-        return cond
+    def _cond(self) -> np.ndarray:
+        """The first layer's input from the step's conditioning (position in bar, previous keys)."""
+        return self.net.cond_input((self.step + self.bar_phase) % (self.model.config.bar_steps or 1), self.prev > 0)
 
-    def _run(self, inputs: list[int], cond: torch.Tensor) -> np.ndarray:
-        """Read input tokens of the current step; the logits after the last one, as numpy."""
-        m = self.model
-        x = m.embed(torch.as_tensor(inputs, device=self.device)) + cond.view(1, -1)
-        for i in range(len(inputs)):
-            h, self.state = rnn_step(m.rnn, x[i:i + 1], self.state)
-        return m.head(h[0]).float().cpu().numpy()
+    def _run(self, inputs: list[int], cond: np.ndarray, logits: bool = True) -> np.ndarray | None:
+        """Read input tokens of the current step; the logits after the last one."""
+        for token in inputs:
+            self.state = self.net.step(token, cond, self.state)
+        return self.net.logits(self.state) if logits else None
 
-    @torch.inference_mode()
     def force(self, frame: np.ndarray) -> None:
         """Advance over a given step (priming, or notes the user played)."""
         tokens = self.layout.step_tokens(frame, self.prev)
-        self._run([self.layout.step_end] + tokens[:-1], self._cond())
+        self._run([self.layout.step_end] + tokens[:-1], self._cond(), logits=False)
         self._end_step(frame)
 
     def _end_step(self, frame: np.ndarray) -> None:
         self.prev = frame.astype(np.int8)
         self.step += 1
 
-    @torch.inference_mode()
     def sample(self, controls: Controls, rng: np.random.Generator, allowed: np.ndarray | None = None,
                required: np.ndarray | None = None) -> np.ndarray:
         """Sample one step; returns its roll row (2 onset, 1 held).
@@ -148,24 +136,28 @@ class Stepper:
         # Keys banned by the controls, and by the spelling (held tokens need a sounding key).
         ban_keys = np.concatenate([~allowed, ~(allowed & (self.prev > 0))]) if lay.holds else ~allowed
         spelled = np.concatenate([np.ones(n, bool), self.prev > 0]) if lay.holds else np.ones(n, bool)
+        open_keys = spelled & ~ban_keys
         key_col = np.arange(len(ban_keys)) % n
+        any_required = bool(required.any())
         cond = self._cond()
         frame = np.zeros(n, np.int8)
         token, floor, count = lay.step_end, 0, 0
         log_density = math.log(controls.density)
         while True:
             logits = self._run([token], cond)
-            need = np.flatnonzero(required[floor:])
+            need = np.flatnonzero(required[floor:]) if any_required else ()
             if len(need):  # the next required key comes now, as a hold where possible
                 k = floor + int(need[0])
                 token = k + n if lay.holds and self.prev[k] > 0 else k
             else:
                 ok = np.zeros(lay.vocab_size, bool)
                 if not (controls.max_polyphony and count >= controls.max_polyphony):
-                    ok[:-1] = spelled & ~ban_keys & (key_col >= floor)
+                    ok[:-1] = open_keys & (key_col >= floor)
                 ok[-1] = True
                 logits[-1] -= log_density
-                token = _sample(np.where(ok, logits / controls.temperature, -np.inf), controls.top_p, rng)
+                if controls.temperature != 1.0:
+                    logits = logits / controls.temperature
+                token = _sample(np.where(ok, logits, -np.inf), controls.top_p, rng)
             if token == lay.step_end:
                 break
             k = lay.key_of(token)
@@ -173,6 +165,84 @@ class Stepper:
             floor, count = k + 1, count + 1
         self._end_step(frame)  # the chosen STEP_END is read as the first input of the next step
         return frame
+
+
+class FastRNN:
+    """A MusicRNN's eval-mode arithmetic one token at a time, in numpy float32 on the CPU.
+
+    At batch size 1 every torch call costs microseconds of dispatch; a token here is a few
+    matrix-vector products. The first layer's input projection of each token embedding is
+    precomputed into a table, and the conditioning is projected once per step.
+    Matches the module to float32 rounding (tests/music/test_generate.py).
+    """
+
+    def __init__(self, model: MusicRNN):
+        w = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+        cfg = model.config
+        self.lstm = cfg.cell == "lstm"
+        self.layers = cfg.n_layers
+        self.hidden = cfg.d_hidden
+        self.w_ih0 = w["rnn.weight_ih_l0"]
+        self.token_in = w["embed.weight"] @ self.w_ih0.T + w["rnn.bias_ih_l0"]  # vocab × gates
+        self.bar = w.get("bar_embed.weight")
+        self.prev_proj = w.get("prev_proj.weight")  # d_embed × n_keys
+        self.d_embed = cfg.d_embed
+        # Upper layers read [x, h] through one matrix: one product per layer and token.
+        self.w_cat = [None] + [np.ascontiguousarray(np.hstack([w[f"rnn.weight_ih_l{i}"], w[f"rnn.weight_hh_l{i}"]]))
+                               for i in range(1, self.layers)]
+        self.w_ih = [None] + [w[f"rnn.weight_ih_l{i}"] for i in range(1, self.layers)]
+        self.b_ih = [None] + [w[f"rnn.bias_ih_l{i}"] for i in range(1, self.layers)]
+        self.w_hh = [w[f"rnn.weight_hh_l{i}"] for i in range(self.layers)]
+        self.b_hh = [w[f"rnn.bias_hh_l{i}"] for i in range(self.layers)]
+        self.b_cat = [None] + [self.b_ih[i] + self.b_hh[i] for i in range(1, self.layers)]
+        self.head_w, self.head_b = w["head.weight"], w["head.bias"]
+
+    def zero_state(self) -> tuple:
+        zero = np.zeros(self.hidden, np.float32)
+        return tuple((zero, zero) if self.lstm else zero for _ in range(self.layers))
+
+    def cond_input(self, pos: int, prev_keys: np.ndarray) -> np.ndarray:
+        cond = np.zeros(self.d_embed, np.float32)
+        if self.bar is not None:
+            cond = cond + self.bar[pos]
+        if self.prev_proj is not None:
+            cond = cond + self.prev_proj @ prev_keys.astype(np.float32)
+        return self.w_ih0 @ cond
+
+    def step(self, token: int, cond: np.ndarray, state: tuple) -> tuple:
+        """The state after reading `token`; `cond` from cond_input for the token's step."""
+        new = []
+        n = self.hidden
+        gi = self.token_in[token] + cond
+        for i in range(self.layers):
+            if self.lstm:
+                h, c = state[i]
+                if i:
+                    g = self.w_cat[i] @ np.concatenate([x, h]) + self.b_cat[i]
+                else:
+                    g = gi + self.w_hh[0] @ h + self.b_hh[0]
+                s = _sigmoid(g)  # gates i, f, (g), o; the g slice is replaced by tanh below
+                c = s[n:2 * n] * c + s[:n] * np.tanh(g[2 * n:3 * n])
+                x = s[3 * n:] * np.tanh(c)
+                new.append((x, c))
+            else:
+                h = state[i]
+                if i:
+                    gi = self.w_ih[i] @ x + self.b_ih[i]
+                gh = self.w_hh[i] @ h + self.b_hh[i]
+                rz = _sigmoid(gi[:2 * n] + gh[:2 * n])
+                r, z = rz[:n], rz[n:]
+                x = (1 - z) * np.tanh(gi[2 * n:] + r * gh[2 * n:]) + z * h
+                new.append(x)
+        return tuple(new)
+
+    def logits(self, state: tuple) -> np.ndarray:
+        top = state[-1][0] if self.lstm else state[-1]
+        return self.head_w @ top + self.head_b
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # no overflow warnings for large |x|
 
 
 def rnn_step(rnn: torch.nn.LSTM | torch.nn.GRU, x: torch.Tensor, state: list | None):
@@ -212,4 +282,6 @@ def _sample(logits: np.ndarray, top_p: float, rng: np.random.Generator) -> int:
         drop = order[(np.cumsum(sorted_p) - sorted_p) >= top_p]  # keep the smallest prefix reaching top_p
         p[drop] = 0.0
         p /= p.sum()
-    return int(rng.choice(len(p), p=p))
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
+    return int(min(cdf.searchsorted(rng.random(), side="right"), len(p) - 1))

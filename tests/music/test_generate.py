@@ -92,3 +92,29 @@ def test_fast_step_matches_module(cell):
         for t in range(4):
             h, state = rnn_step(rnn, x[0, t:t + 1], state)
             assert torch.allclose(h[0], full[0, t], atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_numpy_stepper_matches_the_module(cell):
+    """The numpy fast path used for generation gives the module's logits, token by token."""
+    from engine.data.note_tokens import roll_to_tokens, token_context
+    from engine.data.piece import ONSET
+    from engine.kinds.music_sampling import FastRNN
+    from engine.models.music_rnn import MusicRNN, MusicRNNConfig
+
+    torch.manual_seed(0)
+    model = MusicRNN(MusicRNNConfig(holds=True, cell=cell, d_hidden=24, d_embed=8, n_layers=2)).eval()
+    roll = np.zeros((6, 88), np.int8)
+    roll[0:3, 40], roll[2:6, 44], roll[4, 47] = 1, 1, 1
+    roll[0, 40] = roll[2, 44] = roll[4, 47] = ONSET
+    tokens = roll_to_tokens(roll, model.config.layout)
+    ctx = token_context(tokens, model.config.layout)
+    prev = np.vstack([np.zeros((1, 88), np.int8), roll])[ctx["step"]] > 0
+    with torch.no_grad():
+        want, _ = model(torch.as_tensor(ctx["inputs"])[None], torch.as_tensor(ctx["step"] % 16)[None],
+                        torch.as_tensor(prev, dtype=torch.float32)[None])
+    fast = FastRNN(model)
+    state = fast.zero_state()
+    for i, token in enumerate(ctx["inputs"].tolist()):
+        state = fast.step(token, fast.cond_input(int(ctx["step"][i]) % 16, prev[i]), state)
+        assert np.allclose(fast.logits(state), want[0, i].numpy(), atol=1e-4)

@@ -1,0 +1,268 @@
+"""The music kind over a real engine process: train op, generate, eval, live sessions, bad params."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+
+from engine.client import EngineError
+from engine.data.jsb import default_jsb_dir
+from engine.kinds.music_sampling import scale_pitch_classes
+
+TINY = {"model": {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1}, "seq_steps": 32,
+        "valid_fraction": 0.25}
+TRAIN = {"steps": 6, "batch_size": 4, "log_every": 3, "lr": 3e-3}
+
+
+def write_midi(path: Path, beats: int = 16, shift: int = 0) -> Path:
+    """Four voices of quarter notes on a C major progression (shifted by `shift` semitones)."""
+    chords = [(48, 55, 64, 72), (53, 57, 65, 72), (55, 59, 62, 71), (48, 55, 64, 72)]
+    track = mido.MidiTrack()
+    for b in range(beats):
+        chord = [p + shift for p in chords[b % 4]]
+        track += [mido.Message("note_on", note=p, velocity=90, time=0) for p in chord]
+        track += [mido.Message("note_off", note=p, velocity=0, time=480 if i == 0 else 0) for i, p in enumerate(chord)]
+    mid = mido.MidiFile(type=1, ticks_per_beat=480)
+    mid.tracks.append(track)
+    mid.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(engine, tmp_path_factory):
+    """A client and a tiny 16th-note model trained through the engine's `train` op on four MIDI files."""
+    folder = tmp_path_factory.mktemp("midi")
+    for i in range(4):
+        write_midi(folder / f"piece{i}.mid", shift=i)
+    (folder / "broken.mid").write_bytes(b"MThd garbage")
+    client = engine.client("music-test")
+    value = client.call("train", {"kind": "music", "name": "tiny", "data": {"midi": str(folder)},
+                                  "model": TINY, "train": TRAIN}, timeout=120)
+    yield client, value, folder
+    client.close()
+
+
+def _events_ok(chunks: list[dict], channel: int) -> np.ndarray:
+    """Each chunk's events lie in its span, in order; no two notes overlap on one pitch and channel."""
+    last_end: dict[int, int] = {}
+    previous = 0
+    for chunk in chunks:
+        ev = chunk["events"]
+        assert ev.dtype == np.int32 and ev.ndim == 2 and ev.shape[1] == 5
+        assert chunk["start"] == previous and chunk["position"] > chunk["start"]
+        previous = chunk["position"]
+        assert np.all(np.diff(ev[:, 0]) >= 0)
+        assert np.all((ev[:, 0] >= chunk["start"]) & (ev[:, 0] < chunk["position"]))
+        assert np.all(ev[:, 1] > 0) and np.all((ev[:, 2] >= 21) & (ev[:, 2] <= 108))
+        assert np.all(ev[:, 4] == channel)
+        for start, duration, pitch, _, _ in ev.tolist():
+            assert start >= last_end.get(pitch, 0), f"overlapping notes on pitch {pitch}"
+            last_end[pitch] = start + duration
+    return np.concatenate([c["events"] for c in chunks])
+
+
+def test_train_op_reports_and_stores_the_model(tiny, engine):
+    client, value, _ = tiny
+    assert value["model"] == "tiny" and value["step"] == TRAIN["steps"]
+    assert np.isfinite(value["metrics"]["valid_nll"])
+    listed = {m["name"]: m for m in client.call("models.list")["models"]}
+    assert listed["tiny"]["kind"] == "music"
+    info = client.call("models.info", {"name": "tiny"})["metadata"]
+    assert info["data"]["files_skipped"][0]["file"] == "broken.mid"  # the corrupt file is reported
+    assert "music.session.next" in engine.client("caps").info["capabilities"]["ops"]
+
+
+def test_generate_returns_a_midi_file_in_key(tiny):
+    client, _, _ = tiny
+    value = client.call("music.generate", {"model": "tiny", "bars": 2, "seed": 3, "key": "D minor",
+                                           "density": 3.0, "bpm": 90.0}, timeout=60)
+    roll, midi = value["roll"], value["midi"]
+    assert roll.shape == (32, 88) and midi.dtype == np.uint8
+    mid = mido.MidiFile(file=io.BytesIO(midi.tobytes()))
+    pitches = [m.note for m in mid.tracks[0] if m.type == "note_on" and m.velocity > 0]
+    assert pitches and {p % 12 for p in pitches} <= scale_pitch_classes("D minor")
+    tempo = next(m.tempo for m in mid.tracks[0] if m.type == "set_tempo")
+    assert round(mido.tempo2bpm(tempo)) == 90
+    assert value["provenance"]["model"] == "tiny" and value["provenance"]["params"]["key"] == "D minor"
+
+
+def test_primed_generation_starts_with_the_primer(tiny, tmp_path):
+    from engine.data.midi_files import read_midi
+
+    client, _, _ = tiny
+    path = write_midi(tmp_path / "clip.mid", beats=8)
+    primer = np.frombuffer(path.read_bytes(), np.uint8)
+    value = client.call("music.generate", {"model": "tiny", "bars": 1, "primer": primer}, timeout=60)
+    head = read_midi(path, 4).roll
+    assert value["primer_steps"] == len(head)
+    assert np.array_equal(value["roll"][:len(head)], head) and len(value["roll"]) == len(head) + 16
+
+
+def test_write_output_and_demo(tiny, tmp_path):
+    from engine.kinds import music_ops
+    from engine.kinds.music_output import fluidsynth_available
+
+    client, _, _ = tiny
+    files = music_ops.demo(client, "tiny", tmp_path)
+    assert files[0] == tmp_path / "music.mid" and mido.MidiFile(files[0]).length > 0
+    assert files[1].suffix == ".png" and files[1].stat().st_size > 0
+    assert (len(files) == 3) == fluidsynth_available()
+
+
+def test_session_streams_with_state_set_and_feed(tiny):
+    client, _, _ = tiny
+    priming = np.array([[0, 480, 60, 90, 0], [480, 480, 64, 90, 0], [960, 960, 67, 90, 0]], np.int32)
+    opened = client.call("music.session.open", {"model": "tiny", "seed": 5, "priming": priming, "channel": 2,
+                                                "density": 2.0})
+    sid = opened["session"]
+    assert opened["position"] == 0 and opened["event_columns"][0] == "start"
+    chunks = []
+    for i in range(6):
+        chunks.append(client.call("music.session.next", {"session": sid, "beats": 2}))
+        if i == 1:
+            changed = client.call("music.session.set", {"session": sid, "key": "E minor", "max_polyphony": 3})
+            assert changed["controls"]["key"] == "E minor" and changed["controls"]["density"] == 2.0
+        if i == 3:
+            fed = client.call("music.session.feed", {"session": sid, "notes": priming[:2]})
+            assert fed["fed"] == 2 and fed["position"] == chunks[-1]["position"]
+    events = _events_ok(chunks, channel=2)
+    assert len(events) > 5
+    after_set = events[events[:, 0] >= chunks[1]["position"]]
+    assert {p % 12 for p in after_set[:, 2].tolist()} <= scale_pitch_classes("E minor")
+    client.call("music.session.set", {"session": sid, "key": ""})  # lock off again
+    assert client.call("music.session.close", {"session": sid}) == {"closed": sid}
+    with pytest.raises(EngineError) as e:
+        client.call("music.session.next", {"session": sid, "beats": 1})
+    assert e.value.code == "not_found"
+
+
+def test_session_state_carries_across_calls(tiny):
+    client, _, _ = tiny
+    a = client.call("music.session.open", {"model": "tiny", "seed": 9})["session"]
+    b = client.call("music.session.open", {"model": "tiny", "seed": 9})["session"]
+    split = [client.call("music.session.next", {"session": a, "beats": n})["events"] for n in (3, 5)]
+    whole = client.call("music.session.next", {"session": b, "beats": 8})["events"]
+    assert np.array_equal(np.concatenate(split), whole)
+
+
+def test_session_belongs_to_its_connection_and_ends_with_it(tiny, engine):
+    other = engine.client("owner")
+    sid = other.call("music.session.open", {"model": "tiny"})["session"]
+    client, _, _ = tiny
+    with pytest.raises(EngineError) as e:  # another connection cannot use it
+        client.call("music.session.next", {"session": sid, "beats": 1})
+    assert e.value.code == "not_found"
+    other.close()
+    with pytest.raises(EngineError) as e:
+        client.call("music.session.next", {"session": sid, "beats": 1})
+    assert e.value.code == "not_found"
+
+
+def test_sessions_are_engine_sessions_closed_with_their_owner(tmp_path):
+    """In-process: a music session is registered with the engine, so a disconnect (close_sessions) ends it."""
+    import threading
+
+    from engine.kinds.music import MusicConfig
+    from engine.models.music_rnn import MusicRNN
+    from engine.server.core import Engine
+    from engine.store.checkpoints import ModelStore
+
+    cfg = MusicConfig.from_dict(TINY)
+    store = ModelStore(tmp_path, builtin=None)
+    store.save("t", {f"rnn.{k}": v for k, v in MusicRNN(cfg.model).state_dict().items()},
+               {"kind": "music", "config": cfg.to_dict()})
+    eng = Engine(tmp_path, "cpu", builtin=None, general_workers=1)
+
+    def call(op: str, params: dict) -> dict:
+        done, out = threading.Event(), {}
+        eng.submit(op, params, owner=7, listener=lambda ev: ev["type"] != "progress" and (out.update(ev), done.set()))
+        assert done.wait(30)
+        return out
+
+    try:
+        sid = call("music.session.open", {"model": "t"})["value"]["session"]
+        assert call("music.session.next", {"session": sid, "beats": 1})["type"] == "result"
+        eng.close_sessions(7)
+        assert call("music.session.next", {"session": sid, "beats": 1})["code"] == "not_found"
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("op, params, words", [
+    ("music.generate", {"key": "H major"}, "tonic"),
+    ("music.generate", {"key": "C bebop"}, "unknown mode"),
+    ("music.generate", {"temperature": 0.0}, "temperature"),
+    ("music.generate", {"low": 90, "high": 60}, "'low'"),
+    ("music.generate", {"bars": 0}, "bars"),
+    ("music.generate", {"primer": np.frombuffer(b"not a midi file", np.uint8)}, "cannot prime"),
+    ("music.generate", {"primer": np.zeros(8, np.float32)}, "uint8"),
+    ("music.generate", {"top_p": 1.5}, "top_p"),
+    ("music.session.open", {"priming": np.zeros((2, 4), np.int32)}, "N×5"),
+    ("music.session.open", {"priming": np.array([[0, 480, 10, 90, 0]], np.int32)}, "pitch"),
+    ("music.session.open", {"ticks_per_beat": 6}, "multiple"),
+    ("music.session.open", {"channel": 16}, "channel"),
+    ("music.eval", {"jsb": "/nonexistent"}, "JSB"),
+    ("music.eval", {"split": "dev"}, "split"),
+])
+def test_bad_params_are_explained(tiny, op, params, words):
+    client, _, _ = tiny
+    with pytest.raises(EngineError) as e:
+        client.call(op, {"model": "tiny", **params}, timeout=30)
+    assert e.value.code == "bad_params" and words in e.value.message, e.value.message
+
+
+def test_bad_session_requests(tiny):
+    client, _, _ = tiny
+    sid = client.call("music.session.open", {"model": "tiny"})["session"]
+    for params, words in (({"beats": 0.3}, "whole number"), ({"beats": 0}, "beats")):
+        with pytest.raises(EngineError) as e:
+            client.call("music.session.next", {"session": sid, **params})
+        assert e.value.code == "bad_params" and words in e.value.message
+    for params, words in (({}, "at least one control"), ({"key": "X"}, "tonic"), ({"low": 100, "high": 90}, "'low'")):
+        with pytest.raises(EngineError) as e:
+            client.call("music.session.set", {"session": sid, **params})
+        assert e.value.code == "bad_params" and words in e.value.message
+    with pytest.raises(EngineError) as e:
+        client.call("music.session.feed", {"session": sid, "notes": np.array([[0, -1, 60, 90, 0]], np.int64)})
+    assert e.value.code == "bad_params" and "duration" in e.value.message
+    with pytest.raises(EngineError) as e:
+        client.call("music.generate", {"model": "nope"})
+    assert e.value.code == "not_found"
+    with pytest.raises(EngineError) as e:
+        client.call("train", {"kind": "music", "name": "x", "data": {}, "train": {"steps": 1}})
+    assert e.value.code == "bad_params" and "exactly one source" in e.value.message
+
+
+def test_eval_scores_held_out_files(tiny):
+    client, _, _ = tiny
+    value = client.call("music.eval", {"model": "tiny"}, timeout=60)
+    assert value["scored_on"]["source"] == "midi" and np.isfinite(value["metrics"]["nll"])
+    sheet = value["sheet"]
+    assert sheet.dtype == np.uint8 and sheet.ndim == 3 and sheet.shape[2] == 3
+
+
+@pytest.mark.skipif(not (default_jsb_dir() / "jsb-chorales-quarter.json").is_file(),
+                    reason=f"the JSB split is not at {default_jsb_dir()} (a clone without ../shared/datasets)")
+def test_jsb_model_and_baseline_through_train_and_eval(tiny):
+    client, _, _ = tiny
+    model = {"model": {"d_hidden": 24, "d_embed": 16, "n_layers": 1, "bar_steps": 4}, "steps_per_quarter": 1,
+             "seq_steps": 16, "baseline": {"d_hidden": 16}}
+    client.call("train", {"kind": "music", "name": "jsb-tiny", "data": {"jsb": str(default_jsb_dir())},
+                          "model": model, "train": {"steps": 3, "batch_size": 4}}, timeout=120)
+    value = client.call("music.eval", {"model": "jsb-tiny", "split": "valid"}, timeout=120)
+    metrics = value["metrics"]
+    assert value["scored_on"]["source"] == "jsb" and metrics["steps"] > 1000
+    assert 0 < metrics["nll"] < 100 and 0 < metrics["baseline_nll"] < 100
+
+
+def test_cli_generate_against_the_engine(tiny, engine, tmp_path):
+    from engine.cli.main import main
+
+    out = tmp_path / "take.mid"
+    code = main(["generate", "music", "--engine", f"{engine.host}:{engine.port}", "--token-file",
+                 str(Path(engine.state_dir) / "token"), "--model", "tiny", "--bars", "1", "--key", "G major",
+                 "--out", str(out)])
+    assert code == 0 and out.is_file() and out.with_suffix(".png").is_file()

@@ -1,0 +1,38 @@
+"""The shipped music recipe builds, is small, and the shipped weights (when present) load and play."""
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.kinds.music_config import MusicConfig
+from engine.kinds.music_ops import DATA_PARAMS
+from engine.train.config import TrainConfig, build
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "engine" / "recipes" / "music.toml"
+WEIGHTS = ROOT / "engine" / "weights" / "music-default.safetensors"
+
+
+def test_recipe_builds_a_small_model():
+    from engine.models.music_rnn import MusicRNN
+
+    recipe = tomllib.loads(RECIPE.read_text())
+    assert set(recipe) == {"data", "model", "train", "eval"} and set(recipe["data"]) <= set(DATA_PARAMS)
+    config = build(MusicConfig, recipe["model"])
+    build(TrainConfig, recipe["train"])
+    params = sum(p.numel() for p in MusicRNN(config.model).parameters())
+    assert params * 4 < 4e6, f"the default model should stay a few MB, it has {params} parameters"
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="engine/weights/music-default.safetensors not built yet "
+                    "(python bench/ship_model.py music)")
+def test_shipped_model_loads_and_plays():
+    from engine.kinds.music import load
+    from engine.store.checkpoints import load_file
+
+    metadata, weights = load_file(WEIGHTS)
+    assert metadata["kind"] == "music" and metadata["data"]["source"] == "corpus"
+    model = load(metadata["config"], weights, "cpu")
+    roll = model.generate(bars=2, seed=0)
+    assert roll.shape == (32, 88) and (roll > 0).any()
