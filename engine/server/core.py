@@ -23,6 +23,7 @@ from engine.server.ops import Op
 from engine.store.checkpoints import BUILTIN_DIR, ModelCorrupt, ModelNotFound, ModelStore
 
 log = logging.getLogger("atelier.engine")
+MAX_SESSIONS = 16  # per client: a session holds model state in memory
 
 
 class Engine:
@@ -98,6 +99,8 @@ class Engine:
 
     def open_session(self, session: Any, owner: int | None) -> str:
         """Keep a stateful session (e.g. a live music stream) for the client that opened it."""
+        if sum(1 for session_owner, _ in self._sessions.values() if session_owner == owner) >= MAX_SESSIONS:
+            raise JobFailed(protocol.BUSY, f"this client already has {MAX_SESSIONS} sessions open; close one first")
         session_id = uuid.uuid4().hex[:12]
         self._sessions[session_id] = (owner, session)
         return session_id

@@ -44,12 +44,12 @@ def mean_across(world: World, values: dict[str, float], device: torch.device) ->
     return {k: v / world.size for k, v in zip(keys, tensor.tolist())}
 
 
-def any_across(world: World, flag: bool, device: torch.device) -> bool:
+def max_across(world: World, value: float, device: torch.device) -> float:
     if world.size == 1:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(tensor)
-    return tensor.item() > 0
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.item()
 
 
 def barrier(world: World) -> None:

@@ -79,13 +79,13 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
         for net in objective.nets.values():
             net.train()
         while step < cfg.steps:
-            elapsed = time.monotonic() - started
-            out_of_time = cfg.minutes > 0 and elapsed >= cfg.minutes * 60
-            if distributed.any_across(world, out_of_time, run.device):
+            # Every process goes by the slowest one's clock, so they agree on the schedule and the stop.
+            elapsed = distributed.max_across(world, time.monotonic() - started, run.device)
+            if cfg.minutes > 0 and elapsed >= cfg.minutes * 60:
                 break
             if check:
                 check()
-            logs = _step(objective, optimizers, cfg, run, step, local_size)
+            logs = _step(objective, optimizers, cfg, run, step, local_size, elapsed)
             step += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
                 logs = distributed.mean_across(world, logs, run.device)
@@ -113,10 +113,13 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
     return save(final=True)
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
+def learning_rate(cfg: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """Warm-up by steps, then the schedule follows whichever runs out first: steps or the time budget."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.minutes > 0:
+        progress = max(progress, elapsed / (cfg.minutes * 60))
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     if cfg.schedule == "linear":
@@ -130,13 +133,13 @@ def sample_keys(seed: int, step: int, count: int) -> torch.Tensor:
 
 
 def _step(objective: Objective, optimizers: dict[str, torch.optim.Optimizer], cfg: TrainConfig,
-          run: TrainRun, step: int, local_size: int) -> dict[str, float]:
+          run: TrainRun, step: int, local_size: int, elapsed: float) -> dict[str, float]:
     keys = sample_keys(cfg.seed, step, cfg.batch_size)[run.world.rank::run.world.size]
     assert len(keys) == local_size
     batch = _to_device(objective.batch(keys), run.device)
     # Loss-time randomness (noise, dropout) is seeded per step and process, so resume is exact.
     torch.manual_seed(cfg.seed * 1_000_003 + step * 1009 + run.world.rank)
-    lr = learning_rate(cfg, step)
+    lr = learning_rate(cfg, step, elapsed)
     logs: dict[str, float] = {}
     for group, optimizer in optimizers.items():
         for param_group in optimizer.param_groups:

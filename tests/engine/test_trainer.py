@@ -98,6 +98,8 @@ def test_schedules():
     assert learning_rate(cosine, 10) == pytest.approx(1.0)
     assert learning_rate(cosine, 55) == pytest.approx(0.5)
     assert learning_rate(TrainConfig(steps=100, lr=1.0, schedule="linear"), 75) == pytest.approx(0.25)
+    budget = TrainConfig(steps=10**6, lr=1.0, schedule="linear", minutes=1.0)
+    assert learning_rate(budget, 10, elapsed=45.0) == pytest.approx(0.25), "a time budget drives the schedule too"
 
 
 def test_distributed_two_processes_follow_the_single_process_curve(tmp_path):
