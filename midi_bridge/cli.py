@@ -1,39 +1,153 @@
-"""`atelier-midi`: the MIDI bridge's command line.
+"""`atelier-midi`: stream the engine's music into a DAW, live and in time.
 
-Listing ports works today; streaming the engine's notes into a DAW arrives with the music
-model's streaming sessions.
+    atelier-midi                          # virtual port "Atelier", 120 BPM, the engine's music model
+    atelier-midi --port "loopMIDI Port"   # an existing port, by its exact name
+    atelier-midi --input "DAW clock" --clock midi      # follow the DAW's transport and tempo
+    atelier-midi --input "Keys" --respond              # call and response
+    atelier-midi --file out.mid --bars 16              # no port: write the stream to a file
+    atelier-midi --list-ports
+
+See docs/MIDI_BRIDGE.md.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
-APIS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE", "winmm": "WINDOWS_MM"}
+from midi_bridge import ports
+from midi_bridge.controls import CONTROLS, DEFAULT_CCS
+
+
+def _meter(text: str) -> tuple[int, int]:
+    try:
+        top, bottom = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"write the meter as N/D, e.g. 4/4 or 6/8 (got {text!r})") from None
+    if not 1 <= top <= 32 or bottom not in (1, 2, 4, 8, 16, 32):
+        raise argparse.ArgumentTypeError(f"meter {text!r}: N from 1 to 32 over D in 1, 2, 4, 8, 16, 32")
+    return top, bottom
+
+
+def _ranged(kind, low, high):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range {low}..{high}")
+        return value
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atelier-midi", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Default CCs: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_CCS.items()))
+    g = p.add_argument_group("ports")
+    g.add_argument("--api", choices=sorted(ports.APIS), help="MIDI system (default: ALSA then JACK on Linux, "
+                   "CoreMIDI on macOS, Windows MultiMedia on Windows)")
+    g.add_argument("--list-ports", action="store_true", help="list MIDI output and input ports, then exit")
+    g.add_argument("--port", help="send to this existing output port (exact name from --list-ports); "
+                   "default: create a virtual port")
+    g.add_argument("--virtual-name", default=ports.DEFAULT_PORT_NAME, help="name of the virtual output port")
+    g.add_argument("--input", help="listen on this existing input port (exact name): clock, CCs, call and response")
+    g.add_argument("--virtual-input", action="store_true", help="create a virtual input port 'Atelier in' instead")
+    g = p.add_argument_group("timing")
+    g.add_argument("--clock", choices=("internal", "midi"), default="internal",
+                   help="internal tempo, or follow MIDI beat clock (Start/Stop/Continue/SPP) on --input")
+    g.add_argument("--bpm", type=_ranged(float, 20, 400), default=120.0, help="internal tempo (default 120)")
+    g.add_argument("--meter", type=_meter, default=(4, 4), help="time signature; starts fall on bar lines (4/4)")
+    g.add_argument("--latency-ms", type=_ranged(float, -500, 500), default=0.0,
+                   help="shift every send by this many ms (negative: earlier, to make up for a slow synth)")
+    g.add_argument("--no-realtime", action="store_true",
+                   help="keep the timing thread at normal priority (default: real-time where the OS allows)")
+    g.add_argument("--lookahead", type=_ranged(float, 0.5, 32), default=2.0,
+                   help="beats of notes kept ready ahead of the playhead (control changes are heard after them)")
+    g = p.add_argument_group("music")
+    g.add_argument("--model", help="music model in the engine (default: the one that ships, else the first)")
+    g.add_argument("--seed", type=_ranged(int, 0, 2**31 - 1), default=0)
+    g.add_argument("--temperature", type=_ranged(float, 0.05, 5.0))
+    g.add_argument("--density", type=_ranged(float, 0.05, 20.0), help=">1 more notes, <1 fewer")
+    g.add_argument("--key", help="lock to a key, e.g. 'C', 'F# minor', 'Bb dorian'")
+    g.add_argument("--channel", type=_ranged(int, 1, 16), default=1, help="MIDI channel 1-16 (default 1)")
+    g.add_argument("--program", type=_ranged(int, 1, 128), help="send this program change (1-128, GM numbering) first")
+    g.add_argument("--velocity", type=_ranged(int, 1, 127), default=80, help="velocity of the notes (default 80)")
+    g.add_argument("--velocity-scale", type=_ranged(float, 0.0, 4.0), default=1.0, help="multiply velocities")
+    g.add_argument("--max-note-beats", type=_ranged(float, 0.25, 64), default=8.0, help="cap on a note's length")
+    g = p.add_argument_group("control and call and response")
+    g.add_argument("--respond", action="store_true", help="play only answers: when the player's phrase on --input "
+                   "ends, continue it")
+    g.add_argument("--respond-after", type=_ranged(float, 0.25, 64), default=2.0,
+                   help="beats of silence that end a phrase (default 2); the 'respond' CC ends it at once")
+    g.add_argument("--respond-bars", type=_ranged(float, 0.25, 64), default=2.0, help="length of an answer in bars")
+    g.add_argument("--learn", nargs="+", choices=CONTROLS, metavar="CONTROL",
+                   help=f"bind controls to the next CCs that move on --input, save, exit ({', '.join(CONTROLS)})")
+    g.add_argument("--controls-file", type=Path, help="CC bindings (default: midi-controls.json in the state folder)")
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", metavar="HOST:PORT", help="default: the running engine's address file, else "
+                   "127.0.0.1:47960")
+    g.add_argument("--token-file", type=Path)
+    g.add_argument("--reconnect-seconds", type=_ranged(float, 0, 86400), default=60.0,
+                   help="how long to keep trying after losing the engine (default 60)")
+    g = p.add_argument_group("file mode and diagnostics")
+    g.add_argument("--file", type=Path, help="write the stream to this .mid file instead of a port")
+    g.add_argument("--bars", type=_ranged(float, 0.25, 1024), default=8.0, help="file mode: how many bars (8)")
+    g.add_argument("--event-log", type=Path, help="append every sent message with its due and send time (JSON lines)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="atelier-midi", description="Stream Atelier's music into a DAW, live.")
-    parser.add_argument("--api", choices=sorted(APIS), help="MIDI system (default: the platform's usual one)")
-    parser.add_argument("--list-ports", action="store_true", help="list MIDI input and output ports, then exit")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if args.list_ports:
         return list_ports(args.api)
-    print("atelier-midi: live streaming is not built yet; today it can only --list-ports", file=sys.stderr)
-    return 2
+    from midi_bridge.engine_feed import EngineAddress, FeedError, SessionSettings
+
+    controls = {k: v for k, v in (("temperature", args.temperature), ("density", args.density), ("key", args.key))
+                if v is not None}
+    settings = SessionSettings(model=args.model, seed=args.seed, channel=args.channel - 1, velocity=args.velocity,
+                               velocity_scale=args.velocity_scale, controls=controls)
+    address = EngineAddress(args.engine, args.token_file)
+    program = args.program - 1 if args.program else None
+    if args.file:
+        from midi_bridge import file_mode
+
+        try:
+            summary = file_mode.render(args.file, args.bars, address=address, settings=settings, bpm=args.bpm,
+                                       meter=args.meter, program=program, max_note_beats=args.max_note_beats)
+        except (FeedError, ConnectionError) as e:
+            print(f"atelier-midi: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(summary))
+        return 0
+    from midi_bridge import bridge
+
+    opts = bridge.Options(api=args.api, port=args.port, virtual_name=args.virtual_name, input=args.input,
+                          virtual_input=args.virtual_input, clock=args.clock, bpm=args.bpm,
+                          bar_beats=args.meter[0] * 4 / args.meter[1], latency_ms=args.latency_ms, program=program,
+                          max_note_beats=args.max_note_beats, lookahead=args.lookahead, settings=settings,
+                          respond=args.respond, respond_after=args.respond_after, respond_bars=args.respond_bars,
+                          learn=args.learn or [], control_file=args.controls_file, address=address,
+                          reconnect_for=args.reconnect_seconds, event_log=args.event_log,
+                          realtime=not args.no_realtime)
+    try:
+        return bridge.run(opts)
+    except FeedError as e:
+        print(f"atelier-midi: {e}", file=sys.stderr)
+        return 1
 
 
 def list_ports(api: str | None) -> int:
-    import rtmidi
-
-    api_id = getattr(rtmidi, "API_" + APIS[api]) if api else rtmidi.API_UNSPECIFIED
     try:
-        outputs, inputs = rtmidi.MidiOut(api_id), rtmidi.MidiIn(api_id)
-    except rtmidi.SystemError as e:
-        print(f"atelier-midi: cannot open the {api or 'default'} MIDI system ({e}); "
-              f"try another --api ({', '.join(sorted(APIS))})", file=sys.stderr)
+        used, outputs, inputs = ports.list_ports(api)
+    except ports.PortError as e:
+        print(f"atelier-midi: {e}", file=sys.stderr)
         return 1
-    print("outputs:", *(f"  {name}" for name in outputs.get_ports()) or ["  (none)"], sep="\n")
-    print("inputs:", *(f"  {name}" for name in inputs.get_ports()) or ["  (none)"], sep="\n")
+    print(f"MIDI system: {used}")
+    print("outputs:", *(f"  {name}" for name in outputs) or ["  (none)"], sep="\n")
+    print("inputs:", *(f"  {name}" for name in inputs) or ["  (none)"], sep="\n")
     return 0
 
 

@@ -1,0 +1,207 @@
+"""The live bridge: wires ports, clock, scheduler, engine feed and controls, and guarantees
+silence on the way out.
+
+Every way out -- a normal stop, an exception, SIGINT, SIGTERM, a fatal engine error --
+runs the same `finally`: stop the timing thread, send a note-off for every sounding note,
+then CC 123 and CC 120 on each channel used, and give the MIDI system time to deliver
+them before the port closes.
+"""
+from __future__ import annotations
+
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from midi_bridge import ports
+from midi_bridge.clock import InternalClock, MidiClock
+from midi_bridge.controls import ControlMap, default_map_file, learn
+from midi_bridge.engine_feed import EngineAddress, EngineFeed, SessionSettings
+from midi_bridge.eventlog import EventLog
+from midi_bridge.notes import program_change
+from midi_bridge.respond import PhraseRecorder
+from midi_bridge.scheduler import HELPER_PRIORITY, Scheduler, raise_priority
+
+PREROLL = 0.25       # seconds between the buffer being full and the internal clock's first beat
+FLUSH_SECONDS = 0.2  # let the MIDI system deliver the last messages before closing the port
+
+
+@dataclass
+class Options:
+    api: str | None = None
+    port: str | None = None                  # existing output port (exact name); None: virtual
+    virtual_name: str = ports.DEFAULT_PORT_NAME
+    input: str | None = None                 # existing input port (exact name)
+    virtual_input: bool = False
+    clock: str = "internal"                  # or "midi": follow MIDI beat clock on the input
+    bpm: float = 120.0
+    bar_beats: float = 4.0                   # quarter notes per bar (from --meter)
+    latency_ms: float = 0.0
+    program: int | None = None               # 0-127
+    max_note_beats: float = 8.0
+    lookahead: float = 2.0
+    settings: SessionSettings = field(default_factory=SessionSettings)
+    respond: bool = False
+    respond_after: float = 2.0
+    respond_bars: float = 2.0
+    learn: list[str] = field(default_factory=list)
+    control_file: Path | None = None
+    address: EngineAddress = field(default_factory=EngineAddress)
+    reconnect_for: float = 60.0
+    event_log: Path | None = None
+    realtime: bool = True                    # real-time priority for the timing thread where allowed
+
+
+class Stop(Exception):
+    """Raised in the main thread by SIGTERM (and SIGINT), so every exit runs the same cleanup."""
+
+
+def say(message: str) -> None:
+    print(f"atelier-midi: {message}", file=sys.stderr, flush=True)
+
+
+def run(opts: Options) -> int:
+    helper = (lambda: raise_priority(HELPER_PRIORITY)) if opts.realtime else None
+    if helper:
+        helper()  # the main thread; threads started from it (the engine client's reader, MIDI) inherit this
+    log = EventLog(opts.event_log, on_thread_start=helper)
+    output = inp = scheduler = feed = None
+    fatal: list[str] = []
+    stop = threading.Event()
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    sys.setswitchinterval(0.0005)  # the timing thread gets the interpreter back quickly
+    try:
+        control_file = opts.control_file or default_map_file()
+        control_map = ControlMap.load(control_file)
+        needs_input = opts.clock == "midi" or opts.respond or opts.learn
+        if needs_input and opts.input is None and not opts.virtual_input:
+            raise ports.PortError("this needs an input port: pass --input NAME (see --list-ports) or --virtual-input")
+        if opts.input is not None or opts.virtual_input:
+            inp = ports.open_input(opts.input, opts.api)
+        if opts.learn:
+            messages: queue.Queue[list[int]] = queue.Queue()
+            inp.port.set_callback(lambda event, _: messages.put(list(event[0])))
+            learn(messages, opts.learn, control_map, say=say)
+            control_map.save(control_file)
+            say(f"saved the bindings to {control_file}")
+            return 0
+
+        output = ports.open_output(opts.port, opts.api, opts.virtual_name)
+        clock = MidiClock(opts.bpm) if opts.clock == "midi" else InternalClock(opts.bpm, time.monotonic() + 3600)
+        channel = opts.settings.channel
+        scheduler = Scheduler(output.port.send_message, clock, bar_beats=opts.bar_beats,
+                              latency=opts.latency_ms / 1000, max_note_beats=opts.max_note_beats,
+                              channels=frozenset({channel}), log=log, realtime=opts.realtime)
+        recorder = PhraseRecorder(opts.respond_after) if opts.respond else None
+
+        def on_fatal(message: str) -> None:
+            fatal.append(message)
+            stop.set()
+
+        feed = EngineFeed(opts.address, opts.settings, scheduler, lookahead=opts.lookahead, respond=recorder,
+                          respond_bars=opts.respond_bars, reconnect_for=opts.reconnect_for,
+                          on_fatal=on_fatal, on_status=say, realtime=opts.realtime)
+        feed.connect_first()
+        scheduler.start()
+        feed.start()
+        if opts.program is not None:
+            scheduler.send_now(program_change(channel, opts.program), "program")
+        if not feed.ready.wait(30) and not fatal:
+            raise TimeoutError("the engine did not send the first notes within 30 s")
+        if isinstance(clock, InternalClock):
+            clock.start_time = time.monotonic() + PREROLL
+            scheduler.transport_started(0.0)
+        if inp is not None:
+            inp.port.set_callback(_input_handler(clock, scheduler, feed, recorder, control_map))
+        where = f"{'virtual port' if output.virtual else 'port'} {output.name!r} ({output.api})"
+        follows = f"following MIDI clock on {inp.name!r}" if opts.clock == "midi" else f"at {opts.bpm:g} BPM"
+        log.note("ready", port=output.name, api=output.api, model=feed.model, clock=opts.clock,
+                 input=inp.name if inp else None)
+        if scheduler.priority != "realtime" and opts.realtime:
+            say(f"the timing thread runs at {scheduler.priority} priority (no real-time permission); on a busy "
+                "machine sends may be late -- on Linux, give your user an rtprio limit (e.g. the 'audio' group)")
+        say(f"playing {feed.model!r} to {where}, {follows}"
+            f"{', answering phrases on ' + repr(inp.name) if recorder else ''}; Ctrl+C stops")
+        while not stop.wait(0.05):
+            if scheduler.error:
+                raise scheduler.error
+            if isinstance(clock, MidiClock) and clock.check_timeout(time.monotonic()):
+                scheduler.transport_stopped("clock lost")
+        if fatal:
+            say(fatal[0])
+            return 1
+        return 0
+    except Stop as e:
+        say(f"stopping ({e}); all notes off")
+        return 0
+    except ports.PortError as e:
+        say(str(e))
+        return 2
+    except (ConnectionError, ValueError, TimeoutError) as e:
+        say(str(e))
+        return 1
+    finally:
+        for sig in previous:  # a second Ctrl+C must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        if inp is not None:
+            inp.port.cancel_callback()
+        if scheduler is not None:
+            scheduler.close("exit")
+            time.sleep(FLUSH_SECONDS)
+        if feed is not None:
+            feed.close()
+        for opened in (output, inp):
+            if opened is not None:
+                opened.port.close_port()
+                opened.port.delete()
+        log.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _raise_stop(signum: int, _frame) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def _input_handler(clock, scheduler: Scheduler, feed: EngineFeed, recorder: PhraseRecorder | None,
+                   control_map: ControlMap):
+    """The input callback (runs on the MIDI system's thread): clock, the player's notes, CCs."""
+    follow = isinstance(clock, MidiClock)
+
+    def handle(event, _data) -> None:
+        message, t = event[0], time.monotonic()
+        status = message[0]
+        if status >= 0xF0:
+            if follow:
+                change = clock.message(message, t)
+                if change and change[0] == "start":
+                    scheduler.transport_started(change[1])
+                elif change and change[0] == "stop":
+                    scheduler.transport_stopped("stop")
+            return
+        kind, channel = status & 0xF0, status & 0x0F
+        if recorder is not None and kind in (0x80, 0x90) and len(message) == 3:
+            beat = scheduler.playhead(t)
+            if kind == 0x90 and message[2] > 0:
+                recorder.key_down(channel, message[1], message[2], beat)
+            else:
+                recorder.key_up(channel, message[1], beat)
+        elif kind == 0xB0 and len(message) == 3:
+            action = control_map.interpret(message[1], message[2])
+            if action is None:
+                return
+            name, value = action
+            scheduler.log.note("control", name=name, value=value)
+            if name in ("temperature", "density", "key"):
+                feed.set_controls(**{name: value})
+            elif name == "mute":
+                scheduler.set_muted(value)
+            elif name == "regenerate":
+                feed.regenerate()
+            elif name == "respond" and recorder is not None:
+                recorder.force()
+
+    return handle

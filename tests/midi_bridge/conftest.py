@@ -1,0 +1,74 @@
+"""Fixtures for the MIDI bridge tests: JACK, a tiny trained music model, an engine, the
+receiver and sender ports and the bridge process (helpers in midi_rig.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.append(str(Path(__file__).parent))  # midi_rig; appended so `conftest` stays tests/conftest.py
+
+from midi_rig import Bridge, JackServer, Receiver, Sender, start_engine_in, tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def jack():
+    try:
+        with JackServer() as server:
+            yield server
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def tiny_music_model(tmp_path_factory) -> Path:
+    return tiny_model(tmp_path_factory.mktemp("music-model"))
+
+
+@pytest.fixture(scope="session")
+def music_engine(tmp_path_factory, tiny_music_model):
+    engine = start_engine_in(tmp_path_factory.mktemp("engine"), tiny_music_model)
+    yield engine
+    engine.stop()
+
+
+def _short(request) -> str:
+    return "".join(c for c in request.node.name if c.isalnum())[-16:]
+
+
+@pytest.fixture
+def jack_troubles(jack):
+    """The xruns jackd reports during one test: how many delivery incidents it may excuse."""
+    start = jack.troubles()
+    return lambda: jack.troubles() - start
+
+
+@pytest.fixture
+def receiver(jack, request):
+    r = Receiver(_short(request))
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def sender(jack, request):
+    s = Sender(_short(request))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def start_bridge(jack, tmp_path):
+    started: list[Bridge] = []
+
+    def start(engine, *args: str) -> Bridge:
+        bridge = Bridge(list(args), engine, tmp_path, jack.env)
+        started.append(bridge)
+        return bridge
+
+    yield start
+    for bridge in started:
+        if bridge.process.poll() is None:
+            bridge.process.kill()
+            bridge.process.wait()

@@ -1,0 +1,281 @@
+"""The rig for the MIDI bridge tests and bench/midi_bench.py: a headless JACK server, a JACK
+MIDI receiver and sender, a tiny trained music model, the bridge as its own process, and
+the comparison of what arrived with what the bridge logged it sent.
+
+JACK runs with the dummy backend under a unique server name (DESIGN.md). The dummy
+backend has occasional xruns that drop or duplicate an event, so received streams are
+compared with the bridge's event log (`match_log`), and the number of dropped or
+duplicated events is counted and bounded -- never silently ignored.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from engine.cli.demo import start_engine  # noqa: E402
+from engine.client import Client  # noqa: E402
+from midi_bridge import eventlog  # noqa: E402
+
+JACK_PERIOD = 256
+JACK_RATE = 48000
+TINY = {"model": {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1}, "seq_steps": 32,
+        "valid_fraction": 0.5}
+
+
+# -- JACK ---------------------------------------------------------------------------------
+
+class JackServer:
+    """jackd with the dummy backend under a unique name; `env` points clients at it.
+
+    Use as a context manager; it sets the environment of this process while it runs."""
+
+    def __init__(self, period: int = JACK_PERIOD, rate: int = JACK_RATE):
+        self.name = f"atelier-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.period, self.rate = period, rate
+        self.env = {"JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1", "JACK_DEFAULT_SERVER": self.name}
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "JackServer":
+        if not shutil.which("jackd"):
+            raise FileNotFoundError("jackd is not installed (Debian: apt-get install --no-install-recommends jackd2)")
+        self._saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        self._log = Path(f"/tmp/{self.name}.log")
+        with open(self._log, "wb") as log:
+            self.process = subprocess.Popen(["jackd", "-n", self.name, "--no-realtime", "-d", "dummy", "-r",
+                                             str(self.rate), "-p", str(self.period)],
+                                            stdout=log, stderr=subprocess.STDOUT)
+        up = subprocess.run(["jack_wait", "-w", "-t", "20"], capture_output=True, timeout=30)
+        if up.returncode != 0 or self.process.poll() is not None:
+            text = self._log.read_text(errors="replace")[-1000:]
+            self.__exit__()
+            raise RuntimeError(f"jackd did not come up:\n{text}")
+        return self
+
+    def troubles(self) -> int:
+        """How many xruns and late cycles jackd has reported so far (each can lose or garble events)."""
+        text = self._log.read_text(errors="replace")
+        return text.count("XRun") + text.count("Process error")
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for path in Path("/dev/shm").glob(f"jack*{self.name}*"):  # left behind if jackd was killed
+            path.unlink(missing_ok=True)
+        self._log.unlink(missing_ok=True)
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class Receiver:
+    """A JACK MIDI input port that timestamps every message on the monotonic clock."""
+
+    def __init__(self, name: str):
+        import rtmidi
+
+        self.client = f"recv-{name}"
+        self.port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client)
+        self.port.ignore_types(sysex=True, timing=False, active_sense=True)
+        self.messages: list[tuple[float, list[int]]] = []
+        self._lock = threading.Lock()
+        self.port.set_callback(self._on)
+        self.port.open_virtual_port("in")
+        self.name = f"{self.client}:in"
+
+    def _on(self, event, _):
+        with self._lock:
+            self.messages.append((time.monotonic(), list(event[0])))
+
+    def snapshot(self) -> list[tuple[float, list[int]]]:
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.port.cancel_callback()
+        self.port.close_port()
+        self.port.delete()
+
+
+class Sender:
+    """A JACK MIDI output port the bridge listens to (clock, the player's notes, CCs)."""
+
+    def __init__(self, name: str):
+        import rtmidi
+
+        self.port = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"send-{name}")
+        self.port.open_virtual_port("out")
+        self.name = f"send-{name}:out"
+        self.sent: list[tuple[float, list[int]]] = []
+
+    def send(self, message: list[int]) -> float:
+        self.port.send_message(message)
+        t = time.monotonic()
+        self.sent.append((t, message))
+        return t
+
+    def close(self) -> None:
+        self.port.close_port()
+        self.port.delete()
+
+
+
+
+
+
+# -- the engine ---------------------------------------------------------------------------
+
+@dataclass
+class Engine:
+    """An engine process (like tests/conftest.py's RunningEngine, usable outside pytest too)."""
+
+    host: str
+    port: int
+    state_dir: Path
+    models_dir: Path
+    process: subprocess.Popen
+
+    def client(self, name: str = "midi-bridge-tests") -> Client:
+        return Client(self.host, self.port, token_file=self.state_dir / "token", name=name)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def start_engine_in(tmp: Path, checkpoint: Path | None = None) -> Engine:
+    """A real engine process with its own state and models folders (holding `checkpoint`)."""
+    state, models = tmp / "state", tmp / "models"
+    state.mkdir(parents=True, exist_ok=True)
+    models.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None:
+        shutil.copy(checkpoint, models / checkpoint.name)
+    process, ready = start_engine("cpu", state, {"ATELIER_MODELS_DIR": str(models)})
+    return Engine(ready["host"], ready["port"], state, models, process)
+
+
+def tiny_model(folder: Path) -> Path:
+    """A tiny, untrained (seeded) music model saved in the engine's model store format.
+
+    Training is tested with the music kind; here only the notes' timing matters, and an
+    untrained tiny LSTM plays a few notes per beat, which is what these tests need."""
+    import torch
+
+    from engine.kinds.music import MusicConfig
+    from engine.models.music_rnn import MusicRNN
+    from engine.store.checkpoints import ModelStore
+
+    torch.manual_seed(0)
+    cfg = MusicConfig.from_dict(TINY)
+    weights = {f"rnn.{k}": v for k, v in MusicRNN(cfg.model).state_dict().items()}
+    ModelStore(folder, builtin=None).save("tiny", weights, {"kind": "music", "config": cfg.to_dict()})
+    return folder / "tiny.safetensors"
+
+
+# -- the bridge process -------------------------------------------------------------------
+
+class Bridge:
+    def __init__(self, args: list[str], engine, tmp: Path, jack_env: dict):
+        self.log_path = tmp / f"bridge-{uuid.uuid4().hex[:6]}.jsonl"
+        self.stderr_path = self.log_path.with_suffix(".stderr")
+        env = {**os.environ, **jack_env, "ATELIER_STATE_DIR": str(engine.state_dir), "PYTHONPATH": str(REPO)}
+        with open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen([sys.executable, "-m", "midi_bridge", "--api", "jack", "--model", "tiny",
+                                             "--event-log", str(self.log_path), *args],
+                                            stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO)
+
+    def records(self) -> list[dict]:
+        return eventlog.read(self.log_path) if self.log_path.exists() else []
+
+    def sent(self) -> list[dict]:
+        return [r for r in self.records() if "seq" in r]
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for(self, event: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [r for r in self.records() if r.get("event") == event]
+            if found:
+                return found[0]
+            if self.process.poll() is not None:
+                raise AssertionError(f"the bridge exited ({self.process.returncode}) before '{event}':\n{self.stderr()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no '{event}' from the bridge within {timeout} s:\n{self.stderr()}")
+
+    def stop(self, sig=None, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"the bridge did not stop within {timeout} s:\n{self.stderr()}") from None
+
+
+
+# -- comparing what arrived with what was sent --------------------------------------------
+
+@dataclass
+class Delivery:
+    pairs: list[tuple[dict, float]]  # (logged send, arrival time), in order
+    lost: int                        # logged sends that never arrived
+    unlogged: int                    # arrivals that match no logged send (duplicated or garbled)
+    incidents: int                   # separate moments at which the streams differ
+    report: str
+    missing: list[list[int]]         # the messages of the lost sends
+
+
+def match_log(received: list[tuple[float, list[int]]], sent: list[dict], period: float = JACK_PERIOD / JACK_RATE
+              ) -> Delivery:
+    """Pair each logged send with its arrival, in order (a sequence alignment). Each message
+    that differs is placed at its send (or arrival) time; differences within two JACK periods
+    of each other count as one incident, as a dummy-backend xrun loses or garbles a whole
+    period's worth of events at once."""
+    a = [tuple(m) for _, m in received]
+    b = [tuple(r["msg"]) for r in sent]
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    pairs, lost, unlogged, times, lines, missing = [], 0, 0, [], [], []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            pairs.extend((sent[j1 + k], received[i1 + k][0]) for k in range(i2 - i1))
+            continue
+        lost, unlogged = lost + (j2 - j1), unlogged + (i2 - i1)
+        missing.extend(r["msg"] for r in sent[j1:j2])
+        times += [sent[j]["sent"] for j in range(j1, j2)] + [received[i][0] for i in range(i1, i2)]
+        lines.append(f"{tag}: received {[m for _, m in received[i1:i2]]} for sent "
+                     f"{[(r['seq'], r['msg']) for r in sent[j1:j2]]}")
+    times.sort()
+    incidents = sum(1 for k, t in enumerate(times) if k == 0 or t - times[k - 1] > 2 * period)
+    return Delivery(pairs, lost, unlogged, incidents, "\n".join(lines[:12]), missing)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
