@@ -42,10 +42,22 @@ def _add_param_flags(parser: argparse.ArgumentParser, params: dict[str, Param]) 
         text = param.doc + (f" (default {param.default})" if param.default is not None else "")
         if param.type == "bool":
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
+        elif param.type == "array":  # e.g. a MIDI clip to continue: the file travels as its bytes
+            parser.add_argument(flag, dest=name, type=_file_bytes, metavar="FILE", required=param.required,
+                                help=param.doc.split(":")[0] + " (a file)")
         elif param.type in ("int", "float", "str"):
             kind = {"int": int, "float": float, "str": str}[param.type]
             parser.add_argument(flag, dest=name, type=kind, required=param.required, choices=param.choices,
                                 help=text)
+
+
+def _file_bytes(path: str):
+    import numpy as np
+
+    try:
+        return np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {e.strerror}") from None
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
