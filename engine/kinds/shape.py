@@ -7,10 +7,11 @@
     model.variations(vertices, faces, n=4)        -> shapes near a given mesh
     export_mesh(mesh, "chair.glb")
 
-Latents of seeds are N(0, I) draws; a mesh's latent is the mean of q(z | its voxels).
-Interpolation is spherical (slerp) by default: Gaussian latents concentrate near a
-shell of radius √d, and a straight line between two of them cuts inside it, where the
-decoder saw few codes.
+Latents of seeds are draws from the model's sampling Gaussian (the training shapes'
+aggregate posterior, fitted when training ends; N(0, I) before); a mesh's latent is the
+mean of q(z | its voxels). Interpolation is spherical (slerp) about that Gaussian's centre
+by default: Gaussian latents concentrate near a shell, and a straight line between two of
+them cuts inside it, where the decoder saw few codes.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.data.meshes import mesh_from_arrays, normalise
+from engine.data.meshes import MeshError, mesh_from_arrays, normalise
 from engine.data.shape_set import build_from_folder, build_procedural
 from engine.data.voxels import augment, voxelise
 from engine.models.shape_vae import ShapeVAE, ShapeVAEConfig, kl_weight, vae_loss
@@ -59,15 +60,33 @@ class ShapeModel:
         self.device = torch.device(device)
 
     # -- latents ---------------------------------------------------------------
-    def sample_latents(self, seed: int, count: int = 1, temperature: float = 1.0) -> np.ndarray:
-        """count×latent_dim prior draws; latent i depends only on (seed, i)."""
+    @property
+    def prior(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, lower-triangular scale) of the Gaussian that seeds are drawn from."""
+        return (self.vae.prior_mean.detach().cpu().double().numpy(),
+                self.vae.prior_scale.detach().cpu().double().numpy())
+
+    def noise(self, seed: int, count: int = 1) -> np.ndarray:
+        """count×latent_dim standard normal draws; row i depends only on (seed, i)."""
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         return np.stack([np.random.default_rng([seed, i]).standard_normal(self.config.latent_dim)
-                         for i in range(count)]).astype(np.float32) * temperature
+                         for i in range(count)])
+
+    def sample_latents(self, seed: int, count: int = 1, temperature: float = 1.0) -> np.ndarray:
+        """count×latent_dim draws from the model's sampling Gaussian, its spread scaled by
+        `temperature` (0 = its mean); latent i depends only on (seed, i)."""
+        mean, scale = self.prior
+        return (mean + temperature * self.noise(seed, count) @ scale.T).astype(np.float32)
 
     def blend(self, a: np.ndarray, b: np.ndarray, t: float, spherical: bool = True) -> np.ndarray:
-        return (slerp(a, b, t) if spherical else (1 - t) * a + t * b).astype(np.float32)
+        """The latent at `t` from a to b; slerp goes around the sampling Gaussian's centre."""
+        if t in (0.0, 1.0):  # the ends are exactly the given latents
+            return np.asarray(a if t == 0.0 else b, np.float32)
+        if not spherical:
+            return ((1 - t) * a + t * b).astype(np.float32)
+        centre = self.prior[0]
+        return (centre + slerp(a - centre, b - centre, t)).astype(np.float32)
 
     def _latent(self, x: SeedOrLatent | Mesh) -> np.ndarray:
         if isinstance(x, (int, np.integer)):
@@ -103,7 +122,7 @@ class ShapeModel:
         mesh = normalise(mesh_from_arrays(vertices, faces))
         grid = voxelise(mesh.vertices, mesh.faces, self.config.resolution)
         if not grid.any():
-            raise ValueError("the mesh has no inside at this resolution (open or paper-thin surface); "
+            raise MeshError("the mesh has no inside at this resolution (open or paper-thin surface); "
                              "close it or give it thickness")
         return grid
 
@@ -148,10 +167,10 @@ class ShapeModel:
     def variations(self, vertices: np.ndarray, faces: np.ndarray, n: int = 4, *, seed: int = 0,
                    spread: float = 0.3, progress: Progress = None, cancelled: IsCancelled = None,
                    **mesh_options: Any) -> list[Mesh]:
-        """`n` shapes near a mesh: its latent plus `spread` × a seeded N(0, I) step
-        (0 = the mesh as the model sees it, 1 = a prior-sized step)."""
+        """`n` shapes near a mesh: its latent plus `spread` × a seeded step of the sampling
+        Gaussian's shape (0 = the mesh as the model sees it, 1 = as far as shapes spread)."""
         z = self.encode(vertices, faces)
-        latents = z + spread * self.sample_latents(seed, n)
+        latents = (z + spread * self.noise(seed, n) @ self.prior[1].T).astype(np.float32)
         return self._meshes(latents, progress, cancelled, "variations", mesh_options)
 
     def evaluate(self, held_out: np.ndarray, **kwargs: Any) -> dict[str, float]:
@@ -165,6 +184,8 @@ def load(config: dict, weights: dict[str, torch.Tensor], device: str | torch.dev
     state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     if not state:
         raise ValueError(f"no 'vae.*' weights among {len(weights)} tensors: not a shape model checkpoint")
+    for key in ("prior_mean", "prior_scale"):  # models saved before the fitted prior: N(0, I)
+        state.setdefault(key, getattr(vae, key))
     vae.load_state_dict(state)
     return ShapeModel(vae, device)
 
@@ -216,9 +237,12 @@ class ShapeObjective(Objective):
         return ShapeModel(self._vae(), self.device)
 
     def evaluate(self) -> dict[str, float]:
+        """Refits the sampling Gaussian to the training shapes (the trainer evaluates right
+        before it saves the finished model), then measures."""
         vae = self._vae()
         was_training = vae.training
         held = self.held_out.grids if len(self.held_out) else self.train_set.grids[:16]
+        vae.fit_prior(self._grids[:, None].to(self.device))
         try:
             metrics = evaluate_model(self.model(), held, samples=self.eval_samples)
         finally:

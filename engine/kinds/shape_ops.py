@@ -5,14 +5,16 @@ happens in engine.kinds.shape, imported on first use.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from engine.kinds.common import MODEL, mesh_arrays, provenance
 from engine.models.shape_vae import ShapeVAEConfig as Config  # noqa: F401  (the kind contract)
-from engine.server.jobs import JobContext
+from engine.protocol import BAD_PARAMS
+from engine.server.jobs import JobContext, JobFailed
 from engine.server.ops import Op, Param
 
 DATA_PARAMS = {
@@ -20,6 +22,10 @@ DATA_PARAMS = {
     "meshes": Param("str", doc="folder of meshes (OBJ, STL, PLY, GLB/GLTF, OFF) to train on"),
     "up": Param("str", "z", choices=("z", "y"), doc="up axis of the meshes (glTF and most OBJ: y)"),
     "data_seed": Param("int", 0, doc="seed of the procedural shapes and the held-out split"),
+    "rotate": Param("str", "quarter", choices=("none", "quarter", "free"),
+                    doc="augment by turns about the up axis: none, quarter turns, or any angle"),
+    "mirror": Param("bool", True, doc="augment by mirroring left-right"),
+    "scale": Param("float", 0.05, min=0.0, max=0.3, doc="augment by anisotropic scaling of up to ± this"),
 }
 
 MESH_PARAMS = {
@@ -52,6 +58,17 @@ def _mesh_options(params: dict) -> dict:
     return {k: params[k] for k in MESH_PARAMS}
 
 
+@contextmanager
+def _mesh_errors(op: str) -> Iterator[None]:
+    """A mesh the model cannot use (flat, degenerate, no inside) is the client's to fix: bad_params."""
+    from engine.data.meshes import MeshError
+
+    try:
+        yield
+    except MeshError as e:
+        raise JobFailed(BAD_PARAMS, f"{op}: {e}") from None
+
+
 def _sample(engine, context: JobContext, **params) -> dict:
     metadata, model = engine.model(params["model"], "shape")
     meshes = model.sample(params["seed"], params["count"], temperature=params["temperature"],
@@ -68,15 +85,18 @@ def _endpoint(op: str, params: dict, which: str) -> Any:
 def _interpolate(engine, context: JobContext, **params) -> dict:
     metadata, model = engine.model(params["model"], "shape")
     a, b = _endpoint("shape.interpolate", params, "a"), _endpoint("shape.interpolate", params, "b")
-    meshes = model.interpolate(a, b, steps=params["steps"], t=params["t"], spherical=params["spherical"],
-                               progress=context.progress, **_mesh_options(params))
+    with _mesh_errors("shape.interpolate"):
+        meshes = model.interpolate(a, b, steps=params["steps"], t=params["t"], spherical=params["spherical"],
+                                   progress=context.progress, **_mesh_options(params))
     return _meshes_value(meshes, metadata, "shape.interpolate", params)
 
 
 def _encode(engine, context: JobContext, **params) -> dict:
     metadata, model = engine.model(params["model"], "shape")
     vertices, faces = mesh_arrays("shape.encode", params["vertices"], params["faces"])
-    return {"latent": model.encode(vertices, faces).astype(np.float32),
+    with _mesh_errors("shape.encode"):
+        latent = model.encode(vertices, faces)
+    return {"latent": latent.astype(np.float32),
             "provenance": provenance(metadata, "shape.encode", params)}
 
 
@@ -84,9 +104,7 @@ def _decode(engine, context: JobContext, **params) -> dict:
     metadata, model = engine.model(params["model"], "shape")
     latent = np.asarray(params["latent"], np.float32).reshape(-1)
     if latent.shape[0] != model.config.latent_dim or not np.isfinite(latent).all():
-        from engine.server.jobs import JobFailed
-
-        raise JobFailed("bad_params", f"shape.decode: 'latent' must hold {model.config.latent_dim} finite numbers "
+        raise JobFailed(BAD_PARAMS, f"shape.decode: 'latent' must hold {model.config.latent_dim} finite numbers "
                         f"for this model, got {latent.shape[0]}")
     return _meshes_value([model.decode(latent, **_mesh_options(params))], metadata, "shape.decode", params)
 
@@ -94,8 +112,9 @@ def _decode(engine, context: JobContext, **params) -> dict:
 def _variations(engine, context: JobContext, **params) -> dict:
     metadata, model = engine.model(params["model"], "shape")
     vertices, faces = mesh_arrays("shape.variations", params["vertices"], params["faces"])
-    meshes = model.variations(vertices, faces, params["count"], seed=params["seed"], spread=params["spread"],
-                              progress=context.progress, **_mesh_options(params))
+    with _mesh_errors("shape.variations"):
+        meshes = model.variations(vertices, faces, params["count"], seed=params["seed"], spread=params["spread"],
+                                  progress=context.progress, **_mesh_options(params))
     return _meshes_value(meshes, metadata, "shape.variations", params)
 
 
@@ -106,7 +125,13 @@ def _eval(engine, context: JobContext, **params) -> dict:
     resolution = model.config.resolution
     context.progress(0.05, "voxelising held-out shapes")
     if params["meshes"]:
-        shapes = build_from_folder(params["meshes"], resolution)
+        try:
+            shapes = build_from_folder(params["meshes"], resolution)
+        except FileNotFoundError as e:
+            raise JobFailed(BAD_PARAMS, f"shape.eval: {e}") from None
+        if not len(shapes):
+            reasons = "; ".join(f"{s.source}: {s.reason}" for s in shapes.skipped[:5])
+            raise JobFailed(BAD_PARAMS, f"shape.eval: no usable meshes in {params['meshes']} ({reasons})")
     else:
         # Seeds past the training range: shapes of the same families the model has not seen.
         shapes = build_procedural(params["procedural"], seed=params["seed"] + 1_000_003, resolution=resolution)

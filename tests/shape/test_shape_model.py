@@ -122,10 +122,21 @@ def test_export_formats(fitted, tmp_path):
         export_mesh(mesh, tmp_path / "shape.fbx")
 
 
+def test_exports_stand_upright_in_each_formats_convention(tmp_path):
+    grid = np.zeros((16, 16, 16), np.float32)
+    grid[6:10, 6:10, 1:15] = 1.0  # a post, tall along Z (our up)
+    mesh = grid_to_mesh(grid)
+    for suffix, up in ((".glb", 1), (".obj", 1), (".ply", 2)):  # glTF and OBJ are Y up
+        back = trimesh.load(export_mesh(mesh, tmp_path / f"post{suffix}"), force="mesh", process=False)
+        assert int(np.argmax(back.extents)) == up, suffix
+        assert back.volume > 0, suffix  # a rotation: still wound outwards
+
+
 def test_evaluate_preview_and_summary(fitted):
     objective, _ = fitted
     metrics = objective.evaluate()
-    assert set(metrics) == {"iou", "chamfer_l1", "fscore_1pct", "clean_share", "coverage", "mmd"}
+    assert set(metrics) == {"iou", "chamfer_l1", "fscore_1pct", "clean_share", "delivered_clean_share",
+                            "coverage", "mmd"}
     assert 0 <= metrics["iou"] <= 1 and metrics["chamfer_l1"] >= 0
     picture = objective.preview()
     assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
@@ -137,3 +148,18 @@ def test_evaluate_preview_and_summary(fitted):
 def test_objective_needs_exactly_one_source():
     with pytest.raises(ValueError, match="exactly one"):
         ShapeObjective(TINY)
+
+
+def test_sampling_gaussian_is_fitted_at_evaluation_and_old_checkpoints_load(fitted):
+    objective, _ = fitted
+    objective.evaluate()  # the trainer evaluates right before saving: the prior is refitted
+    vae = objective.nets["vae"]
+    assert not torch.equal(vae.prior_scale, torch.eye(TINY.latent_dim))
+    model = objective.model()
+    z = model.sample_latents(0, 4000)
+    assert np.allclose(z.mean(0), vae.prior_mean.numpy(), atol=0.2)
+    assert np.allclose(model.sample_latents(3, 2, temperature=0.0), vae.prior_mean.numpy(), atol=1e-5)
+    assert np.array_equal(model.sample_latents(3, 2), model.sample_latents(3, 2))
+    weights = {f"vae.{k}": v for k, v in vae.state_dict().items() if not k.startswith("prior_")}
+    older = load(asdict(TINY), weights, "cpu")  # saved before the fitted prior existed: N(0, I)
+    assert np.array_equal(older.prior[1], np.eye(TINY.latent_dim)) and not older.prior[0].any()

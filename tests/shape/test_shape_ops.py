@@ -1,0 +1,192 @@
+"""The shape ops over a real engine process: meshes as raw arrays in and out, with provenance.
+
+A tiny model (16³, width 8) is fitted in this process with the shared trainer, straight into
+the models folder of an engine started for this module; the engine loads it on first use.
+"""
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from conftest import launch, stop
+from engine.client import EngineError
+from engine.data.voxels import voxelise
+from engine.kinds.shape import ShapeObjective
+from engine.kinds.shape_eval import voxel_iou
+from engine.kinds.shape_mesh import grid_to_mesh
+from engine.kinds.shape_ops import write_output
+from engine.models.shape_vae import ShapeVAEConfig
+from engine.store.checkpoints import ModelStore
+from engine.train.config import TrainConfig
+from engine.train.trainer import TrainRun, train
+
+TINY = ShapeVAEConfig(resolution=16, latent_dim=32, width=8, kl_warmup_steps=100)
+MODEL = "tiny-shape"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(engine, client, training grids): a tiny model trained on 8 procedural shapes, served."""
+    tmp = tmp_path_factory.mktemp("shape-ops")
+    torch.set_num_threads(1)
+    objective = ShapeObjective(TINY, procedural=8, cache_dir=tmp / "cache", rotate="none", mirror=False,
+                               scale=0.0, eval_samples=4)
+    run = TrainRun(ModelStore(tmp / "models", builtin=None), MODEL, "shape", torch.device("cpu"))
+    train(objective, TrainConfig(steps=150, batch_size=8, lr=3e-3, checkpoint_every=10_000, log_every=50), run)
+    running = launch(tmp, {"OMP_NUM_THREADS": "1"})
+    client = running.client("shape-tests", timeout=30)
+    yield running, client, objective.train_set.grids
+    client.close()
+    assert running.process.poll() is None, "the engine died:\n" + running.log()[-3000:]
+    assert stop(running) == 0
+
+
+def _mesh(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mesh = grid_to_mesh(grid.astype(np.float32))
+    return mesh.vertices, mesh.faces
+
+
+def _call(client, op: str, **params):
+    return client.call(op, {"model": MODEL, **params}, timeout=120)
+
+
+def test_sample_gives_closed_consistently_wound_meshes_with_provenance(served):
+    _, client, _ = served
+    value = _call(client, "shape.sample", seed=3, count=2, smooth=2)
+    assert len(value["meshes"]) == 2
+    for mesh in value["meshes"]:
+        v, f = mesh["vertices"], mesh["faces"]
+        assert isinstance(v, np.ndarray) and v.dtype == np.float32 and v.shape[1] == 3
+        assert isinstance(f, np.ndarray) and f.dtype == np.int32 and f.shape[1] == 3 and len(f) > 0
+        tm = trimesh.Trimesh(v, f, process=False)
+        assert tm.is_watertight and tm.is_winding_consistent and tm.volume > 0 and tm.body_count == 1
+    stored = client.call("models.info", {"name": MODEL})["metadata"]
+    prov = value["provenance"]
+    assert prov["model"] == MODEL and prov["model_hash"] == stored["content_hash"] and prov["op"] == "shape.sample"
+    assert prov["params"]["seed"] == 3 and prov["params"]["count"] == 2 and prov["params"]["smooth"] == 2
+
+    again = _call(client, "shape.sample", **prov["params"])  # provenance is enough to make it again
+    for a, b in zip(value["meshes"], again["meshes"]):
+        assert np.array_equal(a["vertices"], b["vertices"]) and np.array_equal(a["faces"], b["faces"])
+    other = _call(client, "shape.sample", seed=4, count=1, smooth=2)["meshes"][0]
+    assert other["vertices"].shape != value["meshes"][0]["vertices"].shape or \
+        not np.array_equal(other["vertices"], value["meshes"][0]["vertices"])
+
+
+def test_encode_then_decode_reconstructs_a_training_shape(served):
+    _, client, grids = served
+    ious = []
+    for grid in grids[:3]:
+        vertices, faces = _mesh(grid)
+        latent = _call(client, "shape.encode", vertices=vertices, faces=faces)["latent"]
+        assert latent.dtype == np.float32 and latent.shape == (TINY.latent_dim,)
+        mesh = _call(client, "shape.decode", latent=latent, keep="all")["meshes"][0]
+        ious.append(voxel_iou(voxelise(mesh["vertices"], mesh["faces"], TINY.resolution), grid))
+    assert np.mean(ious) >= 0.75, ious
+
+
+def test_interpolation_endpoints_are_the_encoded_shapes(served):
+    _, client, grids = served
+    (va, fa), (vb, fb) = _mesh(grids[0]), _mesh(grids[1])
+    path = _call(client, "shape.interpolate", vertices_a=va, faces_a=fa, vertices_b=vb, faces_b=fb,
+                 steps=3, keep="all")["meshes"]
+    assert len(path) == 3
+    for end, (v, f) in ((path[0], (va, fa)), (path[-1], (vb, fb))):
+        latent = _call(client, "shape.encode", vertices=v, faces=f)["latent"]
+        decoded = _call(client, "shape.decode", latent=latent, keep="all")["meshes"][0]
+        assert end["vertices"].shape == decoded["vertices"].shape
+        assert np.allclose(end["vertices"], decoded["vertices"], atol=1e-5)
+    # Seed endpoints are the seeds' samples.
+    seeds = _call(client, "shape.interpolate", seed_a=5, seed_b=6, steps=2)["meshes"]
+    for end, seed in ((seeds[0], 5), (seeds[1], 6)):
+        sample = _call(client, "shape.sample", seed=seed)["meshes"][0]["vertices"]
+        assert end["vertices"].shape == sample.shape and np.allclose(end["vertices"], sample, atol=1e-5)
+
+
+def test_variations_of_a_mesh_sent_as_arrays(served):
+    _, client, grids = served
+    vertices, faces = _mesh(grids[2])
+    value = _call(client, "shape.variations", vertices=vertices, faces=faces, count=3, seed=1, spread=0.5,
+                  keep="all")
+    assert len(value["meshes"]) == 3 and all(len(m["faces"]) > 0 for m in value["meshes"])
+    assert value["provenance"]["params"]["spread"] == 0.5 and "vertices" not in value["provenance"]["params"]
+    same = _call(client, "shape.variations", vertices=vertices, faces=faces, count=1, spread=0.0, keep="all")
+    latent = _call(client, "shape.encode", vertices=vertices, faces=faces)["latent"]
+    decoded = _call(client, "shape.decode", latent=latent, keep="all")["meshes"][0]
+    assert np.allclose(same["meshes"][0]["vertices"], decoded["vertices"], atol=1e-5)
+
+
+def _box() -> tuple[np.ndarray, np.ndarray]:
+    box = trimesh.creation.box(extents=(1.0, 0.6, 0.4))
+    return np.asarray(box.vertices, np.float32), np.asarray(box.faces, np.int32)
+
+
+def _malformed() -> list[tuple[str, dict]]:
+    v, f = _box()
+    nan = v.copy()
+    nan[2, 1] = np.nan
+    flat = v.copy()
+    flat[:, 2] = 0.0  # every vertex in one plane: no inside
+    return [
+        ("2 columns", {"vertices": v[:, :2].copy(), "faces": f}),
+        ("int vertices", {"vertices": v.astype(np.int32), "faces": f}),
+        ("float faces", {"vertices": v, "faces": f.astype(np.float32)}),
+        ("quads", {"vertices": v, "faces": np.zeros((6, 4), np.int32)}),
+        ("index past the end", {"vertices": v, "faces": np.where(f == 7, len(v), f).astype(np.int32)}),
+        ("negative index", {"vertices": v, "faces": np.where(f == 0, -1, f).astype(np.int32)}),
+        ("NaN vertex", {"vertices": nan, "faces": f}),
+        ("infinite vertex", {"vertices": np.where(np.isnan(nan), np.inf, nan).astype(np.float32), "faces": f}),
+        ("flat mesh", {"vertices": flat, "faces": f}),
+        ("no faces", {"vertices": v}),
+        ("list, not array", {"vertices": v.tolist(), "faces": f}),
+    ]
+
+
+@pytest.mark.parametrize("op", ["shape.encode", "shape.variations"])
+def test_malformed_mesh_arrays_get_bad_params_and_the_engine_stays_up(served, op):
+    running, client, _ = served
+    for label, params in _malformed():
+        with pytest.raises(EngineError) as error:
+            _call(client, op, **params)
+        assert error.value.code == "bad_params", (label, error.value)
+        assert "Traceback" not in error.value.message
+    v, f = _box()
+    nan = v.copy()
+    nan[0, 0] = np.nan
+    for params in ({"vertices_a": nan, "faces_a": f}, {"vertices_a": v}):
+        with pytest.raises(EngineError) as error:
+            _call(client, "shape.interpolate", **params)
+        assert error.value.code == "bad_params"
+    with pytest.raises(EngineError) as error:
+        _call(client, "shape.decode", latent=np.zeros(TINY.latent_dim + 1, np.float32))
+    assert error.value.code == "bad_params"
+    assert running.process.poll() is None
+    assert len(_call(client, "shape.encode", vertices=v, faces=f)["latent"]) == TINY.latent_dim
+
+
+def test_eval_returns_metrics_and_a_sheet(served, tmp_path):
+    _, client, _ = served
+    value = _call(client, "shape.eval", procedural=5)
+    metrics = value["metrics"]
+    assert set(metrics) == {"iou", "chamfer_l1", "fscore_1pct", "clean_share", "delivered_clean_share",
+                            "coverage", "mmd"}
+    assert 0 <= metrics["iou"] <= 1 and 0 <= metrics["clean_share"] <= 1 and metrics["chamfer_l1"] >= 0
+    sheet = value["sheet"]
+    assert sheet.dtype == np.uint8 and sheet.ndim == 3 and sheet.shape[2] == 3 and sheet.shape[0] > 100
+    assert value["held_out_shapes"] == 5 and value["provenance"]["op"] == "shape.eval"
+    png = write_output("shape.eval", value, tmp_path / "sheet.png")[0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(EngineError) as error:
+        _call(client, "shape.eval", meshes=str(tmp_path / "missing"))
+    assert error.value.code == "bad_params"
+
+
+def test_cli_output_writes_meshes(served, tmp_path):
+    _, client, _ = served
+    value = _call(client, "shape.sample", seed=2, count=2)
+    paths = write_output("shape.sample", value, tmp_path / "out")
+    assert [p.suffix for p in paths] == [".glb", ".glb"]
+    back = trimesh.load(paths[0], force="mesh")
+    assert len(back.faces) == len(value["meshes"][0]["faces"])
+    one = write_output("shape.sample", {"meshes": value["meshes"][:1]}, tmp_path / "one.obj")
+    assert one == [tmp_path / "one.obj"] and one[0].exists()
