@@ -326,26 +326,6 @@ def _train_params(s, kind: str, data: dict) -> dict:
             "detach": s.train_detach}
 
 
-def _write_obj(path: str, vertices: np.ndarray, faces: np.ndarray) -> None:
-    with open(path, "w") as f:
-        np.savetxt(f, vertices, fmt="v %.6f %.6f %.6f")
-        np.savetxt(f, faces + 1, fmt="f %d %d %d")
-
-
-def _meshes_as_folder(job: Job, error: Exception) -> dict | None:
-    """Worker thread: an engine whose shape training takes no meshes over the protocol yet gets
-    them as OBJ files in a folder (the engine runs on this machine)."""
-    if getattr(error, "code", "") != "bad_params" or "mesh_arrays" not in str(error):
-        return None
-    folder = tempfile.mkdtemp(prefix="atelier-train-")
-    job.context["folder"] = folder
-    for i, mesh in enumerate(job.params["data"]["mesh_arrays"]):
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in mesh["name"])
-        _write_obj(os.path.join(folder, f"{i:03d}_{safe}.obj"), mesh["vertices"], mesh["faces"])
-    job.context["sent_as"] = "folder"
-    return {**job.params, "data": {"meshes": folder}}
-
-
 class ATELIER_OT_train_shape(bpy.types.Operator, _Blocking):
     """Train a shape model on the selected meshes (sent to the engine)"""
     bl_idname = "atelier.train_shape"
@@ -368,9 +348,8 @@ class ATELIER_OT_train_shape(bpy.types.Operator, _Blocking):
             jobs.state.error = str(e)
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        job = Job("train", params, f"Train {params['name']} on {len(meshes)} meshes", retry=_meshes_as_folder,
-                  context={"sent": [m["name"] for m in meshes], "sent_as": "arrays"})
-        job.context["cleanup"] = [lambda: shutil.rmtree(job.context.get("folder", ""), ignore_errors=True)]
+        job = Job("train", params, f"Train {params['name']} on {len(meshes)} meshes",
+                  context={"sent": [m["name"] for m in meshes]})
         return self.submit(context, job)
 
 

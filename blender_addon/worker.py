@@ -61,7 +61,6 @@ class Job:
     label: str
     on_result: Callable[["Job"], Any] | None = None  # main thread: results -> datablocks
     prepare: Callable[["Job"], Any] | None = None  # worker thread: heavy work that needs no bpy
-    retry: Callable[["Job", Exception], dict | None] | None = None  # worker: new params after an error, or None
     context: dict = field(default_factory=dict)  # main-thread data for on_result (names, locations)
     model_kind: str = ""  # params["model"] empty: the first model of this kind on the engine
     before: Callable[["Job"], None] | None = None  # worker thread, before sending (e.g. write files)
@@ -304,16 +303,6 @@ class Worker:
             try:
                 job.value = job.request.result(0)
             except engine_client.EngineError as e:
-                retry = job.retry(job, e) if job.retry and not job.cancel_requested else None
-                if retry is not None and self._client is not None:
-                    job.params, job.retry = retry, None
-                    try:
-                        job.request = self._client.submit(job.op, job.params, job.request._on_progress)
-                    except (OSError, engine_client.EngineError) as again:
-                        self._finish(job, "failed", error=str(again), code="disconnected")
-                        continue
-                    self._running.append(job)
-                    continue
                 if e.code == "cancelled":
                     self._finish(job, "cancelled", error="Cancelled.", code=e.code)
                 else:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from engine.data.meshes import MeshError, mesh_from_arrays, normalise
-from engine.data.shape_set import build_from_folder, build_procedural
+from engine.data.shape_set import build_from_arrays, build_from_folder, build_procedural
 from engine.data.voxels import augment, voxelise
 from engine.models.shape_vae import ShapeVAE, ShapeVAEConfig, kl_weight, vae_loss
 from engine.train.objective import Objective
@@ -190,6 +190,13 @@ def load(config: dict, weights: dict[str, torch.Tensor], device: str | torch.dev
     return ShapeModel(vae, device)
 
 
+def _sent_mesh(index: int, mesh: Any) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(mesh, dict) or not isinstance(mesh.get("vertices"), np.ndarray) \
+            or not isinstance(mesh.get("faces"), np.ndarray):
+        raise ValueError(f"mesh_arrays[{index}] must be {{name, vertices: float N×3 array, faces: int M×3 array}}")
+    return mesh["vertices"], mesh["faces"]
+
+
 class ShapeObjective(Objective):
     """Training the shape VAE on the shared trainer. Exactly one of `meshes` (a folder)
     and `procedural` (a shape count) chooses the data; every 10th shape is held out."""
@@ -197,15 +204,23 @@ class ShapeObjective(Objective):
     export_nets = ("vae",)
 
     def __init__(self, config: ShapeVAEConfig, *, meshes: str | Path | None = None,
-                 procedural: int | None = None, device: str | torch.device = "cpu",
+                 procedural: int | None = None, mesh_arrays: list[dict] | None = None,
+                 device: str | torch.device = "cpu",
                  seed: int = 0, up: str = "z", holdout: float = 0.1, rotate: str = "quarter",
                  mirror: bool = True, scale: float = 0.05, cache_dir: str | Path | None = None,
                  eval_samples: int = 16):
-        if (meshes is None) == (procedural is None):
-            raise ValueError("give exactly one data source: meshes=FOLDER or procedural=COUNT")
+        if sum(source is not None for source in (meshes, procedural, mesh_arrays)) != 1:
+            raise ValueError("give exactly one data source: meshes=FOLDER, procedural=COUNT or mesh_arrays "
+                             "(meshes sent by a client)")
         self.config = config
         self.device = torch.device(device)
-        if meshes is not None:
+        if mesh_arrays is not None:
+            data = build_from_arrays([_sent_mesh(i, m) for i, m in enumerate(mesh_arrays)], config.resolution,
+                                     names=[str(m.get("name", f"mesh_{i}")) for i, m in enumerate(mesh_arrays)])
+            if len(data) == 0:
+                raise ValueError(f"none of the {len(mesh_arrays)} meshes sent is usable; send closed meshes "
+                                 f"({'; '.join(f'{k.source}: {k.reason}' for k in data.skipped[:5])})")
+        elif meshes is not None:
             data = build_from_folder(meshes, config.resolution, up=up, cache_dir=cache_dir)
             if len(data) == 0:
                 reasons = "; ".join(f"{s.source}: {s.reason}" for s in data.skipped[:5])
@@ -216,7 +231,10 @@ class ShapeObjective(Objective):
         self.train_set, self.held_out = data.split(holdout)
         self._grids = torch.from_numpy(self.train_set.grids)
         self.augmentation = {"rotate": rotate, "mirror": mirror, "scale": scale}
-        self.source = {"meshes": str(meshes)} if meshes is not None else {"procedural": procedural, "seed": seed}
+        if mesh_arrays is not None:
+            self.source = {"sent_meshes": [m.get("name") for m in mesh_arrays]}
+        else:
+            self.source = {"meshes": str(meshes)} if meshes is not None else {"procedural": procedural, "seed": seed}
         self.eval_samples = eval_samples
         self.nets = {"vae": ShapeVAE(config).to(self.device)}
 

@@ -20,6 +20,7 @@ from engine.server.ops import Op, Param
 DATA_PARAMS = {
     "procedural": Param("int", min=8, max=100_000, doc="train on this many seeded procedural shapes"),
     "meshes": Param("str", doc="folder of meshes (OBJ, STL, PLY, GLB/GLTF, OFF) to train on"),
+    "mesh_arrays": Param("list", doc="meshes sent by a client: [{name, vertices float N×3, faces int M×3}] (Z up)"),
     "up": Param("str", "z", choices=("z", "y"), doc="up axis of the meshes (glTF and most OBJ: y)"),
     "data_seed": Param("int", 0, doc="seed of the procedural shapes and the held-out split"),
     "rotate": Param("str", "quarter", choices=("none", "quarter", "free"),

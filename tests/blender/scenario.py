@@ -373,9 +373,9 @@ def _():
         info = client.call("models.info", {"name": "from-blender"})["metadata"]
     data = info.get("data") or {}
     shapes = data.get("train_shapes", 0) + data.get("held_out_shapes", 0)
-    assert shapes == len(made), data
+    assert shapes == len(made) and sorted(data["source"]["sent_meshes"]) == sorted(o.name for o in made), data
     assert "from-blender" in [m.name for m in bpy.context.window_manager.atelier.shape_models]
-    return {"sent_as": job.context["sent_as"], "data": data}
+    return {"data": data}
 
 
 @check("cancel_stops_running_job")

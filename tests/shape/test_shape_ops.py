@@ -190,3 +190,23 @@ def test_cli_output_writes_meshes(served, tmp_path):
     assert len(back.faces) == len(value["meshes"][0]["faces"])
     one = write_output("shape.sample", {"meshes": value["meshes"][:1]}, tmp_path / "one.obj")
     assert one == [tmp_path / "one.obj"] and one[0].exists()
+
+
+def test_training_on_meshes_sent_over_the_protocol_skips_and_reports_broken_ones(served):
+    _, client, grids = served
+    good = [_mesh(grid) for grid in grids[:3]]
+    flat = (np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], np.float32), np.array([[0, 1, 2], [1, 3, 2]], np.int32))
+    sent = [{"name": f"good-{i}", "vertices": v.astype(np.float32), "faces": f.astype(np.int32)}
+            for i, (v, f) in enumerate(good)]
+    sent.append({"name": "flat", "vertices": flat[0], "faces": flat[1]})
+    value = client.call("train", {"kind": "shape", "name": "sent", "data": {"mesh_arrays": sent},
+                                  "model": {"resolution": 16, "width": 4, "latent_dim": 16},
+                                  "train": {"steps": 2, "batch_size": 2}}, timeout=300)
+    assert value["step"] == 2
+    data = client.call("models.info", {"name": "sent"})["metadata"]["data"]
+    assert data["source"] == {"sent_meshes": ["good-0", "good-1", "good-2", "flat"]}
+    assert data["train_shapes"] + data["held_out_shapes"] == 3
+    assert [s["source"] for s in data["skipped"]] == ["flat"] and data["skipped"][0]["reason"]
+    with pytest.raises(EngineError) as caught:
+        client.call("train", {"kind": "shape", "name": "none", "data": {"mesh_arrays": [sent[-1]]}}, timeout=120)
+    assert caught.value.code == "bad_params" and "none of the 1 meshes" in caught.value.message
