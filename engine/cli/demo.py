@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from engine import paths
-from engine.client import Client
+from engine.client import Client, EngineError
+from engine.kinds import kind_module
 
 # What the demo makes with each kind once a model of that kind ships with Atelier.
 DEMO_KINDS = {"texture": "a seamless texture PNG", "shape": "a watertight mesh", "music": "a MIDI file"}
@@ -41,7 +42,7 @@ def start_engine(device: str, state_dir: Path, extra_env: dict[str, str] | None 
 
 def run(out: Path, device: str, as_json: bool) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"out": str(out.resolve()), "made": [], "missing": []}
+    report: dict = {"out": str(out.resolve()), "made": [], "missing": [], "failed": []}
     with tempfile.TemporaryDirectory(prefix="atelier-demo-") as state:
         process, ready = start_engine(device, Path(state))
         try:
@@ -56,9 +57,10 @@ def run(out: Path, device: str, as_json: bool) -> int:
                         report["missing"].append({"kind": kind, "what": what,
                                                   "why": "no model of this kind ships with Atelier yet"})
                         continue
-                    from engine.kinds import kind_module
-
-                    report["made"].extend(str(p) for p in kind_module(kind).demo(engine, models[0], out))
+                    try:
+                        report["made"].extend(str(p) for p in kind_module(kind).demo(engine, models[0], out))
+                    except EngineError as e:  # one broken kind must not keep the others from the user
+                        report["failed"].append({"kind": kind, "what": what, "why": e.message})
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -72,5 +74,7 @@ def run(out: Path, device: str, as_json: bool) -> int:
             print(f"made {path}")
         for gap in report["missing"]:
             print(f"not made: {gap['what']} ({gap['kind']}): {gap['why']}")
+        for failure in report["failed"]:
+            print(f"FAILED: {failure['what']} ({failure['kind']}): {failure['why']}")
         print(f"output folder: {report['out']}")
-    return 0
+    return 1 if report["failed"] else 0

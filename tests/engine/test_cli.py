@@ -86,8 +86,8 @@ def test_bad_engine_address_is_explained():
 
 def test_demo_says_plainly_what_it_made_and_what_is_missing(tmp_path):
     result = atelier("demo", "--out", str(tmp_path / "out"), "--json", timeout=300)
-    assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["failed"] == [], (report, result.stderr)
     assert report["engine"]["device"] == "cpu"
     made = report["made"]
     for path in made:
