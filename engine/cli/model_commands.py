@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
     params = {"kind": args.kind, "name": args.name, "resume": args.resume, "detach": args.detach,
               "model": {**sections.get("model", {}), **overrides["model"]}, "train": train,
               "data": {**sections.get("data", {}),
-                       **{k: getattr(args, k) for k in args.module.DATA_PARAMS if getattr(args, k) is not None}}}
+                       **{k: getattr(args, k) for k in args.module.DATA_PARAMS if getattr(args, k, None) is not None}}}
     if args.detach and not args.engine:
         raise ValueError("--detach keeps a run going on a running engine: add --engine HOST:PORT")
     session = open_session(args)
