@@ -43,7 +43,7 @@ def test_evaluate_model_and_sheet(gravel, tmp_path):
     weights = {f"G_ema.{k}": v for k, v in obj.nets["G_ema"].state_dict().items()}
     model = load(dataclasses.asdict(cfg), weights)
     metrics = evaluate_model(model, gravel, size=32, n=4)
-    assert metrics["tile_error"] < 1e-5 and abs(metrics["seam_ratio"] - 1) < 0.5
+    assert metrics["tile_error"] < 1e-5 and metrics["seam_ratio"] < 1.5  # see test_texture_ops
     assert metrics["gram"] > 1.5  # an untrained generator is far from gravel
     path = judging_sheet(model, gravel, tmp_path / "sheet.png", size=64)
     from PIL import Image

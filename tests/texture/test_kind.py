@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from engine.data.images import procedural
 from engine.kinds.texture import GenerationCancelled, TextureObjective, load, pbr_maps
-from engine.models.texture_gan import TextureGANConfig
+from engine.models.texture_gan import Generator, TextureGANConfig
 
 TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
                         n_local=4, n_global=8, n_periodic=2)
@@ -131,3 +131,13 @@ def test_pbr_maps_tile_and_have_shapes():
     shifted = pbr_maps(np.roll(img, (9, 17), (0, 1)))  # wrap-aware filters commute with rolling
     assert np.array_equal(np.roll(maps["normal"], (9, 17), (0, 1)), shifted["normal"])
     assert maps["normal"][..., 2].min() > 127  # normals point out of the surface
+
+
+def test_models_saved_before_upsample_existed_still_load(trained):
+    obj, _ = trained
+    old = dataclasses.replace(TINY, upsample="pixel_shuffle")
+    weights = {f"G_ema.{k}": v for k, v in Generator(old).state_dict().items()}
+    config = dataclasses.asdict(old)
+    del config["upsample"]  # the key was not written then
+    assert load(config, weights).generate(32, 32, seed=1).shape == (32, 32, 3)
+    assert obj.lr_scale == {"D": TINY.d_lr_scale}

@@ -12,10 +12,11 @@ def _z(G, h, w, seed=0):
     return G.sample_noise(1, h, w, torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("upsample", ["bilinear", "nearest", "pixel_shuffle"])
 @pytest.mark.parametrize("size", [(32, 32), (48, 80)])
-def test_output_tiles_exactly(size):
+def test_output_tiles_exactly(size, upsample):
     torch.manual_seed(0)
-    G = Generator(TextureGANConfig(**TINY)).eval()
+    G = Generator(TextureGANConfig(**TINY, upsample=upsample)).eval()
     with torch.no_grad():
         z = G.noise(*_z(G, *size))
         err = (G.synthesize(z).repeat(1, 1, 2, 3) - G.synthesize(z.repeat(1, 1, 2, 3))).abs().max()
@@ -53,3 +54,12 @@ def test_config_rejects_nonsense():
         TextureGANConfig(crop=100)
     with pytest.raises(ValueError, match="loss must be"):
         TextureGANConfig(loss="wgan")
+    with pytest.raises(ValueError, match="upsample must be"):
+        TextureGANConfig(upsample="bicubic")
+
+
+def test_circular_bilinear_upsampling_is_the_tiled_one():
+    from engine.models.texture_gan import upsample2
+    x = torch.randn(1, 3, 5, 7)
+    tiled = torch.nn.functional.interpolate(x.repeat(1, 1, 3, 3), scale_factor=2, mode="bilinear")
+    assert (upsample2(x, "bilinear") - tiled[..., 10:20, 14:28]).abs().max() < 1e-6

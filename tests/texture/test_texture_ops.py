@@ -33,8 +33,10 @@ def test_generate_returns_a_seamless_image_of_the_asked_size(engine, model, size
     value = generate(engine, model=model, size=size, seed=3)
     image = value["image"]
     assert image.dtype == np.uint8 and image.shape == shape
-    # Wrap-around neighbours differ no more than interior neighbours: no seam.
-    assert 0.8 < seam_ratio(image[None]) < 1.25
+    # Wrap-around neighbours differ no more than interior neighbours: no seam. (No lower bound:
+    # an all but untrained nearest-upsampling generator has structure tied to its cell lattice,
+    # and the border lies on a cell edge, so it can be smoother than the average neighbours.)
+    assert seam_ratio(image[None]) < 1.25
     assert value["provenance"]["model"] == model and value["provenance"]["params"]["seed"] == 3
 
 

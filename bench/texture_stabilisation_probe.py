@@ -1,6 +1,6 @@
 """Reproduces the stabilisation measurement quoted in engine/kinds/texture.py (not a test).
 
-    PYTHONPATH=. .venv/bin/python tests/texture/stabilisation_probe.py [steps] [seeds] [recipe,recipe]
+    PYTHONPATH=. .venv/bin/python bench/texture_stabilisation_probe.py [steps] [seeds] [recipe,recipe]
 
 Trains a tiny texture GAN on the procedural `bricks` exemplar with each candidate recipe
 through the TextureObjective (a minimal stand-in for the shared trainer's loop) and prints the
