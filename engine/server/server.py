@@ -192,7 +192,10 @@ class Server:
             params = op.check(params)
             if op.name == "jobs.watch":
                 return self._watch(params["job"], request_id, connection)
-            value = self._cancel_job(params["job"], connection) if op.name == "jobs.cancel" else op.run(self.engine, None, **params)
+            if op.name == "jobs.cancel":
+                value = self._cancel_job(params["job"], connection)
+            else:
+                value = op.run(self.engine, None, **params)
             connection.send({"type": "result", "id": request_id, "value": value})
             return
         if len(connection.requests) >= MAX_ACTIVE_REQUESTS:
