@@ -5,7 +5,7 @@ engine/kinds/texture.py).
         [--lr 2e-4] [--batch 8] [--no-rot90] [--out /tmp/probe]
 
 Starts from engine/recipes/texture.toml's [model] section, applies the JSON overrides, trains
-through TextureObjective with the minimal loop of stabilisation_probe on one CPU thread, then
+through TextureObjective with the shared trainer on one CPU thread, then
 prints the metric ratios of 12 G_ema samples at 256^2 (as bench/texture_bench.py measures them)
 and writes a sample PNG (three samples and the exemplar) for judging by eye.
 """
@@ -28,25 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine.kinds.texture import TextureModel, TextureObjective, to_uint8  # noqa: E402
 from engine.kinds.texture_eval import texture_metrics, tile_error  # noqa: E402
 from engine.models.texture_gan import TextureGANConfig  # noqa: E402
-
-
-def train(obj: TextureObjective, steps: int, batch: int, lr: float, log_every: int = 100) -> None:
-    opts = {g: torch.optim.Adam(p, lr=lr * obj.lr_scale.get(g, 1.0), betas=(0.5, 0.99))
-            for g, p in obj.param_groups().items()}
-    t = time.perf_counter()
-    for step in range(steps):
-        b = obj.batch(torch.arange(step * batch, (step + 1) * batch, dtype=torch.int64))
-        row = {}
-        for group, opt in opts.items():
-            opt.zero_grad(set_to_none=True)
-            loss, info = obj.loss(group, b, step)
-            loss.backward()
-            opt.step()
-            row.update(info)
-        obj.after_step(step)
-        if (step + 1) % log_every == 0:
-            print(f"  step {step + 1} {time.perf_counter() - t:.0f}s " +
-                  " ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+from texture_stabilisation_probe import train  # noqa: E402
 
 
 def main() -> None:

@@ -3,13 +3,15 @@
     PYTHONPATH=. .venv/bin/python bench/texture_stabilisation_probe.py [steps] [seeds] [recipe,recipe]
 
 Trains a tiny texture GAN on the procedural `bricks` exemplar with each candidate recipe
-through the TextureObjective (a minimal stand-in for the shared trainer's loop) and prints the
+through the TextureObjective on the shared trainer and prints the
 metric ratios of G_ema samples to the real-vs-real baseline.
 """
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -17,6 +19,10 @@ from engine.data.images import procedural
 from engine.kinds.texture import TextureObjective
 from engine.kinds.texture_eval import texture_metrics
 from engine.models.texture_gan import TextureGANConfig
+from engine.store.checkpoints import ModelStore
+from engine.train import trainer
+from engine.train.config import TrainConfig
+from engine.train.trainer import TrainRun
 
 TINY = dict(channels=3, g_width=16, g_max_width=128, d_width=16, d_max_width=128, d_layers=3, crop=64,
             n_local=8, n_global=16, n_periodic=2)
@@ -28,23 +34,14 @@ RECIPES = {
 }
 
 
-def train(objective: TextureObjective, steps: int, batch: int = 8, lr: float = 2e-4) -> list[dict]:
-    """Minimal loop honouring the Objective contract: one Adam per group, in dict order."""
-    opts = {g: torch.optim.Adam(p, lr=lr * objective.lr_scale.get(g, 1.0), betas=(0.5, 0.99))
-            for g, p in objective.param_groups().items()}
-    logs = []
-    for step in range(steps):
-        b = objective.batch(torch.arange(step * batch, (step + 1) * batch, dtype=torch.int64))
-        row = {}
-        for group, opt in opts.items():
-            opt.zero_grad(set_to_none=True)
-            loss, info = objective.loss(group, b, step)
-            loss.backward()
-            opt.step()
-            row.update(info)
-        objective.after_step(step)
-        logs.append(row)
-    return logs
+def train(objective: TextureObjective, steps: int, batch: int = 8, lr: float = 2e-4,
+          progress=None) -> None:
+    """The shared trainer, with the GAN's Adam betas, into a throw-away model store."""
+    config = TrainConfig(steps=steps, batch_size=batch, lr=lr, beta1=0.5, beta2=0.99,
+                         checkpoint_every=10**9, log_every=100)
+    with tempfile.TemporaryDirectory() as folder:
+        run = TrainRun(ModelStore(Path(folder), builtin=None), "probe", "texture", torch.device("cpu"))
+        trainer.train(objective, config, run, progress=progress)
 
 
 if __name__ == "__main__":
