@@ -12,6 +12,7 @@ the queue (note length capped), and every way out ends in `panic()`.
 """
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import math
@@ -26,6 +27,7 @@ from midi_bridge.notes import Note, SoundingNotes, note_off, note_on
 
 SPIN_SECONDS = 0.003     # sleep until this long before a due time, then spin
 MAX_SLEEP = 0.02         # re-read the clock at least this often (a followed clock moves)
+COLLECT_MARGIN = 0.01    # collect garbage (when the bridge turned automatic collection off) only this far ahead of a send
 LATE_DROP_SECONDS = 0.1  # a note-on later than this is skipped (with its note-off), not sent late
 HISTORY = 256            # notes played, kept to prime a new session after a reconnect
 REALTIME_PRIORITY = 20   # SCHED_FIFO priority of the timing thread, where the OS allows it (below JACK's)
@@ -199,9 +201,12 @@ class Scheduler:
                     head = self._head() if self._running else None
                     due = self.clock.time_at(head[0] + self._offset) + self.latency if head else None
                 if due is None:
+                    collect_garbage()
                     self._wake.wait(MAX_SLEEP)
                     continue
                 wait = due - time.monotonic() - SPIN_SECONDS
+                if wait > COLLECT_MARGIN:
+                    collect_garbage()
                 if wait > 0:
                     self._wake.wait(min(wait, MAX_SLEEP))
                     continue
@@ -241,6 +246,16 @@ class Scheduler:
         self._send_raw(message)
         sent = time.monotonic()
         self.log.sent(message, sent if due is None else due, sent, beat, why)
+
+
+def collect_garbage() -> None:
+    """Where automatic collection is off, what it would have done by now (same thresholds)."""
+    if gc.isenabled():
+        return
+    young, middle, old = gc.get_count()
+    threshold, middle_threshold, old_threshold = gc.get_threshold()
+    if young > threshold:
+        gc.collect(2 if old > old_threshold else 1 if middle > middle_threshold else 0)
 
 
 def raise_priority(priority: int = REALTIME_PRIORITY) -> str:

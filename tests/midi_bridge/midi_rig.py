@@ -40,9 +40,10 @@ class JackServer:
 
     Use as a context manager; it sets the environment of this process while it runs."""
 
-    def __init__(self, period: int = JACK_PERIOD, rate: int = JACK_RATE):
+    def __init__(self, period: int = JACK_PERIOD, rate: int = JACK_RATE, realtime: bool = False):
         self.name = f"atelier-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.period, self.rate = period, rate
+        self.realtime = realtime  # asked for; falls back to --no-realtime where the OS refuses
         self.env = {"JACK_NO_AUDIO_RESERVATION": "1", "JACK_NO_START_SERVER": "1", "JACK_DEFAULT_SERVER": self.name}
         self.process: subprocess.Popen | None = None
 
@@ -52,16 +53,25 @@ class JackServer:
         self._saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
         self._log = Path(f"/tmp/{self.name}.log")
-        with open(self._log, "wb") as log:
-            self.process = subprocess.Popen(["jackd", "-n", self.name, "--no-realtime", "-d", "dummy", "-r",
-                                             str(self.rate), "-p", str(self.period)],
-                                            stdout=log, stderr=subprocess.STDOUT)
-        up = subprocess.run(["jack_wait", "-w", "-t", "20"], capture_output=True, timeout=30)
-        if up.returncode != 0 or self.process.poll() is not None:
+        if self.realtime and self._start(["-R", "-P", "70"]):
+            return self
+        self.realtime = False
+        if not self._start(["--no-realtime"]):
             text = self._log.read_text(errors="replace")[-1000:]
             self.__exit__()
             raise RuntimeError(f"jackd did not come up:\n{text}")
         return self
+
+    def _start(self, mode: list[str]) -> bool:
+        with open(self._log, "wb") as log:
+            self.process = subprocess.Popen(["jackd", "-n", self.name, *mode, "-d", "dummy", "-r", str(self.rate),
+                                             "-p", str(self.period)], stdout=log, stderr=subprocess.STDOUT)
+        up = subprocess.run(["jack_wait", "-w", "-t", "20"], capture_output=True, timeout=30)
+        if up.returncode == 0 and self.process.poll() is None:
+            return True
+        self.process.kill()
+        self.process.wait()
+        return False
 
     def troubles(self) -> int:
         """How many xruns and late cycles jackd has reported so far (each can lose or garble events)."""

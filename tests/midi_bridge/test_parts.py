@@ -2,6 +2,7 @@
 scheduler's timing and safety, controls, phrase detection, port names, file rendering."""
 from __future__ import annotations
 
+import gc
 import queue
 import random
 import time
@@ -16,7 +17,7 @@ from midi_bridge.file_mode import messages as file_messages
 from midi_bridge.notes import ALL_NOTES_OFF, ALL_SOUND_OFF, Note, SoundingNotes, still_sounding
 from midi_bridge.ports import PortError, find_port
 from midi_bridge.respond import PhraseRecorder
-from midi_bridge.scheduler import Scheduler, next_bar
+from midi_bridge.scheduler import Scheduler, collect_garbage, next_bar
 
 PULSE = [0xF8]
 
@@ -199,3 +200,16 @@ def test_file_stream_is_the_live_stream():
     timed = file_messages(notes, max_note_beats=4, extra_channels={0})
     assert timed == [(0, [0x90, 60, 80]), (0.5, [0x80, 60, 0]), (0.5, [0x90, 60, 80]), (1, [0x90, 62, 80]),
                      (1.5, [0x80, 60, 0]), (5, [0x80, 62, 0]), (5, [0xB0, 123, 0]), (5, [0xB0, 120, 0])]
+
+
+def test_the_timing_thread_collects_garbage_when_automatic_collection_is_off():
+    threshold = gc.get_threshold()[0]
+    gc.disable()
+    try:
+        kept = [[] for _ in range(threshold + 100)]  # containers that count towards a collection
+        assert gc.get_count()[0] > threshold
+        collect_garbage()
+        assert gc.get_count()[0] < threshold
+    finally:
+        gc.enable()
+    assert len(kept) == threshold + 100
