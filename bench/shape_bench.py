@@ -108,7 +108,7 @@ def machine() -> str:
         name = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
     except (OSError, StopIteration, subprocess.SubprocessError):
         name = platform.processor() or "unknown CPU"
-    return f"{name}, {torch.get_num_threads()} torch threads of {len(__import__('os').sched_getaffinity(0))} cores"
+    return f"{name}, {len(__import__('os').sched_getaffinity(0))} cores (the VAE runs on one torch thread, as in the ops)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", type=int, default=100, help="unseen procedural shapes to measure on")
     parser.add_argument("--samples", type=int, default=32, help="samples for watertightness and coverage")
     parser.add_argument("--repeats", type=int, default=20, help="timed sample → mesh calls per figure")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
 
     metadata, weights = load_file(args.weights)
     model = load(metadata["config"], weights, "cpu")

@@ -1,6 +1,9 @@
 """Choosing the compute device."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -25,3 +28,15 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` intra-op threads in the calling thread only: torch's OpenMP
+    thread count is per thread, so a training job in another thread keeps its own."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -24,6 +24,7 @@ import torch
 from engine.data.meshes import MeshError, mesh_from_arrays, normalise
 from engine.data.shape_set import build_from_arrays, build_from_folder, build_procedural
 from engine.data.voxels import augment, voxelise
+from engine.device import intra_op_threads
 from engine.models.shape_vae import ShapeVAE, ShapeVAEConfig, kl_weight, vae_loss
 from engine.train.objective import Objective
 
@@ -99,20 +100,24 @@ class ShapeModel:
         return z
 
     # -- grids -----------------------------------------------------------------
+    # On this 2-core CPU the small 3D convolutions of one shape run slower on two OpenMP threads
+    # than on one, and 3-10x slower when another job keeps a core busy (bench/shape_bench.py).
     @torch.no_grad()
     def decode_grids(self, latents: np.ndarray, batch: int = 16) -> np.ndarray:
         """Occupancy probabilities (N×R×R×R float32) for latents N×latent_dim."""
         z = torch.as_tensor(np.asarray(latents, np.float32)).reshape(-1, self.config.latent_dim)
-        out = [torch.sigmoid(self.vae.decode(z[i:i + batch].to(self.device)))[:, 0].cpu()
-               for i in range(0, len(z), batch)]
+        with intra_op_threads(1):
+            out = [torch.sigmoid(self.vae.decode(z[i:i + batch].to(self.device)))[:, 0].cpu()
+                   for i in range(0, len(z), batch)]
         return torch.cat(out).numpy()
 
     @torch.no_grad()
     def encode_grids(self, grids: np.ndarray, batch: int = 16) -> np.ndarray:
         """Posterior means (N×latent_dim) of occupancy grids N×R×R×R."""
         x = torch.as_tensor(np.asarray(grids, np.float32))[:, None]
-        return torch.cat([self.vae.encode(x[i:i + batch].to(self.device))[0].cpu()
-                          for i in range(0, len(x), batch)]).numpy()
+        with intra_op_threads(1):
+            return torch.cat([self.vae.encode(x[i:i + batch].to(self.device))[0].cpu()
+                              for i in range(0, len(x), batch)]).numpy()
 
     def reconstruct_grids(self, grids: np.ndarray) -> np.ndarray:
         return self.decode_grids(self.encode_grids(grids))

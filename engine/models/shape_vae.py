@@ -78,12 +78,25 @@ def unfold(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, c, 2, 2, 2, h, h, h).permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, c, 2 * h, 2 * h, 2 * h)
 
 
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d that takes oneDNN on a CPU at inference. Torch's heuristic (written for 2D)
+    sends one shape through a 3³ kernel to its slow reference kernel: 47 ms instead of 7 ms
+    for 16 channels at 32³, most of a 64³ decode."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled() \
+                and torch.backends.mkldnn.is_available() and self.padding_mode == "zeros":
+            return torch.ops.aten.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding,
+                                                     self.stride, self.dilation, self.groups)
+        return super().forward(x)
+
+
 class ShapeVAE(nn.Module):
     def __init__(self, config: ShapeVAEConfig):
         super().__init__()
         self.config = c = config
         top = c.channels(c.levels - 1)  # channels at the 4³ bottleneck
-        down = [nn.Conv3d(8, c.channels(0), 3, padding=1), _norm(c.channels(0)), nn.SiLU()]
+        down = [Conv3d(8, c.channels(0), 3, padding=1), _norm(c.channels(0)), nn.SiLU()]
         for i in range(c.levels - 1):
             down += [nn.Conv3d(c.channels(i), c.channels(i + 1), 4, stride=2, padding=1),
                      _norm(c.channels(i + 1)), nn.SiLU()]
@@ -94,7 +107,7 @@ class ShapeVAE(nn.Module):
         for i in reversed(range(c.levels - 1)):
             up += [nn.ConvTranspose3d(c.channels(i + 1), c.channels(i), 4, stride=2, padding=1),
                    _norm(c.channels(i)), nn.SiLU()]
-        self.decoder = nn.Sequential(*up, nn.Conv3d(c.channels(0), 8, 3, padding=1))
+        self.decoder = nn.Sequential(*up, Conv3d(c.channels(0), 8, 3, padding=1))
         # The Gaussian that sampling draws from: N(0, I) until `fit_prior` sets it to the
         # training shapes' aggregate posterior (saved with the weights).
         self.register_buffer("prior_mean", torch.zeros(c.latent_dim))

@@ -9,7 +9,7 @@ import trimesh
 from engine.kinds.shape import Cancelled, ShapeObjective, load, slerp
 from engine.kinds.shape_eval import voxel_iou
 from engine.kinds.shape_mesh import export_mesh, grid_to_mesh
-from engine.models.shape_vae import ShapeVAE, ShapeVAEConfig, kl_weight
+from engine.models.shape_vae import Conv3d, ShapeVAE, ShapeVAEConfig, kl_weight
 
 TINY = ShapeVAEConfig(resolution=16, latent_dim=64, width=8, kl_warmup_steps=100)
 
@@ -48,6 +48,15 @@ def test_vae_shapes_at_64():
     vae = ShapeVAE(ShapeVAEConfig(resolution=64, latent_dim=64, width=4))
     logits, mu, logvar = vae(torch.zeros(2, 1, 64, 64, 64))
     assert logits.shape == (2, 1, 64, 64, 64) and mu.shape == logvar.shape == (2, 64)
+
+
+def test_the_inference_convolution_equals_torchs_for_one_shape():
+    torch.manual_seed(0)
+    conv = Conv3d(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 16, 16, 16)
+    with torch.no_grad():
+        ours = conv(x)
+    torch.testing.assert_close(ours, torch.nn.Conv3d.forward(conv, x), rtol=1e-4, atol=1e-5)
 
 
 def test_marching_cubes_closes_a_shape_touching_the_border():
