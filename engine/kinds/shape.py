@@ -75,10 +75,18 @@ class ShapeModel:
                          for i in range(count)])
 
     def sample_latents(self, seed: int, count: int = 1, temperature: float = 1.0) -> np.ndarray:
-        """count×latent_dim draws from the model's sampling Gaussian, its spread scaled by
-        `temperature` (0 = its mean); latent i depends only on (seed, i)."""
-        mean, scale = self.prior
-        return (mean + temperature * self.noise(seed, count) @ scale.T).astype(np.float32)
+        """count×latent_dim draws; latent i depends only on (seed, i). From the training
+        shapes' posteriors where the model kept them: a training shape's code plus its
+        posterior spread times `temperature` (0 = the training shape as the model sees it).
+        Otherwise from the sampling Gaussian, its spread scaled by `temperature` (0 = its mean)."""
+        codes_mean = self.vae.codes_mean.detach().cpu().numpy()
+        if not len(codes_mean):
+            mean, scale = self.prior
+            return (mean + temperature * self.noise(seed, count) @ scale.T).astype(np.float32)
+        codes_std = self.vae.codes_std.detach().cpu().numpy()
+        noise = self.noise(seed, count)
+        which = [int(np.random.default_rng([seed, i, 1]).integers(len(codes_mean))) for i in range(count)]
+        return (codes_mean[which] + temperature * codes_std[which] * noise).astype(np.float32)
 
     def blend(self, a: np.ndarray, b: np.ndarray, t: float, spherical: bool = True) -> np.ndarray:
         """The latent at `t` from a to b; slerp goes around the sampling Gaussian's centre."""
@@ -189,8 +197,9 @@ def load(config: dict, weights: dict[str, torch.Tensor], device: str | torch.dev
     state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     if not state:
         raise ValueError(f"no 'vae.*' weights among {len(weights)} tensors: not a shape model checkpoint")
-    for key in ("prior_mean", "prior_scale"):  # models saved before the fitted prior: N(0, I)
+    for key in ("prior_mean", "prior_scale", "codes_mean", "codes_std"):  # absent in older models
         state.setdefault(key, getattr(vae, key))
+    vae.codes_mean, vae.codes_std = state["codes_mean"], state["codes_std"]  # K varies by model
     vae.load_state_dict(state)
     return ShapeModel(vae, device)
 

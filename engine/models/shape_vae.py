@@ -108,18 +108,23 @@ class ShapeVAE(nn.Module):
             up += [nn.ConvTranspose3d(c.channels(i + 1), c.channels(i), 4, stride=2, padding=1),
                    _norm(c.channels(i)), nn.SiLU()]
         self.decoder = nn.Sequential(*up, Conv3d(c.channels(0), 8, 3, padding=1))
-        # The Gaussian that sampling draws from: N(0, I) until `fit_prior` sets it to the
-        # training shapes' aggregate posterior (saved with the weights).
+        # What sampling draws from, set by `fit_prior` and saved with the weights: the training
+        # shapes' posteriors (K×latent means and standard deviations; none before fitting), and
+        # one Gaussian over them (N(0, I) before fitting) for the centre and spread of the codes.
+        self.register_buffer("codes_mean", torch.zeros(0, c.latent_dim))
+        self.register_buffer("codes_std", torch.zeros(0, c.latent_dim))
         self.register_buffer("prior_mean", torch.zeros(c.latent_dim))
         self.register_buffer("prior_scale", torch.eye(c.latent_dim))
 
     @torch.no_grad()
-    def fit_prior(self, grids: torch.Tensor, batch: int = 32) -> None:
-        """Fit the sampling Gaussian to q(z) = mean over training shapes x of q(z | x).
+    def fit_prior(self, grids: torch.Tensor, batch: int = 32, max_codes: int = 1024) -> None:
+        """Keep q(z) = mean over training shapes x of q(z | x) for sampling, and fit one
+        Gaussian to it (Cov of the means plus the mean posterior variance).
 
         With a small β most codes sit away from N(0, I)'s bulk, so prior draws decode to
-        fragments; drawing from the codes' own mean and covariance (Cov of the means plus the
-        mean posterior variance) decodes to shapes like the training ones (Ghosh et al. 2020).
+        fragments (Ghosh et al. 2020). The fitted Gaussian is better, but it also fills the gaps
+        between the shape families, where about half its draws decoded to slabs and debris;
+        draws from the mixture itself (at most `max_codes` of its components) stay on the shapes.
         """
         was_training = self.training
         self.eval()
@@ -132,6 +137,10 @@ class ShapeVAE(nn.Module):
         eye = torch.eye(len(var), dtype=cov.dtype)
         self.prior_mean.copy_(mu.mean(0))
         self.prior_scale.copy_(torch.linalg.cholesky(cov + 1e-6 * eye))
+        keep = torch.randperm(len(mu), generator=torch.Generator().manual_seed(0))[:max_codes].sort().values
+        std = torch.cat([(0.5 * lv).exp() for _, lv in stats])
+        self.codes_mean = mu[keep].float().to(self.prior_mean.device)
+        self.codes_std = std[keep].float().to(self.prior_mean.device)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance (B×latent each) of q(z | x) for occupancy grids B×1×R×R×R."""

@@ -159,16 +159,25 @@ def test_objective_needs_exactly_one_source():
         ShapeObjective(TINY)
 
 
-def test_sampling_gaussian_is_fitted_at_evaluation_and_old_checkpoints_load(fitted):
+def test_sampling_prior_is_fitted_at_evaluation_and_older_checkpoints_load(fitted):
     objective, _ = fitted
     objective.evaluate()  # the trainer evaluates right before saving: the prior is refitted
     vae = objective.nets["vae"]
     assert not torch.equal(vae.prior_scale, torch.eye(TINY.latent_dim))
+    assert vae.codes_mean.shape == vae.codes_std.shape == (len(objective.train_set), TINY.latent_dim)
     model = objective.model()
-    z = model.sample_latents(0, 4000)
-    assert np.allclose(z.mean(0), vae.prior_mean.numpy(), atol=0.2)
-    assert np.allclose(model.sample_latents(3, 2, temperature=0.0), vae.prior_mean.numpy(), atol=1e-5)
+    # Draws come from the training shapes' posteriors: at temperature 0, their codes exactly.
+    exact = model.sample_latents(3, 8, temperature=0.0)
+    assert all(any(np.allclose(z, code, atol=1e-6) for code in vae.codes_mean.numpy()) for z in exact)
     assert np.array_equal(model.sample_latents(3, 2), model.sample_latents(3, 2))
-    weights = {f"vae.{k}": v for k, v in vae.state_dict().items() if not k.startswith("prior_")}
-    older = load(asdict(TINY), weights, "cpu")  # saved before the fitted prior existed: N(0, I)
-    assert np.array_equal(older.prior[1], np.eye(TINY.latent_dim)) and not older.prior[0].any()
+    weights = {f"vae.{k}": v for k, v in vae.state_dict().items()}
+    saved = load(asdict(TINY), weights, "cpu")
+    assert np.array_equal(saved.sample_latents(5, 3), model.sample_latents(5, 3))
+
+    without_codes = load(asdict(TINY), {k: v for k, v in weights.items() if "codes_" not in k}, "cpu")
+    z = without_codes.sample_latents(0, 4000)  # the fitted Gaussian
+    assert np.allclose(z.mean(0), vae.prior_mean.numpy(), atol=0.2)
+    assert np.allclose(without_codes.sample_latents(3, 2, temperature=0.0), vae.prior_mean.numpy(), atol=1e-5)
+    unfitted = load(asdict(TINY), {k: v for k, v in weights.items() if "prior_" not in k and "codes_" not in k},
+                    "cpu")
+    assert np.array_equal(unfitted.prior[1], np.eye(TINY.latent_dim)) and not unfitted.prior[0].any()
