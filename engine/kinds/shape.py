@@ -199,7 +199,6 @@ def load(config: dict, weights: dict[str, torch.Tensor], device: str | torch.dev
         raise ValueError(f"no 'vae.*' weights among {len(weights)} tensors: not a shape model checkpoint")
     for key in ("prior_mean", "prior_scale", "codes_mean", "codes_std"):  # absent in older models
         state.setdefault(key, getattr(vae, key))
-    vae.codes_mean, vae.codes_std = state["codes_mean"], state["codes_std"]  # K varies by model
     vae.load_state_dict(state)
     return ShapeModel(vae, device)
 

@@ -116,6 +116,12 @@ class ShapeVAE(nn.Module):
         self.register_buffer("prior_mean", torch.zeros(c.latent_dim))
         self.register_buffer("prior_scale", torch.eye(c.latent_dim))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("codes_mean", "codes_std"):  # as many codes as the saved model kept
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], device=self.prior_mean.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @torch.no_grad()
     def fit_prior(self, grids: torch.Tensor, batch: int = 32, max_codes: int = 1024) -> None:
         """Keep q(z) = mean over training shapes x of q(z | x) for sampling, and fit one
