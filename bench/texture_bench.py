@@ -5,14 +5,16 @@
 
 Prints, side by side: seconds per image at each size for our generator and for image quilting
 (Efros & Freeman 2001, written here in numpy: the patch-copying kind of synthesis Embark's
-texture-synthesis does), the speed-up, every quality metric of engine.kinds.texture_eval as a
-ratio to real-vs-real (1 = as close to the exemplar as another piece of it), the seam ratio
-across the wrap-around border (1 = seamless), our tiling error, and the training minutes the
-model used. The machine is shared and noisy: compare ratios, not seconds.
+texture-synthesis does), the speed-up, our generator once more with the plain (unfolded)
+nearest upsampling it used before (the same pictures, slower), every quality metric of
+engine.kinds.texture_eval as a ratio to real-vs-real (1 = as close to the exemplar as another
+piece of it), the seam ratio across the wrap-around border (1 = seamless), our tiling error,
+and the training minutes the model used. The machine is shared and noisy: compare ratios, not seconds.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import platform
 import subprocess
@@ -55,9 +57,11 @@ class Quilter:
         """Minimum-error path down an (rows x overlap) error strip; True right of the path."""
         rows, cols = err.shape
         cost = err.copy()
-        for r in range(1, rows):
+        for r in range(1, rows):  # in-place slices: np.r_ here cost ~35% of the whole synthesis
             prev = cost[r - 1]
-            best = np.minimum(prev, np.minimum(np.r_[np.inf, prev[:-1]], np.r_[prev[1:], np.inf]))
+            best = prev.copy()
+            np.minimum(best[1:], prev[:-1], out=best[1:])
+            np.minimum(best[:-1], prev[1:], out=best[:-1])
             cost[r] += best
         path = np.empty(rows, int)
         path[-1] = int(cost[-1].argmin())
@@ -111,6 +115,23 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores visible"
 
 
+@contextlib.contextmanager
+def plain_upsampling():
+    """Our generator as it ran before the folded upsampling: nearest resize, then the 3x3 conv at
+    the full resolution (the same function, so the same picture; only the time differs)."""
+    import torch.nn.functional as F
+
+    from engine.models import texture_gan
+
+    folded = texture_gan.nearest_up_conv
+    texture_gan.nearest_up_conv = lambda x, w, b: F.conv2d(
+        F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="circular"), w, b)
+    try:
+        yield
+    finally:
+        texture_gan.nearest_up_conv = folded
+
+
 def best_of(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -148,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="512,1024,2048", help="output sides to time")
     parser.add_argument("--eval-size", type=int, default=256, help="side of the samples the metrics compare")
     parser.add_argument("--samples", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=3, help="timing repeats for our generator (best is kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats for each method (best is kept)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -156,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from engine.device import interactive_threads
     from engine.kinds.texture import resolve_images
     from engine.kinds.texture_eval import seam_ratio, texture_metrics, tile_error
 
@@ -167,19 +189,25 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-    print(f"machine: {machine()}; torch {torch.__version__} on {args.device}, {torch.get_num_threads()} threads")
+    print(f"machine: {machine()}; torch {torch.__version__} on {args.device}; generation on "
+          f"{interactive_threads()} thread(s), as the engine runs it (half the cores)")
     print(f"model {args.model}: {metadata.get('step')} steps, {metadata.get('train_seconds', 0) / 60:.1f} training "
-          f"minutes, stride {model.stride}; exemplar {source}; baseline: image quilting, block 64, overlap 12")
+          f"minutes, stride {model.stride}; exemplar {source}; baseline: image quilting, block 64, overlap 12, "
+          "candidates on a stride-3 grid")
 
-    print(f"\n{'size':>6} {'ours s':>9} {'quilting s':>11} {'speed-up':>9}")
+    print(f"\n{'size':>6} {'ours s':>9} {'quilting s':>11} {'speed-up':>9} {'ours, plain upsampling s':>25}")
     timing = {}
     for size in sizes:
         model.generate(size, size, seed=0)  # warm-up (allocations, cuDNN plans)
         sync()
         ours = best_of(lambda: (model.generate(size, size, seed=1), sync()), args.repeats)
-        theirs = best_of(lambda: quilter.synthesize(size, size, seed=1), 1)
+        theirs = best_of(lambda: quilter.synthesize(size, size, seed=1), args.repeats)  # best of as many
+        with plain_upsampling():
+            model.generate(size, size, seed=0)
+            sync()
+            plain = best_of(lambda: (model.generate(size, size, seed=1), sync()), args.repeats)
         timing[size] = (ours, theirs)
-        print(f"{size:>6} {ours:>9.3f} {theirs:>11.2f} {theirs / ours:>8.0f}x", flush=True)
+        print(f"{size:>6} {ours:>9.3f} {theirs:>11.2f} {theirs / ours:>8.0f}x {plain:>25.3f}", flush=True)
 
     n, s = args.samples, args.eval_size
     ours = np.stack([model.generate(s, s, seed=100 + i) for i in range(n)])

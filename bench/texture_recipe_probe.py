@@ -4,10 +4,11 @@ engine/kinds/texture.py).
     PYTHONPATH=. .venv/bin/python bench/texture_recipe_probe.py NAME EXEMPLAR STEPS '{"upsample": "nearest"}' \
         [--lr 2e-4] [--batch 8] [--no-rot90] [--out /tmp/probe]
 
-Starts from engine/recipes/texture.toml's [model] section, applies the JSON overrides, trains
-through TextureObjective with the shared trainer on one CPU thread, then
-prints the metric ratios of 12 G_ema samples at 256^2 (as bench/texture_bench.py measures them)
-and writes a sample PNG (three samples and the exemplar) for judging by eye.
+Starts from TextureGANConfig's defaults and engine/recipes/texture.toml's [model] section,
+applies the JSON overrides, trains through TextureObjective with the shared trainer on one
+CPU thread, then prints the metric ratios of 12 G_ema samples at 256^2 (as
+bench/texture_bench.py measures them) and writes a sample PNG (three samples and the
+exemplar) for judging by eye.
 """
 from __future__ import annotations
 

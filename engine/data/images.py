@@ -170,6 +170,11 @@ class ImageCrops:
             out = _jitter(out, rng, self.jitter)
         return np.ascontiguousarray(out, dtype=np.float32)
 
+    def exemplar_of(self, keys: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Which image (int64 index) each key's crop comes from."""
+        keys = torch.as_tensor(np.asarray(keys.cpu() if isinstance(keys, torch.Tensor) else keys, dtype=np.int64))
+        return keys.reshape(-1) % len(self.images)
+
     def batch(self, keys: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Crops for int64 keys as a float32 tensor [B, C, crop, crop]."""
         keys = np.asarray(keys.cpu() if isinstance(keys, torch.Tensor) else keys, dtype=np.int64).reshape(-1)

@@ -2,8 +2,9 @@
 
 - `TextureObjective` is what `engine.train` trains (nets G, D, G_ema; groups D then G).
 - `load(config, weights, device)` rebuilds a `TextureModel` from a checkpoint's exported nets.
-- `TextureModel` generates seamless textures, morphs between global codes, animates along a
-  latent loop; `pbr_maps` derives height, normal and roughness maps from any texture.
+- `TextureModel` generates seamless textures, morphs between global codes (or between the
+  exemplars of a model trained on several), animates along a latent loop; `pbr_maps` derives
+  height, normal and roughness maps from any texture.
 Metrics and the judging sheet live in `engine.kinds.texture_eval`.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from engine.data.images import DEMO_EXEMPLARS, ImageCrops, LoadReport, exemplar, load_images, to_channels
+from engine.device import interactive_threads, intra_op_threads
 from engine.models.texture_gan import (Discriminator, Generator, TextureGANConfig, d_loss, ema_update,
                                        g_loss, make_ema)
 from engine.train.objective import Objective
@@ -36,8 +38,8 @@ CancelledFn = Callable[[], bool]
 #   nonsat + R1   250    4.49   5.73    68        1.52
 #   nonsat + R1   600    2.68   4.19    33        1.10   best on every distance, diverse
 #   hinge + R1    600    2.70   6.33    91        2.03
-# Hence TextureGANConfig defaults: non-saturating loss, R1 (gamma 1, lazily every 4th D step),
-# no spectral norm. Spectral norm starved this small D and G collapsed to one look.
+# Hence non-saturating loss, R1 (lazily every 4th D step), no spectral norm: spectral norm
+# starved this small D and G collapsed to one look. (R1's gamma came down to 0.1 below.)
 #
 # Upsampling and the D/G balance (reproduce: bench/texture_recipe_probe.py). Shipped recipe's
 # model (engine/recipes/texture.toml), gravel, 500 steps, batch 8, G lr 2e-4, one CPU thread;
@@ -50,10 +52,11 @@ CancelledFn = Callable[[], bool]
 #   bilinear        0.1       8e-4    1.63   3.61  29.2      5.10       big smooth blobs
 #   nearest         0.1       8e-4    1.11   1.50   5.7      3.88       stone-sized cells, streaks
 # With gamma 1 and equal rates d_loss sat at ln 4: D could not tell the worms from gravel, so G
-# learned little. Hence the recipe: nearest resize + circular conv (no sub-pixel grid), R1 gamma
-# 0.1, D at 4x G's rate (TTUR). Shipped (15 CPU minutes, 2108 steps, 16 samples at 96^2): spectrum
-# 7.70 -> 1.59, gram 0.97 -> 0.59, swd 1.12 -> 0.92; gravel-like stones instead of worms. Brick
-# (rot90 off, 500 steps): gram 0.90 swd 1.09 spectrum 1.13, but only vertical mortar lines yet.
+# learned little. Hence TextureGANConfig's defaults: nearest resize + circular conv (no sub-pixel
+# grid), R1 gamma 0.1, D at 4x G's rate (TTUR). Shipped (15 CPU minutes, 2108 steps, 16 samples
+# at 96^2): spectrum 7.70 -> 1.59, gram 0.97 -> 0.59, swd 1.12 -> 0.92; gravel-like stones
+# instead of worms. Brick (rot90 off, 500 steps): gram 0.90 swd 1.09 spectrum 1.13, but only
+# vertical mortar lines yet.
 
 
 class GenerationCancelled(Exception):
@@ -114,8 +117,15 @@ class TextureObjective(Objective):
     def __init__(self, config: TextureGANConfig, images: str | Path | np.ndarray | list[np.ndarray], *,
                  device: str | torch.device = "cpu", flips: bool = True, rot90: bool = True,
                  jitter: float = 0.0, min_size: int | None = None, seed: int = 0):
-        self.config, self.device, self.seed = config, torch.device(device), seed
+        self.device, self.seed = torch.device(device), seed
         self.images, self.report = resolve_images(images, config.channels, min_size or config.crop)
+        n = len(self.images)
+        if config.n_exemplars == 0 and n > 1:  # one learned code per exemplar (morphing between them)
+            config = dataclasses.replace(config, n_exemplars=n)
+        elif config.n_exemplars > 1 and config.n_exemplars != n:
+            raise ValueError(f"n_exemplars is {config.n_exemplars} but {n} usable image(s) were found; leave "
+                             f"it at 0 (one code per image) or set 1 to pool them")
+        self.config = config
         self.crops = ImageCrops(self.images, config.crop, flips=flips, rot90=rot90, jitter=jitter, seed=seed)
         self.options = dict(flips=flips, rot90=rot90, jitter=jitter, seed=seed)
         G = Generator(config).to(self.device)
@@ -134,20 +144,24 @@ class TextureObjective(Objective):
 
     def batch(self, keys: torch.Tensor) -> dict[str, torch.Tensor]:
         z_local, z_global, phase = self.noise_for(keys)
-        return {"real": self.crops.batch(keys).to(self.device), "z_local": z_local, "z_global": z_global,
-                "phase": phase}
+        out = {"real": self.crops.batch(keys).to(self.device), "z_local": z_local, "z_global": z_global,
+               "phase": phase}
+        if self.config.n_exemplars > 1:  # the fake of a key mimics the same exemplar as its real crop
+            out["exemplar"] = self.crops.exemplar_of(keys).to(self.device)
+        return out
 
     def loss(self, group: str, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         G, D, cfg = self.nets["G"], self.nets["D"], self.config
         z = (batch["z_local"], batch["z_global"], batch["phase"])
+        which = batch.get("exemplar")
         if group == "D":
             with torch.no_grad():
-                fake = G(*z)
+                fake = G(*z, which)
             real = batch["real"]
             lazy_r1 = cfg.r1_gamma > 0 and step % 4 == 0  # lazy regularisation (StyleGAN2), scaled by 4
             if lazy_r1:
                 real = real.detach().requires_grad_(True)
-            real_logits, fake_logits = D(real), D(fake)
+            real_logits, fake_logits = D(real, which), D(fake, which)
             loss = d_loss(real_logits, fake_logits, cfg.loss)
             logs = {"d_loss": loss.item(), "real_score": real_logits.mean().item(),
                     "fake_score": fake_logits.mean().item()}
@@ -158,7 +172,7 @@ class TextureObjective(Objective):
                 logs["r1"] = r1.item()
             return loss, logs
         if group == "G":
-            loss = g_loss(D(G(*z)), cfg.loss)
+            loss = g_loss(D(G(*z, which), which), cfg.loss)
             return loss, {"g_loss": loss.item()}
         raise ValueError(f"unknown parameter group {group!r}; the texture GAN has 'D' and 'G'")
 
@@ -169,7 +183,8 @@ class TextureObjective(Objective):
     @torch.no_grad()
     def samples(self, n: int, size: int, seed: int = 1234) -> torch.Tensor:
         g = self.nets["G_ema"]
-        return g(*g.sample_noise(n, size, size, torch.Generator().manual_seed(seed), self.device))
+        which = torch.arange(n, device=self.device) % max(self.config.n_exemplars, 1)
+        return g(*g.sample_noise(n, size, size, torch.Generator().manual_seed(seed), self.device), which)
 
     def evaluate(self) -> dict[str, float]:
         from engine.kinds.texture_eval import quick_metrics
@@ -206,11 +221,17 @@ def load(config: dict[str, Any], weights: dict[str, torch.Tensor], device: str |
 
 
 class TextureModel:
-    """A trained generator with the user-facing operations. Arrays out are uint8 HxWxC."""
+    """A trained generator with the user-facing operations. Arrays out are uint8 HxWxC.
+
+    A model trained on several exemplars (config.n_exemplars > 1) makes the texture of the one
+    named by `exemplar`; None picks it from the seed (seed % n_exemplars), so seeds cover them all.
+    Single-exemplar models take exemplar None or 0.
+    """
 
     def __init__(self, config: TextureGANConfig, G: Generator, device: str | torch.device = "cpu"):
         self.config, self.G, self.device = config, G.eval(), torch.device(device)
         self.channels, self.stride = config.channels, config.stride
+        self.n_exemplars = max(config.n_exemplars, 1)
 
     def _size(self, width: int, height: int, tileable: bool) -> tuple[int, int]:
         if tileable:
@@ -221,47 +242,65 @@ class TextureModel:
         s = self.stride
         return -(-width // s) * s, -(-height // s) * s  # generate larger, crop afterwards
 
+    def _exemplar(self, exemplar: int | None, seed: int) -> int:
+        if exemplar is None:
+            return seed % self.n_exemplars
+        if not 0 <= exemplar < self.n_exemplars:
+            raise ValueError(f"exemplar must be in 0..{self.n_exemplars - 1}: this model was trained on "
+                             f"{self.n_exemplars} exemplar(s); got {exemplar}")
+        return exemplar
+
     def _noise(self, width: int, height: int, seed: int) -> tuple[torch.Tensor, ...]:
         return self.G.sample_noise(1, height, width, torch.Generator().manual_seed(seed), self.device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _image(self, z: torch.Tensor, width: int, height: int) -> np.ndarray:
-        return to_uint8(self.G.synthesize(z))[0, :height, :width]
+        with intra_op_threads(interactive_threads()):
+            return to_uint8(self.G.synthesize(z))[0, :height, :width]
 
     def generate(self, width: int, height: int, seed: int = 0, tileable: bool = True, *,
-                 progress: ProgressFn | None = None, cancelled: CancelledFn | None = None) -> np.ndarray:
+                 exemplar: int | None = None, progress: ProgressFn | None = None,
+                 cancelled: CancelledFn | None = None) -> np.ndarray:
         """One texture, uint8 [height, width, channels]. With tileable=True the size must be a
         multiple of `stride` and the result wraps seamlessly; otherwise any size is cropped from
         a larger tile."""
         w, h = self._size(width, height, tileable)
+        which = self._exemplar(exemplar, seed)
         if cancelled and cancelled():
             raise GenerationCancelled("generation cancelled before it started")
         if progress:
             progress(0.0, "generating")
-        with torch.no_grad():
-            img = self._image(self.G.noise(*self._noise(w, h, seed)), width, height)
+        with torch.inference_mode():
+            img = self._image(self.G.noise(*self._noise(w, h, seed), which), width, height)
         if progress:
             progress(1.0, "done")
         return img
 
     def morph(self, width: int, height: int, seed_a: int, seed_b: int, tileable: bool = True, *,
+              exemplar_a: int | None = None, exemplar_b: int | None = None,
               progress: ProgressFn | None = None, cancelled: CancelledFn | None = None) -> np.ndarray:
-        """Blend the global code of seed_a into that of seed_b across the width. Tileable: a -> b at
-        the centre -> a at the edges (so it still wraps); else a linear a -> b left to right."""
+        """Blend the global code of (seed_a, exemplar_a) into that of (seed_b, exemplar_b) across
+        the width; local noise and wave phases stay seed_a's. Tileable: a -> b at the centre -> a
+        at the edges (a periodic blend, so the result still wraps exactly); else a linear a -> b
+        from left to right, which does not wrap. Exemplars default as in `generate`."""
         w, h = self._size(width, height, tileable)
+        which_a, which_b = self._exemplar(exemplar_a, seed_a), self._exemplar(exemplar_b, seed_b)
+        if cancelled and cancelled():
+            raise GenerationCancelled("morph cancelled before it started")
         z_local, g_a, phase = self._noise(w, h, seed_a)
         g_b = self._noise(w, h, seed_b)[1]
         x = torch.arange(z_local.shape[-1], dtype=torch.float32, device=self.device) / z_local.shape[-1]
         t = (1 - torch.cos(2 * math.pi * x)) / 2 if tileable else x * z_local.shape[-1] / max(z_local.shape[-1] - 1, 1)
-        with torch.no_grad():
-            z = torch.lerp(self.G.noise(z_local, g_a, phase), self.G.noise(z_local, g_b, phase), t.view(1, 1, 1, -1))
+        with torch.inference_mode():
+            z = torch.lerp(self.G.noise(z_local, g_a, phase, which_a), self.G.noise(z_local, g_b, phase, which_b),
+                           t.view(1, 1, 1, -1))
             img = self._image(z, width, height)
         if progress:
             progress(1.0, "done")
         return img
 
     def animate(self, width: int, height: int, frames: int, seed: int = 0, tileable: bool = True,
-                loop: bool = True, *, progress: ProgressFn | None = None,
+                loop: bool = True, *, exemplar: int | None = None, progress: ProgressFn | None = None,
                 cancelled: CancelledFn | None = None,
                 on_frame: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
         """`frames` textures along a latent path, uint8 [frames, height, width, channels].
@@ -274,6 +313,7 @@ class TextureModel:
         if frames < 1:
             raise ValueError(f"frames must be at least 1, got {frames}")
         w, h = self._size(width, height, tileable)
+        which = self._exemplar(exemplar, seed)
         a, b = self._noise(w, h, seed), self._noise(w, h, seed + 1_000_003)
         out = np.empty((frames, height, width, self.channels), np.uint8)
         for i in range(frames):
@@ -282,8 +322,9 @@ class TextureModel:
             theta = 2 * math.pi * i / frames if loop else (math.pi / 2) * i / max(frames - 1, 1)
             c, s = math.cos(theta), math.sin(theta)
             phase = a[2] + (theta if loop else s * (b[2] - a[2]))
-            with torch.no_grad():
-                out[i] = self._image(self.G.noise(c * a[0] + s * b[0], c * a[1] + s * b[1], phase), width, height)
+            with torch.inference_mode():
+                z = self.G.noise(c * a[0] + s * b[0], c * a[1] + s * b[1], phase, which)
+                out[i] = self._image(z, width, height)
             if on_frame:
                 on_frame(i, out[i])
             if progress:

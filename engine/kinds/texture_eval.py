@@ -196,7 +196,8 @@ def quick_metrics(G: torch.nn.Module, images: list[np.ndarray], size: int, n: in
     """Cheap metrics during training (the trainer's `evaluate` hook)."""
     was_training = G.training
     G.eval()
-    fake = G(*G.sample_noise(n, size, size, torch.Generator().manual_seed(99), device)).cpu()
+    which = torch.arange(n, device=device) % max(G.cfg.n_exemplars, 1)  # every exemplar, as real_sets does
+    fake = G(*G.sample_noise(n, size, size, torch.Generator().manual_seed(99), device), which).cpu()
     out = texture_metrics(fake, images)
     out["tile_error"] = tile_error(G, size)
     G.train(was_training)
@@ -233,12 +234,17 @@ def judging_sheet_image(model, images: list[np.ndarray], size: int = 256, seed: 
     samples = [rgb(model.generate(s, s, seed=seed + i)) for i in range(3)]
     half = max(model.stride, s // 2 // model.stride * model.stride)
     tiled = np.tile(rgb(model.generate(half, half, seed=seed)), (2, 2, 1))
-    morph = rgb(model.morph(3 * s, s, seed, seed + 1, tileable=False))
+    if getattr(model, "n_exemplars", 1) > 1:  # the look of exemplar 0 into exemplar 1's, same noise
+        morph = rgb(model.morph(3 * s, s, seed, seed, tileable=False, exemplar_a=0, exemplar_b=1))
+        morph_label = f"morph exemplar 0 -> 1, seed {seed}"
+    else:
+        morph = rgb(model.morph(3 * s, s, seed, seed + 1, tileable=False))
+        morph_label = f"morph seed {seed} -> {seed + 1}"
     pad, label = 8, 18
     sheet = Image.new("RGB", (4 * s + 5 * pad, 2 * (s + label) + 3 * pad), "white")
     draw = ImageDraw.Draw(sheet)
     row1 = [("exemplar", ex)] + [(f"sample seed {seed + i}", a) for i, a in enumerate(samples)]
-    row2 = [("2x2 tiling", tiled), (f"morph seed {seed} -> {seed + 1}", morph)]
+    row2 = [("2x2 tiling", tiled), (morph_label, morph)]
     for r, row in enumerate((row1, row2)):
         x, y = pad, pad + r * (s + label + pad)
         for name, a in row:

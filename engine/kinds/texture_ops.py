@@ -85,6 +85,14 @@ def _size(op: str, model, params: dict) -> tuple[int, int]:
     return width, height
 
 
+def _check_exemplars(op: str, model, params: dict, *names: str) -> None:
+    for name in names:
+        value = params.get(name)
+        if value is not None and value >= model.n_exemplars:
+            raise _bad(f"{op}: {name} {value} does not exist: this model was trained on {model.n_exemplars} "
+                       f"exemplar(s), numbered from 0 in the order of its training images")
+
+
 def _cancelled(context: JobContext):
     return lambda: context.cancelled
 
@@ -94,10 +102,16 @@ def _generate(engine, context: JobContext, **params) -> dict:
 
     metadata, model = engine.model(params["model"], "texture")
     width, height = _size("texture.generate", model, params)
+    _check_exemplars("texture.generate", model, params, "exemplar", "morph_to")
     progress = lambda f, msg: context.progress(0.8 * f if params["pbr"] else f, msg)  # noqa: E731
     try:
-        image = model.generate(width, height, params["seed"], params["tileable"], progress=progress,
-                               cancelled=_cancelled(context))
+        if params["morph_to"] is None:
+            image = model.generate(width, height, params["seed"], params["tileable"], exemplar=params["exemplar"],
+                                   progress=progress, cancelled=_cancelled(context))
+        else:
+            image = model.morph(width, height, params["seed"], params["seed"], params["tileable"],
+                                exemplar_a=params["exemplar"], exemplar_b=params["morph_to"], progress=progress,
+                                cancelled=_cancelled(context))
     except GenerationCancelled:
         raise Cancelled() from None
     value: dict[str, Any] = {"image": image}
@@ -114,9 +128,11 @@ def _morph(engine, context: JobContext, **params) -> dict:
 
     metadata, model = engine.model(params["model"], "texture")
     width, height = _size("texture.morph", model, params)
+    _check_exemplars("texture.morph", model, params, "exemplar", "morph_to")
     context.progress(0.0, f"morphing seed {params['seed_a']} into {params['seed_b']}")
     try:
         image = model.morph(width, height, params["seed_a"], params["seed_b"], params["tileable"],
+                            exemplar_a=params["exemplar"], exemplar_b=params["morph_to"],
                             cancelled=_cancelled(context))
     except GenerationCancelled:
         raise Cancelled() from None
@@ -133,6 +149,7 @@ def _animate(engine, context: JobContext, **params) -> dict:
 
     metadata, model = engine.model(params["model"], "texture")
     width, height = _size("texture.animate", model, params)
+    _check_exemplars("texture.animate", model, params, "exemplar")
     frames = params["frames"]
     if frames * width * height > MAX_ANIMATION_PIXELS:
         raise _bad(f"texture.animate: {frames} frames of {width}x{height} is too much in one request "
@@ -144,7 +161,7 @@ def _animate(engine, context: JobContext, **params) -> dict:
     context.progress(0.0, f"animating {frames} frames")
     try:
         video = model.animate(width, height, frames, params["seed"], params["tileable"], params["loop"],
-                              cancelled=_cancelled(context), on_frame=on_frame)
+                              exemplar=params["exemplar"], cancelled=_cancelled(context), on_frame=on_frame)
     except GenerationCancelled:
         raise Cancelled() from None
     return {"frames": video, "provenance": provenance(metadata, "texture.animate", params)}
@@ -191,6 +208,12 @@ def _eval(engine, context: JobContext, **params) -> dict:
 _SEED = Param("int", 0, min=0, max=2**31 - 1, doc="same seed, same texture")
 _TILEABLE = Param("bool", True, doc="wrap seamlessly (sizes a multiple of the model's stride); "
                   "off: any size, cropped from a larger texture")
+_EXEMPLAR = Param("int", min=0, max=1023, doc="for a model trained on several images: which one's texture "
+                  "(0 = the first, in file-name order; default: seed modulo their number)")
+
+
+def _morph_to(doc: str) -> Param:
+    return Param("int", min=0, max=1023, doc=doc)
 
 
 def _size_params(default: int) -> dict[str, Param]:
@@ -201,16 +224,20 @@ def _size_params(default: int) -> dict[str, Param]:
 
 OPS = [
     Op("texture.generate", _generate, {
-        "model": MODEL, **_size_params(512), "seed": _SEED, "tileable": _TILEABLE,
+        "model": MODEL, **_size_params(512), "seed": _SEED, "tileable": _TILEABLE, "exemplar": _EXEMPLAR,
+        "morph_to": _morph_to("morph across the width from `exemplar` into this exemplar's texture (a model "
+                              "trained on several images; tileable: there and back, so it still wraps)"),
         "pbr": Param("bool", False, doc="also return normal, roughness and height maps"),
         "normal_strength": Param("float", 2.0, min=0.0, max=20.0, doc="bumpiness of the normal map")},
         doc="a seamless texture, uint8 HxWxC (and PBR maps when asked)"),
     Op("texture.morph", _morph, {
         "model": MODEL, **_size_params(1024), "seed_a": _SEED,
-        "seed_b": Param("int", 1, min=0, max=2**31 - 1, doc="the look to blend into"), "tileable": _TILEABLE},
-        doc="one texture blending the look of seed_a into seed_b across its width"),
+        "seed_b": Param("int", 1, min=0, max=2**31 - 1, doc="the look to blend into"), "tileable": _TILEABLE,
+        "exemplar": _EXEMPLAR, "morph_to": _morph_to("the exemplar to blend into (default: seed_b modulo their "
+                                                     "number); set seed_b = seed_a to change only the exemplar")},
+        doc="one texture blending the look of seed_a (and exemplar) into seed_b (and morph_to) across its width"),
     Op("texture.animate", _animate, {
-        "model": MODEL, **_size_params(256), "seed": _SEED, "tileable": _TILEABLE,
+        "model": MODEL, **_size_params(256), "seed": _SEED, "tileable": _TILEABLE, "exemplar": _EXEMPLAR,
         "frames": Param("int", 16, min=1, max=600, doc="how many frames"),
         "loop": Param("bool", True, doc="the last frame leads back into the first")},
         doc="N frames along a latent path, uint8 NxHxWxC; progress carries a small preview per frame"),

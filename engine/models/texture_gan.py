@@ -22,22 +22,25 @@ from torch import nn
 
 @dataclass
 class TextureGANConfig:
+    # Defaults are the measured recipe (tables in engine/kinds/texture.py): a plain
+    # `atelier train texture --images X` gets them; engine/recipes/texture.toml only adds what
+    # the shipped gravel model needs on top (one channel).
     channels: int = 3        # 1 (gray), 3 (RGB) or 4 (RGBA)
-    n_local: int = 16        # noise channels drawn i.i.d. per cell
-    n_global: int = 32       # noise channels shared by the whole image
+    n_local: int = 8         # noise channels drawn i.i.d. per cell
+    n_global: int = 16       # noise channels shared by the whole image
     n_periodic: int = 4      # plane-wave channels (PSGAN)
     g_blocks: int = 4        # upsampling steps; the generator stride is 2**g_blocks
-    g_width: int = 32        # channels at the last block; doubles per block towards the noise
-    g_max_width: int = 256
-    crop: int = 128          # training crop (px); its noise grid sets the lattice the waves snap to
+    g_width: int = 24        # channels at the last block; doubles per block towards the noise
+    g_max_width: int = 96
+    crop: int = 96           # training crop (px); its noise grid sets the lattice the waves snap to
     d_layers: int = 4        # stride-2 layers: the patch a logit sees is about 2**(d_layers+1) px
-    d_width: int = 32
-    d_max_width: int = 256
-    # Stabilisation, chosen by measurement (the table in engine/kinds/texture.py).
+    d_width: int = 24
+    d_max_width: int = 96
+    # Stabilisation, chosen by measurement (the tables in engine/kinds/texture.py).
     loss: str = "nonsat"     # "nonsat" (non-saturating logistic) or "hinge"
     spectral_norm: bool = False
-    r1_gamma: float = 1.0    # R1 gradient penalty on real images (Mescheder et al. 2018)
-    d_lr_scale: float = 1.0  # D's learning rate over G's (TTUR, Heusel et al. 2017)
+    r1_gamma: float = 0.1    # R1 gradient penalty on real images (Mescheder et al. 2018); with 1 D barely learned
+    d_lr_scale: float = 4.0  # D's learning rate over G's (TTUR, Heusel et al. 2017)
     ema_decay: float = 0.999
     # How every 2x step upsamples: "nearest" (resize, then a circular conv), "bilinear" (circular,
     # so tiling stays exact), or "pixel_shuffle" (the first layout: nearest in the blocks, a
@@ -45,6 +48,11 @@ class TextureGANConfig:
     # nearest's 5.7 after 500 gravel steps; bilinear learned only big smooth blobs, 29.2). The
     # table is in engine/kinds/texture.py.
     upsample: str = "nearest"
+    # Several exemplars: one learned global code each, added to the global noise, and a
+    # projection discriminator (Miyato & Koyama 2018) told which exemplar a crop came from, so
+    # that code i makes exemplar i's texture and codes can be blended across an image (morphing).
+    # 0 or 1: no codes (all exemplars pooled); the trainer sets it to the number of images.
+    n_exemplars: int = 0
 
     def __post_init__(self):
         if self.channels not in (1, 3, 4):
@@ -53,6 +61,8 @@ class TextureGANConfig:
             raise ValueError(f"loss must be 'hinge' or 'nonsat', got {self.loss!r}")
         if self.upsample not in ("bilinear", "nearest", "pixel_shuffle"):
             raise ValueError(f"upsample must be 'bilinear', 'nearest' or 'pixel_shuffle', got {self.upsample!r}")
+        if self.n_exemplars < 0:
+            raise ValueError(f"n_exemplars must be 0 or more, got {self.n_exemplars}")
         if self.g_blocks < 1 or self.d_layers < 1:
             raise ValueError("g_blocks and d_layers must be at least 1")
         if self.crop % self.stride or self.crop < 2 ** (self.d_layers + 1):
@@ -90,6 +100,34 @@ def upsample2(x: torch.Tensor, mode: str) -> torch.Tensor:
     return x[..., 2:-2, 2:-2]
 
 
+# Which input rows (cols) a 3x3 tap reads after nearest 2x upsampling: output row 2i+p reads rows
+# 2i+p-1, 2i+p, 2i+p+1, i.e. input rows i-1, i, i (p = 0) or i, i, i+1 (p = 1). _FOLD[p] sums
+# the three taps onto the two input rows they land on.
+_FOLD = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+
+
+def nearest_up_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """conv3x3_circular(nearest_upsample_2x(x)), computed without the upsampled tensor: each of
+    the four output phases is a 2x2 conv of the input, so it costs 16 instead of 36 multiply-adds
+    per input pixel and channel pair, and the layer to the image (cout = 1 or 3) stops being
+    memory-bound. The same function of the same weights (float rounding aside), so checkpoints
+    trained either way load into either."""
+    b, _, h, w = x.shape
+    cout = weight.shape[0]
+    fold = _FOLD.to(weight)
+    kernel = torch.einsum("yab,xcd,oibd->yxoiac", fold, fold, weight).reshape(4 * cout, -1, 2, 2)
+    full = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), kernel, None if bias is None else bias.repeat(4))
+    full = full.view(b, 2, 2, cout, h + 1, w + 1)  # phase (py, px) is the window starting at (py, px)
+    rows = [torch.stack([full[:, py, px, :, py:py + h, px:px + w] for px in (0, 1)], -1) for py in (0, 1)]
+    return torch.stack(rows, 3).view(b, cout, 2 * h, 2 * w)
+
+
+def up_conv(x: torch.Tensor, conv: nn.Conv2d, mode: str) -> torch.Tensor:
+    if mode == "nearest":
+        return nearest_up_conv(x, conv.weight, conv.bias)
+    return conv(upsample2(x, mode))
+
+
 class UpBlock(nn.Module):
     def __init__(self, cin: int, cout: int, mode: str = "nearest"):
         super().__init__()
@@ -98,7 +136,7 @@ class UpBlock(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.norm(self.conv(upsample2(x, self.mode))), 0.2)
+        return F.leaky_relu(self.norm(up_conv(x, self.conv, self.mode)), 0.2)
 
 
 class Generator(nn.Module):
@@ -115,6 +153,7 @@ class Generator(nn.Module):
         # resolution, which gave each pixel of a 2x2 cell its own filter: a visible grid).
         self.subpixel = cfg.upsample == "pixel_shuffle"
         self.out = conv3(widths[-1], (4 if self.subpixel else 1) * cfg.channels)
+        self.codes = nn.Parameter(torch.randn(cfg.n_exemplars, cfg.n_global)) if cfg.n_exemplars > 1 else None
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """Noise cells for an output size; a clear error when the size does not fit the stride."""
@@ -139,9 +178,22 @@ class Generator(nn.Module):
         # frequencies; that lattice is exact on any grid whose sides are multiples of it.
         return torch.round(k * cells / (2 * math.pi)) * (2 * math.pi) / cells
 
-    def noise(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    def global_code(self, z_global: torch.Tensor, exemplar: torch.Tensor | int | None = None) -> torch.Tensor:
+        """The global noise plus the learned code of `exemplar` (an index, or one per sample;
+        None is exemplar 0). Models trained on one exemplar have no codes and ignore it."""
+        if self.codes is None:
+            return z_global
+        index = torch.as_tensor(0 if exemplar is None else exemplar, dtype=torch.long, device=z_global.device)
+        if index.min() < 0 or index.max() >= len(self.codes):
+            raise ValueError(f"exemplar must be in 0..{len(self.codes) - 1} (this model was trained on "
+                             f"{len(self.codes)} exemplars), got {index.tolist()}")
+        return z_global + self.codes[index].expand_as(z_global)
+
+    def noise(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor,
+              exemplar: torch.Tensor | int | None = None) -> torch.Tensor:
         """Spatial noise [B, n_noise, h, w] from local [B, L, h, w], global [B, G], phase [B, P]."""
         b, _, h, w = z_local.shape
+        z_global = self.global_code(z_global, exemplar)
         parts = [z_local, z_global[:, :, None, None].expand(b, -1, h, w)]
         if self.cfg.n_periodic:
             k = self.wave_vectors(z_global, h, w)
@@ -161,9 +213,10 @@ class Generator(nn.Module):
         phase = torch.rand(batch, c.n_periodic, generator=generator) * (2 * math.pi)
         return z_local.to(device), z_global.to(device), phase.to(device)
 
-    def forward(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    def forward(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor,
+                exemplar: torch.Tensor | int | None = None) -> torch.Tensor:
         """Image [B, C, h*stride, w*stride] in [-1, 1] from the raw inputs of `sample_noise`."""
-        return self.synthesize(self.noise(z_local, z_global, phase))
+        return self.synthesize(self.noise(z_local, z_global, phase, exemplar))
 
     def synthesize(self, z: torch.Tensor) -> torch.Tensor:
         """Image from an already built spatial noise tensor (used for morphing between codes)."""
@@ -172,11 +225,12 @@ class Generator(nn.Module):
             x = block(x)
         if self.subpixel:
             return torch.tanh(F.pixel_shuffle(self.out(x), 2))
-        return torch.tanh(self.out(upsample2(x, self.cfg.upsample)))
+        return torch.tanh(up_conv(x, self.out, self.cfg.upsample))
 
 
 class Discriminator(nn.Module):
-    """Patch discriminator: stride-2 4x4 convolutions, then a 3x3 conv to one logit per patch."""
+    """Patch discriminator: stride-2 4x4 convolutions, then a 3x3 conv to one logit per patch.
+    With several exemplars each logit also gets <embed(exemplar), features> (projection)."""
 
     def __init__(self, cfg: TextureGANConfig):
         super().__init__()
@@ -187,10 +241,15 @@ class Discriminator(nn.Module):
             layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
             cin = cout
         layers.append(sn(nn.Conv2d(cin, 1, 3, padding=1)))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers)  # parameter names as before projection existed: old runs resume
+        self.embed = nn.Parameter(torch.zeros(cfg.n_exemplars, cin)) if cfg.n_exemplars > 1 else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, exemplar: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.net[:-1](x)
+        out = self.net[-1](h)
+        if self.embed is not None and exemplar is not None:
+            out = out + (self.embed[exemplar][:, :, None, None] * h).sum(1, keepdim=True)
+        return out
 
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:

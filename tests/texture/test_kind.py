@@ -141,3 +141,36 @@ def test_models_saved_before_upsample_existed_still_load(trained):
     del config["upsample"]  # the key was not written then
     assert load(config, weights).generate(32, 32, seed=1).shape == (32, 32, 3)
     assert obj.lr_scale == {"D": TINY.d_lr_scale}
+
+
+def test_two_exemplars_each_get_their_code_and_morph_into_each_other(tmp_path):
+    from engine.kinds.texture_eval import judging_sheet, seam_ratio
+    from engine.kinds.texture_ops import write_output
+
+    torch.manual_seed(0)
+    light, dark = procedural("bricks", 64, seed=0), procedural("waves", 64, seed=1) * 0.5 - 0.5
+    obj = TextureObjective(TINY, [light, dark], seed=0)
+    assert obj.config.n_exemplars == 2 and obj.batch(torch.arange(4))["exemplar"].tolist() == [0, 1, 0, 1]
+    run_steps(obj, 40)
+    model = load(dataclasses.asdict(obj.config), export(obj))
+    mean = lambda e: np.mean([model.generate(32, 32, seed=s, exemplar=e) for s in range(4)]) / 127.5 - 1
+    m0, m1 = mean(0), mean(1)  # each code makes its own exemplar's (very different) brightness
+    assert abs(m0 - light.mean()) < abs(m0 - dark.mean()) and abs(m1 - dark.mean()) < abs(m1 - light.mean())
+    with pytest.raises(ValueError, match="trained on 2 exemplar"):
+        model.generate(32, 32, exemplar=2)
+    strip = model.morph(128, 32, 5, 5, tileable=False, exemplar_a=0, exemplar_b=1)
+    left, right = strip[:, :32].mean() / 127.5 - 1, strip[:, -32:].mean() / 127.5 - 1
+    assert left > right + 0.2  # light on the left, dark on the right
+    looped = model.morph(128, 32, 5, 5, exemplar_a=0, exemplar_b=1)  # there and back: still wraps
+    assert seam_ratio(looped[None]) < 1.25 and looped[:, 56:72].mean() < looped[:, :8].mean()
+    written = write_output("texture.morph", {"image": strip}, tmp_path / "morph.png")
+    assert Image.open(written[0]).size == (128, 32)
+    assert judging_sheet(model, [light, dark], tmp_path / "sheet.png", size=32).exists()
+
+
+def test_n_exemplars_must_match_the_images():
+    two = [procedural("bricks", 64), procedural("blobs", 64)]
+    with pytest.raises(ValueError, match="n_exemplars is 3 but 2"):
+        TextureObjective(dataclasses.replace(TINY, n_exemplars=3), two)
+    pooled = TextureObjective(dataclasses.replace(TINY, n_exemplars=1), two)
+    assert pooled.nets["G"].codes is None and "exemplar" not in pooled.batch(torch.arange(2))

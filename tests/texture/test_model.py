@@ -63,3 +63,38 @@ def test_circular_bilinear_upsampling_is_the_tiled_one():
     x = torch.randn(1, 3, 5, 7)
     tiled = torch.nn.functional.interpolate(x.repeat(1, 1, 3, 3), scale_factor=2, mode="bilinear")
     assert (upsample2(x, "bilinear") - tiled[..., 10:20, 14:28]).abs().max() < 1e-6
+
+
+def test_folded_nearest_upsampling_is_the_plain_one():
+    from engine.models.texture_gan import nearest_up_conv
+    torch.manual_seed(1)
+    x = torch.randn(2, 5, 6, 9, requires_grad=True)
+    conv = torch.nn.Conv2d(5, 3, 3, padding=1, padding_mode="circular")
+    plain = conv(torch.nn.functional.interpolate(x, scale_factor=2))
+    folded = nearest_up_conv(x, conv.weight, conv.bias)
+    assert folded.shape == plain.shape and (folded - plain).abs().max() < 1e-5
+    g_plain = torch.autograd.grad(plain.square().sum(), [x, conv.weight])
+    g_folded = torch.autograd.grad(folded.square().sum(), [x, conv.weight])
+    assert all((a - b).abs().max() < 1e-3 for a, b in zip(g_plain, g_folded))
+
+
+def test_exemplar_codes_and_projection():
+    cfg = TextureGANConfig(**TINY, n_exemplars=3)
+    G, D = Generator(cfg), Discriminator(cfg)
+    z = _z(G, 32, 32)
+    with torch.no_grad():
+        a, b = G(*z, 0), G(*z, 2)
+        assert not torch.equal(a, b) and torch.equal(G(*z), a)  # no exemplar: the first
+        torch.nn.init.normal_(D.embed)
+        assert not torch.equal(D(a, torch.tensor([0])), D(a, torch.tensor([1])))
+    with pytest.raises(ValueError, match=r"exemplar must be in 0..2"):
+        G(*z, 3)
+    single = Generator(TextureGANConfig(**TINY))
+    assert single.codes is None and torch.equal(single(*_z(single, 32, 32), 5), single(*_z(single, 32, 32)))
+    with pytest.raises(ValueError, match="n_exemplars"):
+        TextureGANConfig(n_exemplars=-1)
+
+
+def test_defaults_are_the_measured_recipe():
+    cfg = TextureGANConfig()
+    assert (cfg.r1_gamma, cfg.d_lr_scale, cfg.upsample, cfg.crop, cfg.stride) == (0.1, 4.0, "nearest", 96, 16)

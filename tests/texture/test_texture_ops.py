@@ -121,3 +121,22 @@ def test_unknown_model_and_wrong_kind(engine, model):
     with pytest.raises(EngineError) as caught:
         generate(engine, model="no-such-texture")
     assert caught.value.code == "not_found"
+
+
+def test_exemplar_and_morph_to_over_the_engine_and_the_cli(engine, model):
+    with engine.client() as client:
+        plain = client.call("texture.generate", {"model": model, "width": 64, "height": 32, "seed": 2}, timeout=60)
+        first = client.call("texture.generate", {"model": model, "width": 64, "height": 32, "seed": 2, "exemplar": 0},
+                            timeout=60)
+        assert np.array_equal(plain["image"], first["image"])  # one exemplar: 0 is the only one
+        morphed = client.call("texture.generate", {"model": model, "width": 64, "height": 32, "morph_to": 0},
+                              timeout=60)
+        assert morphed["image"].shape == (32, 64, 1)
+        for op, params in (("texture.generate", {"exemplar": 1}), ("texture.morph", {"morph_to": 3})):
+            with pytest.raises(EngineError) as caught:
+                client.call(op, {"model": model, "width": 64, "height": 32, **params}, timeout=60)
+            assert caught.value.code == "bad_params" and "trained on 1 exemplar" in caught.value.message
+    from engine.cli.main import build_parser
+
+    args = build_parser().parse_args(["generate", "texture", "--model", model, "--exemplar", "1", "--morph-to", "0"])
+    assert (args.exemplar, args.morph_to) == (1, 0)
