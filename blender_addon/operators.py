@@ -145,6 +145,11 @@ def _texture_size(s) -> dict:
     return {"width": s.texture_width, "height": s.texture_height, "tileable": s.tileable}
 
 
+def _exemplars(s, **fields: str) -> dict:
+    """The exemplar params the user set (-1 leaves the choice to the seed)."""
+    return {param: getattr(s, prop) for param, prop in fields.items() if getattr(s, prop) >= 0}
+
+
 class ATELIER_OT_texture_generate(bpy.types.Operator, _Blocking):
     """Generate a seamless texture and put it in a material on the active object"""
     bl_idname = "atelier.texture_generate"
@@ -153,7 +158,8 @@ class ATELIER_OT_texture_generate(bpy.types.Operator, _Blocking):
 
     def execute(self, context):
         s = _settings(context)
-        params = {**_texture_size(s), "seed": s.texture_seed, "pbr": s.pbr, "normal_strength": s.normal_strength}
+        params = {**_texture_size(s), "seed": s.texture_seed, "pbr": s.pbr, "normal_strength": s.normal_strength,
+                  **_exemplars(s, exemplar="texture_exemplar")}
         return self.submit(context, texture_job(context, "texture.generate", params, f"Texture seed {s.texture_seed}"))
 
 
@@ -168,7 +174,8 @@ class ATELIER_OT_texture_variations(bpy.types.Operator, _Blocking):
         result = {"FINISHED"}
         for i in range(s.texture_variations):
             seed = (s.texture_seed + i) % (MAX_SEED + 1)
-            params = {**_texture_size(s), "seed": seed, "pbr": s.pbr, "normal_strength": s.normal_strength}
+            params = {**_texture_size(s), "seed": seed, "pbr": s.pbr, "normal_strength": s.normal_strength,
+                      **_exemplars(s, exemplar="texture_exemplar")}
             result = self.submit(context, texture_job(context, "texture.generate", params, f"Texture seed {seed}",
                                                       assign=False))
             if result != {"FINISHED"}:
@@ -184,7 +191,8 @@ class ATELIER_OT_texture_morph(bpy.types.Operator, _Blocking):
 
     def execute(self, context):
         s = _settings(context)
-        params = {**_texture_size(s), "seed_a": s.texture_seed, "seed_b": s.morph_seed}
+        params = {**_texture_size(s), "seed_a": s.texture_seed, "seed_b": s.morph_seed,
+                  **_exemplars(s, exemplar="texture_exemplar", morph_to="morph_exemplar")}
         return self.submit(context, texture_job(context, "texture.morph", params,
                                                 f"Morph {s.texture_seed}→{s.morph_seed}"))
 

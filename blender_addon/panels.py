@@ -79,6 +79,7 @@ def draw_texture(layout, context) -> None:
     row = box.row(align=True)
     row.prop(s, "texture_seed")
     row.operator("atelier.randomize_seed", text="", icon="FILE_REFRESH").prop = "texture_seed"
+    box.prop(s, "texture_exemplar")
     row = box.row(align=True)
     row.prop(s, "tileable")
     row.prop(s, "pbr")
@@ -91,6 +92,7 @@ def draw_texture(layout, context) -> None:
     row.operator("atelier.texture_variations", text="Variations")
     row = box.row(align=True)
     row.prop(s, "morph_seed", text="Into")
+    row.prop(s, "morph_exemplar", text="Exemplar")
     row.operator("atelier.texture_morph", text="Morph")
 
 

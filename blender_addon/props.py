@@ -48,6 +48,11 @@ class AtelierSettings(bpy.types.PropertyGroup):
         ("ACTIVE", "Active material", "The active material's Base Color (and normal, roughness)")], default="NEW")
     texture_variations: IntProperty(name="Count", default=4, min=1, max=16)
     morph_seed: IntProperty(name="Morph into seed", default=1, min=0, max=MAX_SEED)
+    texture_exemplar: IntProperty(name="Exemplar", default=-1, min=-1, max=1023,
+                                  description="For a model trained on several images: which image's texture, "
+                                  "0 = the first in file-name order (-1: chosen by the seed)")
+    morph_exemplar: IntProperty(name="Into exemplar", default=-1, min=-1, max=1023,
+                                description="Morph into this image's texture (-1: chosen by the morph seed)")
     # shape
     shape_model: StringProperty(name="Model", description="Shape model (empty: the first the engine has)")
     shape_seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED)

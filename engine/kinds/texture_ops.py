@@ -13,9 +13,18 @@ import numpy as np
 
 from engine import protocol
 from engine.kinds.common import MODEL, provenance
-from engine.models.texture_gan import TextureGANConfig as Config  # noqa: F401  (the kind contract)
 from engine.server.jobs import Cancelled, JobContext, JobFailed
 from engine.server.ops import Op, Param
+
+
+def __getattr__(name: str) -> Any:
+    """The kind contract's `Config`, imported on first use: it needs torch, which building the
+    CLI's flags from this module does not."""
+    if name == "Config":
+        from engine.models.texture_gan import TextureGANConfig
+        return TextureGANConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 MIN_SIDE, MAX_SIDE = 16, 4096
 MAX_ANIMATION_PIXELS = 64 * 1024 * 1024  # frames x height x width: 64 frames of 1024², 192 MB of RGB

@@ -234,6 +234,20 @@ def _():
     s().morph_seed = 9
     assert bpy.ops.atelier.texture_morph(blocking=True) == {"FINISHED"}
     assert cube.active_material["atelier_op"] == "texture.morph"
+    # Exemplars: the test model was trained on one image, so 0 is the only one there is.
+    s().texture_exemplar = 0
+    assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    image = cube.active_material.node_tree.nodes["Image Texture"].image
+    assert json.loads(image["atelier_provenance"])["params"]["exemplar"] == 0
+    s().texture_exemplar, counts = 3, datablock_counts()
+    try:
+        bpy.ops.atelier.texture_generate(blocking=True)
+        raise AssertionError("an exemplar the model does not have was accepted")
+    except RuntimeError as e:  # the engine's message, reported by the operator
+        assert "exemplar 3 does not exist" in str(e) and "1 exemplar" in str(e), e
+    finally:
+        s().texture_exemplar = -1
+    assert datablock_counts() == counts, "a failed request left something behind"
     return {"slots": len(cube.material_slots)}
 
 
