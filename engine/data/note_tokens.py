@@ -87,7 +87,8 @@ def token_context(tokens: np.ndarray, layout: TokenLayout, first_step: int = 0) 
     - "inputs": the token before (STEP_END before the first, as if a step just ended);
     - "step": the index of the step the target belongs to (first_step + steps so far);
     - "floor": the lowest key the target may name (one above the previous key of its step),
-      so that masking keys below it leaves exactly one spelling per key set.
+      so that masking keys below it leaves exactly one spelling per key set;
+    - "written": (len, n_keys) int8, the keys named earlier in the target's step.
     """
     tokens = np.asarray(tokens, dtype=np.int64)
     inputs = np.concatenate([[layout.step_end], tokens[:-1]]).astype(np.int64)
@@ -96,4 +97,11 @@ def token_context(tokens: np.ndarray, layout: TokenLayout, first_step: int = 0) 
     floor = np.zeros(len(tokens), dtype=np.int64)
     is_key = inputs != layout.step_end
     floor[is_key] = inputs[is_key] % layout.n_keys + 1
-    return {"inputs": inputs, "step": step, "floor": floor}
+    # Keys named before each position (cumulative), minus those named before its step began.
+    named = np.zeros((len(tokens) + 1, layout.n_keys), np.int16)
+    keys_at = np.flatnonzero(~ends)
+    named[keys_at + 1, tokens[keys_at] % layout.n_keys] = 1
+    named = np.cumsum(named, axis=0)[:-1]
+    step_start = np.searchsorted(step, step)
+    written = (named - named[step_start]).astype(np.int8)
+    return {"inputs": inputs, "step": step, "floor": floor, "written": written}

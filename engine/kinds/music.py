@@ -1,5 +1,5 @@
-"""The music kind: the token RNN (and its benchmark baseline) on the shared trainer, and
-the finished model that generates files and live sessions.
+"""The music kind: the token or frame RNN (and its benchmark baseline) on the shared trainer,
+and the finished model that generates files and live sessions.
 
 Training data comes from exactly one source: the user's MIDI folder (`midi`), the music21
 Bach chorales (`corpus="bach"`), or the JSB benchmark split (`jsb`, tests and benchmarks).
@@ -23,7 +23,8 @@ from engine.kinds.music_output import render_wav, roll_image, roll_to_midi, save
 from engine.kinds.music_sampling import Controls, Stepper
 from engine.kinds.music_session import MusicSession, NoteEvent
 from engine.models.music_baseline import MusicBaseline
-from engine.models.music_rnn import MusicRNN
+from engine.models.music_frame import MusicFrameRNN
+from engine.models.music_rnn import MusicRNN, build_music_net
 from engine.train.objective import Objective
 
 CORPORA = ("bach",)
@@ -68,7 +69,7 @@ class MusicObjective(Objective):
         self.config = cfg.to_dict()
         self.layout = cfg.model.layout
         torch.manual_seed(cfg.seed)
-        self.nets = {"rnn": MusicRNN(cfg.model).to(self.device)}
+        self.nets = {"rnn": build_music_net(cfg.model).to(self.device)}
         if cfg.baseline is not None:
             self.nets["baseline"] = MusicBaseline(cfg.baseline).to(self.device)
         self.export_nets = tuple(self.nets)
@@ -127,7 +128,7 @@ def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
 class MusicModel:
     """A trained music model: generation to files, and live sessions."""
 
-    def __init__(self, rnn: MusicRNN, config: dict, baseline: MusicBaseline | None = None):
+    def __init__(self, rnn: MusicRNN | MusicFrameRNN, config: dict, baseline: MusicBaseline | None = None):
         self.rnn = rnn.eval()
         self.config = config
         self.baseline = baseline  # the benchmark baseline, when it was trained alongside
@@ -181,7 +182,7 @@ class MusicModel:
 def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> MusicModel:
     """The finished model from a checkpoint: `weights` keys are "<net>.<param>" ("rnn.head.weight")."""
     cfg = MusicConfig.from_dict(config)
-    rnn = MusicRNN(cfg.model)
+    rnn = build_music_net(cfg.model)
     own = {k[len("rnn."):]: v for k, v in weights.items() if k.startswith("rnn.")}
     if not own:
         raise ValueError(f"no 'rnn.*' weights in this checkpoint (keys start with "

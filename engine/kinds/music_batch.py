@@ -23,7 +23,9 @@ def encode_window(piece: Piece, start: int, length: int, layout: TokenLayout) ->
         "inputs": ctx["inputs"], "targets": tokens, "floor": ctx["floor"],
         "pos": (start + ctx["step"] + piece.bar_phase) % piece.steps_per_bar,
         "prev": rows[ctx["step"]],
-        "roll": roll, "roll_prev": rows[:-1],  # for the baseline: step t and step t-1
+        "tok_step": ctx["step"], "written": ctx["written"],  # for the frame model
+        "step_pos": (start + np.arange(len(roll)) + piece.bar_phase) % piece.steps_per_bar,
+        "roll": roll, "roll_prev": rows[:-1],  # for the baseline and the frame model: step t and step t-1
     }
 
 
@@ -36,14 +38,17 @@ def collate(items: list[dict[str, np.ndarray]], device: torch.device | str = "cp
         "inputs": np.zeros((B, n_tok), np.int64), "targets": np.full((B, n_tok), -1, np.int64),
         "floor": np.zeros((B, n_tok), np.int64), "pos": np.zeros((B, n_tok), np.int64),
         "prev": np.zeros((B, n_tok, N_KEYS), np.float32),
+        "tok_step": np.zeros((B, n_tok), np.int64), "written": np.zeros((B, n_tok, N_KEYS), np.float32),
+        "step_pos": np.zeros((B, n_step), np.int64),
         "roll": np.zeros((B, n_step, N_KEYS), np.float32), "roll_prev": np.zeros((B, n_step, N_KEYS), np.float32),
         "step_mask": np.zeros((B, n_step), np.float32),
     }
     for b, it in enumerate(items):
         k, t = len(it["targets"]), len(it["roll"])
-        for name in ("inputs", "targets", "floor", "pos"):
+        for name in ("inputs", "targets", "floor", "pos", "tok_step", "written"):
             out[name][b, :k] = it[name]
         out["prev"][b, :k] = it["prev"] > 0
+        out["step_pos"][b, :t] = it["step_pos"]
         out["roll"][b, :t] = it["roll"] > 0
         out["roll_prev"][b, :t] = it["roll_prev"] > 0
         out["step_mask"][b, :t] = 1

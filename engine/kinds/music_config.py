@@ -1,4 +1,4 @@
-"""The music kind's config: the token RNN, the optional benchmark baseline, and the data settings.
+"""The music kind's config: the RNN (token or frame architecture), the optional benchmark baseline, and the data settings.
 
 Kept apart from engine.kinds.music so the engine can name the config without importing
 the data pipelines (mido, music21, PIL).

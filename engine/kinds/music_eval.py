@@ -15,12 +15,16 @@ from engine.data.note_tokens import TokenLayout
 from engine.data.piece import Piece
 from engine.kinds.music_batch import collate, encode_window
 from engine.models.music_baseline import MusicBaseline
+from engine.models.music_frame import MusicFrameRNN
 from engine.models.music_rnn import MusicRNN
 
 
-def token_nll(model: MusicRNN, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def token_nll(model: MusicRNN | MusicFrameRNN, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """-log p of every target token (B, L); 0 at padding."""
-    logits, _ = model(batch["inputs"], batch["pos"], batch["prev"])
+    if isinstance(model, MusicFrameRNN):
+        logits, _ = model(batch["roll_prev"], batch["step_pos"], batch["tok_step"], batch["inputs"], batch["written"])
+    else:
+        logits, _ = model(batch["inputs"], batch["pos"], batch["prev"])
     logits = model.mask(logits, batch["floor"], batch["prev"])
     targets = batch["targets"]
     nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
@@ -40,14 +44,14 @@ def _whole_pieces(pieces: list[Piece], layout, device, batch_size: int):
 
 
 @torch.no_grad()
-def frame_nll(model: MusicRNN | MusicBaseline, pieces: list[Piece], device: torch.device | str = "cpu",
+def frame_nll(model: MusicRNN | MusicFrameRNN | MusicBaseline, pieces: list[Piece], device: torch.device | str = "cpu",
               batch_size: int = 16) -> dict[str, float]:
     """{"nll": nats per step, "steps": steps scored} over whole pieces, model in eval mode."""
     if not pieces:
         raise ValueError("no pieces to evaluate on")
     was_training = model.training
     model.eval()
-    layout = model.config.layout if isinstance(model, MusicRNN) else None
+    layout = None if isinstance(model, MusicBaseline) else model.config.layout
     if layout is not None and layout.holds and any(not p.has_onsets for p in pieces):
         raise ValueError("a model with onset/held tokens cannot score pieces without onsets (e.g. JSB); "
                          "train with holds=false for the benchmark")

@@ -1,4 +1,4 @@
-"""Running a MusicRNN one time step at a time, with the user's controls.
+"""Running a music network (token or frame) one time step at a time, with the user's controls.
 
 `Stepper` keeps what continuing needs (RNN state, the previous step's keys, the step
 count), so generation and live sessions share it. Controls act on the masked logits of
@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from engine.data.piece import LOWEST, N_KEYS, ONSET, SOUNDING
-from engine.models.music_rnn import MusicRNN
+from engine.kinds.music_fast import FastRNN, fast_net  # noqa: F401 (FastRNN: re-exported)
 
 TONICS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 MODES = {
@@ -84,12 +84,12 @@ class Controls:
 
 
 class Stepper:
-    """One stream of steps through a MusicRNN (eval mode, no gradients)."""
+    """One stream of steps through a music network (eval mode, no gradients)."""
 
-    def __init__(self, model: MusicRNN, bar_phase: int = 0):
+    def __init__(self, model: torch.nn.Module, bar_phase: int = 0):
         self.model = model.eval()
         self.layout = model.config.layout
-        self.net = FastRNN(model)
+        self.net = fast_net(model)
         self.state = self.net.zero_state()
         self.prev = np.zeros(N_KEYS, np.int8)
         self.step = 0
@@ -102,23 +102,20 @@ class Stepper:
         self.state, prev, self.step = snap
         self.prev = prev.copy()
 
-    def _cond(self) -> np.ndarray:
-        """The first layer's input from the step's conditioning (position in bar, previous keys)."""
-        return self.net.cond_input((self.step + self.bar_phase) % (self.model.config.bar_steps or 1), self.prev > 0)
-
-    def _run(self, inputs: list[int], cond: np.ndarray, logits: bool = True) -> np.ndarray | None:
-        """Read input tokens of the current step; the logits after the last one."""
-        for token in inputs:
-            self.state = self.net.step(token, cond, self.state)
-        return self.net.logits(self.state) if logits else None
+    def _open(self):
+        """A cursor over the current step, conditioned on its position in the bar and the previous keys."""
+        pos = (self.step + self.bar_phase) % (self.model.config.bar_steps or 1)
+        return self.net.open(self.state, pos, self.prev > 0)
 
     def force(self, frame: np.ndarray) -> None:
         """Advance over a given step (priming, or notes the user played)."""
-        tokens = self.layout.step_tokens(frame, self.prev)
-        self._run([self.layout.step_end] + tokens[:-1], self._cond(), logits=False)
-        self._end_step(frame)
+        cursor = self._open()
+        for token in self.layout.step_tokens(frame, self.prev)[:-1]:
+            cursor.read(token)
+        self._end_step(frame, cursor)
 
-    def _end_step(self, frame: np.ndarray) -> None:
+    def _end_step(self, frame: np.ndarray, cursor) -> None:
+        self.state = cursor.state
         self.prev = frame.astype(np.int8)
         self.step += 1
 
@@ -139,12 +136,12 @@ class Stepper:
         open_keys = spelled & ~ban_keys
         key_col = np.arange(len(ban_keys)) % n
         any_required = bool(required.any())
-        cond = self._cond()
+        cursor = self._open()
         frame = np.zeros(n, np.int8)
-        token, floor, count = lay.step_end, 0, 0
+        floor, count = 0, 0
         log_density = math.log(controls.density)
         while True:
-            logits = self._run([token], cond)
+            logits = cursor.logits()
             need = np.flatnonzero(required[floor:]) if any_required else ()
             if len(need):  # the next required key comes now, as a hold where possible
                 k = floor + int(need[0])
@@ -160,89 +157,12 @@ class Stepper:
                 token = _sample(np.where(ok, logits, -np.inf), controls.top_p, rng)
             if token == lay.step_end:
                 break
+            cursor.read(token)
             k = lay.key_of(token)
             frame[k] = SOUNDING if lay.is_hold(token) or (not lay.holds and self.prev[k] > 0) else ONSET
             floor, count = k + 1, count + 1
-        self._end_step(frame)  # the chosen STEP_END is read as the first input of the next step
+        self._end_step(frame, cursor)  # the token net reads the chosen STEP_END when the next step opens
         return frame
-
-
-class FastRNN:
-    """A MusicRNN's eval-mode arithmetic one token at a time, in numpy float32 on the CPU.
-
-    At batch size 1 every torch call costs microseconds of dispatch; a token here is a few
-    matrix-vector products. The first layer's input projection of each token embedding is
-    precomputed into a table, and the conditioning is projected once per step.
-    Matches the module to float32 rounding (tests/music/test_generate.py).
-    """
-
-    def __init__(self, model: MusicRNN):
-        w = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-        cfg = model.config
-        self.lstm = cfg.cell == "lstm"
-        self.layers = cfg.n_layers
-        self.hidden = cfg.d_hidden
-        self.w_ih0 = w["rnn.weight_ih_l0"]
-        self.token_in = w["embed.weight"] @ self.w_ih0.T + w["rnn.bias_ih_l0"]  # vocab × gates
-        self.bar = w.get("bar_embed.weight")
-        self.prev_proj = w.get("prev_proj.weight")  # d_embed × n_keys
-        self.d_embed = cfg.d_embed
-        # Upper layers read [x, h] through one matrix: one product per layer and token.
-        self.w_cat = [None] + [np.ascontiguousarray(np.hstack([w[f"rnn.weight_ih_l{i}"], w[f"rnn.weight_hh_l{i}"]]))
-                               for i in range(1, self.layers)]
-        self.w_ih = [None] + [w[f"rnn.weight_ih_l{i}"] for i in range(1, self.layers)]
-        self.b_ih = [None] + [w[f"rnn.bias_ih_l{i}"] for i in range(1, self.layers)]
-        self.w_hh = [w[f"rnn.weight_hh_l{i}"] for i in range(self.layers)]
-        self.b_hh = [w[f"rnn.bias_hh_l{i}"] for i in range(self.layers)]
-        self.b_cat = [None] + [self.b_ih[i] + self.b_hh[i] for i in range(1, self.layers)]
-        self.head_w, self.head_b = w["head.weight"], w["head.bias"]
-
-    def zero_state(self) -> tuple:
-        zero = np.zeros(self.hidden, np.float32)
-        return tuple((zero, zero) if self.lstm else zero for _ in range(self.layers))
-
-    def cond_input(self, pos: int, prev_keys: np.ndarray) -> np.ndarray:
-        cond = np.zeros(self.d_embed, np.float32)
-        if self.bar is not None:
-            cond = cond + self.bar[pos]
-        if self.prev_proj is not None:
-            cond = cond + self.prev_proj @ prev_keys.astype(np.float32)
-        return self.w_ih0 @ cond
-
-    def step(self, token: int, cond: np.ndarray, state: tuple) -> tuple:
-        """The state after reading `token`; `cond` from cond_input for the token's step."""
-        new = []
-        n = self.hidden
-        gi = self.token_in[token] + cond
-        for i in range(self.layers):
-            if self.lstm:
-                h, c = state[i]
-                if i:
-                    g = self.w_cat[i] @ np.concatenate([x, h]) + self.b_cat[i]
-                else:
-                    g = gi + self.w_hh[0] @ h + self.b_hh[0]
-                s = _sigmoid(g)  # gates i, f, (g), o; the g slice is replaced by tanh below
-                c = s[n:2 * n] * c + s[:n] * np.tanh(g[2 * n:3 * n])
-                x = s[3 * n:] * np.tanh(c)
-                new.append((x, c))
-            else:
-                h = state[i]
-                if i:
-                    gi = self.w_ih[i] @ x + self.b_ih[i]
-                gh = self.w_hh[i] @ h + self.b_hh[i]
-                rz = _sigmoid(gi[:2 * n] + gh[:2 * n])
-                r, z = rz[:n], rz[n:]
-                x = (1 - z) * np.tanh(gi[2 * n:] + r * gh[2 * n:]) + z * h
-                new.append(x)
-        return tuple(new)
-
-    def logits(self, state: tuple) -> np.ndarray:
-        top = state[-1][0] if self.lstm else state[-1]
-        return self.head_w @ top + self.head_b
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # no overflow warnings for large |x|
 
 
 def rnn_step(rnn: torch.nn.LSTM | torch.nn.GRU, x: torch.Tensor, state: list | None):

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from engine.data.piece import LOWEST, N_KEYS, ONSET, SOUNDING
 from engine.kinds.music_sampling import Controls, Stepper
+from engine.models.music_frame import MusicFrameRNN
 from engine.models.music_rnn import MusicRNN
 
 
@@ -30,7 +31,7 @@ class NoteEvent:
 
 
 class MusicSession:
-    def __init__(self, model: MusicRNN, steps_per_quarter: int, *, seed: int = 0, controls: Controls | None = None,
+    def __init__(self, model: MusicRNN | MusicFrameRNN, steps_per_quarter: int, *, seed: int = 0, controls: Controls | None = None,
                  priming: list[NoteEvent | dict] | None = None, ticks_per_beat: int = 480, channel: int = 0,
                  velocity: int = 80, max_note_beats: float = 8.0):
         if ticks_per_beat % steps_per_quarter:

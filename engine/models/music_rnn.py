@@ -1,6 +1,9 @@
 """A recurrent network over piano-roll tokens (see engine/data/note_tokens.py).
 
-The network reads one token at a time and predicts the next. Beside each input token it
+Two architectures share the config, the tokens and the masking rule: "token" (this file)
+and "frame" (engine/models/music_frame.py); `build_music_net` makes either.
+
+The token network reads one token at a time and predicts the next. Beside each input token it
 sees two cheap conditioning signals about the step its target belongs to: the keys that
 sounded in the previous step (an 88-vector), and the position of the step in the bar.
 `mask` removes tokens that would break the ascending spelling of a step (and "held"
@@ -23,11 +26,14 @@ class MusicRNNConfig:
     n_keys: int = 88
     cell: str = "lstm"        # "lstm" or "gru"
     n_layers: int = 2
-    d_embed: int = 64
+    d_embed: int = 64         # token: embedding width (the frame arch reads keys and bar position raw)
     d_hidden: int = 256
     dropout: float = 0.1
     bar_steps: int = 16       # steps per bar for position-in-bar conditioning; 0 turns it off
-    prev_frame: bool = True   # feed the previous step's keys beside each token
+    prev_frame: bool = True   # token: feed the previous step's keys beside each token (frame: always)
+    arch: str = "token"       # "token": one LSTM over tokens; "frame": an LSTM over steps + a token decoder
+    d_decoder: int = 256      # frame: width of the within-step decoder MLP
+    decoder_layers: int = 2   # frame: hidden layers of that MLP
 
     @property
     def layout(self) -> TokenLayout:
@@ -65,13 +71,27 @@ class MusicRNN(nn.Module):
         return self.head(self.drop(h)), state
 
     def mask(self, logits: torch.Tensor, floor: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        """Logits with impossible tokens at -inf: keys below `floor` (B, L), and with holds,
-        held tokens for keys not sounding in `prev` (B, L, n_keys)."""
-        n = self.config.n_keys
-        keys = torch.arange(n, device=logits.device)
-        below = keys < floor.unsqueeze(-1)
-        banned = [below]
-        if self.config.holds:
-            banned.append(below | ~(prev > 0))
-        banned.append(torch.zeros_like(below[..., :1]))  # STEP_END is always allowed
-        return logits.masked_fill(torch.cat(banned, dim=-1), float("-inf"))
+        return mask_logits(self.config, logits, floor, prev)
+
+
+def mask_logits(config: MusicRNNConfig, logits: torch.Tensor, floor: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    """Logits with impossible tokens at -inf: keys below `floor` (B, L), and with holds,
+    held tokens for keys not sounding in `prev` (B, L, n_keys)."""
+    n = config.n_keys
+    keys = torch.arange(n, device=logits.device)
+    below = keys < floor.unsqueeze(-1)
+    banned = [below]
+    if config.holds:
+        banned.append(below | ~(prev > 0))
+    banned.append(torch.zeros_like(below[..., :1]))  # STEP_END is always allowed
+    return logits.masked_fill(torch.cat(banned, dim=-1), float("-inf"))
+
+
+def build_music_net(config: MusicRNNConfig) -> nn.Module:
+    """The network `config.arch` names."""
+    if config.arch == "token":
+        return MusicRNN(config)
+    if config.arch == "frame":
+        from engine.models.music_frame import MusicFrameRNN
+        return MusicFrameRNN(config)
+    raise ValueError(f"arch must be 'token' or 'frame', not {config.arch!r}")

@@ -1,10 +1,16 @@
-"""Fixtures shared by the music tests: tiny MIDI files and a tiny trained-shape model."""
+"""Fixtures shared by the music tests: tiny MIDI files, a tiny model of each architecture, and
+the one-step-at-a-time reference for token probabilities."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import mido
+import numpy as np
 import pytest
+import torch
+
+from engine.data.note_tokens import token_context
+from engine.models.music_frame import MusicFrameRNN
 
 
 def write_midi(path: Path, notes: list[tuple[int, int, int]], channel: int = 0, tpb: int = 480,
@@ -40,14 +46,41 @@ def chorale_notes():
     return chorale_like
 
 
-@pytest.fixture
-def tiny_model():
-    """An untrained 16th-note model with onset/held tokens: small, fast, deterministic."""
+@pytest.fixture(params=["token", "frame"])
+def tiny_model(request):
+    """An untrained 16th-note model with onset/held tokens: small, fast, deterministic; each architecture."""
     import torch
 
     from engine.kinds.music import MusicConfig, MusicModel
-    from engine.models.music_rnn import MusicRNN
+    from engine.models.music_rnn import build_music_net
 
     torch.manual_seed(0)
-    cfg = MusicConfig.from_dict({"model": {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1}})
-    return MusicModel(MusicRNN(cfg.model), cfg.to_dict())
+    cfg = MusicConfig.from_dict({"model": {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1,
+                                           "arch": request.param, "d_decoder": 32}})
+    return MusicModel(build_music_net(cfg.model), cfg.to_dict())
+
+
+def _step_logprobs(model: torch.nn.Module, frame: np.ndarray, prev: np.ndarray, t: int, state=None):
+    """(log p of each token of the step, STEP_END included, new state). The token model's state
+    continues after the step's last key; STEP_END is fed as the next step's first input."""
+    lay = model.config.layout
+    tokens = np.array(lay.step_tokens(frame, prev))
+    ctx = token_context(tokens, lay)
+    as_t = lambda a: torch.as_tensor(a).unsqueeze(0)  # noqa: E731
+    prev_t = torch.as_tensor(np.tile(prev > 0, (len(tokens), 1)), dtype=torch.float32).unsqueeze(0)
+    if isinstance(model, MusicFrameRNN):
+        step_ctx, state = model.step_context(prev_t[:, :1], torch.tensor([[t]]), state)
+        logits = model.decode(step_ctx.expand(-1, len(tokens), -1), as_t(ctx["inputs"]),
+                              as_t(ctx["written"]).float())
+    else:
+        logits, state = model(as_t(ctx["inputs"]), as_t(np.full(len(tokens), t)), prev_t, state)
+    logp = torch.log_softmax(model.mask(logits, as_t(ctx["floor"]), prev_t), -1)[0]
+    return logp[torch.arange(len(tokens)), torch.as_tensor(tokens)], state
+
+
+@pytest.fixture
+def step_logprobs():
+    """A network's masked log-probabilities of one step's tokens, computed one step at a time
+    with the recurrent state carried by hand (no batching, no padding):
+    step_logprobs(model, frame, prev, t, state) -> (log p per token, STEP_END included; state)."""
+    return _step_logprobs

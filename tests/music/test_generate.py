@@ -118,3 +118,40 @@ def test_numpy_stepper_matches_the_module(cell):
     for i, token in enumerate(ctx["inputs"].tolist()):
         state = fast.step(token, fast.cond_input(int(ctx["step"][i]) % 16, prev[i]), state)
         assert np.allclose(fast.logits(state), want[0, i].numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_numpy_frame_net_matches_the_module(cell):
+    """The frame network's numpy twin gives the module's logits, token by token, state carried."""
+    from engine.data.note_tokens import roll_to_tokens, token_context
+    from engine.data.piece import ONSET
+    from engine.kinds.music_fast import FastFrame
+    from engine.models.music_rnn import MusicRNNConfig, build_music_net
+
+    torch.manual_seed(0)
+    model = build_music_net(MusicRNNConfig(holds=True, cell=cell, d_hidden=24, n_layers=2, arch="frame",
+                                           d_decoder=16, decoder_layers=3)).eval()
+    roll = np.zeros((6, 88), np.int8)
+    roll[0:3, 40], roll[2:6, 44], roll[4, 47] = 1, 1, 1
+    roll[0, 40] = roll[2, 44] = roll[4, 47] = ONSET
+    tokens = roll_to_tokens(roll, model.config.layout)
+    ctx = token_context(tokens, model.config.layout)
+    rows = np.vstack([np.zeros((1, 88), np.int8), roll])
+    t = lambda a: torch.as_tensor(a)[None]  # noqa: E731
+    with torch.no_grad():
+        want, _ = model(t(rows[:-1] > 0).float(), t(np.arange(6) % 16), t(ctx["step"]), t(ctx["inputs"]),
+                        t(ctx["written"]).float())
+    fast = FastFrame(model)
+    state = fast.zero_state()
+    i = 0
+    for step in range(6):
+        cursor = fast.open(state, step % 16, rows[step] > 0)
+        while True:
+            assert np.allclose(cursor.logits(), want[0, i].numpy(), atol=1e-4)
+            if tokens[i] == model.config.layout.step_end:
+                break
+            cursor.read(int(tokens[i]))
+            i += 1
+        i += 1
+        state = cursor.state
+    assert i == len(tokens)

@@ -12,12 +12,13 @@ needs_jsb = pytest.mark.skipif(not (JSB / "jsb-chorales-quarter.json").is_file()
 TINY = {"seq_steps": 16, "model": {"d_hidden": 16, "d_embed": 8, "n_layers": 1}, "baseline": {"d_hidden": 8}}
 
 
-@pytest.fixture
-def midi_objective(tmp_path, midi_writer, chorale_notes):
+@pytest.fixture(params=["token", "frame"])
+def midi_objective(request, tmp_path, midi_writer, chorale_notes):
     for i in range(4):
         midi_writer(tmp_path / f"c{i}.mid", chorale_notes(8 + 4 * i))
     (tmp_path / "bad.mid").write_bytes(b"nope")
-    return MusicObjective({**TINY, "model": {**TINY["model"], "holds": True}}, midi=tmp_path, device="cpu")
+    model = {**TINY["model"], "holds": True, "arch": request.param, "d_decoder": 16}
+    return MusicObjective({**TINY, "model": model}, midi=tmp_path, device="cpu")
 
 
 def test_objective_contract(midi_objective):

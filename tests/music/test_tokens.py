@@ -2,12 +2,13 @@ import itertools
 import math
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
 from engine.data.note_tokens import TokenLayout, roll_to_tokens, token_context, tokens_to_roll
 from engine.data.piece import ONSET, SOUNDING, roll_notes
-from engine.models.music_rnn import MusicRNN, MusicRNNConfig
+from engine.models.music_rnn import MusicRNNConfig, build_music_net
 
 torch.set_num_threads(1)
 
@@ -58,6 +59,7 @@ def test_token_context_floor_and_steps():
     assert ctx["inputs"].tolist() == [88, 3, 10, 88]
     assert ctx["floor"].tolist() == [0, 4, 11, 0]
     assert ctx["step"].tolist() == [0, 0, 0, 1]
+    assert [np.flatnonzero(w).tolist() for w in ctx["written"]] == [[], [3], [3, 10], []]
 
 
 def test_roll_notes_split_on_onset():
@@ -66,24 +68,14 @@ def test_roll_notes_split_on_onset():
     assert roll_notes(roll) == [(0, 2, 5), (2, 4, 5)]
 
 
-def _step_logprob(model: MusicRNN, lay: TokenLayout, frame: np.ndarray, prev: np.ndarray) -> float:
-    tokens = np.array(lay.step_tokens(frame, prev))
-    ctx = token_context(tokens, lay)
-    t = lambda a: torch.as_tensor(a).unsqueeze(0)  # noqa: E731
-    prev_t = torch.as_tensor(np.tile(prev > 0, (len(tokens), 1)), dtype=torch.float32).unsqueeze(0)
-    logits, _ = model(t(ctx["inputs"]), t(ctx["step"]), prev_t)
-    logp = torch.log_softmax(model.mask(logits, t(ctx["floor"]), prev_t), -1)[0]
-    return float(logp[torch.arange(len(tokens)), t(tokens)[0]].sum())
-
-
-def test_exact_frame_probabilities_sum_to_one():
+@pytest.mark.parametrize("arch", ["token", "frame"])
+def test_exact_frame_probabilities_sum_to_one(arch, step_logprobs):
     # Tiny keyboard: every key set (and, with holds, every onset/held labelling) is enumerable.
     n = 5
     for holds in (False, True):
         torch.manual_seed(0)
-        model = MusicRNN(MusicRNNConfig(holds=holds, n_keys=n, d_embed=8, d_hidden=8, n_layers=1,
-                                        dropout=0.0, bar_steps=4)).eval()
-        lay = model.config.layout
+        model = build_music_net(MusicRNNConfig(holds=holds, n_keys=n, d_embed=8, d_hidden=8, n_layers=1,
+                                               dropout=0.0, bar_steps=4, arch=arch, d_decoder=8)).eval()
         prev = np.array([1, 0, 1, 1, 0], np.int8)
         total = 0.0
         with torch.no_grad():
@@ -93,5 +85,5 @@ def test_exact_frame_probabilities_sum_to_one():
                     frame = (frame > 0).astype(np.int8)
                     if labels != tuple(2 * (frame > 0)):
                         continue
-                total += math.exp(_step_logprob(model, lay, frame, prev))
+                total += math.exp(float(step_logprobs(model, frame, prev, 1)[0].sum()))
         assert abs(total - 1.0) < 1e-5, (holds, total)
