@@ -13,15 +13,27 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine import protocol
 from engine.kinds.common import MODEL, provenance
-from engine.kinds.music_config import MusicConfig as Config
 from engine.server.jobs import JobContext, JobFailed, Priority
 from engine.server.ops import Op, Param
+
+if TYPE_CHECKING:
+    from engine.kinds.music_config import MusicConfig
+
+
+def __getattr__(name: str) -> Any:
+    """The kind contract's `Config`, imported on first use: it needs torch, which building the
+    CLI's flags from this module does not."""
+    if name == "Config":
+        from engine.kinds.music_config import MusicConfig
+        return MusicConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 EVENT_COLUMNS = ("start", "duration", "pitch", "velocity", "channel")
 MAX_PRIMER_BYTES = 4 << 20
@@ -45,7 +57,7 @@ CONTROLS = {
 }
 
 
-def objective(config: Config, data: dict[str, Any], device):
+def objective(config: MusicConfig, data: dict[str, Any], device):
     from engine.kinds.music import MusicObjective
 
     sources = {k: v for k, v in data.items() if v is not None}

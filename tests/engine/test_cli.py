@@ -21,6 +21,14 @@ def test_import_engine_client_leaves_torch_out():
     assert "torch" not in result.stdout
 
 
+def test_building_the_command_line_leaves_torch_out():
+    # Every kind's flags come from its ops module; its Config (and torch) load only when a command needs them.
+    code = ("import sys; from engine.cli.main import build_parser; build_parser(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'trimesh', 'skimage'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
 def test_client_and_protocol_work_without_numpy():
     code = ("import sys; sys.modules['numpy'] = None\n"
             "from engine import protocol, client\n"
