@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,15 +20,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from texture_bench import best_of  # noqa: E402  (this folder is on the path when run as a script)
+
 
 def best(fn, repeats: int = 5) -> float:
+    """Best of `repeats` after one warm-up call."""
     fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_of(fn, repeats)
 
 
 def stages(G, z: torch.Tensor, folded: bool) -> list[tuple[str, Callable]]:
