@@ -8,13 +8,15 @@ Prints, side by side: seconds per image at each size for our generator and for i
 texture-synthesis does), the speed-up, our generator once more with the plain (unfolded)
 nearest upsampling it used before (the same pictures, slower), every quality metric of
 engine.kinds.texture_eval as a ratio to real-vs-real (1 = as close to the exemplar as another
-piece of it), the seam ratio across the wrap-around border (1 = seamless), our tiling error,
-and the training minutes the model used. The machine is shared and noisy: compare ratios, not seconds.
+piece of it) for the model as the engine runs it, for its raw generator (without the spectral
+calibration of engine/kinds/texture_spectrum.py) and for quilting, the seam ratio across the
+wrap-around border (1 = seamless), our tiling error, and the training minutes the model used. The machine is shared and noisy: compare ratios, not seconds.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import platform
 import subprocess
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from engine.device import interactive_threads
-    from engine.kinds.texture import resolve_images
+    from engine.kinds.texture import TextureModel, resolve_images
     from engine.kinds.texture_eval import seam_ratio, texture_metrics, tile_error
 
     metadata, model = load_model(args.model, args.models_dir, args.device)
@@ -210,14 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{size:>6} {ours:>9.3f} {theirs:>11.2f} {theirs / ours:>8.0f}x {plain:>25.3f}", flush=True)
 
     n, s = args.samples, args.eval_size
+    raw = TextureModel(dataclasses.replace(model.config, spectrum_gain=None), model.G, args.device)
     ours = np.stack([model.generate(s, s, seed=100 + i) for i in range(n)])
+    ours_raw = np.stack([raw.generate(s, s, seed=100 + i) for i in range(n)])
     theirs = np.stack([np.round(quilter.synthesize(s, s, seed=100 + i) * 255).astype(np.uint8) for i in range(n)])
-    m_ours, m_theirs = texture_metrics(ours, images), texture_metrics(theirs, images)
+    m_ours, m_raw, m_theirs = (texture_metrics(x, images) for x in (ours, ours_raw, theirs))
     print(f"\nquality at {s}x{s}, {n} samples each, as ratios to real-vs-real (ideal 1; diversity and "
           "nearest_patch << 1 mean collapse or copying)")
-    print(f"{'metric':>14} {'ours':>8} {'quilting':>9}")
+    print(f"{'metric':>14} {'ours':>8} {'ours raw':>9} {'quilting':>9}")
     for key in m_ours:
-        print(f"{key:>14} {m_ours[key]:>8.2f} {m_theirs[key]:>9.2f}")
+        print(f"{key:>14} {m_ours[key]:>8.2f} {m_raw[key]:>9.2f} {m_theirs[key]:>9.2f}")
     big = sizes[-1]
     print(f"{'seam ' + str(big):>14} {seam_ratio(model.generate(big, big, seed=3)[None]):>8.2f} "
           f"{seam_ratio(np.round(quilter.synthesize(big, big, seed=3) * 255).astype(np.uint8)[None]):>9.2f}")

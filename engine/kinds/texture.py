@@ -2,8 +2,9 @@
 
 - `TextureObjective` is what `engine.train` trains (nets G, D, G_ema; groups D then G).
 - `load(config, weights, device)` rebuilds a `TextureModel` from a checkpoint's exported nets.
-- `TextureModel` generates seamless textures, morphs between global codes (or between the
-  exemplars of a model trained on several), animates along a latent loop; `pbr_maps` derives
+- `TextureModel` generates seamless textures (with the spectral calibration measured when the
+  model was saved), morphs between global codes (or between the exemplars of a model trained
+  on several), animates along a latent loop; `pbr_maps` derives
   height, normal and roughness maps from any texture.
 Metrics and the judging sheet live in `engine.kinds.texture_eval`.
 """
@@ -22,6 +23,7 @@ from engine.data.images import DEMO_EXEMPLARS, ImageCrops, LoadReport, exemplar,
 from engine.device import interactive_threads, intra_op_threads
 from engine.models.texture_gan import (Discriminator, Generator, TextureGANConfig, d_loss, ema_update,
                                        g_loss, make_ema)
+from engine.kinds.texture_spectrum import apply_gain, measure_gain
 from engine.train.objective import Objective
 
 ProgressFn = Callable[[float, str], None]
@@ -57,6 +59,12 @@ CancelledFn = Callable[[], bool]
 # at 96^2): spectrum 7.70 -> 1.59, gram 0.97 -> 0.59, swd 1.12 -> 0.92; gravel-like stones
 # instead of worms. Brick (rot90 off, 500 steps): gram 0.90 swd 1.09 spectrum 1.13, but only
 # vertical mortar lines yet.
+#
+# Scales beyond the discriminator's ~80 px view (tried in bench/texture_recipe_probe.py, code
+# not kept): G made 192 px images cut into four crops for D, so its outputs could vary beyond
+# one crop. 2400 gravel steps: spectrum 2.36 (2.46 with 4 low-passed noise channels) against
+# 1.95 for the plain recipe, and a visible cell grid. What worked is measuring the missing
+# power after training and restoring it at generation (engine/kinds/texture_spectrum.py).
 
 
 class GenerationCancelled(Exception):
@@ -186,6 +194,10 @@ class TextureObjective(Objective):
         which = torch.arange(n, device=self.device) % max(self.config.n_exemplars, 1)
         return g(*g.sample_noise(n, size, size, torch.Generator().manual_seed(seed), self.device), which)
 
+    def export_config(self) -> TextureGANConfig:
+        gain = measure_gain(self.nets["G_ema"], self.images)
+        return dataclasses.replace(self.config, spectrum_gain=gain)
+
     def evaluate(self) -> dict[str, float]:
         from engine.kinds.texture_eval import quick_metrics
         return quick_metrics(self.nets["G_ema"], self.images, self.config.crop, device=self.device)
@@ -256,7 +268,10 @@ class TextureModel:
     @torch.inference_mode()
     def _image(self, z: torch.Tensor, width: int, height: int) -> np.ndarray:
         with intra_op_threads(interactive_threads()):
-            return to_uint8(self.G.synthesize(z))[0, :height, :width]
+            x = self.G.synthesize(z)
+            if self.config.spectrum_gain:
+                x = apply_gain(x, self.config.spectrum_gain)
+            return to_uint8(x)[0, :height, :width]
 
     def generate(self, width: int, height: int, seed: int = 0, tileable: bool = True, *,
                  exemplar: int | None = None, progress: ProgressFn | None = None,

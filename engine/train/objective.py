@@ -14,6 +14,8 @@ subclasses `Objective`:
   what makes resume exact and lets N processes share one global batch.
 - `loss(group, batch, step)`: the scalar to back-propagate for that group, plus floats to log.
 - `after_step`, `evaluate`, `preview`: optional hooks.
+- `export_config()`: the config saved with the model (by default `config`); a kind may add
+  what it measures on the trained nets.
 - `export_nets`: the nets that ship in the finished model (e.g. ("G_ema",)).
 """
 from __future__ import annotations
@@ -46,6 +48,9 @@ class Objective:
 
     def evaluate(self) -> dict[str, float]:
         return {}
+
+    def export_config(self) -> Any:
+        return self.config
 
     def preview(self) -> np.ndarray | None:
         """A uint8 HxWx3 picture of what the model makes now (sample grid), or None."""

@@ -226,7 +226,7 @@ def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int
     last = next((row for row in reversed(history) if not any(k.startswith("eval/") for k in row)), {})
     metadata = {
         "kind": run.kind,
-        "config": _as_dict(objective.config),
+        "config": _as_dict(objective.export_config()),
         "train": dataclasses.asdict(cfg),
         "data": objective.data_summary(),
         "metrics": {**{k: v for k, v in last.items() if k not in ("step", "seconds")}, **metrics},
