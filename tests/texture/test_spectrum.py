@@ -47,3 +47,21 @@ def test_calibration_moves_the_spectrum_towards_the_exemplar():
     assert np.abs(np.tile(a, (2, 2, 1)).astype(int) - big.astype(int)).max() <= 1  # uint8 rounding
     assert gain == measure_gain(obj.nets["G_ema"], [exemplar])  # deterministic
     assert dataclasses.replace(config, spectrum_gain=None) == obj.config
+
+
+def test_trained_model_carries_its_calibration(tmp_path):
+    from engine.kinds.texture import load
+    from engine.store.checkpoints import ModelStore
+    from engine.train.config import TrainConfig
+    from engine.train.trainer import TrainRun, train
+
+    store = ModelStore(tmp_path, builtin=None)
+    obj = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0)
+    train(obj, TrainConfig(steps=2, batch_size=2, log_every=1), TrainRun(store, "t", "texture", torch.device("cpu")))
+    metadata, weights = store.load("t")
+    gain = metadata["config"]["spectrum_gain"]
+    assert len(gain) == 48 and gain == measure_gain(obj.nets["G_ema"], obj.images)
+    model = load(metadata["config"], weights)
+    raw = TextureModel(obj.config, model.G)
+    assert model.config.spectrum_gain == gain
+    assert not np.array_equal(model.generate(32, 32, seed=1), raw.generate(32, 32, seed=1))
