@@ -11,6 +11,11 @@ live-session streaming speed as multiples of real time at 120 BPM.
     .venv/bin/python bench/music_bench.py --arch frame --hidden 256 --decoder 512 --batch-size 16 \
         --steps 100000 --minutes 58 --threads 1                            # the recorded run
 
+With --members N it trains N models at once, one process each with its own seed (N cores),
+and scores their token-by-token mixture: each model reads the same prefix, so the average of
+their next-token distributions is itself a distribution, and the mixture's frame NLL is exact
+(engine.kinds.music_eval.mixture_frame_nll). The baseline and the speeds are member 0's.
+
 The shipped model (engine/weights/music-default.safetensors, 16th-note grid with onset
 tokens) is also timed streaming, since that is the one the MIDI bridge plays.
 """
@@ -18,15 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
-from engine.data.jsb import default_jsb_dir
+from engine.data.jsb import default_jsb_dir, load_jsb
 from engine.kinds.music import MusicModel, MusicObjective, evaluate_jsb, load, load_baseline
+from engine.kinds.music_eval import frame_nll, mixture_frame_nll
 from engine.kinds.music_sampling import Controls
 from engine.store.checkpoints import BUILTIN_DIR, ModelStore, load_file
 from engine.train.config import TrainConfig
@@ -61,6 +69,39 @@ def generate_speed(model: MusicModel, bars: int = 16, bpm: float = 120.0, repeat
     return round(statistics.median(ratios), 1)
 
 
+def train_member(args: argparse.Namespace, index: int, models_dir: Path) -> None:
+    """Train member `index` (its own seed for weights, data order and augmentation) into
+    models_dir as member_name(index), unless --reuse finds it there."""
+    torch.set_num_threads(args.threads)
+    store = ModelStore(models_dir, builtin=None)
+    if args.reuse and store.path(member_name(index)).is_file():
+        return
+    model = {"d_hidden": args.hidden, "n_layers": args.layers, "bar_steps": 4, "dropout": args.dropout, "arch": args.arch}
+    if args.arch == "frame":
+        model.update(d_decoder=args.decoder, decoder_layers=args.decoder_layers)
+    config = {"steps_per_quarter": 1, "seq_steps": args.seq_steps, "transpose": args.transpose, "model": model,
+              "baseline": {"d_hidden": args.baseline_hidden, "n_layers": 1, "dropout": args.dropout}, "seed": index}
+    train_cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                            optimizer="adamw" if args.weight_decay else "adam", weight_decay=args.weight_decay,
+                            schedule="cosine", warmup_steps=min(100, args.steps // 10), grad_clip=1.0,
+                            checkpoint_every=max(args.steps, 1), log_every=50, seed=index)
+    objective = MusicObjective(config, jsb=args.jsb, device=args.device)
+    run = TrainRun(store, member_name(index), "music", torch.device(args.device))
+    t0 = time.time()
+    label = f"[member {index}] " if args.members > 1 else ""
+
+    def progress(fraction: float, message: str, preview=None) -> None:
+        step = int(message.split()[1].split("/")[0])
+        if step % 100 == 0:
+            print(f"{label}{time.time() - t0:6.0f}s {message}", flush=True)
+
+    train(objective, train_cfg, run, progress=progress)
+
+
+def member_name(index: int) -> str:
+    return "jsb-bench" if index == 0 else f"jsb-bench-{index}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jsb", type=Path, default=default_jsb_dir())
@@ -78,51 +119,53 @@ def main() -> None:
     ap.add_argument("--transpose", type=int, default=6)
     ap.add_argument("--seq-steps", type=int, default=64)
     ap.add_argument("--baseline-hidden", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--members", type=int, default=1,
+                    help="train this many models at once, one process each (seeds 0..N-1), and score their "
+                         "token-by-token mixture too")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per member")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--models-dir", type=Path, help="where the run is kept (default: a temporary folder)")
     ap.add_argument("--reuse", action="store_true",
-                    help="measure the model already trained in --models-dir instead of training again")
+                    help="measure the models already trained in --models-dir instead of training again")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = {"d_hidden": args.hidden, "n_layers": args.layers, "bar_steps": 4, "dropout": args.dropout, "arch": args.arch}
-    if args.arch == "frame":
-        model.update(d_decoder=args.decoder, decoder_layers=args.decoder_layers)
-    config = {"steps_per_quarter": 1, "seq_steps": args.seq_steps, "transpose": args.transpose, "model": model,
-              "baseline": {"d_hidden": args.baseline_hidden, "n_layers": 1, "dropout": args.dropout}}
-    train_cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-                            optimizer="adamw" if args.weight_decay else "adam", weight_decay=args.weight_decay,
-                            schedule="cosine", warmup_steps=min(100, args.steps // 10), grad_clip=1.0,
-                            checkpoint_every=max(args.steps, 1), log_every=50)
     with tempfile.TemporaryDirectory(prefix="music-bench-") as tmp:
-        store = ModelStore(args.models_dir or Path(tmp), builtin=None)
-        if not (args.reuse and store.path("jsb-bench").is_file()):
-            objective = MusicObjective(config, jsb=args.jsb, device=args.device)
-            run = TrainRun(store, "jsb-bench", "music", torch.device(args.device))
-            t0 = time.time()
-
-            def progress(fraction: float, message: str, preview=None) -> None:
-                step = int(message.split()[1].split("/")[0])
-                if step % 100 == 0:
-                    print(f"{time.time() - t0:6.0f}s {message}", flush=True)
-
-            train(objective, train_cfg, run, progress=progress)
-        saved, weights = load_file(store.path("jsb-bench"))
-        minutes = saved["train_seconds"] / 60
+        models_dir = args.models_dir or Path(tmp)
+        if args.members == 1:
+            train_member(args, 0, models_dir)
+        else:
+            with ProcessPoolExecutor(args.members, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for done in [pool.submit(train_member, args, i, models_dir) for i in range(args.members)]:
+                    done.result()
+        store = ModelStore(models_dir, builtin=None)
+        members = [load_file(store.path(member_name(i))) for i in range(args.members)]
+        saved, weights = members[0]
         config = saved["config"]
-        model = load(saved["config"], weights, args.device)
-        baseline = load_baseline(saved["config"], weights, args.device)
+        model = load(config, weights, args.device)
+        baseline = load_baseline(config, weights, args.device)
         test = evaluate_jsb(model, baseline, args.jsb, "test")
         valid = evaluate_jsb(model, baseline, args.jsb, "valid")
+        mixture = {}
+        if args.members > 1:
+            rnns = [load(meta["config"], w, args.device).rnn for meta, w in members]
+            splits = load_jsb(args.jsb, "quarter")
+            mixture = {"test": mixture_frame_nll(rnns, splits["test"], args.device)["nll"],
+                       "valid": mixture_frame_nll(rnns, splits["valid"], args.device)["nll"],
+                       "members_test": [round(frame_nll(r, splits["test"], args.device)["nll"], 3) for r in rnns]}
+    ours = mixture.get("test", test["nll"])
+    minutes = max(meta["train_seconds"] for meta, _ in members) / 60
     result = {
-        "test_nll": round(test["nll"], 3), "baseline_test_nll": round(test["baseline_nll"], 3),
-        "baseline_over_ours": round(test["baseline_nll"] / test["nll"], 2),
-        "valid_nll": round(valid["nll"], 3), "baseline_valid_nll": round(valid["baseline_nll"], 3),
+        "test_nll": round(ours, 3), "baseline_test_nll": round(test["baseline_nll"], 3),
+        "baseline_over_ours": round(test["baseline_nll"] / ours, 2),
+        "valid_nll": round(mixture.get("valid", valid["nll"]), 3), "baseline_valid_nll": round(valid["baseline_nll"], 3),
         "test_steps": test["steps"], "train_minutes": round(minutes, 1), "train_steps": saved["step"],
         "batch_size": saved["train"]["batch_size"], "threads": args.threads, "device": args.device,
         "model": config["model"], "generate_x_realtime_120bpm": generate_speed(model),
         "stream_jsb_model": stream_speed(model),
     }
+    if mixture:
+        result["members"] = args.members
+        result["member_test_nll"] = mixture["members_test"]
     shipped = BUILTIN_DIR / "music-default.safetensors"
     if shipped.is_file():
         meta, w = load_file(shipped)
@@ -130,7 +173,8 @@ def main() -> None:
         result["stream_default_model"] = stream_speed(default)
         result["generate_default_x_realtime_120bpm"] = generate_speed(default)
     print(json.dumps(result, indent=1))
-    print(f"JSB quarter test NLL (nats/step, exact): {args.arch} LSTM {result['test_nll']}, independent-Bernoulli LSTM "
+    what = f"token-by-token mixture of {args.members} {args.arch} LSTMs" if mixture else f"{args.arch} LSTM"
+    print(f"JSB quarter test NLL (nats/step, exact): {what} {result['test_nll']}, independent-Bernoulli LSTM "
           f"{result['baseline_test_nll']} (ratio {result['baseline_over_ours']}x) after {result['train_minutes']} "
           f"training minutes; streaming {result['stream_jsb_model']['x_realtime']}x real time at 120 BPM")
 

@@ -8,6 +8,8 @@ every key set has exactly one spelling.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -61,4 +63,24 @@ def frame_nll(model: MusicRNN | MusicFrameRNN | MusicBaseline, pieces: list[Piec
         total += float(nll.double().sum())
         steps += int(batch["step_mask"].sum())
     model.train(was_training)
+    return {"nll": total / steps, "steps": steps}
+
+
+@torch.no_grad()
+def mixture_frame_nll(models: list[MusicRNN | MusicFrameRNN], pieces: list[Piece], device: torch.device | str = "cpu",
+                      batch_size: int = 16) -> dict[str, float]:
+    """Exact frame NLL of the equal-weight, token-by-token mixture of several models: each model
+    reads the same prefix, so the average of their next-token distributions is a distribution
+    of the next token, and a step's probability is still the product over its tokens."""
+    layout = models[0].config.layout
+    if any(m.config.layout != layout for m in models):
+        raise ValueError("a mixture needs models with the same token layout")
+    for m in models:
+        m.eval()
+    total, steps = 0.0, 0
+    for batch in _whole_pieces(pieces, layout, device, batch_size):
+        nll = torch.stack([token_nll(m, batch) for m in models])
+        mixed = math.log(len(models)) - torch.logsumexp(-nll.double(), 0)
+        total += float((mixed * (batch["targets"] >= 0)).sum())
+        steps += int(batch["step_mask"].sum())
     return {"nll": total / steps, "steps": steps}

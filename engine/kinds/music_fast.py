@@ -17,9 +17,21 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # no overflow warnings for large |x|
 
 
+_GELU_A, _GELU_B = np.float32(-2 * 0.7978845608), np.float32(-2 * 0.7978845608 * 0.044715)
+
+
 def _gelu(x: np.ndarray) -> np.ndarray:
-    """torch's GELU with approximate="tanh"."""
-    return 0.5 * x * (1.0 + np.tanh(np.float32(0.7978845608) * (x + np.float32(0.044715) * x * x * x)))
+    """torch's GELU with approximate="tanh", as x * sigmoid(2u) = x / (1 + exp(-2u)) with
+    u = 0.79788456 (x + 0.044715 x^3): the same function in 3x fewer numpy calls' time (a
+    decoder token calls it twice). The exponent is capped where the result is 0 anyway."""
+    t = x * x
+    t *= _GELU_B
+    t += _GELU_A
+    t *= x
+    np.minimum(t, 80.0, out=t)
+    np.exp(t, out=t)
+    t += 1.0
+    return np.divide(x, t, out=t)
 
 
 class _Recurrence:

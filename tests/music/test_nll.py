@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.data.piece import Piece
-from engine.kinds.music_eval import frame_nll
+from engine.kinds.music_eval import frame_nll, mixture_frame_nll
 from engine.models.music_baseline import MusicBaseline, MusicBaselineConfig
 from engine.models.music_rnn import MusicRNNConfig, build_music_net
 
@@ -52,6 +52,50 @@ def test_batched_nll_equals_token_by_token_product(arch, step_logprobs):
     rng = np.random.default_rng(0)
     pieces = [_piece([sorted(rng.choice(88, size=rng.integers(0, 5), replace=False).tolist()) for _ in range(n)])
               for n in (7, 3, 11)]
+    batched = frame_nll(model, pieces, batch_size=2)
+    total, steps = 0.0, 0
+    with torch.no_grad():
+        for p in pieces:
+            state, prev = None, np.zeros(88, np.int8)
+            for t, row in enumerate(p.roll):
+                logp, state = step_logprobs(model, row, prev, t, state)
+                total -= float(logp.sum())
+                prev, steps = row, steps + 1
+    assert batched["steps"] == steps
+    assert abs(batched["nll"] - total / steps) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_token_mixture_of_models(arch):
+    pieces = [_piece([[40, 44, 47], [40, 43], [], [52, 60, 64, 67]]), _piece([[30], [31, 50]])]
+    a, b = (build_music_net(MusicRNNConfig(d_hidden=8, d_embed=8, n_layers=1, dropout=0.0, arch=arch, d_decoder=8))
+            for _ in range(2))
+    alone_a, alone_b = frame_nll(a, pieces)["nll"], frame_nll(b, pieces)["nll"]
+    assert abs(mixture_frame_nll([a, a], pieces)["nll"] - alone_a) < 1e-5  # a model mixed with itself is itself
+    mixed = mixture_frame_nll([a, b], pieces)
+    assert mixed["steps"] == 6 and mixed["nll"] <= (alone_a + alone_b) / 2  # -log of a mean <= mean of -logs
+    assert mixed["nll"] != pytest.approx(alone_a) and mixed["nll"] != pytest.approx(alone_b)
+    other = build_music_net(MusicRNNConfig(d_hidden=8, holds=True, arch=arch, d_decoder=8))
+    with pytest.raises(ValueError, match="same token layout"):
+        mixture_frame_nll([a, other], pieces)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_nll_with_onsets_equals_token_by_token_product(arch, step_logprobs):
+    # As above, with onset/held marks (the shipped 16th-note models): a key held from the step
+    # before may be SOUNDING (held) or ONSET (struck again); any other sounding key is an onset.
+    torch.manual_seed(2)
+    model = build_music_net(MusicRNNConfig(holds=True, d_hidden=16, d_embed=8, n_layers=2, dropout=0.0,
+                                           bar_steps=16, arch=arch, d_decoder=16)).eval()
+    rng = np.random.default_rng(1)
+    pieces = []
+    for n in (9, 4, 13):
+        roll = np.zeros((n, 88), np.int8)
+        for t in range(n):
+            roll[t, rng.choice(88, size=rng.integers(0, 4), replace=False)] = 2
+            held = (roll[t - 1] > 0) & (rng.random(88) < 0.7) if t else np.zeros(88, bool)
+            roll[t, held] = rng.choice([1, 2], size=int(held.sum()), p=[0.8, 0.2])
+        pieces.append(Piece("p", roll, 4, 16, 0, has_onsets=True))
     batched = frame_nll(model, pieces, batch_size=2)
     total, steps = 0.0, 0
     with torch.no_grad():

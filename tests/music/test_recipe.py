@@ -15,13 +15,14 @@ WEIGHTS = ROOT / "engine" / "weights" / "music-default.safetensors"
 
 
 def test_recipe_builds_a_small_model():
-    from engine.models.music_rnn import MusicRNN
+    from engine.models.music_rnn import build_music_net
 
     recipe = tomllib.loads(RECIPE.read_text())
     assert set(recipe) == {"data", "model", "train", "eval"} and set(recipe["data"]) <= set(DATA_PARAMS)
     config = build(MusicConfig, recipe["model"])
     build(TrainConfig, recipe["train"])
-    params = sum(p.numel() for p in MusicRNN(config.model).parameters())
+    assert config.model.arch == "frame"
+    params = sum(p.numel() for p in build_music_net(config.model).parameters())
     assert params * 4 < 4e6, f"the default model should stay a few MB, it has {params} parameters"
 
 
@@ -34,6 +35,20 @@ def test_shipped_model_loads_and_plays():
     metadata, weights = load_file(WEIGHTS)
     assert metadata["kind"] == "music" and metadata["data"]["source"] == "corpus"
     model = load(metadata["config"], weights, "cpu")
-    assert model.rnn.config.arch == "token"  # saved before the frame architecture existed: the default
+    assert model.rnn.config.arch == "frame" and metadata["metrics"]["nll"] < 3
     roll = model.generate(bars=2, seed=0)
     assert roll.shape == (32, 88) and (roll > 0).any()
+
+
+def test_models_saved_before_the_frame_architecture_load_as_token_models():
+    import torch
+
+    from engine.kinds.music import load
+    from engine.models.music_rnn import MusicRNN
+
+    config = MusicConfig.from_dict({"model": {"holds": True, "d_hidden": 16, "d_embed": 8, "n_layers": 1}}).to_dict()
+    del config["model"]["arch"], config["model"]["d_decoder"], config["model"]["decoder_layers"]  # not written then
+    torch.manual_seed(0)
+    weights = {f"rnn.{k}": v for k, v in MusicRNN(MusicConfig.from_dict(config).model).state_dict().items()}
+    model = load(config, weights, "cpu")
+    assert model.rnn.config.arch == "token" and (model.generate(bars=1, seed=0) > 0).any()
