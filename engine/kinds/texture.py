@@ -4,8 +4,8 @@
 - `load(config, weights, device)` rebuilds a `TextureModel` from a checkpoint's exported nets.
 - `TextureModel` generates seamless textures (with the spectral calibration measured when the
   model was saved), morphs between global codes (or between the exemplars of a model trained
-  on several), animates along a latent loop; `pbr_maps` derives
-  height, normal and roughness maps from any texture.
+  on several), animates along a latent loop; `pbr_maps` derives height, normal and roughness
+  maps from any texture.
 Metrics and the judging sheet live in `engine.kinds.texture_eval`.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ from torch import nn
 
 from engine.data.images import DEMO_EXEMPLARS, ImageCrops, LoadReport, exemplar, load_images, to_channels
 from engine.device import interactive_threads, intra_op_threads
+from engine.kinds.texture_spectrum import apply_gain, measure_gain
 from engine.models.texture_gan import (Discriminator, Generator, TextureGANConfig, d_loss, ema_update,
                                        g_loss, make_ema)
-from engine.kinds.texture_spectrum import apply_gain, measure_gain
 from engine.train.objective import Objective
 
 ProgressFn = Callable[[float, str], None]

@@ -1,7 +1,7 @@
 """Spectral calibration: the exemplar's power at the scales the discriminator never sees.
 
 The discriminator judges ~80 px patches of 96 px crops, so nothing in training shapes the
-generator's power at longer wavelengths: on gravel it made 5-15x too little at 85-256 px
+generator's power at longer wavelengths: on gravel it made 3-9x too little at 85-256 px
 (the light and shade that spans several stones), and somewhat too little at 2-3 px (edges).
 After training we measure, per radial frequency, the log power of exemplar crops over the
 generator's, and generation scales each output's Fourier amplitudes by that ratio, clipped.
