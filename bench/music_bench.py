@@ -9,7 +9,7 @@ live-session streaming speed as multiples of real time at 120 BPM.
 
     .venv/bin/python bench/music_bench.py --minutes 1 --steps 100          # smoke run
     .venv/bin/python bench/music_bench.py --arch frame --hidden 256 --decoder 512 --batch-size 16 \
-        --steps 100000 --minutes 58 --threads 1                            # the recorded run
+        --steps 100000 --minutes 58 --threads 1 --dropout 0.35 --weight-decay 0.1 --members 2  # recorded
 
 With --members N it trains N models at once, one process each with its own seed (N cores),
 and scores their token-by-token mixture: each model reads the same prefix, so the average of
