@@ -72,15 +72,19 @@ def test_batched_nll_equals_token_by_token_product(arch, step_logprobs):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_token_mixture_of_models(arch):
+def test_token_mixture_of_models(arch, step_logprobs):
     pieces = [_piece([[40, 44, 47], [40, 43], [], [52, 60, 64, 67]]), _piece([[30], [31, 50]])]
-    a, b = (build_music_net(MusicRNNConfig(d_hidden=8, d_embed=8, n_layers=1, dropout=0.0, arch=arch, d_decoder=8))
-            for _ in range(2))
+    a, b = (build_music_net(MusicRNNConfig(d_hidden=8, d_embed=8, n_layers=1, dropout=0.0, bar_steps=4, arch=arch,
+                                           d_decoder=8)).eval() for _ in range(2))
     alone_a, alone_b = frame_nll(a, pieces)["nll"], frame_nll(b, pieces)["nll"]
     assert abs(mixture_frame_nll([a, a], pieces)["nll"] - alone_a) < 1e-5  # a model mixed with itself is itself
     mixed = mixture_frame_nll([a, b], pieces)
     assert mixed["steps"] == 6 and mixed["nll"] <= (alone_a + alone_b) / 2  # -log of a mean <= mean of -logs
     assert mixed["nll"] != pytest.approx(alone_a) and mixed["nll"] != pytest.approx(alone_b)
+    # By hand: each token's probability is the mean of the two models' for the same prefix.
+    by_a, by_b = _stepwise_logprobs(a, pieces, step_logprobs), _stepwise_logprobs(b, pieces, step_logprobs)
+    by_hand = -sum(float((torch.logaddexp(la, lb) - math.log(2)).sum()) for la, lb in zip(by_a, by_b)) / len(by_a)
+    assert abs(mixed["nll"] - by_hand) < 1e-4
     other = build_music_net(MusicRNNConfig(d_hidden=8, holds=True, arch=arch, d_decoder=8))
     with pytest.raises(ValueError, match="same token layout"):
         mixture_frame_nll([a, other], pieces)
