@@ -1,7 +1,9 @@
-"""What the kinds' ops share: the model parameter, provenance, and checking arrays from clients."""
+"""What the kinds' ops share: the model parameter, provenance, checking arrays from clients,
+and the lazily imported `Config` of the kind contract."""
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import Any, Callable
 
 import numpy as np
 
@@ -10,6 +12,16 @@ from engine.server.jobs import JobFailed
 from engine.server.ops import Param
 
 MODEL = Param("str", required=True, doc="name of a trained model (models.list)")
+
+
+def lazy_config(module: str, name: str) -> Callable[[str], Any]:
+    """A module `__getattr__` giving the kind contract's `Config` (`name` in `module`) on first
+    use: the config modules need torch, which building the CLI's flags from an ops module does not."""
+    def __getattr__(attribute: str) -> Any:
+        if attribute == "Config":
+            return getattr(importlib.import_module(module), name)
+        raise AttributeError(f"no attribute {attribute!r} in this kind's ops module")
+    return __getattr__
 
 
 def provenance(metadata: dict, op: str, params: dict[str, Any]) -> dict[str, Any]:

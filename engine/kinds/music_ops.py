@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine import protocol
-from engine.kinds.common import MODEL, provenance
+from engine.kinds.common import MODEL, lazy_config, provenance
 from engine.server.jobs import JobContext, JobFailed, Priority
 from engine.server.ops import Op, Param
 
@@ -26,13 +26,7 @@ if TYPE_CHECKING:
     from engine.kinds.music_config import MusicConfig
 
 
-def __getattr__(name: str) -> Any:
-    """The kind contract's `Config`, imported on first use: it needs torch, which building the
-    CLI's flags from this module does not."""
-    if name == "Config":
-        from engine.kinds.music_config import MusicConfig
-        return MusicConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_config("engine.kinds.music_config", "MusicConfig")  # the kind contract's Config
 
 
 EVENT_COLUMNS = ("start", "duration", "pitch", "velocity", "channel")

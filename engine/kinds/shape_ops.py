@@ -11,19 +11,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from engine.kinds.common import MODEL, mesh_arrays, provenance
+from engine.kinds.common import MODEL, lazy_config, mesh_arrays, provenance
 from engine.protocol import BAD_PARAMS
 from engine.server.jobs import JobContext, JobFailed
 from engine.server.ops import Op, Param
 
 
-def __getattr__(name: str) -> Any:
-    """The kind contract's `Config`, imported on first use: it needs torch, which building the
-    CLI's flags from this module does not."""
-    if name == "Config":
-        from engine.models.shape_vae import ShapeVAEConfig
-        return ShapeVAEConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_config("engine.models.shape_vae", "ShapeVAEConfig")  # the kind contract's Config
 
 
 DATA_PARAMS = {

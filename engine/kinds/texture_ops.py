@@ -12,18 +12,12 @@ from typing import Any
 import numpy as np
 
 from engine import protocol
-from engine.kinds.common import MODEL, provenance
+from engine.kinds.common import MODEL, lazy_config, provenance
 from engine.server.jobs import Cancelled, JobContext, JobFailed
 from engine.server.ops import Op, Param
 
 
-def __getattr__(name: str) -> Any:
-    """The kind contract's `Config`, imported on first use: it needs torch, which building the
-    CLI's flags from this module does not."""
-    if name == "Config":
-        from engine.models.texture_gan import TextureGANConfig
-        return TextureGANConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_config("engine.models.texture_gan", "TextureGANConfig")  # the kind contract's Config
 
 
 MIN_SIDE, MAX_SIDE = 16, 4096
