@@ -8,8 +8,8 @@ Prints, side by side: seconds per image at each size for our generator and for i
 texture-synthesis does), the speed-up, our generator once more with the plain (unfolded)
 nearest upsampling it used before (the same pictures, slower), every quality metric of
 engine.kinds.texture_eval as a ratio to real-vs-real (1 = as close to the exemplar as another
-piece of it) for the model as the engine runs it, for its raw generator (without the spectral
-calibration of engine/kinds/texture_spectrum.py) and for quilting, the seam ratio across the
+piece of it) for the model as the engine runs it, for its raw generator (without the
+calibration of engine/kinds/texture_calibration.py) and for quilting, the seam ratio across the
 wrap-around border (1 = seamless), our tiling error, and the training minutes the model used. The machine is shared and noisy: compare ratios, not seconds.
 """
 from __future__ import annotations
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{size:>6} {ours:>9.3f} {theirs:>11.2f} {theirs / ours:>8.0f}x {plain:>25.3f}", flush=True)
 
     n, s = args.samples, args.eval_size
-    raw = TextureModel(dataclasses.replace(model.config, spectrum_gain=None), model.G, args.device)
+    raw = TextureModel(dataclasses.replace(model.config, spectrum_gain=None, field_gain=None, tone_curve=None),
+                       model.G, args.device)
     ours = np.stack([model.generate(s, s, seed=100 + i) for i in range(n)])
     ours_raw = np.stack([raw.generate(s, s, seed=100 + i) for i in range(n)])
     theirs = np.stack([np.round(quilter.synthesize(s, s, seed=100 + i) * 255).astype(np.uint8) for i in range(n)])

@@ -21,7 +21,7 @@ from torch import nn
 
 from engine.data.images import DEMO_EXEMPLARS, ImageCrops, LoadReport, exemplar, load_images, to_channels
 from engine.device import interactive_threads, intra_op_threads
-from engine.kinds.texture_spectrum import apply_gain, measure_gain
+from engine.kinds.texture_calibration import calibrate, measure
 from engine.models.texture_gan import (Discriminator, Generator, TextureGANConfig, d_loss, ema_update,
                                        g_loss, make_ema)
 from engine.train.objective import Objective
@@ -64,7 +64,7 @@ CancelledFn = Callable[[], bool]
 # not kept): G made 192 px images cut into four crops for D, so its outputs could vary beyond
 # one crop. 2400 gravel steps: spectrum 2.36 (2.46 with 4 low-passed noise channels) against
 # 1.95 for the plain recipe, and a visible cell grid. What worked is measuring the missing
-# power after training and restoring it at generation (engine/kinds/texture_spectrum.py).
+# power after training and restoring it at generation (engine/kinds/texture_calibration.py).
 
 
 class GenerationCancelled(Exception):
@@ -195,8 +195,7 @@ class TextureObjective(Objective):
         return g(*g.sample_noise(n, size, size, torch.Generator().manual_seed(seed), self.device), which)
 
     def export_config(self) -> TextureGANConfig:
-        gain = measure_gain(self.nets["G_ema"], self.images)
-        return dataclasses.replace(self.config, spectrum_gain=gain)
+        return dataclasses.replace(self.config, **measure(self.nets["G_ema"], self.images))
 
     def evaluate(self) -> dict[str, float]:
         from engine.kinds.texture_eval import quick_metrics
@@ -268,10 +267,7 @@ class TextureModel:
     @torch.inference_mode()
     def _image(self, z: torch.Tensor, width: int, height: int) -> np.ndarray:
         with intra_op_threads(interactive_threads()):
-            x = self.G.synthesize(z)
-            if self.config.spectrum_gain:
-                x = apply_gain(x, self.config.spectrum_gain)
-            return to_uint8(x)[0, :height, :width]
+            return to_uint8(calibrate(self.G.synthesize(z), z, self.config))[0, :height, :width]
 
     def generate(self, width: int, height: int, seed: int = 0, tileable: bool = True, *,
                  exemplar: int | None = None, progress: ProgressFn | None = None,

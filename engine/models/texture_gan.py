@@ -53,10 +53,14 @@ class TextureGANConfig:
     # that code i makes exemplar i's texture and codes can be blended across an image (morphing).
     # 0 or 1: no codes (all exemplars pooled); the trainer sets it to the number of images.
     n_exemplars: int = 0
-    # Set after training (engine/kinds/texture_spectrum.py): log10 power gains per radial
-    # frequency that give outputs the exemplar's spectrum where the discriminator could not.
-    # The generator itself ignores it; TextureModel applies it to what it makes.
+    # Set after training (engine/kinds/texture_calibration.py): the exemplar's statistics where
+    # the discriminator could not teach them. Per radial frequency (k / (2 * len) cycles per
+    # pixel): log10 power gains, and per channel the amplitudes of a smooth field made from the
+    # noise; per channel a tone curve over [-1, 1]. The generator ignores them; TextureModel
+    # applies them to what it makes.
     spectrum_gain: list[float] | None = None
+    field_gain: list[list[float]] | None = None
+    tone_curve: list[list[float]] | None = None
 
     def __post_init__(self):
         if self.channels not in (1, 3, 4):

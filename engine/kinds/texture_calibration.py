@@ -1,0 +1,146 @@
+"""Calibration: the exemplar's statistics where the discriminator could not teach them.
+
+The discriminator judges ~80 px patches of 96 px crops, so nothing in training shapes the
+generator's power at longer wavelengths: on gravel it made 3-9x too little at 85-256 px (the
+light and shade across several stones), somewhat too little at 2-3 px (edges), and its grey
+levels drift from the photo's. After training we measure three corrections against exemplar
+crops, store them in the model's config, and apply them to every output, in this order:
+
+1. `spectrum_gain`: each radial frequency's Fourier amplitude scaled by the measured
+   log10(exemplar power / generator power), clipped to +-CLIP: a full correction (up to 3.9x
+   at 256 px) also blew the 16 px noise-cell grid up into blotches.
+2. `field_gain`: the long-wavelength power the clip leaves out, added as a smooth random field
+   made from the model's own first local-noise channel, band-limited below the noise cells'
+   Nyquist frequency (so it has no cell grid), and thus moving with seeds, morphs and
+   animations like the rest of the picture.
+3. `tone_curve`: a monotone map per channel that gives the outputs the exemplar's histogram
+   (as Heeger & Bergen 1995 do after each pyramid pass).
+
+Each step depends on frequency, on the noise grid or on the pixel value alone, so outputs
+still tile exactly: the calibrated picture of a tiled noise tensor is the tiled picture.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from engine.kinds.texture_eval import power_spectrum
+from engine.models.texture_gan import Generator, TextureGANConfig
+
+CLIP = 0.5  # at most 10**0.25 = 1.8x amplitude either way from the gain
+SIZE = 256  # measurement size: wavelengths up to 256 px; longer ones get the 256 px values
+TONE_LEVELS = 257  # tone curve samples, evenly spaced over [-1, 1]
+FIELD_PASSES = 3  # the field's power is set, measured on the result, and set again
+
+
+def _radial_table(freq: torch.Tensor, table: Sequence[float], beyond: float | None = None) -> np.ndarray:
+    """A per-frequency table (values at k / (2 * len) cycles per pixel, k = 1 .. len) read at
+    `freq`; constant below the first entry and, unless `beyond` is given, above the last."""
+    table = np.asarray(table, dtype=np.float64)
+    bins = np.arange(1, len(table) + 1) / (2 * len(table))
+    return np.interp(freq.numpy(), bins, table, right=table[-1] if beyond is None else beyond)
+
+
+def apply_gain(x: torch.Tensor, gain: Sequence[float]) -> torch.Tensor:
+    """Images [B, C, H, W] in [-1, 1] with each frequency's power scaled by 10**gain (the mean kept)."""
+    h, w = x.shape[-2:]
+    freq = (torch.fft.fftfreq(h, dtype=torch.float64)[:, None] ** 2
+            + torch.fft.rfftfreq(w, dtype=torch.float64)[None] ** 2).sqrt()
+    amplitude = torch.from_numpy(10 ** (_radial_table(freq, gain) / 2)).to(x.device, torch.float32)
+    amplitude[0, 0] = 1.0
+    spectrum = torch.fft.rfft2(x.float()) * amplitude
+    return torch.fft.irfft2(spectrum, s=(h, w)).clamp(-1, 1).to(x.dtype)
+
+
+def noise_field(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: int) -> torch.Tensor:
+    """A smooth field [B, C, H, W] (H, W = stride x the grid of z [B, n, h, w]) from the noise's
+    first channel: its band-limited interpolation (amplitude 1 keeps the cells' values) with each
+    radial frequency scaled by `amplitude[c]`, zero at the mean and from the cells' Nyquist
+    frequency up. Its coefficients are placed straight into the output's spectrum, so a tiled
+    noise tensor gives the tiled field."""
+    b, _, h, w = z.shape
+    height, width = h * stride, w * stride
+    fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None] / stride
+    fx = torch.fft.rfftfreq(w, dtype=torch.float64)[None] / stride
+    freq = (fy ** 2 + fx ** 2).sqrt()
+    passed = (freq > 0) & (freq < 0.5 / stride)
+    scale = torch.stack([torch.from_numpy(_radial_table(freq, a, beyond=0.0)) * passed for a in amplitude])
+    coeffs = torch.fft.rfft2(z[:, :1].float()) * scale.to(z.device, torch.float32)  # [B, C, h, w//2+1]
+    spectrum = coeffs.new_zeros(b, len(amplitude), height, width // 2 + 1)
+    k = torch.arange(h, device=z.device)
+    spectrum[:, :, torch.where(k <= h // 2, k, height - h + k), : w // 2 + 1] = coeffs
+    return torch.fft.irfft2(spectrum, s=(height, width)) * (height * width / (h * w))
+
+
+def apply_tone(x: torch.Tensor, curve: Sequence[Sequence[float]]) -> torch.Tensor:
+    """Each channel c of x [B, C, H, W] in [-1, 1] through the piecewise-linear map whose values
+    at evenly spaced levels over [-1, 1] are curve[c]."""
+    table = torch.as_tensor(np.asarray(curve), dtype=torch.float32, device=x.device)
+    pos = (x.float().clamp(-1, 1) + 1) * ((table.shape[1] - 1) / 2)
+    i = pos.floor().clamp(max=table.shape[1] - 2)
+    t = pos - i
+    i = i.long()
+    out = [table[c][i[:, c]] * (1 - t[:, c]) + table[c][i[:, c] + 1] * t[:, c] for c in range(x.shape[1])]
+    return torch.stack(out, 1).to(x.dtype)
+
+
+def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig) -> torch.Tensor:
+    """The generator's images x made from noise z, with whatever calibration `config` carries."""
+    if config.spectrum_gain:
+        x = apply_gain(x, config.spectrum_gain)
+    if config.field_gain:
+        x = (x + noise_field(z, config.field_gain, config.stride)).clamp(-1, 1)
+    if config.tone_curve:
+        x = apply_tone(x, config.tone_curve)
+    return x
+
+
+def _channel_power(x: torch.Tensor) -> np.ndarray:
+    """Linear radially averaged power [C, K] per channel."""
+    return np.stack([10 ** power_spectrum(x[:, c:c + 1]).double().numpy() for c in range(x.shape[1])])
+
+
+@torch.no_grad()
+def measure(G: Generator, images: list[np.ndarray], n: int = 16, seed: int = 0) -> dict[str, list]:
+    """The three corrections (module docstring) from 2n random exemplar crops and n samples at
+    256^2 (or the smallest exemplar's size): the config fields, rounded, as lists."""
+    side = min(SIZE, *(min(img.shape[:2]) for img in images))
+    side -= side % G.cfg.stride
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(2 * n):
+        img = images[i % len(images)]
+        y, x = rng.integers(0, img.shape[0] - side + 1), rng.integers(0, img.shape[1] - side + 1)
+        crops.append(img[y:y + side, x:x + side])
+    real = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
+    was_training = G.training
+    G.eval()
+    device = next(G.parameters()).device
+    which = torch.arange(n, device=device) % max(G.cfg.n_exemplars, 1)
+    z = G.noise(*G.sample_noise(n, side, side, torch.Generator().manual_seed(seed), device), which)
+    raw = G.synthesize(z).float().cpu()
+    G.train(was_training)
+
+    gain = (power_spectrum(real) - power_spectrum(raw)).clamp(-CLIP, CLIP)
+    x = apply_gain(raw, gain.tolist())
+    z = z.cpu()
+    channels = raw.shape[1]
+    unit = _channel_power(noise_field(z, [[1.0] * len(gain)] * channels, G.cfg.stride))
+    target = _channel_power(real)
+    freqs = np.arange(1, len(gain) + 1) / (2 * len(gain))
+    field = np.zeros_like(target)
+    for _ in range(FIELD_PASSES):
+        made = _channel_power((x + noise_field(z, field, G.cfg.stride)).clamp(-1, 1))
+        field = np.sqrt(np.maximum(field ** 2 * unit + target - made, 0) / unit) * (freqs < 0.5 / G.cfg.stride)
+    x = (x + noise_field(z, field, G.cfg.stride)).clamp(-1, 1)
+
+    levels = np.linspace(0, 1, TONE_LEVELS)
+    grid = np.linspace(-1, 1, TONE_LEVELS)
+    tone = []
+    for c in range(channels):
+        made = np.quantile(x[:, c].numpy(), levels) + levels * 1e-6  # strictly increasing for interp
+        tone.append(np.interp(grid, made, np.quantile(real[:, c].numpy(), levels)))
+    rounded = lambda a: np.round(np.asarray(a, dtype=np.float64), 4).tolist()
+    return {"spectrum_gain": rounded(gain), "field_gain": rounded(field), "tone_curve": rounded(tone)}

@@ -1,0 +1,138 @@
+"""Calibration: measured after training, applied to what the model makes, still tileable."""
+import dataclasses
+
+import numpy as np
+import torch
+
+from engine.data.images import procedural
+from engine.kinds.texture import TextureModel, TextureObjective
+from engine.kinds.texture_calibration import CLIP, apply_gain, apply_tone, measure, noise_field
+from engine.kinds.texture_eval import power_spectrum, real_sets, spectrum_distance
+from engine.models.texture_gan import TextureGANConfig
+
+TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
+                        n_local=4, n_global=8, n_periodic=2, channels=1)
+CALIBRATION = ("spectrum_gain", "field_gain", "tone_curve")
+
+
+def test_gain_commutes_with_tiling_and_zero_gain_is_identity():
+    x = torch.rand(2, 3, 40, 24, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.6
+    gain = list(np.linspace(0.5, -0.3, 20))
+    tiled = apply_gain(x.repeat(1, 1, 2, 3), gain)
+    assert (tiled - apply_gain(x, gain).repeat(1, 1, 2, 3)).abs().max() < 1e-5
+    assert (apply_gain(x, [0.0] * 12) - x).abs().max() < 1e-5
+    assert not torch.allclose(apply_gain(x, gain), x, atol=1e-3)
+    assert torch.allclose(apply_gain(x, gain).mean((2, 3)), x.mean((2, 3)), atol=1e-5)  # clamp aside, mean kept
+
+
+def test_noise_field_is_smooth_band_limited_and_tiles():
+    z = torch.randn(2, 5, 6, 4, generator=torch.Generator().manual_seed(1))
+    amplitude = [list(np.linspace(2.0, 0.0, 16)), [1.0] * 16]  # two channels
+    field = noise_field(z, amplitude, stride=8)
+    assert field.shape == (2, 2, 48, 32)
+    assert (noise_field(z.repeat(1, 1, 3, 2), amplitude, 8) - field.repeat(1, 1, 3, 2)).abs().max() < 1e-5
+    assert field.mean((2, 3)).abs().max() < 1e-5  # no change of the mean
+    assert field[:, 0].std() > 0.01 and not torch.allclose(field[:, 0], field[:, 1], atol=1e-3)
+    spectrum = torch.fft.rfft2(field).abs()
+    fy = torch.fft.fftfreq(48)[:, None].abs()
+    fx = torch.fft.rfftfreq(32)[None]
+    assert spectrum[..., (fy ** 2 + fx ** 2).sqrt() >= 0.5 / 8].max() < 1e-3  # nothing at the cell grid's scale
+    # amplitude 1 everywhere is the band-limited interpolation: it passes through the cells' values
+    # (up to the 1 - pi/4 of white noise's power the cut at their Nyquist frequency removes) and
+    # only the first channel counts
+    cells = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    at_cells = noise_field(cells, [[1.0] * 16], stride=4)[:, :, ::4, ::4]
+    assert 0.7 < float((at_cells * cells).sum() / cells.pow(2).sum()) < 0.9
+    plain = noise_field(z, [[1.0] * 16], stride=8)
+    z[:, 1:] = 0
+    assert torch.equal(noise_field(z, [[1.0] * 16], stride=8), plain)
+    assert noise_field(z, [[0.0] * 16], 8).abs().max() == 0
+
+
+def test_tone_curve_maps_each_channel_and_identity_is_identity():
+    x = torch.rand(1, 2, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    levels = np.linspace(-1, 1, 9)
+    assert (apply_tone(x, [levels, levels]) - x).abs().max() < 1e-6
+    squared = apply_tone(x, [levels, np.sign(levels) * levels ** 2])
+    assert torch.equal(squared[:, 0], x[:, 0])
+    # piecewise linear between the levels: exact at them, a chord in between
+    assert torch.allclose(apply_tone(torch.tensor(levels).view(1, 1, 1, 9), [levels ** 3]).flatten(),
+                          torch.tensor(levels ** 3), atol=1e-6)
+    assert (squared[:, 1] - x[:, 1].sign() * x[:, 1] ** 2).abs().max() <= 0.25 ** 2 / 4 + 1e-6
+
+
+def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
+    torch.manual_seed(0)
+    exemplar = procedural("blobs", 128, seed=2, channels=1)  # smooth blobs: far more low-frequency power than a fresh G
+    obj = TextureObjective(TINY, [exemplar], seed=0)
+    config = obj.export_config()
+    gain, field, tone = (getattr(config, key) for key in CALIBRATION)
+    assert len(gain) == 64 and max(abs(g) for g in gain) <= CLIP and gain[0] > 0
+    assert len(field) == 1 and field[0][0] > 0 and not any(field[0][8:])  # the field stays below the cells' Nyquist
+    assert len(tone) == 1 and all(a <= b for a, b in zip(tone[0], tone[0][1:]))  # monotone
+    assert all(getattr(obj.config, key) is None for key in CALIBRATION)  # training untouched; only the saved config
+    assert dataclasses.replace(config, spectrum_gain=None, field_gain=None, tone_curve=None) == obj.config
+    raw = TextureModel(obj.config, obj.nets["G_ema"])
+    calibrated = TextureModel(config, obj.nets["G_ema"])
+    gain_only = TextureModel(dataclasses.replace(config, field_gain=None, tone_curve=None), obj.nets["G_ema"])
+    real, _ = real_sets([exemplar], 64, 8)
+
+    def samples(model, size=64, n=8):
+        images = np.stack([model.generate(size, size, seed=s) for s in range(n)])
+        return torch.from_numpy(images).permute(0, 3, 1, 2) / 127.5 - 1
+
+    assert spectrum_distance(samples(calibrated), real) < spectrum_distance(samples(gain_only), real) \
+        < spectrum_distance(samples(raw), real)
+    low = slice(0, 4)  # wavelengths of 64 down to 16 px: where the clip left power out and the field adds it
+    assert (power_spectrum(samples(calibrated))[low] - power_spectrum(real)[low]).abs().mean() \
+        < (power_spectrum(samples(gain_only))[low] - power_spectrum(real)[low]).abs().mean()
+    levels = np.linspace(0.05, 0.95, 19)
+    histogram_gap = lambda model: np.abs(np.quantile(samples(model, 128, 48), levels) - np.quantile(exemplar, levels)).mean()
+    assert histogram_gap(calibrated) < 0.5 * histogram_gap(raw)  # (many samples: an untrained G's vary a lot)
+    a = calibrated.generate(32, 32, seed=3)
+    b = calibrated.G.noise(*calibrated._noise(32, 32, 3))  # the same noise, tiled 2x2: the image tiles
+    big = calibrated._image(b.repeat(1, 1, 2, 2), 64, 64)
+    assert np.abs(np.tile(a, (2, 2, 1)).astype(int) - big.astype(int)).max() <= 1  # uint8 rounding
+    assert dataclasses.asdict(config) == dataclasses.asdict(dataclasses.replace(
+        obj.config, **measure(obj.nets["G_ema"], [exemplar])))  # deterministic
+
+
+def test_rgb_calibration_has_one_field_and_curve_per_channel():
+    exemplar = procedural("blobs", 96, seed=3, channels=3)
+    obj = TextureObjective(dataclasses.replace(TINY, channels=3), [exemplar], seed=0)
+    calibration = measure(obj.nets["G_ema"], [exemplar], n=4)
+    assert len(calibration["field_gain"]) == 3 and len(calibration["tone_curve"]) == 3
+    assert calibration["tone_curve"][0] != calibration["tone_curve"][2]  # the channels differ
+    model = TextureModel(dataclasses.replace(obj.config, **calibration), obj.nets["G_ema"])
+    assert model.generate(64, 32, seed=0).shape == (32, 64, 3)
+
+
+def test_trained_model_carries_its_calibration(tmp_path):
+    from engine.kinds.texture import load
+    from engine.store.checkpoints import ModelStore
+    from engine.train.config import TrainConfig
+    from engine.train.trainer import TrainRun, train
+
+    store = ModelStore(tmp_path, builtin=None)
+    obj = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0)
+    train(obj, TrainConfig(steps=2, batch_size=2, log_every=1), TrainRun(store, "t", "texture", torch.device("cpu")))
+    metadata, weights = store.load("t")
+    stored = {key: metadata["config"][key] for key in CALIBRATION}
+    assert len(stored["spectrum_gain"]) == 48 and stored == measure(obj.nets["G_ema"], obj.images)
+    model = load(metadata["config"], weights)
+    assert {key: getattr(model.config, key) for key in CALIBRATION} == stored
+    for dropped in CALIBRATION:  # each part changes the picture
+        without = TextureModel(dataclasses.replace(model.config, **{dropped: None}), model.G)
+        assert not np.array_equal(model.generate(32, 32, seed=1), without.generate(32, 32, seed=1)), dropped
+
+
+def test_models_saved_before_the_field_and_curve_load_and_generate():
+    from engine.kinds.texture import load
+
+    obj = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0)
+    old = dataclasses.asdict(dataclasses.replace(obj.config, spectrum_gain=[0.3] * 48))
+    del old["field_gain"], old["tone_curve"]
+    weights = {"G_ema." + k: v for k, v in obj.nets["G_ema"].state_dict().items()}
+    model = load(old, weights)
+    assert model.config.field_gain is None and model.config.tone_curve is None
+    assert model.generate(32, 32, seed=0).shape == (32, 32, 1)
