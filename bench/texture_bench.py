@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import dataclasses
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -112,8 +113,6 @@ def machine() -> str:
         model = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name"))
     except Exception:
         model = platform.processor() or "unknown CPU"
-    import os
-
     return f"{model}, {os.cpu_count()} cores visible"
 
 
@@ -132,6 +131,11 @@ def plain_upsampling():
         yield
     finally:
         texture_gan.nearest_up_conv = folded
+
+
+def sem(values: np.ndarray) -> float:
+    """Standard error of the mean."""
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
 def best_of(fn, repeats: int) -> float:
@@ -170,16 +174,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", help="exemplar (default: what the model was trained on)")
     parser.add_argument("--sizes", default="512,1024,2048", help="output sides to time")
     parser.add_argument("--eval-size", type=int, default=256, help="side of the samples the metrics compare")
-    parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--samples", type=int, default=48, help="samples per method and draw for the quality metrics")
+    parser.add_argument("--draws", type=int, default=4, help="independent sample sets per method for the quality metrics")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats for each method (best is kept)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    from engine.device import interactive_threads
+
+    blas_threads = str(interactive_threads())
+    if argv is None and os.environ.get("OPENBLAS_NUM_THREADS") != blas_threads:
+        # Quilting's matrix products run on numpy's BLAS, which takes its thread count from the
+        # environment when numpy is imported: restart with it equal to what our generator gets,
+        # so that neither method has more of the machine (on a quiet machine BLAS took both
+        # cores and quilting ran twice as fast as beside a busy core).
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "OPENBLAS_NUM_THREADS": blas_threads})
 
     import torch
 
     torch.set_num_threads(args.threads)
-    from engine.device import interactive_threads
     from engine.kinds.texture import TextureModel, resolve_images
     from engine.kinds.texture_eval import seam_ratio, texture_metrics, tile_error
 
@@ -192,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
     print(f"machine: {machine()}; torch {torch.__version__} on {args.device}; generation on "
-          f"{interactive_threads()} thread(s), as the engine runs it (half the cores)")
+          f"{interactive_threads()} thread(s), as the engine runs it (half the cores); quilting's BLAS on "
+          f"{os.environ.get('OPENBLAS_NUM_THREADS')}")
     print(f"model {args.model}: {metadata.get('step')} steps, {metadata.get('train_seconds', 0) / 60:.1f} training "
           f"minutes, stride {model.stride}; exemplar {source}; baseline: image quilting, block 64, overlap 12, "
           "candidates on a stride-3 grid")
@@ -214,20 +228,42 @@ def main(argv: list[str] | None = None) -> int:
     n, s = args.samples, args.eval_size
     raw = TextureModel(dataclasses.replace(model.config, spectrum_gain=None, field_gain=None, tone_curve=None),
                        model.G, args.device)
-    ours = np.stack([model.generate(s, s, seed=100 + i) for i in range(n)])
-    ours_raw = np.stack([raw.generate(s, s, seed=100 + i) for i in range(n)])
-    theirs = np.stack([np.round(quilter.synthesize(s, s, seed=100 + i) * 255).astype(np.uint8) for i in range(n)])
-    m_ours, m_raw, m_theirs = (texture_metrics(x, images) for x in (ours, ours_raw, theirs))
-    print(f"\nquality at {s}x{s}, {n} samples each, as ratios to real-vs-real (ideal 1; diversity and "
-          "nearest_patch << 1 mean collapse or copying)")
-    print(f"{'metric':>14} {'ours':>8} {'ours raw':>9} {'quilting':>9}")
-    for key in m_ours:
-        print(f"{key:>14} {m_ours[key]:>8.2f} {m_raw[key]:>9.2f} {m_theirs[key]:>9.2f}")
+    as_uint8 = lambda x: np.round(x * 255).astype(np.uint8)
+
+    def draw(k: int) -> dict[str, np.ndarray]:
+        seeds = range(100 + 1000 * k, 100 + 1000 * k + n)
+        rng = np.random.default_rng(k)
+        corners = [rng.integers(0, np.array(exemplar01.shape[:2]) - s + 1) for _ in range(n)]
+        return {
+            "ours": np.stack([model.generate(s, s, seed=i) for i in seeds]),
+            "ours raw": np.stack([raw.generate(s, s, seed=i) for i in seeds]),
+            "quilting": np.stack([as_uint8(quilter.synthesize(s, s, seed=i)) for i in seeds]),
+            # the texture itself: what a perfect model would score, i.e. how finely the metrics can tell
+            "exemplar crops": np.stack([as_uint8(exemplar01[y:y + s, x:x + s]) for y, x in corners]),
+        }
+
+    # Each draw: fresh samples of every method, measured against either half of the exemplar as the
+    # reference (halves of a photo differ), with that draw's reference crops and projections.
+    scores: dict[str, list[dict[str, float]]] = {}
+    for k in range(args.draws):
+        for name, samples in draw(k).items():
+            scores.setdefault(name, []).extend(texture_metrics(samples, images, seed=k, swap=swap)
+                                               for swap in (False, True))
+    print(f"\nquality at {s}x{s}: {args.draws} draws of {n} samples per method, each against both halves; "
+          "ratios to real-vs-real (ideal 1; diversity and nearest_patch << 1 mean collapse or copying), "
+          "mean ± standard error over the draws")
+    print(f"{'metric':>14}" + "".join(f"{name:>16}" for name in scores) + f"{'ours - quilting':>18}")
+    for key in scores["ours"][0]:
+        per_draw = {name: np.array([m[key] for m in runs]).reshape(args.draws, 2).mean(1) for name, runs in scores.items()}
+        cells = [f"{v.mean():.2f} ± {sem(v):.2f}" for v in per_draw.values()]
+        gap = per_draw["ours"] - per_draw["quilting"]  # paired: same references and projections
+        print(f"{key:>14}" + "".join(f"{c:>16}" for c in cells) + f"{gap.mean():>+11.3f} ± {sem(gap):.3f}")
     big = sizes[-1]
-    print(f"{'seam ' + str(big):>14} {seam_ratio(model.generate(big, big, seed=3)[None]):>8.2f} "
-          f"{seam_ratio(np.round(quilter.synthesize(big, big, seed=3) * 255).astype(np.uint8)[None]):>9.2f}")
-    print(f"{'tile_error':>14} {max(tile_error(model.G, s), tile_error(model.G, 2 * s, 1)):>8.1e} {'n/a':>9}  "
-          "(max |tile(G(z)) - G(tile(z))|; quilting cannot tile)")
+    seams = [seam_ratio(model.generate(big, big, seed=3)[None]), seam_ratio(raw.generate(big, big, seed=3)[None]),
+             seam_ratio(np.round(quilter.synthesize(big, big, seed=3) * 255).astype(np.uint8)[None])]
+    print(f"{'seam ' + str(big):>14}" + "".join(f"{x:>16.2f}" for x in seams))
+    print(f"{'tile_error':>14}{max(tile_error(model.G, s), tile_error(model.G, 2 * s, 1)):>16.1e}{'':>16}{'n/a':>16}"
+          "  (max |tile(G(z)) - G(tile(z))|; quilting cannot tile)")
     return 0
 
 

@@ -2,10 +2,10 @@
 
 - `TextureObjective` is what `engine.train` trains (nets G, D, G_ema; groups D then G).
 - `load(config, weights, device)` rebuilds a `TextureModel` from a checkpoint's exported nets.
-- `TextureModel` generates seamless textures (with the spectral calibration measured when the
-  model was saved), morphs between global codes (or between the exemplars of a model trained
-  on several), animates along a latent loop; `pbr_maps` derives height, normal and roughness
-  maps from any texture.
+- `TextureModel` generates seamless textures (calibrated to the exemplar's spectrum and grey
+  levels as measured when the model was saved), morphs between global codes (or between the
+  exemplars of a model trained on several), animates along a latent loop; `pbr_maps` derives
+  height, normal and roughness maps from any texture.
 Metrics and the judging sheet live in `engine.kinds.texture_eval`.
 """
 from __future__ import annotations

@@ -32,9 +32,11 @@ def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(x.astype(np.float32))
 
 
-def real_sets(images: list[np.ndarray], size: int, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def real_sets(images: list[np.ndarray], size: int, n: int, seed: int = 0,
+              swap: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Two sets of n real crops [n, C, size, size]: A from the first half of each exemplar
-    (top, or left when that fits and top does not), B from the other half."""
+    (top, or left when that fits and top does not), B from the other half; swap: the other
+    way round."""
     rng = np.random.default_rng(seed)
     sets: tuple[list, list] = ([], [])
     for i in range(2 * n):
@@ -51,7 +53,8 @@ def real_sets(images: list[np.ndarray], size: int, n: int, seed: int = 0) -> tup
             raise ValueError(f"exemplar {w}x{h} is smaller than the evaluation size {size}")
         y, x = rng.integers(0, rh - size + 1), rng.integers(0, rw - size + 1)
         sets[i % 2].append(region[y:y + size, x:x + size])
-    return tuple(torch.from_numpy(np.stack(s)).permute(0, 3, 1, 2).float() for s in sets)
+    a, b = (torch.from_numpy(np.stack(s)).permute(0, 3, 1, 2).float() for s in sets)
+    return (b, a) if swap else (a, b)
 
 
 class RandomFeatures(torch.nn.Module):
@@ -162,14 +165,16 @@ def seam_ratio(x: np.ndarray | torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def texture_metrics(samples: np.ndarray | torch.Tensor, images: list[np.ndarray], seed: int = 0) -> dict[str, float]:
+def texture_metrics(samples: np.ndarray | torch.Tensor, images: list[np.ndarray], seed: int = 0,
+                    swap: bool = False) -> dict[str, float]:
     """Metrics of samples (uint8 [N, H, W, C] or float [N, C, H, W] in [-1, 1]; square, N >= 2)
-    against exemplar images (float HxWxC in [-1, 1]), as ratios to the real-vs-real baseline."""
+    against exemplar images (float HxWxC in [-1, 1]), as ratios to the real-vs-real baseline
+    (`real_sets`; swap: against the second half, the first held out)."""
     fake = _tensor(samples)
     n, c, size = fake.shape[0], fake.shape[1], fake.shape[-1]
     if n < 2 or fake.shape[-2] != size:
         raise ValueError(f"need at least 2 square samples, got shape {tuple(fake.shape)}")
-    real_a, real_b = real_sets(images, size, max(n, 8), seed)
+    real_a, real_b = real_sets(images, size, max(n, 8), seed, swap)
     net = RandomFeatures(c)
     out = {
         "gram": gram_distance(fake, real_a, net) / gram_distance(real_b, real_a, net),
