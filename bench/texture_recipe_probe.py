@@ -6,9 +6,9 @@ engine/kinds/texture.py).
 
 Starts from TextureGANConfig's defaults and engine/recipes/texture.toml's [model] section,
 applies the JSON overrides, trains through TextureObjective with the shared trainer on one
-CPU thread, then prints the metric ratios of 12 G_ema samples at 256^2 (as
-bench/texture_bench.py measures them) and writes a sample PNG (three samples and the
-exemplar) for judging by eye.
+CPU thread, then prints the metric ratios of 12 raw G_ema samples at 256^2 (no calibration,
+one draw against the first half: quick, and noisier than bench/texture_bench.py by about
++-0.1) and writes a sample PNG (three samples and the exemplar) for judging by eye.
 """
 from __future__ import annotations
 

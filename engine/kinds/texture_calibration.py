@@ -35,20 +35,23 @@ TONE_LEVELS = 257  # tone curve samples, evenly spaced over [-1, 1]
 FIELD_PASSES = 3  # the field's power is set, measured on the result, and set again
 
 
-def _radial_table(freq: torch.Tensor, table: Sequence[float], beyond: float | None = None) -> np.ndarray:
-    """A per-frequency table (values at k / (2 * len) cycles per pixel, k = 1 .. len) read at
-    `freq`; constant below the first entry and, unless `beyond` is given, above the last."""
-    table = np.asarray(table, dtype=np.float64)
-    bins = np.arange(1, len(table) + 1) / (2 * len(table))
-    return np.interp(freq.numpy(), bins, table, right=table[-1] if beyond is None else beyond)
+def _radial_table(freq: torch.Tensor, table: Sequence[float], beyond: float | None = None) -> torch.Tensor:
+    """A per-frequency table (values at k / (2 * len) cycles per pixel, k = 1 .. len, len >= 2)
+    read at `freq` by linear interpolation, on freq's device; constant below the first entry
+    and, unless `beyond` is given, above the last."""
+    values = torch.as_tensor(table, dtype=freq.dtype, device=freq.device)
+    pos = freq * (2 * len(values)) - 1  # fractional index into values
+    i = pos.floor().clamp(0, len(values) - 2)
+    t = (pos - i).clamp(0, 1)
+    out = torch.lerp(values[i.long()], values[i.long() + 1], t)
+    return out if beyond is None else torch.where(pos > len(values) - 1, beyond, out)
 
 
 def apply_gain(x: torch.Tensor, gain: Sequence[float]) -> torch.Tensor:
     """Images [B, C, H, W] in [-1, 1] with each frequency's power scaled by 10**gain (the mean kept)."""
     h, w = x.shape[-2:]
-    freq = (torch.fft.fftfreq(h, dtype=torch.float64)[:, None] ** 2
-            + torch.fft.rfftfreq(w, dtype=torch.float64)[None] ** 2).sqrt()
-    amplitude = torch.from_numpy(10 ** (_radial_table(freq, gain) / 2)).to(x.device, torch.float32)
+    freq = (torch.fft.fftfreq(h, device=x.device)[:, None] ** 2 + torch.fft.rfftfreq(w, device=x.device)[None] ** 2).sqrt()
+    amplitude = 10 ** (_radial_table(freq, gain) / 2)
     amplitude[0, 0] = 1.0
     spectrum = torch.fft.rfft2(x.float()) * amplitude
     return torch.fft.irfft2(spectrum, s=(h, w)).clamp(-1, 1).to(x.dtype)
@@ -62,12 +65,10 @@ def noise_field(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: i
     noise tensor gives the tiled field."""
     b, _, h, w = z.shape
     height, width = h * stride, w * stride
-    fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None] / stride
-    fx = torch.fft.rfftfreq(w, dtype=torch.float64)[None] / stride
-    freq = (fy ** 2 + fx ** 2).sqrt()
+    freq = (torch.fft.fftfreq(h, device=z.device)[:, None] ** 2 + torch.fft.rfftfreq(w, device=z.device)[None] ** 2).sqrt() / stride
     passed = (freq > 0) & (freq < 0.5 / stride)
-    scale = torch.stack([torch.from_numpy(_radial_table(freq, a, beyond=0.0)) * passed for a in amplitude])
-    coeffs = torch.fft.rfft2(z[:, :1].float()) * scale.to(z.device, torch.float32)  # [B, C, h, w//2+1]
+    scale = torch.stack([_radial_table(freq, a, beyond=0.0) * passed for a in amplitude])
+    coeffs = torch.fft.rfft2(z[:, :1].float()) * scale  # [B, C, h, w//2+1]
     spectrum = coeffs.new_zeros(b, len(amplitude), height, width // 2 + 1)
     k = torch.arange(h, device=z.device)
     spectrum[:, :, torch.where(k <= h // 2, k, height - h + k), : w // 2 + 1] = coeffs
