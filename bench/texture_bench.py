@@ -212,7 +212,6 @@ def main(argv: list[str] | None = None) -> int:
           "candidates on a stride-3 grid")
 
     print(f"\n{'size':>6} {'ours s':>9} {'quilting s':>11} {'speed-up':>9} {'ours, plain upsampling s':>25}")
-    timing = {}
     for size in sizes:
         model.generate(size, size, seed=0)  # warm-up (allocations, cuDNN plans)
         sync()
@@ -222,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
             model.generate(size, size, seed=0)
             sync()
             plain = best_of(lambda: (model.generate(size, size, seed=1), sync()), args.repeats)
-        timing[size] = (ours, theirs)
         print(f"{size:>6} {ours:>9.3f} {theirs:>11.2f} {theirs / ours:>8.0f}x {plain:>25.3f}", flush=True)
 
     n, s = args.samples, args.eval_size

@@ -75,6 +75,7 @@ def mixture_frame_nll(models: list[MusicRNN | MusicFrameRNN], pieces: list[Piece
     layout = models[0].config.layout
     if any(m.config.layout != layout for m in models):
         raise ValueError("a mixture needs models with the same token layout")
+    was_training = [m.training for m in models]
     for m in models:
         m.eval()
     total, steps = 0.0, 0
@@ -83,4 +84,6 @@ def mixture_frame_nll(models: list[MusicRNN | MusicFrameRNN], pieces: list[Piece
         mixed = math.log(len(models)) - torch.logsumexp(-nll.double(), 0)
         total += float((mixed * (batch["targets"] >= 0)).sum())
         steps += int(batch["step_mask"].sum())
+    for m, mode in zip(models, was_training):
+        m.train(mode)
     return {"nll": total / steps, "steps": steps}

@@ -47,10 +47,15 @@ def _radial_table(freq: torch.Tensor, table: Sequence[float], beyond: float | No
     return out if beyond is None else torch.where(pos > len(values) - 1, beyond, out)
 
 
+def _rfft_radius(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Radial frequency (cycles per sample) of each coefficient of an h x w rfft2."""
+    return (torch.fft.fftfreq(h, device=device)[:, None] ** 2 + torch.fft.rfftfreq(w, device=device)[None] ** 2).sqrt()
+
+
 def apply_gain(x: torch.Tensor, gain: Sequence[float]) -> torch.Tensor:
     """Images [B, C, H, W] in [-1, 1] with each frequency's power scaled by 10**gain (the mean kept)."""
     h, w = x.shape[-2:]
-    freq = (torch.fft.fftfreq(h, device=x.device)[:, None] ** 2 + torch.fft.rfftfreq(w, device=x.device)[None] ** 2).sqrt()
+    freq = _rfft_radius(h, w, x.device)
     amplitude = 10 ** (_radial_table(freq, gain) / 2)
     amplitude[0, 0] = 1.0
     spectrum = torch.fft.rfft2(x.float()) * amplitude
@@ -65,7 +70,7 @@ def noise_field(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: i
     noise tensor gives the tiled field."""
     b, _, h, w = z.shape
     height, width = h * stride, w * stride
-    freq = (torch.fft.fftfreq(h, device=z.device)[:, None] ** 2 + torch.fft.rfftfreq(w, device=z.device)[None] ** 2).sqrt() / stride
+    freq = _rfft_radius(h, w, z.device) / stride  # in cycles per output pixel
     passed = (freq > 0) & (freq < 0.5 / stride)
     scale = torch.stack([_radial_table(freq, a, beyond=0.0) * passed for a in amplitude])
     coeffs = torch.fft.rfft2(z[:, :1].float()) * scale  # [B, C, h, w//2+1]
