@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from engine.data.images import ImageCrops
 from engine.kinds.texture_eval import power_spectrum
 from engine.models.texture_gan import Generator, TextureGANConfig
 
@@ -109,18 +110,14 @@ def _channel_power(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def measure(G: Generator, images: list[np.ndarray], n: int = 16, seed: int = 0) -> dict[str, list]:
+def measure(G: Generator, images: list[np.ndarray], n: int = 64, seed: int = 0) -> dict[str, list]:
     """The three corrections (module docstring) from 2n random exemplar crops and n samples at
-    256^2 (or the smallest exemplar's size): the config fields, rounded, as lists."""
+    256^2 (or the smallest exemplar's size): the config fields, rounded, as lists. With n = 16
+    the stored curves depended on the draw (gravel's swd ratio 0.725-0.745 over seeds 0-2);
+    64 takes about a second more and holds it to 0.711-0.713."""
     side = min(SIZE, *(min(img.shape[:2]) for img in images))
     side -= side % G.cfg.stride
-    rng = np.random.default_rng(seed)
-    crops = []
-    for i in range(2 * n):
-        img = images[i % len(images)]
-        y, x = rng.integers(0, img.shape[0] - side + 1), rng.integers(0, img.shape[1] - side + 1)
-        crops.append(img[y:y + side, x:x + side])
-    real = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
+    real = ImageCrops(images, side, flips=False, rot90=False, seed=seed).batch(np.arange(2 * n))
     was_training = G.training
     G.eval()
     device = next(G.parameters()).device
