@@ -133,11 +133,6 @@ def plain_upsampling():
         texture_gan.nearest_up_conv = folded
 
 
-def sem(values: np.ndarray) -> float:
-    """Standard error of the mean."""
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
-
-
 def best_of(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -181,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     from engine.device import interactive_threads
+    from scipy.stats import sem
 
     blas_threads = str(interactive_threads())
     if argv is None and os.environ.get("OPENBLAS_NUM_THREADS") != blas_threads:
@@ -258,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:>14}" + "".join(f"{c:>16}" for c in cells) + f"{gap.mean():>+11.3f} ± {sem(gap):.3f}")
     big = sizes[-1]
     seams = [seam_ratio(model.generate(big, big, seed=3)[None]), seam_ratio(raw.generate(big, big, seed=3)[None]),
-             seam_ratio(np.round(quilter.synthesize(big, big, seed=3) * 255).astype(np.uint8)[None])]
+             seam_ratio(as_uint8(quilter.synthesize(big, big, seed=3))[None])]
     print(f"{'seam ' + str(big):>14}" + "".join(f"{x:>16.2f}" for x in seams))
     print(f"{'tile_error':>14}{max(tile_error(model.G, s), tile_error(model.G, 2 * s, 1)):>16.1e}{'':>16}{'n/a':>16}"
           "  (max |tile(G(z)) - G(tile(z))|; quilting cannot tile)")
