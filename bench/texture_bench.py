@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from engine.data.images import ImageCrops
     from engine.kinds.texture import TextureModel, resolve_images
     from engine.kinds.texture_eval import seam_ratio, texture_metrics, tile_error
 
@@ -226,14 +227,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def draw(k: int) -> dict[str, np.ndarray]:
         seeds = range(100 + 1000 * k, 100 + 1000 * k + n)
-        rng = np.random.default_rng(k)
-        corners = [rng.integers(0, np.array(exemplar01.shape[:2]) - s + 1) for _ in range(n)]
+        crops = ImageCrops(images, s, flips=False, rot90=False, fair_edges=True, seed=100 + k).batch(np.arange(n))
         return {
             "ours": np.stack([model.generate(s, s, seed=i) for i in seeds]),
             "ours raw": np.stack([raw.generate(s, s, seed=i) for i in seeds]),
             "quilting": np.stack([as_uint8(quilter.synthesize(s, s, seed=i)) for i in seeds]),
-            # the texture itself: what a perfect model would score, i.e. how finely the metrics can tell
-            "exemplar crops": np.stack([as_uint8(exemplar01[y:y + s, x:x + s]) for y, x in corners]),
+            # the texture itself, every part of the photo counted alike (as the calibration counts
+            # it): what a perfect model would score, i.e. how finely the metrics can tell
+            "exemplar crops": as_uint8((crops.permute(0, 2, 3, 1).numpy() + 1) / 2),
         }
 
     # Each draw: fresh samples of every method, measured against either half of the exemplar as the

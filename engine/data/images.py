@@ -141,10 +141,15 @@ class ImageCrops:
 
     Key k picks image k % n, and seeds the crop position and augmentation with k.
     Flips and 90° rotations can be switched off for textures with a direction (wood grain).
+    Plain random corners count an image's centre far more often than its border (a 256 px crop
+    of a 512 px image covers the middle row always and the first row once in 257 corners);
+    fair_edges draws the corner over every offset at which the crop overlaps the image and
+    clamps it inside, so that no pixel is counted less than half as often as the most counted one
+    (a third when the crop is more than half the image).
     """
 
     def __init__(self, images: list[np.ndarray], crop: int, *, flips: bool = True, rot90: bool = True,
-                 jitter: float = 0.0, seed: int = 0):
+                 jitter: float = 0.0, fair_edges: bool = False, seed: int = 0):
         if not images:
             raise ValueError("ImageCrops needs at least one image")
         small = [im.shape[:2] for im in images if min(im.shape[:2]) < crop]
@@ -153,14 +158,15 @@ class ImageCrops:
         if not 0.0 <= jitter <= 0.5:
             raise ValueError(f"jitter must be in [0, 0.5] (mild), got {jitter}")
         self.images, self.crop = images, crop
-        self.flips, self.rot90, self.jitter, self.seed = flips, rot90, jitter, seed
+        self.flips, self.rot90, self.jitter, self.fair_edges, self.seed = flips, rot90, jitter, fair_edges, seed
         self.channels = images[0].shape[-1]
 
     def one(self, key: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, int(key)])
         img = self.images[int(key) % len(self.images)]
         h, w = img.shape[:2]
-        y, x = rng.integers(0, h - self.crop + 1), rng.integers(0, w - self.crop + 1)
+        reach = self.crop - 1 if self.fair_edges else 0
+        y, x = (min(max(int(rng.integers(-reach, side - self.crop + 1 + reach)), 0), side - self.crop) for side in (h, w))
         out = img[y:y + self.crop, x:x + self.crop]
         if self.flips and rng.random() < 0.5:
             out = out[:, ::-1]

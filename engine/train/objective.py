@@ -14,8 +14,9 @@ subclasses `Objective`:
   what makes resume exact and lets N processes share one global batch.
 - `loss(group, batch, step)`: the scalar to back-propagate for that group, plus floats to log.
 - `after_step`, `evaluate`, `preview`: optional hooks.
-- `export_config()`: the config saved with the model (by default `config`); a kind may add
-  what it measures on the trained nets.
+- `export_config(final)`: the config saved with the model (by default `config`); a kind may add
+  what it measures on the trained nets, and measure less for the checkpoints written while
+  training runs (final False), since those count against the time budget.
 - `export_nets`: the nets that ship in the finished model (e.g. ("G_ema",)).
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Objective:
     def evaluate(self) -> dict[str, float]:
         return {}
 
-    def export_config(self) -> Any:
+    def export_config(self, final: bool = True) -> Any:
         return self.config
 
     def preview(self) -> np.ndarray | None:

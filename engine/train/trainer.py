@@ -68,11 +68,13 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
         raise ValueError(f"batch_size {cfg.batch_size} does not split evenly across {world.size} processes")
 
     def save(final: bool) -> dict[str, Any]:
+        if final and progress and world.is_main:
+            progress(1.0, f"step {step}/{cfg.steps}: evaluating and saving the model", None)
         metrics = _evaluate(objective) if final and world.is_main else {}
         if world.is_main:
             _save_resume(objective, optimizers, cfg, run, step, history)
             plots.loss_curve(history, run_dir / "loss.png", f"{run.name} ({run.kind})")
-            return _save_model(objective, cfg, run, step, history, metrics, time.monotonic() - started)
+            return _save_model(objective, cfg, run, step, history, metrics, time.monotonic() - started, final)
         return {"step": step, "metrics": metrics}
 
     try:
@@ -222,11 +224,11 @@ def _append_log(run_dir, row: dict[str, float]) -> None:
 
 
 def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int, history: list[dict],
-                metrics: dict[str, float], seconds: float) -> dict[str, Any]:
+                metrics: dict[str, float], seconds: float, final: bool) -> dict[str, Any]:
     last = next((row for row in reversed(history) if not any(k.startswith("eval/") for k in row)), {})
     metadata = {
         "kind": run.kind,
-        "config": _as_dict(objective.export_config()),
+        "config": _as_dict(objective.export_config(final)),
         "train": dataclasses.asdict(cfg),
         "data": objective.data_summary(),
         "metrics": {**{k: v for k, v in last.items() if k not in ("step", "seconds")}, **metrics},

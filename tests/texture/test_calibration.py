@@ -2,9 +2,10 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
-from engine.data.images import procedural
+from engine.data.images import ImageCrops, procedural
 from engine.kinds.texture import TextureModel, TextureObjective
 from engine.kinds.texture_calibration import CLIP, apply_gain, apply_tone, measure, noise_field
 from engine.kinds.texture_eval import power_spectrum, real_sets, spectrum_distance
@@ -97,6 +98,20 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
         obj.config, **measure(obj.nets["G_ema"], [exemplar])))  # deterministic
 
 
+def test_measuring_again_after_the_tone_curve_brings_the_spectrum_closer():
+    exemplar = procedural("waves", 128, seed=2, channels=1)  # (blobs: quantisation noise swamps the spectrum)
+    obj = TextureObjective(TINY, [exemplar], seed=0)
+    target = ImageCrops([exemplar], 128, flips=False, rot90=False, fair_edges=True, seed=9).batch(np.arange(64))
+
+    def distance(rounds: int) -> float:  # fresh samples, not the ones measured
+        model = TextureModel(dataclasses.replace(obj.config, **measure(obj.nets["G_ema"], [exemplar], rounds=rounds)),
+                             obj.nets["G_ema"])
+        images = np.stack([model.generate(128, 128, seed=s) for s in range(100, 132)])
+        return spectrum_distance(torch.from_numpy(images).permute(0, 3, 1, 2) / 127.5 - 1, target)
+
+    assert distance(3) < 0.8 * distance(1)
+
+
 def test_rgb_calibration_has_one_field_and_curve_per_channel():
     exemplar = procedural("blobs", 96, seed=3, channels=3)
     obj = TextureObjective(dataclasses.replace(TINY, channels=3), [exemplar], seed=0)
@@ -124,6 +139,33 @@ def test_trained_model_carries_its_calibration(tmp_path):
     for dropped in CALIBRATION:  # each part changes the picture
         without = TextureModel(dataclasses.replace(model.config, **{dropped: None}), model.G)
         assert not np.array_equal(model.generate(32, 32, seed=1), without.generate(32, 32, seed=1)), dropped
+
+
+def test_checkpoints_while_training_get_the_quick_calibration(tmp_path):
+    from engine.store.checkpoints import ModelStore
+    from engine.train.config import TrainConfig
+    from engine.train.trainer import TrainRun, train
+
+    class Stop(Exception):
+        pass
+
+    def stop_after(steps: list[int]):
+        def check():
+            steps.append(len(steps))
+            if len(steps) > 2:
+                raise Stop
+
+        return check
+
+    store = ModelStore(tmp_path, builtin=None)
+    obj = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0)
+    with pytest.raises(Stop):  # a cancelled run keeps the model of its last checkpoint
+        train(obj, TrainConfig(steps=5, batch_size=2, log_every=1), TrainRun(store, "t", "texture", torch.device("cpu")),
+              check=stop_after([]))
+    metadata, _ = store.load("t")
+    assert metadata["step"] == 2
+    quick = measure(obj.nets["G_ema"], obj.images, n=16, rounds=1)
+    assert {key: metadata["config"][key] for key in CALIBRATION} == quick != measure(obj.nets["G_ema"], obj.images)
 
 
 def test_models_saved_before_the_field_and_curve_load_and_generate():

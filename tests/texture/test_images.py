@@ -83,6 +83,20 @@ def test_crops_are_pure_in_keys_and_augmentations_switch():
         ImageCrops([img], 256)
 
 
+def test_fair_edges_counts_border_pixels_about_as_often_as_central_ones():
+    side, crop = 64, 32
+    img = (np.arange(side * side, dtype=np.float32).reshape(side, side, 1) / side ** 2) * 2 - 1  # unique values
+    for fair, least, most in ((False, 0.0, 0.1), (True, 0.35, 1.0)):
+        crops = ImageCrops([img], crop, flips=False, rot90=False, fair_edges=fair).batch(np.arange(2000))
+        corners = np.rint((crops[:, 0, 0, 0].numpy() + 1) / 2 * side ** 2).astype(int)
+        assert all(np.array_equal(crops[k, 0].numpy(), img[c // side:c // side + crop, c % side:c % side + crop, 0])
+                   for k, c in enumerate(corners[:20]))
+        rows = np.zeros(side)
+        for y in corners // side:
+            rows[y:y + crop] += 1
+        assert least <= rows.min() / rows.max() <= most, (fair, rows.min() / rows.max())
+
+
 def test_exemplars():
     for name in ("brick", "grass", "gravel"):
         ex = exemplar(name)
