@@ -149,19 +149,18 @@ def test_checkpoints_while_training_get_the_quick_calibration(tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after(steps: list[int]):
-        def check():
-            steps.append(len(steps))
-            if len(steps) > 2:
-                raise Stop
+    calls = []
 
-        return check
+    def stop_at_the_third_step():
+        calls.append(1)
+        if len(calls) == 3:
+            raise Stop
 
     store = ModelStore(tmp_path, builtin=None)
     obj = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0)
     with pytest.raises(Stop):  # a cancelled run keeps the model of its last checkpoint
         train(obj, TrainConfig(steps=5, batch_size=2, log_every=1), TrainRun(store, "t", "texture", torch.device("cpu")),
-              check=stop_after([]))
+              check=stop_at_the_third_step)
     metadata, _ = store.load("t")
     assert metadata["step"] == 2
     quick = measure(obj.nets["G_ema"], obj.images, n=16, rounds=1)
