@@ -101,6 +101,7 @@ def _train(engine: "Engine", context: JobContext, kind: str, name: str, data: di
     world = distributed.init_from_environment(device)
     run = TrainRun(engine.store, name, kind, device, resume=resume, world=world)
     metadata = run_training(objective, train_config, run, progress=context.progress, check=context.check)
+    distributed.leave(world)
     engine.unload(name)  # the next use loads the new weights
     return {"model": name, "step": metadata["step"], "metrics": metadata["metrics"],
             "run_dir": str(engine.store.run_dir(name))}

@@ -28,6 +28,14 @@ def init_from_environment(device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
+def leave(world: World) -> None:
+    """Leave the process group once every process is done: a process that exits with gloo's
+    threads still running can abort ("terminate called without an active exception")."""
+    if world.size > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def local_device(requested: torch.device) -> torch.device:
     """Under torchrun each process takes the GPU matching its LOCAL_RANK."""
     if requested.type == "cuda" and "LOCAL_RANK" in os.environ:
