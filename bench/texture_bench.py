@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from engine.data.images import ImageCrops
-    from engine.kinds.texture import TextureModel, resolve_images
+    from engine.kinds.texture import TextureModel, resolve_images, to_uint8
     from engine.kinds.texture_eval import seam_ratio, texture_metrics, tile_error
 
     metadata, model = load_model(args.model, args.models_dir, args.device)
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             "quilting": np.stack([as_uint8(quilter.synthesize(s, s, seed=i)) for i in seeds]),
             # the texture itself, every part of the photo counted alike (as the calibration counts
             # it): what a perfect model would score, i.e. how finely the metrics can tell
-            "exemplar crops": as_uint8((crops.permute(0, 2, 3, 1).numpy() + 1) / 2),
+            "exemplar crops": to_uint8(crops),
         }
 
     # Each draw: fresh samples of every method, measured against either half of the exemplar as the
