@@ -144,6 +144,7 @@ class TextureObjective(Objective):
         D = Discriminator(config).to(self.device, memory_format=torch.channels_last)
         self.nets = {"G": G, "D": D, "G_ema": G_ema}
         self.lr_scale = {"D": config.d_lr_scale}
+        self._fake: tuple[dict, torch.Tensor] | None = None  # (batch, G's output) from the D step
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"D": list(self.nets["D"].parameters()), "G": list(self.nets["G"].parameters())}
@@ -169,8 +170,10 @@ class TextureObjective(Objective):
         z = (batch["z_local"], batch["z_global"], batch["phase"])
         which = batch.get("exemplar")
         if group == "D":
-            with torch.no_grad():
-                fake = G(*z, which)
+            # The fakes keep their graph: the G step that follows (G's weights unchanged by D's
+            # step) reuses them instead of running G a second time.
+            self._fake = (batch, G(*z, which))
+            fake = self._fake[1].detach()
             real = batch["real"]
             lazy_r1 = cfg.r1_gamma > 0 and step % 4 == 0  # lazy regularisation (StyleGAN2), scaled by 4
             if lazy_r1:
@@ -186,7 +189,14 @@ class TextureObjective(Objective):
                 logs["r1"] = r1.item()
             return loss, logs
         if group == "G":
-            loss = g_loss(D(G(*z, which), which), cfg.loss)
+            fake = self._fake[1] if self._fake and self._fake[0] is batch else G(*z, which)
+            self._fake = None
+            # D's weights need no gradient here; the unwrapped D keeps a DDP wrapper from waiting for them.
+            critic = unwrap(D).requires_grad_(False)
+            try:
+                loss = g_loss(critic(fake, which), cfg.loss)
+            finally:
+                critic.requires_grad_(True)
             return loss, {"g_loss": loss.item()}
         raise ValueError(f"unknown parameter group {group!r}; the texture GAN has 'D' and 'G'")
 

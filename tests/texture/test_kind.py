@@ -70,6 +70,35 @@ def test_steps_train_d_and_ema(trained):
     assert metrics["tile_error"] < 1e-5 and all(np.isfinite(v) for v in metrics.values())
 
 
+
+def _g_grads(obj, batch, step):
+    for p in obj.nets["G"].parameters():
+        p.grad = None
+    loss, _ = obj.loss("G", batch, step)
+    loss.backward()
+    return [p.grad.clone() for p in obj.nets["G"].parameters()]
+
+
+def test_g_step_reuses_the_d_steps_fakes_with_the_same_gradients():
+    torch.manual_seed(0)
+    obj = TextureObjective(TINY, [procedural("bricks", 96, seed=0)], seed=0)
+    run_steps(obj, 2)
+    D = obj.nets["D"]
+    d_opt = torch.optim.Adam(D.parameters(), lr=1e-2)
+    batch = obj.batch(torch.arange(4, dtype=torch.int64))
+    for p in obj.nets["G"].parameters():
+        p.grad = None
+    d_loss, _ = obj.loss("D", batch, 5)
+    d_loss.backward()
+    assert all(p.grad is None for p in obj.nets["G"].parameters())  # D's loss leaves G alone
+    d_opt.step()
+    d_opt.zero_grad(set_to_none=True)
+    reused = _g_grads(obj, batch, 5)
+    # D got no gradient from G's loss, and trains again afterwards
+    assert all(p.grad is None and p.requires_grad for p in D.parameters())
+    fresh = _g_grads(obj, batch, 5)  # no D step before it: G runs afresh, against the same (updated) D
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(reused, fresh))
+    assert any(a.abs().sum() > 0 for a in reused)
 def test_recipes_run():
     obj = TextureObjective(TINY, [procedural("blobs", 64)])
     assert "r1" in run_steps(obj, 1)[0]  # the default recipe uses R1 on step 0, 4, 8, ...
