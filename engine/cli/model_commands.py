@@ -25,7 +25,9 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
             if command != "train" and op is None:
                 continue
             sub = kinds.add_parser(kind, parents=[common], help=(module.__doc__ or kind).strip().splitlines()[0])
-            _add_param_flags(sub, module.DATA_PARAMS if command == "train" else op.params)
+            # generate and eval use the model that ships for the kind unless told otherwise
+            _add_param_flags(sub, module.DATA_PARAMS if command == "train" else op.params,
+                             shipped_model=None if command == "train" else f"{kind}-default")
             if command == "train":
                 _add_train_flags(sub)
                 sub.set_defaults(handler=_train, module=module)
@@ -34,12 +36,18 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
                 sub.set_defaults(handler=_run_op, module=module, op=op)
 
 
-def _add_param_flags(parser: argparse.ArgumentParser, params: dict[str, Param]) -> None:
+def _add_param_flags(parser: argparse.ArgumentParser, params: dict[str, Param],
+                     shipped_model: str | None = None) -> None:
     # Flags default to None: the op fills in its own defaults, and a config file's values
-    # are overridden only by flags the user actually gave.
+    # are overridden only by flags the user actually gave. The one default of the CLI's own
+    # is --model: the kind's shipped model.
     for name, param in params.items():
         flag = "--" + name.replace("_", "-")
         text = param.doc + (f" (default {param.default})" if param.default is not None else "")
+        if name == "model" and shipped_model:
+            parser.add_argument(flag, dest=name, default=shipped_model,
+                                help=f"{param.doc} (default {shipped_model}, which ships with Atelier)")
+            continue
         if param.type == "bool":
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
         elif param.type == "array":  # e.g. a MIDI clip to continue: the file travels as its bytes

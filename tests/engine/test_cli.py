@@ -66,6 +66,21 @@ def test_models_in_process_with_json(tmp_path):
     assert missing.returncode == 1 and json.loads(missing.stdout)["error"] == "not_found"
 
 
+def test_generate_and_eval_default_to_the_shipped_model(tmp_path):
+    from engine.cli.main import build_parser
+
+    parser = build_parser()
+    for kind in ("texture", "shape", "music"):
+        assert parser.parse_args(["generate", kind]).model == f"{kind}-default"
+        assert parser.parse_args(["eval", kind]).model == f"{kind}-default"
+    assert parser.parse_args(["generate", "texture", "--model", "walls"]).model == "walls"
+    made = atelier("generate", "texture", "--size", "64", "--out", str(tmp_path / "t.png"), "--json",
+                   env={"ATELIER_MODELS_DIR": str(tmp_path)})
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["provenance"]["model"] == "texture-default"
+    assert (tmp_path / "t.png").stat().st_size > 0
+
+
 def test_commands_against_a_running_engine(tmp_path):
     engine = launch(tmp_path)
     try:
