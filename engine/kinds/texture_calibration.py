@@ -21,6 +21,7 @@ still tile exactly: the calibrated picture of a tiled noise tensor is the tiled 
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,13 +55,20 @@ def _rfft_radius(h: int, w: int, device: torch.device) -> torch.Tensor:
     return (torch.fft.fftfreq(h, device=device)[:, None] ** 2 + torch.fft.rfftfreq(w, device=device)[None] ** 2).sqrt()
 
 
+@functools.lru_cache(maxsize=4)
+def _gain_amplitude(h: int, w: int, gain: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """The amplitude scale of each h x w rfft2 coefficient; cached because building it took as
+    long as the two FFTs (10 ms at 1024^2), and a model is asked for the same sizes again."""
+    with torch.inference_mode(False):  # an ordinary tensor, usable in and out of inference mode
+        amplitude = 10 ** (_radial_table(_rfft_radius(h, w, device), gain) / 2)
+        amplitude[0, 0] = 1.0
+    return amplitude
+
+
 def apply_gain(x: torch.Tensor, gain: Sequence[float]) -> torch.Tensor:
     """Images [B, C, H, W] in [-1, 1] with each frequency's power scaled by 10**gain (the mean kept)."""
     h, w = x.shape[-2:]
-    freq = _rfft_radius(h, w, x.device)
-    amplitude = 10 ** (_radial_table(freq, gain) / 2)
-    amplitude[0, 0] = 1.0
-    spectrum = torch.fft.rfft2(x.float()) * amplitude
+    spectrum = torch.fft.rfft2(x.float()) * _gain_amplitude(h, w, tuple(gain), x.device)
     return torch.fft.irfft2(spectrum, s=(h, w)).clamp(-1, 1).to(x.dtype)
 
 
@@ -86,12 +94,14 @@ def apply_tone(x: torch.Tensor, curve: Sequence[Sequence[float]]) -> torch.Tenso
     """Each channel c of x [B, C, H, W] in [-1, 1] through the piecewise-linear map whose values
     at evenly spaced levels over [-1, 1] are curve[c]."""
     table = torch.as_tensor(np.asarray(curve), dtype=torch.float32, device=x.device)
-    pos = (x.float().clamp(-1, 1) + 1) * ((table.shape[1] - 1) / 2)
-    i = pos.floor().clamp(max=table.shape[1] - 2)
-    t = pos - i
-    i = i.long()
-    out = [table[c][i[:, c]] * (1 - t[:, c]) + table[c][i[:, c] + 1] * t[:, c] for c in range(x.shape[1])]
-    return torch.stack(out, 1).to(x.dtype)
+    channels, levels = table.shape
+    pos = (x.float().clamp(-1, 1) + 1) * ((levels - 1) / 2)
+    i = pos.floor().clamp_(max=levels - 2)
+    t = pos.sub_(i)
+    # indices into the flattened table, channel c's curve at c * levels: all channels in one gather
+    i = i.long().add_(torch.arange(channels, device=x.device).view(1, -1, 1, 1) * levels)
+    flat = table.flatten()
+    return torch.lerp(flat.take(i), flat.take(i + 1), t).to(x.dtype)
 
 
 def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig) -> torch.Tensor:

@@ -26,6 +26,19 @@ def test_gain_commutes_with_tiling_and_zero_gain_is_identity():
     assert torch.allclose(apply_gain(x, gain).mean((2, 3)), x.mean((2, 3)), atol=1e-5)  # clamp aside, mean kept
 
 
+def test_gain_made_while_generating_serves_training_too():
+    # generation runs under inference_mode and the gain's table is cached per size: the cached
+    # table must still serve a pass that autograd records
+    x = torch.rand(1, 1, 48, 48, generator=torch.Generator().manual_seed(1)) * 1.2 - 0.6
+    gain = [0.3, -0.2, 0.1]
+    with torch.inference_mode():
+        made = apply_gain(x, gain)
+    leaf = x.clone().requires_grad_(True)
+    again = apply_gain(leaf, gain)
+    again.sum().backward()
+    assert torch.equal(made, again.detach()) and leaf.grad is not None
+
+
 def test_noise_field_is_smooth_band_limited_and_tiles():
     z = torch.randn(2, 5, 6, 4, generator=torch.Generator().manual_seed(1))
     amplitude = [list(np.linspace(2.0, 0.0, 16)), [1.0] * 16]  # two channels
