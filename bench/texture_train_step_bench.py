@@ -7,8 +7,9 @@ of the shipped recipe's model on gravel (batch 8, 96 px crops) in alternating ro
 see the same machine load:
 - ours: the G step reuses the fakes the D step made (with their graph) and computes no
   gradient for D's weights (TextureObjective.loss);
-- before: the G step ran G a second time on the same noise and backpropagated into D's weights
-  too (then thrown away). Both give G the same gradient.
+- before: the D step ran G without a graph, and the G step ran G a second time on the same
+  noise and backpropagated into D's weights too (then thrown away). Both give G the same
+  gradient.
 """
 from __future__ import annotations
 
@@ -31,8 +32,12 @@ from texture_bench import machine  # noqa: E402
 
 class GTwice(TextureObjective):
     def loss(self, group, batch, step):
-        if group != "G":
-            return super().loss(group, batch, step)
+        if group == "D":  # as before: the D step's fakes carry no graph
+            self.nets["G"].requires_grad_(False)
+            try:
+                return super().loss(group, batch, step)
+            finally:
+                self.nets["G"].requires_grad_(True)
         self._fake = None
         z = (batch["z_local"], batch["z_global"], batch["phase"])
         loss = g_loss(self.nets["D"](self.nets["G"](*z)), self.config.loss)
