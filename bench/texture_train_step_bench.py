@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from engine.kinds.texture import TextureObjective  # noqa: E402
 from engine.models.texture_gan import TextureGANConfig, g_loss  # noqa: E402
-from engine.train.trainer import sample_keys  # noqa: E402
+from engine.store.checkpoints import ModelStore  # noqa: E402
+from engine.train.config import TrainConfig  # noqa: E402
+from engine.train.trainer import TrainRun, _make_optimizer, _step  # noqa: E402
 from texture_bench import machine  # noqa: E402
 
 
@@ -44,17 +47,12 @@ class GTwice(TextureObjective):
         return loss, {"g_loss": loss.item()}
 
 
-def time_steps(obj: TextureObjective, optimizers: dict, first: int, steps: int) -> float:
-    """Milliseconds per training step (batch 8), over `steps` steps from step `first`."""
+def time_steps(obj: TextureObjective, optimizers: dict, cfg: TrainConfig, run: TrainRun, first: int,
+               steps: int) -> float:
+    """Milliseconds per training step, as the trainer takes it, over `steps` steps from `first`."""
     started = time.perf_counter()
     for step in range(first, first + steps):
-        batch = obj.batch(sample_keys(0, step, 8))
-        for group, optimizer in optimizers.items():
-            optimizer.zero_grad(set_to_none=True)
-            loss, _ = obj.loss(group, batch, step)
-            loss.backward()
-            optimizer.step()
-        obj.after_step(step)
+        _step(obj, optimizers, cfg, run, step, cfg.batch_size, 0.0)
     return 1000 * (time.perf_counter() - started) / steps
 
 
@@ -67,17 +65,20 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}; torch {torch.__version__}, {args.threads} thread(s); gravel, recipe model, "
           f"batch 8; {args.rounds} alternating rounds of {args.steps} steps")
+    cfg = TrainConfig(batch_size=8, lr=2e-4, beta1=0.5, beta2=0.99)  # the recipe's
     runs = {}
-    for name, kind in (("ours", TextureObjective), ("before", GTwice)):
-        torch.manual_seed(0)
-        obj = kind(TextureGANConfig(channels=1), "gravel")
-        optimizers = {group: torch.optim.Adam(params, 2e-4, betas=obj.adam_betas)
-                      for group, params in obj.param_groups().items()}
-        time_steps(obj, optimizers, 0, 4)  # warm-up
-        runs[name] = (obj, optimizers, [])
-    for r in range(args.rounds):
-        for obj, optimizers, times in runs.values():
-            times.append(time_steps(obj, optimizers, 4 + r * args.steps, args.steps))
+    with tempfile.TemporaryDirectory() as tmp:
+        run = TrainRun(ModelStore(Path(tmp)), "step-bench", "texture", torch.device("cpu"))
+        for name, kind in (("ours", TextureObjective), ("before", GTwice)):
+            torch.manual_seed(0)
+            obj = kind(TextureGANConfig(channels=1), "gravel")
+            optimizers = {group: _make_optimizer(params, cfg, obj.lr_scale.get(group, 1.0))
+                          for group, params in obj.param_groups().items()}
+            time_steps(obj, optimizers, cfg, run, 0, 4)  # warm-up
+            runs[name] = (obj, optimizers, [])
+        for r in range(args.rounds):
+            for obj, optimizers, times in runs.values():
+                times.append(time_steps(obj, optimizers, cfg, run, 4 + r * args.steps, args.steps))
     medians = {name: statistics.median(times) for name, (_, _, times) in runs.items()}
     for name, (_, _, times) in runs.items():
         print(f"{name:>7}: median {medians[name]:6.1f} ms/step   rounds " + " ".join(f"{t:.1f}" for t in times))
