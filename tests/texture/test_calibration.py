@@ -7,13 +7,13 @@ import torch
 
 from engine.data.images import ImageCrops, procedural
 from engine.kinds.texture import TextureModel, TextureObjective
-from engine.kinds.texture_calibration import CLIP, apply_gain, apply_tone, measure, noise_field
+from engine.kinds.texture_calibration import CLIP, apply_gain, apply_tone, match_moments, measure, noise_field
 from engine.kinds.texture_eval import power_spectrum, real_sets, spectrum_distance
 from engine.models.texture_gan import TextureGANConfig
 
 TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
                         n_local=4, n_global=8, n_periodic=2, channels=1)
-CALIBRATION = ("spectrum_gain", "field_gain", "tone_curve")
+CALIBRATION = ("image_moments", "spectrum_gain", "field_gain", "tone_curve")
 
 
 def test_gain_commutes_with_tiling_and_zero_gain_is_identity():
@@ -75,17 +75,48 @@ def test_tone_curve_maps_each_channel_and_identity_is_identity():
     assert (squared[:, 1] - x[:, 1].sign() * x[:, 1] ** 2).abs().max() <= 0.25 ** 2 / 4 + 1e-6
 
 
+def test_moments_are_set_per_picture_and_kept_by_a_tiling():
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(3, 2, 24, 40, generator=g) - 0.5) * torch.tensor([0.2, 1.0, 0.6]).view(3, 1, 1, 1) \
+        + torch.tensor([-0.3, 0.0, 0.2]).view(3, 1, 1, 1)  # three pictures of different tone
+    target = [[0.1, 0.2], [-0.2, 0.3]]
+    matched = match_moments(x, target)
+    assert torch.allclose(matched.mean((2, 3)), torch.tensor([0.1, -0.2]).expand(3, 2), atol=1e-5)
+    assert torch.allclose(matched.std((2, 3), correction=0), torch.tensor([0.2, 0.3]).expand(3, 2), atol=1e-5)
+    assert (match_moments(x.repeat(1, 1, 2, 3), target) - matched.repeat(1, 1, 2, 3)).abs().max() < 1e-5
+    standardised = (x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), correction=0, keepdim=True)
+    assert (match_moments(x, [[0.0, 0.5]] * 2) - standardised / 2).abs().max() < 1e-5  # (uniform: nothing clipped)
+
+
+def test_seeds_differ_in_what_they_show_not_in_overall_tone():
+    exemplar = procedural("blobs", 128, seed=2, channels=1)
+    obj = TextureObjective(TINY, [exemplar], seed=0)  # untrained: its seeds differ wildly in tone
+    config = dataclasses.replace(obj.export_config(), field_gain=None)  # (the field varies each picture's contrast on purpose)
+    with_moments = TextureModel(config, obj.nets["G_ema"])
+    without = TextureModel(dataclasses.replace(config, image_moments=None), obj.nets["G_ema"])
+
+    def tone_spread(model) -> tuple[float, float]:  # across seeds: how much the pictures' mean and deviation vary
+        images = np.stack([model.generate(64, 64, seed=s) for s in range(100, 124)]).astype(np.float32)
+        return images.mean((1, 2, 3)).std(), images.std((1, 2, 3)).std()
+
+    (mean_with, std_with), (mean_without, std_without) = tone_spread(with_moments), tone_spread(without)
+    assert mean_with < 0.25 * mean_without and std_with < 0.25 * std_without
+    two = TextureObjective(TINY, [exemplar, procedural("waves", 128, seed=2, channels=1)], seed=0)
+    assert measure(two.nets["G_ema"], two.images, n=4)["image_moments"] is None  # exemplars keep their own tones
+
+
 def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
     torch.manual_seed(0)
     exemplar = procedural("blobs", 128, seed=2, channels=1)  # smooth blobs: far more low-frequency power than a fresh G
     obj = TextureObjective(TINY, [exemplar], seed=0)
     config = obj.export_config()
-    gain, field, tone = (getattr(config, key) for key in CALIBRATION)
+    moments, gain, field, tone = (getattr(config, key) for key in CALIBRATION)
+    assert len(moments) == 1 and len(moments[0]) == 2 and moments[0][1] > 0
     assert len(gain) == 64 and max(abs(g) for g in gain) <= CLIP and gain[0] > 0
     assert len(field) == 1 and field[0][0] > 0 and not any(field[0][8:])  # the field stays below the cells' Nyquist
     assert len(tone) == 1 and all(a <= b for a, b in zip(tone[0], tone[0][1:]))  # monotone
     assert all(getattr(obj.config, key) is None for key in CALIBRATION)  # training untouched; only the saved config
-    assert dataclasses.replace(config, spectrum_gain=None, field_gain=None, tone_curve=None) == obj.config
+    assert dataclasses.replace(config, **dict.fromkeys(CALIBRATION)) == obj.config
     raw = TextureModel(obj.config, obj.nets["G_ema"])
     calibrated = TextureModel(config, obj.nets["G_ema"])
     gain_only = TextureModel(dataclasses.replace(config, field_gain=None, tone_curve=None), obj.nets["G_ema"])
@@ -185,8 +216,8 @@ def test_models_saved_before_the_field_and_curve_load_and_generate():
 
     obj = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0)
     old = dataclasses.asdict(dataclasses.replace(obj.config, spectrum_gain=[0.3] * 48))
-    del old["field_gain"], old["tone_curve"]
+    del old["image_moments"], old["field_gain"], old["tone_curve"]
     weights = {"G_ema." + k: v for k, v in obj.nets["G_ema"].state_dict().items()}
     model = load(old, weights)
-    assert model.config.field_gain is None and model.config.tone_curve is None
+    assert model.config.image_moments is None and model.config.field_gain is None and model.config.tone_curve is None
     assert model.generate(32, 32, seed=0).shape == (32, 32, 1)
