@@ -8,10 +8,11 @@ make one seed's picture darker or flatter than the photo anywhere is. After trai
 measure four corrections against exemplar crops, store them in the model's config, and apply
 them to every output, in this order:
 
-1. `image_moments`: each picture's mean and standard deviation per channel set to the
-   generator's average, before anything else, so that seeds differ in what they show and not
-   in overall tone (gravel: the median distance of one picture's Gram matrices to the photo's
-   fell from 0.30 to 0.08, below the photo's own 256 px crops at 0.21).
+1. `image_moments`: the tone each picture's global code gives it (its mean and standard
+   deviation per channel at the measurement size, `code_moments`) moved to the generator's
+   average, before anything else, so that seeds differ in what they show and not in overall
+   tone (gravel, probe: the median distance of one 256^2 picture's Gram matrices to the
+   photo's fell from 0.32 to 0.13, below the photo's own 256 px crops at 0.21).
 2. `spectrum_gain`: each radial frequency's Fourier amplitude scaled by the measured
    log10(exemplar power / generator power), clipped to +-CLIP: a full correction (up to 3.9x
    at 256 px) also blew the 16 px noise-cell grid up into blotches.
@@ -22,8 +23,8 @@ them to every output, in this order:
 4. `tone_curve`: a monotone map per channel that gives the outputs the exemplar's histogram
    (as Heeger & Bergen 1995 do after each pyramid pass).
 
-Each step depends on frequency, on the noise grid, on the picture's moments (which a tiling
-keeps) or on the pixel value alone, so outputs still tile exactly: the calibrated picture of
+Each step depends on frequency, on the noise grid, on the global code or on the pixel value
+alone, so outputs still tile exactly: the calibrated picture of
 a tiled noise tensor is the tiled picture.
 """
 from __future__ import annotations
@@ -117,18 +118,37 @@ def image_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean((2, 3), keepdim=True), x.std((2, 3), correction=0, keepdim=True)
 
 
-def match_moments(x: torch.Tensor, moments: Sequence[Sequence[float]]) -> torch.Tensor:
-    """Images [B, C, H, W] with channel c of each shifted and scaled to mean moments[c][0] and
-    standard deviation moments[c][1]."""
-    target = torch.as_tensor(np.asarray(moments), dtype=x.dtype, device=x.device).T[..., None, None]
-    mean, std = image_moments(x)
-    return ((x - mean) * (target[1] / std.clamp_min(1e-4)) + target[0]).clamp(-1, 1)
+@torch.no_grad()
+def code_moments(G: Generator, z_global: torch.Tensor, phase: torch.Tensor,
+                 exemplar: torch.Tensor | int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw moments (`image_moments`) of what G makes of these global codes [B, G] and wave
+    phases [B, P] at the measurement size, with fixed local noise: the tone the code gives a
+    picture of any size. A picture's own moments would do for large ones, but a small one
+    (the 96 px the eval op judges) varies in tone by nature, as small crops of the photo do."""
+    lattice = G.cfg.crop // G.cfg.stride  # a whole number of training lattices: the same waves
+    cells = lattice * -(-SIZE // (G.cfg.stride * lattice))
+    local = torch.randn(1, G.cfg.n_local, cells, cells, generator=torch.Generator().manual_seed(0))
+    z = G.noise(local.to(z_global.device).expand(len(z_global), -1, -1, -1), z_global, phase, exemplar)
+    return image_moments(torch.cat([G.synthesize(part) for part in z.split(32)]))
 
 
-def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig) -> torch.Tensor:
-    """The generator's images x made from noise z, with whatever calibration `config` carries."""
+def match_moments(x: torch.Tensor, moments: tuple[torch.Tensor, torch.Tensor], target: Sequence[Sequence[float]]
+                  ) -> torch.Tensor:
+    """Images [B, C, H, W] whose (mean, standard deviation) per channel is `moments` (each
+    broadcastable to x: a morph's vary across the width) shifted and scaled to target[c]."""
+    goal = torch.as_tensor(np.asarray(target), dtype=x.dtype, device=x.device).T[..., None, None]
+    mean, std = moments
+    return ((x - mean) * (goal[1] / std.clamp_min(1e-4)) + goal[0]).clamp(-1, 1)
+
+
+def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
+              moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The generator's images x made from noise z, with whatever calibration `config` carries;
+    `moments` are those of x's codes (`code_moments`), needed when config has image_moments."""
     if config.image_moments:
-        x = match_moments(x, config.image_moments)
+        if moments is None:
+            raise ValueError("this model sets each picture's tone: pass the code_moments of its global codes")
+        x = match_moments(x, moments, config.image_moments)
     if config.spectrum_gain:
         x = apply_gain(x, config.spectrum_gain)
     if config.field_gain:
@@ -163,14 +183,15 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     G.eval()
     device = next(G.parameters()).device
     which = torch.arange(n, device=device) % max(G.cfg.n_exemplars, 1)
-    z = G.noise(*G.sample_noise(n, side, side, torch.Generator().manual_seed(seed), device), which)
+    z_local, z_global, phase = G.sample_noise(n, side, side, torch.Generator().manual_seed(seed), device)
+    z = G.noise(z_local, z_global, phase, which)
     raw = torch.cat([G.synthesize(part).float().cpu() for part in z.split(32)])  # bounded memory
-    G.train(was_training)
     moments = None
     if G.cfg.n_exemplars <= 1:  # several exemplars differ in tone on purpose: one target would blur them
-        mean, std = image_moments(raw)
-        moments = torch.cat([mean, std], 2).mean(0)[..., 0].tolist()  # [C][mean, std] of the average picture
-        raw = match_moments(raw, moments)
+        mean, std = (m.float().cpu() for m in code_moments(G, z_global, phase, which))
+        moments = torch.cat([mean, std], 2).mean(0)[..., 0].tolist()  # [C][mean, std] of the average code
+        raw = match_moments(raw, (mean, std), moments)
+    G.train(was_training)
 
     target_log = power_spectrum(real)
     gain = (target_log - power_spectrum(raw)).clamp(-CLIP, CLIP)
