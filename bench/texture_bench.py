@@ -10,7 +10,8 @@ nearest upsampling it used before (the same pictures, slower), every quality met
 engine.kinds.texture_eval as a ratio to real-vs-real (1 = as close to the exemplar as another
 piece of it) for the model as the engine runs it, for its raw generator (without the
 calibration of engine/kinds/texture_calibration.py) and for quilting, the seam ratio across the
-wrap-around border (1 = seamless), our tiling error, and the training minutes the model used. The machine is shared and noisy: compare ratios, not seconds.
+wrap-around border (1 = seamless), how far single pictures are from the photo (`gram/picture`),
+our tiling error, and the training minutes the model used. The machine is shared and noisy: compare ratios, not seconds.
 """
 from __future__ import annotations
 
@@ -142,6 +143,23 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def gram_per_picture(samples: np.ndarray, images: list[np.ndarray], seed: int, swap: bool) -> float:
+    """The median Gram distance of single samples to the reference half, over that of single
+    crops of the other half: how far one picture is from the photo, where the metrics of
+    texture_eval compare the pooled statistics of all samples (an artist uses one at a time)."""
+    from engine.kinds.texture_eval import RandomFeatures, _tensor, grams, real_sets
+
+    fake = _tensor(samples)
+    real_a, real_b = real_sets(images, fake.shape[-1], max(len(fake), 8), seed, swap)
+    net = RandomFeatures(fake.shape[1])
+    reference = [g.mean(0) for g in grams(real_a, net)]
+
+    def median_distance(x):  # texture_eval.gram_distance, one picture at a time
+        return float(sum((g - r).flatten(1).norm(dim=1) / r.norm() for g, r in zip(grams(x, net), reference)).median())
+
+    return median_distance(fake) / median_distance(real_b[:len(fake)])
+
+
 def load_model(name: str, models_dir: Path | None, device: str):
     from engine.kinds.texture import load
     from engine.store.checkpoints import ModelStore
@@ -242,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     scores: dict[str, list[dict[str, float]]] = {}
     for k in range(args.draws):
         for name, samples in draw(k).items():
-            scores.setdefault(name, []).extend(texture_metrics(samples, images, seed=k, swap=swap)
-                                               for swap in (False, True))
+            scores.setdefault(name, []).extend(
+                {**texture_metrics(samples, images, seed=k, swap=swap),
+                 "gram/picture": gram_per_picture(samples, images, k, swap)} for swap in (False, True))
     print(f"\nquality at {s}x{s}: {args.draws} draws of {n} samples per method, each against both halves; "
           "ratios to real-vs-real (ideal 1; diversity and nearest_patch << 1 mean collapse or copying), "
           "mean ± standard error over the draws")
