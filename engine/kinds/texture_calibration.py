@@ -9,10 +9,11 @@ measure four corrections against exemplar crops, store them in the model's confi
 them to every output, in this order:
 
 1. `image_moments`: the tone each picture's global code gives it (its mean and standard
-   deviation per channel at the measurement size, `code_moments`) moved to the generator's
-   average, before anything else, so that seeds differ in what they show and not in overall
-   tone (gravel, probe: the median distance of one 256^2 picture's Gram matrices to the
-   photo's fell from 0.32 to 0.13, below the photo's own 256 px crops at 0.21).
+   deviation per channel at the measurement size, `code_moments`) moved towards the
+   generator's average, before anything else. The deviation is matched; of the mean's offset
+   a measured fraction stays, so that seeds vary in brightness as much as the photo's own
+   crops do (gravel: the raw generator's seeds varied 1.7x as much, so that one picture could
+   be as dark everywhere as the photo's darkest corner; matched in full, they varied 0.3x).
 2. `spectrum_gain`: each radial frequency's Fourier amplitude scaled by the measured
    log10(exemplar power / generator power), clipped to +-CLIP: a full correction (up to 3.9x
    at 256 px) also blew the 16 px noise-cell grid up into blotches.
@@ -24,8 +25,8 @@ them to every output, in this order:
    (as Heeger & Bergen 1995 do after each pyramid pass).
 
 Each step depends on frequency, on the noise grid, on the global code or on the pixel value
-alone, so outputs still tile exactly: the calibrated picture of
-a tiled noise tensor is the tiled picture.
+alone, so outputs still tile exactly: the calibrated picture of a tiled noise tensor is the
+tiled picture.
 """
 from __future__ import annotations
 
@@ -135,10 +136,11 @@ def code_moments(G: Generator, z_global: torch.Tensor, phase: torch.Tensor,
 def match_moments(x: torch.Tensor, moments: tuple[torch.Tensor, torch.Tensor], target: Sequence[Sequence[float]]
                   ) -> torch.Tensor:
     """Images [B, C, H, W] whose (mean, standard deviation) per channel is `moments` (each
-    broadcastable to x: a morph's vary across the width) shifted and scaled to target[c]."""
+    broadcastable to x: a morph's vary across the width) moved to target[c] = [mean,
+    deviation, keep]: the deviation to target, the mean to target plus `keep` times its offset."""
     goal = torch.as_tensor(np.asarray(target), dtype=x.dtype, device=x.device).T[..., None, None]
     mean, std = moments
-    return ((x - mean) * (goal[1] / std.clamp_min(1e-4)) + goal[0]).clamp(-1, 1)
+    return ((x - mean) * (goal[1] / std.clamp_min(1e-4)) + torch.lerp(goal[0], mean, goal[2])).clamp(-1, 1)
 
 
 def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
@@ -189,7 +191,13 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     moments = None
     if G.cfg.n_exemplars <= 1:  # several exemplars differ in tone on purpose: one target would blur them
         mean, std = (m.float().cpu() for m in code_moments(G, z_global, phase, which))
-        moments = torch.cat([mean, std], 2).mean(0)[..., 0].tolist()  # [C][mean, std] of the average code
+        average = torch.cat([mean, std], 2).mean(0)[..., 0]  # [C, 2]: the average code's moments
+        # What the pictures' means still vary by once their codes' offsets are gone (their local
+        # noise), topped up from the codes' offsets to the photo's crops' variance:
+        matched = match_moments(raw, (mean, std), torch.cat([average, torch.zeros(len(average), 1)], 1).tolist())
+        missing = (image_moments(real)[0].var(0) - image_moments(matched)[0].var(0)).clamp_min(0)
+        keep = (missing / mean.var(0).clamp_min(1e-12)).sqrt().clamp(max=1)[:, 0]
+        moments = torch.cat([average, keep], 1).tolist()
         raw = match_moments(raw, (mean, std), moments)
     G.train(was_training)
 
