@@ -21,7 +21,7 @@ from torch import nn
 
 from engine.data.images import DEMO_EXEMPLARS, ImageCrops, LoadReport, exemplar, load_images, to_channels
 from engine.device import interactive_threads, intra_op_threads
-from engine.kinds.texture_calibration import calibrate, measure
+from engine.kinds.texture_calibration import calibrate, code_moments, measure
 from engine.models.texture_gan import (Discriminator, Generator, TextureGANConfig, d_loss, ema_update,
                                        g_loss, make_ema)
 from engine.train.objective import Objective
@@ -284,9 +284,13 @@ class TextureModel:
         return self.G.sample_noise(1, height, width, torch.Generator().manual_seed(seed), self.device)
 
     @torch.inference_mode()
-    def _image(self, z: torch.Tensor, width: int, height: int) -> np.ndarray:
+    def _image(self, z: torch.Tensor, width: int, height: int,
+               tone: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+        """The calibrated picture of noise z, cropped; `tone()` gives the moments of its codes
+        (called only for a model that sets each picture's tone)."""
         with intra_op_threads(interactive_threads()):
-            return to_uint8(calibrate(self.G.synthesize(z), z, self.config))[0, :height, :width]
+            moments = tone() if self.config.image_moments else None
+            return to_uint8(calibrate(self.G.synthesize(z), z, self.config, moments))[0, :height, :width]
 
     def generate(self, width: int, height: int, seed: int = 0, tileable: bool = True, *,
                  exemplar: int | None = None, progress: ProgressFn | None = None,
@@ -300,8 +304,10 @@ class TextureModel:
             raise GenerationCancelled("generation cancelled before it started")
         if progress:
             progress(0.0, "generating")
+        z_local, z_global, phase = self._noise(w, h, seed)
         with torch.inference_mode():
-            img = self._image(self.G.noise(*self._noise(w, h, seed), which), width, height)
+            img = self._image(self.G.noise(z_local, z_global, phase, which), width, height,
+                              lambda: code_moments(self.G, z_global, phase, which))
         if progress:
             progress(1.0, "done")
         return img
@@ -321,10 +327,16 @@ class TextureModel:
         g_b = self._noise(w, h, seed_b)[1]
         x = torch.arange(z_local.shape[-1], dtype=torch.float32, device=self.device) / z_local.shape[-1]
         t = (1 - torch.cos(2 * math.pi * x)) / 2 if tileable else x * z_local.shape[-1] / max(z_local.shape[-1] - 1, 1)
+        blend = t.view(1, 1, 1, -1)
+
+        def tone() -> tuple[torch.Tensor, torch.Tensor]:  # each column's moments blend as its codes do
+            a, b = code_moments(self.G, g_a, phase, which_a), code_moments(self.G, g_b, phase, which_b)
+            per_pixel = blend.repeat_interleave(self.stride, -1)
+            return torch.lerp(a[0], b[0], per_pixel), torch.lerp(a[1], b[1], per_pixel)
+
         with torch.inference_mode():
-            z = torch.lerp(self.G.noise(z_local, g_a, phase, which_a), self.G.noise(z_local, g_b, phase, which_b),
-                           t.view(1, 1, 1, -1))
-            img = self._image(z, width, height)
+            z = torch.lerp(self.G.noise(z_local, g_a, phase, which_a), self.G.noise(z_local, g_b, phase, which_b), blend)
+            img = self._image(z, width, height, tone)
         if progress:
             progress(1.0, "done")
         return img
@@ -352,9 +364,10 @@ class TextureModel:
             theta = 2 * math.pi * i / frames if loop else (math.pi / 2) * i / max(frames - 1, 1)
             c, s = math.cos(theta), math.sin(theta)
             phase = a[2] + (theta if loop else s * (b[2] - a[2]))
+            z_global = c * a[1] + s * b[1]
             with torch.inference_mode():
-                z = self.G.noise(c * a[0] + s * b[0], c * a[1] + s * b[1], phase, which)
-                out[i] = self._image(z, width, height)
+                z = self.G.noise(c * a[0] + s * b[0], z_global, phase, which)
+                out[i] = self._image(z, width, height, lambda: code_moments(self.G, z_global, phase, which))
             if on_frame:
                 on_frame(i, out[i])
             if progress:

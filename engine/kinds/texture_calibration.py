@@ -3,21 +3,30 @@
 The discriminator judges ~80 px patches of 96 px crops, so nothing in training shapes the
 generator's power at longer wavelengths: on gravel it made 3-9x too little at 85-256 px (the
 light and shade across several stones), somewhat too little at 2-3 px (edges), and its grey
-levels drift from the photo's. After training we measure three corrections against exemplar
-crops, store them in the model's config, and apply them to every output, in this order:
+levels drift from the photo's. Nor does it see a whole picture, so the global code is free to
+make one seed's picture darker or flatter than the photo anywhere is. After training we
+measure four corrections against exemplar crops, store them in the model's config, and apply
+them to every output, in this order:
 
-1. `spectrum_gain`: each radial frequency's Fourier amplitude scaled by the measured
+1. `image_moments`: the tone each picture's global code gives it (its mean and standard
+   deviation per channel at the measurement size, `code_moments`) moved towards the
+   generator's average, before anything else. The deviation is matched; of the mean's offset
+   a measured fraction stays, so that seeds vary in brightness as much as the photo's own
+   crops do (gravel: the raw generator's seeds varied 1.7x as much, so that one picture could
+   be as dark everywhere as the photo's darkest corner; matched in full, they varied 0.3x).
+2. `spectrum_gain`: each radial frequency's Fourier amplitude scaled by the measured
    log10(exemplar power / generator power), clipped to +-CLIP: a full correction (up to 3.9x
    at 256 px) also blew the 16 px noise-cell grid up into blotches.
-2. `field_gain`: the long-wavelength power the clip leaves out, added as a smooth random field
+3. `field_gain`: the long-wavelength power the clip leaves out, added as a smooth random field
    made from the model's own first local-noise channel, band-limited below the noise cells'
    Nyquist frequency (so it has no cell grid), and thus moving with seeds, morphs and
    animations like the rest of the picture.
-3. `tone_curve`: a monotone map per channel that gives the outputs the exemplar's histogram
+4. `tone_curve`: a monotone map per channel that gives the outputs the exemplar's histogram
    (as Heeger & Bergen 1995 do after each pyramid pass).
 
-Each step depends on frequency, on the noise grid or on the pixel value alone, so outputs
-still tile exactly: the calibrated picture of a tiled noise tensor is the tiled picture.
+Each step depends on frequency, on the noise grid, on the global code or on the pixel value
+alone, so outputs still tile exactly: the calibrated picture of a tiled noise tensor is the
+tiled picture.
 """
 from __future__ import annotations
 
@@ -104,8 +113,44 @@ def apply_tone(x: torch.Tensor, curve: Sequence[Sequence[float]]) -> torch.Tenso
     return torch.lerp(flat.take(i), flat.take(i + 1), t).to(x.dtype)
 
 
-def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig) -> torch.Tensor:
-    """The generator's images x made from noise z, with whatever calibration `config` carries."""
+def image_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's mean and standard deviation per channel, [B, C, 1, 1] each; the population
+    deviation, which a tiled image shares exactly."""
+    return x.mean((2, 3), keepdim=True), x.std((2, 3), correction=0, keepdim=True)
+
+
+@torch.no_grad()
+def code_moments(G: Generator, z_global: torch.Tensor, phase: torch.Tensor,
+                 exemplar: torch.Tensor | int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw moments (`image_moments`) of what G makes of these global codes [B, G] and wave
+    phases [B, P] at the measurement size, with fixed local noise: the tone the code gives a
+    picture of any size. A picture's own moments would do for large ones, but a small one
+    (the 96 px the eval op judges) varies in tone by nature, as small crops of the photo do."""
+    lattice = G.cfg.crop // G.cfg.stride  # a whole number of training lattices: the same waves
+    cells = lattice * -(-SIZE // (G.cfg.stride * lattice))
+    local = torch.randn(1, G.cfg.n_local, cells, cells, generator=torch.Generator().manual_seed(0))
+    z = G.noise(local.to(z_global.device).expand(len(z_global), -1, -1, -1), z_global, phase, exemplar)
+    return image_moments(torch.cat([G.synthesize(part) for part in z.split(32)]))
+
+
+def match_moments(x: torch.Tensor, moments: tuple[torch.Tensor, torch.Tensor], target: Sequence[Sequence[float]]
+                  ) -> torch.Tensor:
+    """Images [B, C, H, W] whose (mean, standard deviation) per channel is `moments` (each
+    broadcastable to x: a morph's vary across the width) moved to target[c] = [mean,
+    deviation, keep]: the deviation to target, the mean to target plus `keep` times its offset."""
+    goal = torch.as_tensor(np.asarray(target), dtype=x.dtype, device=x.device).T[..., None, None]
+    mean, std = moments
+    return ((x - mean) * (goal[1] / std.clamp_min(1e-4)) + torch.lerp(goal[0], mean, goal[2])).clamp(-1, 1)
+
+
+def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
+              moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The generator's images x made from noise z, with whatever calibration `config` carries;
+    `moments` are those of x's codes (`code_moments`), needed when config has image_moments."""
+    if config.image_moments:
+        if moments is None:
+            raise ValueError("this model sets each picture's tone: pass the code_moments of its global codes")
+        x = match_moments(x, moments, config.image_moments)
     if config.spectrum_gain:
         x = apply_gain(x, config.spectrum_gain)
     if config.field_gain:
@@ -123,7 +168,7 @@ def _channel_power(x: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0, rounds: int = ROUNDS
             ) -> dict[str, list]:
-    """The three corrections (module docstring) from 2n exemplar crops and n samples at 256^2
+    """The four corrections (module docstring) from 2n exemplar crops and n samples at 256^2
     (or the smallest exemplar's size): the config fields, rounded, as lists. The crops count the
     photo's border about as often as its middle (`fair_edges`): plain random 256 px crops of a
     512 px photo are the statistics of its middle, which on gravel has more contrast than the
@@ -140,8 +185,20 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     G.eval()
     device = next(G.parameters()).device
     which = torch.arange(n, device=device) % max(G.cfg.n_exemplars, 1)
-    z = G.noise(*G.sample_noise(n, side, side, torch.Generator().manual_seed(seed), device), which)
+    z_local, z_global, phase = G.sample_noise(n, side, side, torch.Generator().manual_seed(seed), device)
+    z = G.noise(z_local, z_global, phase, which)
     raw = torch.cat([G.synthesize(part).float().cpu() for part in z.split(32)])  # bounded memory
+    moments = None
+    if G.cfg.n_exemplars <= 1:  # several exemplars differ in tone on purpose: one target would blur them
+        mean, std = (m.float().cpu() for m in code_moments(G, z_global, phase, which))
+        average = torch.cat([mean, std], 2).mean(0)[..., 0]  # [C, 2]: the average code's moments
+        # What the pictures' means still vary by once their codes' offsets are gone (their local
+        # noise), topped up from the codes' offsets to the photo's crops' variance:
+        matched = match_moments(raw, (mean, std), torch.cat([average, torch.zeros(len(average), 1)], 1).tolist())
+        missing = (image_moments(real)[0].var(0) - image_moments(matched)[0].var(0)).clamp_min(0)
+        keep = (missing / mean.var(0).clamp_min(1e-12)).sqrt().clamp(max=1)[:, 0]
+        moments = torch.cat([average, keep], 1).tolist()
+        raw = match_moments(raw, (mean, std), moments)
     G.train(was_training)
 
     target_log = power_spectrum(real)
@@ -168,4 +225,5 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
         if round_ < rounds - 1:  # the tone curve moved the spectrum: correct the gain by what is left
             gain = (gain + target_log - power_spectrum(apply_tone(x, tone))).clamp(-CLIP, CLIP)
     rounded = lambda a: np.round(np.asarray(a, dtype=np.float64), 4).tolist()
-    return {"spectrum_gain": rounded(gain), "field_gain": rounded(field), "tone_curve": rounded(tone)}
+    return {"image_moments": moments and rounded(moments), "spectrum_gain": rounded(gain), "field_gain": rounded(field),
+            "tone_curve": rounded(tone)}

@@ -7,13 +7,14 @@ import torch
 
 from engine.data.images import ImageCrops, procedural
 from engine.kinds.texture import TextureModel, TextureObjective
-from engine.kinds.texture_calibration import CLIP, apply_gain, apply_tone, measure, noise_field
+from engine.kinds.texture_calibration import (CLIP, apply_gain, apply_tone, code_moments, image_moments, match_moments,
+                                              measure, noise_field)
 from engine.kinds.texture_eval import power_spectrum, real_sets, spectrum_distance
 from engine.models.texture_gan import TextureGANConfig
 
 TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
                         n_local=4, n_global=8, n_periodic=2, channels=1)
-CALIBRATION = ("spectrum_gain", "field_gain", "tone_curve")
+CALIBRATION = ("image_moments", "spectrum_gain", "field_gain", "tone_curve")
 
 
 def test_gain_commutes_with_tiling_and_zero_gain_is_identity():
@@ -75,17 +76,60 @@ def test_tone_curve_maps_each_channel_and_identity_is_identity():
     assert (squared[:, 1] - x[:, 1].sign() * x[:, 1] ** 2).abs().max() <= 0.25 ** 2 / 4 + 1e-6
 
 
+def test_moments_are_moved_to_the_target_and_a_morph_may_vary_them_across_the_width():
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(3, 2, 24, 40, generator=g) - 0.5) * torch.tensor([0.2, 1.0, 0.6]).view(3, 1, 1, 1) \
+        + torch.tensor([-0.3, 0.0, 0.2]).view(3, 1, 1, 1)  # three pictures of different tone
+    target = [[0.1, 0.2, 0.0], [-0.2, 0.3, 0.0]]
+    matched = match_moments(x, image_moments(x), target)
+    assert torch.allclose(matched.mean((2, 3)), torch.tensor([0.1, -0.2]).expand(3, 2), atol=1e-5)
+    assert torch.allclose(matched.std((2, 3), correction=0), torch.tensor([0.2, 0.3]).expand(3, 2), atol=1e-5)
+    half = match_moments(x, image_moments(x), [[0.1, 0.2, 0.5], [-0.2, 0.3, 0.5]])  # keeping half the mean's offset
+    assert torch.allclose(half.mean((2, 3)), (matched.mean((2, 3)) + x.mean((2, 3))) / 2, atol=1e-5)
+    columns = (torch.zeros(1, 1, 1, 40), torch.linspace(0.5, 1.5, 40).view(1, 1, 1, 40))  # per-column moments
+    assert torch.allclose(match_moments(x, columns, [[0.0, 0.5, 0.0]] * 2), (x / columns[1] * 0.5).clamp(-1, 1), atol=1e-6)
+
+
+def test_code_moments_depend_on_the_code_alone():
+    G = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0).nets["G_ema"].eval()
+    _, z_global, phase = G.sample_noise(3, 32, 32, torch.Generator().manual_seed(4))
+    mean, std = code_moments(G, z_global, phase)
+    assert mean.shape == std.shape == (3, 1, 1, 1) and len(set(mean.flatten().tolist())) == 3  # codes differ in tone
+    again = code_moments(G, z_global[1:2], phase[1:2])  # the same for a code alone as in a batch
+    assert torch.allclose(again[0], mean[1:2], atol=1e-6) and torch.allclose(again[1], std[1:2], atol=1e-6)
+
+
+def test_seeds_vary_in_tone_as_much_as_the_photos_crops_do():
+    exemplar = procedural("blobs", 512, seed=2, channels=1)
+    obj = TextureObjective(TINY, [exemplar], seed=0)  # untrained: its seeds differ wildly in tone
+    config = dataclasses.replace(obj.export_config(), field_gain=None)  # (the field varies each picture's contrast on purpose)
+    with_moments = TextureModel(config, obj.nets["G_ema"])
+    without = TextureModel(dataclasses.replace(config, image_moments=None), obj.nets["G_ema"])
+
+    def tone_spread(model) -> float:  # across seeds at the measurement size: how much the pictures' means vary
+        return np.stack([model.generate(256, 256, seed=s) for s in range(100, 132)]).mean((1, 2, 3)).std() / 127.5
+
+    crops = ImageCrops([exemplar], 256, flips=False, rot90=False, fair_edges=True, seed=9).batch(np.arange(64))
+    photo = float(crops.mean((1, 2, 3)).std())
+    assert 0 < config.image_moments[0][2] < 1  # keeps part of its codes' offsets
+    spread_with, spread_without = tone_spread(with_moments), tone_spread(without)
+    assert 0.5 * photo < spread_with < 1.5 * photo < 0.5 * spread_without  # (measured 0.81x and 3.6x)
+    two = TextureObjective(TINY, [exemplar, procedural("waves", 128, seed=2, channels=1)], seed=0)
+    assert measure(two.nets["G_ema"], two.images, n=4)["image_moments"] is None  # exemplars keep their own tones
+
+
 def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
     torch.manual_seed(0)
     exemplar = procedural("blobs", 128, seed=2, channels=1)  # smooth blobs: far more low-frequency power than a fresh G
     obj = TextureObjective(TINY, [exemplar], seed=0)
     config = obj.export_config()
-    gain, field, tone = (getattr(config, key) for key in CALIBRATION)
+    moments, gain, field, tone = (getattr(config, key) for key in CALIBRATION)
+    assert len(moments) == 1 and len(moments[0]) == 3 and moments[0][1] > 0 and 0 <= moments[0][2] <= 1
     assert len(gain) == 64 and max(abs(g) for g in gain) <= CLIP and gain[0] > 0
     assert len(field) == 1 and field[0][0] > 0 and not any(field[0][8:])  # the field stays below the cells' Nyquist
     assert len(tone) == 1 and all(a <= b for a, b in zip(tone[0], tone[0][1:]))  # monotone
     assert all(getattr(obj.config, key) is None for key in CALIBRATION)  # training untouched; only the saved config
-    assert dataclasses.replace(config, spectrum_gain=None, field_gain=None, tone_curve=None) == obj.config
+    assert dataclasses.replace(config, **dict.fromkeys(CALIBRATION)) == obj.config
     raw = TextureModel(obj.config, obj.nets["G_ema"])
     calibrated = TextureModel(config, obj.nets["G_ema"])
     gain_only = TextureModel(dataclasses.replace(config, field_gain=None, tone_curve=None), obj.nets["G_ema"])
@@ -104,8 +148,9 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
     histogram_gap = lambda model: np.abs(np.quantile(samples(model, 128, 48), levels) - np.quantile(exemplar, levels)).mean()
     assert histogram_gap(calibrated) < 0.5 * histogram_gap(raw)  # (many samples: an untrained G's vary a lot)
     a = calibrated.generate(32, 32, seed=3)
-    b = calibrated.G.noise(*calibrated._noise(32, 32, 3))  # the same noise, tiled 2x2: the image tiles
-    big = calibrated._image(b.repeat(1, 1, 2, 2), 64, 64)
+    z_local, z_global, phase = calibrated._noise(32, 32, 3)  # the same noise, tiled 2x2: the image tiles
+    big = calibrated._image(calibrated.G.noise(z_local, z_global, phase).repeat(1, 1, 2, 2), 64, 64,
+                            lambda: code_moments(calibrated.G, z_global, phase))
     assert np.abs(np.tile(a, (2, 2, 1)).astype(int) - big.astype(int)).max() <= 1  # uint8 rounding
     assert dataclasses.asdict(config) == dataclasses.asdict(dataclasses.replace(
         obj.config, **measure(obj.nets["G_ema"], [exemplar])))  # deterministic
@@ -185,8 +230,8 @@ def test_models_saved_before_the_field_and_curve_load_and_generate():
 
     obj = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0)
     old = dataclasses.asdict(dataclasses.replace(obj.config, spectrum_gain=[0.3] * 48))
-    del old["field_gain"], old["tone_curve"]
+    del old["image_moments"], old["field_gain"], old["tone_curve"]
     weights = {"G_ema." + k: v for k, v in obj.nets["G_ema"].state_dict().items()}
     model = load(old, weights)
-    assert model.config.field_gain is None and model.config.tone_curve is None
+    assert model.config.image_moments is None and model.config.field_gain is None and model.config.tone_curve is None
     assert model.generate(32, 32, seed=0).shape == (32, 32, 1)

@@ -1,0 +1,78 @@
+"""Measure a trained texture model's calibration again with the current code, and re-evaluate it.
+
+    python bench/recalibrate_texture.py               # engine/weights/texture-default.safetensors, in place
+    python bench/recalibrate_texture.py --weights W --report out/recalibrate-texture
+
+The calibration (engine/kinds/texture_calibration.py) is measured from the trained generator
+and the exemplar when training ends; it is what `atelier train texture` would have stored had
+the code been this version. The generator's weights are not touched. The metrics in the
+metadata are replaced by a fresh run of the eval op (as bench/ship_model.py runs it), and
+`recalibrated` records the command and the time.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ship_model import _plain, _printer  # noqa: E402  (this folder is on the path when run as a script)
+
+
+def recalibrate(weights: Path, report: Path) -> dict:
+    from engine.cli.session import LocalSession
+    from engine.kinds.texture import load, resolve_images
+    from engine.kinds.texture_ops import write_output
+    from engine.kinds.texture_calibration import measure
+    from engine.store.checkpoints import load_file, save_file
+
+    metadata, tensors = load_file(weights)
+    model = load(metadata["config"], tensors)
+    sources = [entry["path"].removeprefix("skimage:") for entry in metadata["data"]["images"]]
+    images = [image for source in sources for image in resolve_images(source, model.channels, model.config.crop)[0]]
+    config = dataclasses.replace(model.config, **measure(model.G, images))
+    metadata["config"] = dataclasses.asdict(config)
+    name, eval_params = metadata["name"], metadata["eval"]["params"]
+    with tempfile.TemporaryDirectory(prefix="atelier-recalibrate-") as tmp:
+        save_file(Path(tmp) / f"{name}.safetensors", tensors, metadata)
+        session = LocalSession(Path(tmp), "cpu")
+        try:
+            value = session.call("texture.eval", {"model": name, **eval_params}, progress=_printer("eval"))
+        finally:
+            session.close()
+    report.mkdir(parents=True, exist_ok=True)
+    for path in write_output("texture.eval", value, report / f"{name}-eval.png"):
+        print(f"wrote {path}")
+    evaluation = _plain(value)
+    metadata["metrics"] = evaluation.pop("metrics")
+    metadata["eval"] = {"op": "texture.eval", "params": eval_params, **evaluation}
+    metadata["recalibrated"] = {"command": shlex.join([Path(sys.executable).name, *sys.argv]),
+                                "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    stored = save_file(weights, tensors, metadata)
+    print(f"wrote {weights}")
+    for key, val in metadata["metrics"].items():
+        print(f"  {key:>14} {val:.4g}")
+    return stored
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, default=ROOT / "engine" / "weights" / "texture-default.safetensors")
+    parser.add_argument("--report", type=Path, default=Path("out") / "recalibrate-texture")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    recalibrate(args.weights, args.report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
