@@ -250,6 +250,17 @@ def load(config: dict[str, Any], weights: dict[str, torch.Tensor], device: str |
     return TextureModel(cfg, G.to(device).eval(), device)
 
 
+def morph_weights(cells: int, stride: int, tileable: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far a morph is from a to b at each noise cell column and at each pixel column (the
+    same curve through the cells' centres, so the tone it blends has no step at cell borders).
+    Tileable: a -> b -> a, periodic; else linear from the first cell's centre to the last's."""
+    def weight(pos: torch.Tensor) -> torch.Tensor:  # pos in cells
+        return (1 - torch.cos(2 * math.pi * pos / cells)) / 2 if tileable else (pos / max(cells - 1, 1)).clamp(0, 1)
+
+    pixels = (torch.arange(cells * stride, dtype=torch.float32) + 0.5) / stride - 0.5
+    return weight(torch.arange(cells, dtype=torch.float32)), weight(pixels)
+
+
 class TextureModel:
     """A trained generator with the user-facing operations. Arrays out are uint8 HxWxC.
 
@@ -325,13 +336,11 @@ class TextureModel:
             raise GenerationCancelled("morph cancelled before it started")
         z_local, g_a, phase = self._noise(w, h, seed_a)
         g_b = self._noise(w, h, seed_b)[1]
-        x = torch.arange(z_local.shape[-1], dtype=torch.float32, device=self.device) / z_local.shape[-1]
-        t = (1 - torch.cos(2 * math.pi * x)) / 2 if tileable else x * z_local.shape[-1] / max(z_local.shape[-1] - 1, 1)
-        blend = t.view(1, 1, 1, -1)
+        blend, per_pixel = (t.to(self.device).view(1, 1, 1, -1)
+                            for t in morph_weights(z_local.shape[-1], self.stride, tileable))
 
-        def tone() -> tuple[torch.Tensor, torch.Tensor]:  # each column's moments blend as its codes do
+        def tone() -> tuple[torch.Tensor, torch.Tensor]:  # each column's moments blend as the codes around it do
             a, b = code_moments(self.G, g_a, phase, which_a), code_moments(self.G, g_b, phase, which_b)
-            per_pixel = blend.repeat_interleave(self.stride, -1)
             return torch.lerp(a[0], b[0], per_pixel), torch.lerp(a[1], b[1], per_pixel)
 
         with torch.inference_mode():
