@@ -22,13 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ship_model import _plain, _printer  # noqa: E402  (this folder is on the path when run as a script)
+from ship_model import run_eval  # noqa: E402  (this folder is on the path when run as a script)
 
 
 def recalibrate(weights: Path, report: Path) -> dict:
     from engine.cli.session import LocalSession
     from engine.kinds.texture import load, resolve_images
-    from engine.kinds.texture_ops import write_output
     from engine.kinds.texture_calibration import measure
     from engine.store.checkpoints import load_file, save_file
 
@@ -43,13 +42,9 @@ def recalibrate(weights: Path, report: Path) -> dict:
         save_file(Path(tmp) / f"{name}.safetensors", tensors, metadata)
         session = LocalSession(Path(tmp), "cpu")
         try:
-            value = session.call("texture.eval", {"model": name, **eval_params}, progress=_printer("eval"))
+            evaluation = run_eval(session, "texture", name, eval_params, report)
         finally:
             session.close()
-    report.mkdir(parents=True, exist_ok=True)
-    for path in write_output("texture.eval", value, report / f"{name}-eval.png"):
-        print(f"wrote {path}")
-    evaluation = _plain(value)
     metadata["metrics"] = evaluation.pop("metrics")
     metadata["eval"] = {"op": "texture.eval", "params": eval_params, **evaluation}
     metadata["recalibrated"] = {"command": shlex.join([Path(sys.executable).name, *sys.argv]),

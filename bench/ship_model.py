@@ -69,6 +69,22 @@ def _plain(value: Any) -> Any:
     return None  # arrays (pictures, meshes) go to files, not metadata
 
 
+def run_eval(session, kind: str, name: str, params: dict[str, Any], report: Path) -> dict[str, Any]:
+    """The kind's eval op on model `name`: its files written into `report`, its value as plain
+    data ({} for a kind without an eval op)."""
+    from engine.kinds import kind_module
+
+    module = kind_module(kind)
+    eval_op = module.CLI_OPS.get("eval")
+    if not eval_op:
+        return {}
+    value = session.call(eval_op, {"model": name, **params}, progress=_printer("eval"))
+    report.mkdir(parents=True, exist_ok=True)
+    for path in module.write_output(eval_op, value, report / f"{name}-eval.png"):
+        print(f"wrote {path}")
+    return _plain(value)
+
+
 def ship(kind: str, recipe_path: Path, out: Path, report: Path, device: str) -> dict[str, Any]:
     from engine.cli.session import LocalSession
     from engine.kinds import kind_module
@@ -87,13 +103,7 @@ def ship(kind: str, recipe_path: Path, out: Path, report: Path, device: str) -> 
                                    progress=_printer("train"))
             train_minutes = (time.monotonic() - started) / 60
             print(f"trained {name}: step {trained['step']} in {train_minutes:.1f} min", flush=True)
-            evaluation: dict[str, Any] = {}
-            if eval_op:
-                value = session.call(eval_op, {"model": name, **recipe["eval"]}, progress=_printer("eval"))
-                report.mkdir(parents=True, exist_ok=True)
-                for path in module.write_output(eval_op, value, report / f"{name}-eval.png"):
-                    print(f"wrote {path}")
-                evaluation = _plain(value)
+            evaluation = run_eval(session, kind, name, recipe["eval"], report)
         finally:
             session.close()
         run_dir = Path(tmp) / f"{name}.run"

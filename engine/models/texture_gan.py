@@ -56,9 +56,9 @@ class TextureGANConfig:
     # Set after training (engine/kinds/texture_calibration.py): the exemplar's statistics where
     # the discriminator could not teach them. Per channel the mean and standard deviation every
     # picture is given, and the share of its code's offset in mean it keeps (single-exemplar
-    # models); per radial frequency (k / (2 * len) cycles per
-    # pixel): log10 power gains, and per channel the amplitudes of a smooth field made from the
-    # noise; per channel a tone curve over [-1, 1]. The generator ignores them; TextureModel
+    # models); per radial frequency (k / (2 * len) cycles per pixel): log10 power gains, and per
+    # channel the amplitudes of a smooth field made from the noise; per channel a tone curve
+    # over [-1, 1]. The generator ignores them; TextureModel
     # applies them to what it makes.
     image_moments: list[list[float]] | None = None
     spectrum_gain: list[float] | None = None
