@@ -9,7 +9,6 @@ finished job. The main thread collects finished jobs with `take_finished()`, fro
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import queue
 import shlex
@@ -43,12 +42,9 @@ class Settings:
 
     def address(self) -> tuple[str, int, str]:
         """(host, port, token file) to connect to."""
-        if self.use_engine_json:
-            try:
-                info = json.loads((engine_paths.state_dir() / "engine.json").read_text())
-                return info["host"], int(info["port"]), self.token_file or info.get("token_file", "")
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
+        running = engine_paths.running_engine() if self.use_engine_json else None
+        if running is not None:
+            return running.host, running.port, self.token_file or str(running.token_file or "")
         return self.host, self.port, self.token_file
 
 
@@ -388,13 +384,13 @@ class Worker:
                 self._process.wait()
         elif settings is not None:
             # An engine started elsewhere: `atelier serve` records its pid in engine.json.
-            try:
-                info = json.loads((engine_paths.state_dir() / "engine.json").read_text())
-                if info.get("host") in ("127.0.0.1", "localhost", "::1") and info.get("pid"):
-                    os.kill(int(info["pid"]), signal.SIGTERM)
-                    _wait_closed(info["host"], int(info["port"]), 15)
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
+            running = engine_paths.running_engine()
+            if running is not None and running.host in ("127.0.0.1", "localhost", "::1") and running.pid:
+                try:
+                    os.kill(running.pid, signal.SIGTERM)
+                    _wait_closed(running.host, running.port, 15)
+                except OSError:
+                    pass
         self._process = None
         self._set_down("The engine is stopped. Press Start engine to start it again.")
         self.models = []

@@ -1,8 +1,10 @@
 """Where Atelier keeps its state, models and the engine token. Standard library only."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
@@ -29,6 +31,41 @@ def models_dir() -> Path:
 
 def token_path() -> Path:
     return state_dir() / "token"
+
+
+def engine_address_path(state: Path | None = None) -> Path:
+    """The file in which `atelier serve` records where it listens, while it runs."""
+    return (state or state_dir()) / "engine.json"
+
+
+@dataclass(frozen=True)
+class RecordedEngine:
+    """What `atelier serve` recorded in engine.json about itself."""
+
+    host: str
+    port: int
+    token_file: Path | None = None
+    pid: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def running_engine(state: Path | None = None) -> RecordedEngine | None:
+    """The engine recorded in engine.json, or None when there is none or the file cannot be read.
+
+    The record can be stale (an engine killed with SIGKILL leaves it): connecting tells.
+    """
+    try:
+        info = json.loads(engine_address_path(state).read_text())
+        host, port, pid = info["host"], int(info["port"]), info.get("pid")
+        if not isinstance(host, str) or not host:
+            return None
+        token_file = info.get("token_file")
+        return RecordedEngine(host, port, Path(token_file) if token_file else None, int(pid) if pid else None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def read_token(path: Path | None = None) -> str:

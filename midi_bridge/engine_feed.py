@@ -12,7 +12,6 @@ played, so the music picks up where it left off, at the next bar line.
 """
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -63,11 +62,10 @@ class EngineAddress:
                 raise FeedError(f"--engine {self.engine!r}: write it as HOST:PORT, e.g. 127.0.0.1:{paths.DEFAULT_PORT}")
             return host, int(port), token_file
         state = self.state_dir or paths.state_dir()
-        try:
-            info = json.loads((state / "engine.json").read_text())
-            return info["host"], int(info["port"]), token_file or Path(info["token_file"])
-        except (OSError, ValueError, KeyError):
+        running = paths.running_engine(state)
+        if running is None:
             return paths.DEFAULT_HOST, paths.DEFAULT_PORT, token_file or state / "token"
+        return running.host, running.port, token_file or running.token_file or state / "token"
 
     def connect(self) -> Client:
         host, port, token_file = self.resolve()
