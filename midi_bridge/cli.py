@@ -16,8 +16,13 @@ import json
 import sys
 from pathlib import Path
 
+from engine.music.ops import CONTROLS as MUSIC_CONTROLS
+from engine.music.ops import OPS as MUSIC_OPS
 from midi_bridge import ports
 from midi_bridge.controls import CONTROLS, DEFAULT_CCS
+
+# The engine declares the ranges and defaults of what the bridge sends it; the flags read them there.
+SESSION_PARAMS = next(op.params for op in MUSIC_OPS if op.name == "music.session.open")
 
 
 def _meter(text: str) -> tuple[int, int]:
@@ -40,6 +45,17 @@ def _ranged(kind, low, high):
             raise argparse.ArgumentTypeError(f"{value} is out of range {low}..{high}")
         return value
     return parse
+
+
+def _add_control(group: argparse._ArgumentGroup, name: str) -> None:
+    """A flag for one of the engine's music controls, checked against its declared range."""
+    spec = MUSIC_CONTROLS[name]
+    kind = {"int": int, "float": float}.get(spec.type, str)
+    parse = _ranged(kind, spec.min, spec.max) if spec.min is not None and spec.max is not None else kind
+    limits = f"{spec.min:g}..{spec.max:g}; " if parse is not kind else ""
+    default = "none" if spec.default is None else f"{spec.default:g}" if kind is not str else spec.default
+    group.add_argument(f"--{name.replace('_', '-')}", type=parse,
+                       help=f"{spec.doc} ({limits}engine default {default})".replace("%", "%%"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,13 +84,17 @@ def parser() -> argparse.ArgumentParser:
                    help="beats of notes kept ready ahead of the playhead (control changes are heard after them)")
     g = p.add_argument_group("music")
     g.add_argument("--model", help="music model in the engine (default: the one that ships, else the first)")
-    g.add_argument("--seed", type=_ranged(int, 0, 2**31 - 1), default=0)
-    g.add_argument("--temperature", type=_ranged(float, 0.05, 5.0))
-    g.add_argument("--density", type=_ranged(float, 0.05, 20.0), help=">1 more notes, <1 fewer")
-    g.add_argument("--key", help="lock to a key, e.g. 'C', 'F# minor', 'Bb dorian'")
-    g.add_argument("--channel", type=_ranged(int, 1, 16), default=1, help="MIDI channel 1-16 (default 1)")
+    seed, channel, velocity = SESSION_PARAMS["seed"], SESSION_PARAMS["channel"], SESSION_PARAMS["velocity"]
+    g.add_argument("--seed", type=_ranged(int, seed.min, seed.max), default=seed.default,
+                   help=f"{seed.doc} (default {seed.default})")
+    for name in MUSIC_CONTROLS:
+        _add_control(g, name)
+    # Channels count from 1 here, as in every DAW; the engine counts from 0.
+    g.add_argument("--channel", type=_ranged(int, channel.min + 1, channel.max + 1), default=channel.default + 1,
+                   help=f"MIDI channel {channel.min + 1}-{channel.max + 1} (default {channel.default + 1})")
     g.add_argument("--program", type=_ranged(int, 1, 128), help="send this program change (1-128, GM numbering) first")
-    g.add_argument("--velocity", type=_ranged(int, 1, 127), default=80, help="velocity of the notes (default 80)")
+    g.add_argument("--velocity", type=_ranged(int, velocity.min, velocity.max), default=velocity.default,
+                   help=f"{velocity.doc} (default {velocity.default})")
     g.add_argument("--velocity-scale", type=_ranged(float, 0.0, 4.0), default=1.0, help="multiply velocities")
     g.add_argument("--max-note-beats", type=_ranged(float, 0.25, 64), default=8.0, help="cap on a note's length")
     g = p.add_argument_group("control and call and response")
@@ -105,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return list_ports(args.api)
     from midi_bridge.engine_feed import EngineAddress, FeedError, SessionSettings
 
-    controls = {k: v for k, v in (("temperature", args.temperature), ("density", args.density), ("key", args.key))
-                if v is not None}
+    controls = {k: getattr(args, k) for k in MUSIC_CONTROLS if getattr(args, k) is not None}
     settings = SessionSettings(model=args.model, seed=args.seed, channel=args.channel - 1, velocity=args.velocity,
                                velocity_scale=args.velocity_scale, controls=controls)
     address = EngineAddress(args.engine, args.token_file)

@@ -170,6 +170,39 @@ def test_controls_map_values_and_learn_binds_the_next_cc():
         controls.learn(queue.Queue(), ["density"], cmap, timeout=0.05, say=lambda _: None)
 
 
+def test_cc_curves_stay_inside_the_ranges_the_engine_declares():
+    from engine.music.ops import CONTROLS
+    from engine.music.sampling import scale_pitch_classes
+
+    for name in ("temperature", "density"):
+        spec, curve = CONTROLS[name], getattr(controls, name)
+        assert all(spec.min <= curve(v) <= spec.max for v in range(128)), name
+    for key in {controls.key(v) for v in range(128)} - {""}:  # '': lock off
+        scale_pitch_classes(key)  # raises on a key the engine would refuse
+
+
+def test_music_flags_take_their_ranges_and_defaults_from_the_engine():
+    from engine.music.ops import CONTROLS
+    from midi_bridge.cli import SESSION_PARAMS, parser
+
+    p = parser()
+    for name, spec in CONTROLS.items():
+        flag = f"--{name.replace('_', '-')}"
+        assert getattr(p.parse_args([]), name) is None  # unset: the engine's default applies
+        if spec.min is None:
+            continue
+        assert getattr(p.parse_args([flag, str(spec.min)]), name) == spec.min
+        assert getattr(p.parse_args([flag, str(spec.max)]), name) == spec.max
+        for outside in (spec.min - 1, spec.max + 1):
+            with pytest.raises(SystemExit):
+                p.parse_args([flag, str(outside)])
+    defaults = p.parse_args([])
+    assert (defaults.seed, defaults.velocity) == (SESSION_PARAMS["seed"].default, SESSION_PARAMS["velocity"].default)
+    assert defaults.channel == SESSION_PARAMS["channel"].default + 1  # 1-based, as in a DAW
+    with pytest.raises(SystemExit):
+        p.parse_args(["--channel", str(SESSION_PARAMS["channel"].max + 2)])
+
+
 def test_phrase_ends_after_silence_or_on_request():
     rec = PhraseRecorder(silence_beats=2)
     rec.key_down(0, 60, 100, 0.0)
