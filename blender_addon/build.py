@@ -7,6 +7,12 @@ manifest at the top level, plus the engine's stdlib-only client (engine/protocol
 engine/client.py, engine/paths.py) vendored as the add-on's own sub-package `_vendor`, so
 Blender needs nothing installed: no pip at run time, no torch. Install the zip in Blender with
 Edit > Preferences > Get Extensions > Install from Disk, or `blender --command extension install-file`.
+
+The panel's ranges and defaults come from the engine's op declarations through op_params.py,
+a generated table that goes into the zip with the add-on. After changing an op's params,
+regenerate it with the engine's Python (it imports the kinds' ops modules, which need numpy):
+
+    .venv/bin/python blender_addon/build.py --op-params
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from pathlib import Path
 ADDON = Path(__file__).resolve().parent
 REPO = ADDON.parent
 VENDORED = ("protocol.py", "client.py", "paths.py")
+OP_PARAMS = ADDON / "op_params.py"
 # Fixed timestamp: the same sources give the same zip, byte for byte.
 STAMP = (2024, 1, 1, 0, 0, 0)
 
@@ -55,6 +62,43 @@ def vendored_sources() -> dict[str, str]:
     return files
 
 
+def op_params() -> dict[str, dict[str, dict]]:
+    """op -> param -> its declared min, max, default and choices, for every op of every model kind."""
+    sys.path.insert(0, str(REPO))
+    from engine.kinds import KIND_MODULES, kind_module  # the kinds' ops modules import no torch
+
+    table: dict[str, dict[str, dict]] = {}
+    for kind in KIND_MODULES:
+        for op in kind_module(kind).OPS:
+            params = {}
+            for name, param in op.params.items():
+                spec = {key: getattr(param, key) for key in ("min", "max", "default", "choices")
+                        if getattr(param, key) is not None}
+                if param.type == "float":  # bpy's FloatProperty wants floats, even for a bound written 0
+                    spec.update({k: float(v) for k, v in spec.items() if k != "choices"})
+                if "choices" in spec:
+                    spec["choices"] = list(spec["choices"])
+                if spec:
+                    params[name] = spec
+            table[op.name] = params
+    return table
+
+
+def op_params_source() -> str:
+    lines = ['"""The engine\'s op parameters: min, max, default and choices as the ops declare them.',
+             "",
+             "Generated from engine/<kind>/ops.py by `python blender_addon/build.py --op-params`; do not edit.",
+             '"""', "", "OP_PARAMS = {"]
+    for op, params in op_params().items():
+        if not params:
+            lines.append(f"    {op!r}: {{}},")
+            continue
+        lines.append(f"    {op!r}: {{")
+        lines += [f"        {name!r}: {spec!r}," for name, spec in params.items()]
+        lines.append("    },")
+    return "\n".join(lines + ["}", ""])
+
+
 def addon_sources() -> dict[str, bytes]:
     files: dict[str, bytes] = {"blender_manifest.toml": (ADDON / "blender_manifest.toml").read_bytes()}
     for path in sorted(ADDON.glob("*.py")):
@@ -82,7 +126,13 @@ def build(out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the Atelier Blender extension zip.")
     parser.add_argument("--out", type=Path, default=REPO / "dist", help="output folder (default: dist/)")
+    parser.add_argument("--op-params", action="store_true", help=f"write {OP_PARAMS.name} from the engine's op "
+                        "declarations (needs the engine's Python) instead of building")
     args = parser.parse_args(argv)
+    if args.op_params:
+        OP_PARAMS.write_text(op_params_source())
+        print(OP_PARAMS)
+        return 0
     print(build(args.out))
     return 0
 

@@ -16,9 +16,8 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from . import apply, jobs, png, preferences, provenance, worker
+from .props import MAX_SEED
 from .worker import Job
-
-MAX_SEED = 2**31 - 1
 
 
 class _Blocking:

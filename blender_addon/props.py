@@ -5,7 +5,15 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
                        PointerProperty, StringProperty)
 
-MAX_SEED = 2**31 - 1
+from .op_params import OP_PARAMS
+
+MAX_SEED = OP_PARAMS["texture.generate"]["seed"]["max"]
+
+
+def declared(op: str, param: str, **panel) -> dict:
+    """min, max and default of an op's param as the engine declares it; `panel` overrides or adds."""
+    spec = OP_PARAMS[op][param]
+    return {**{key: spec[key] for key in ("min", "max", "default") if key in spec}, **panel}
 
 
 def _interp_changed(self, context):
@@ -37,38 +45,43 @@ class AtelierRuntime(bpy.types.PropertyGroup):
 class AtelierSettings(bpy.types.PropertyGroup):
     # texture
     texture_model: StringProperty(name="Model", description="Texture model (empty: the first the engine has)")
-    texture_width: IntProperty(name="Width", default=512, min=16, max=4096, step=16, subtype="PIXEL")
-    texture_height: IntProperty(name="Height", default=512, min=16, max=4096, step=16, subtype="PIXEL")
-    texture_seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED)
-    tileable: BoolProperty(name="Tileable", default=True, description="Wrap seamlessly")
+    texture_width: IntProperty(name="Width", step=16, subtype="PIXEL", **declared("texture.generate", "width"))
+    texture_height: IntProperty(name="Height", step=16, subtype="PIXEL", **declared(
+        "texture.generate", "height", default=OP_PARAMS["texture.generate"]["width"]["default"]))
+    texture_seed: IntProperty(name="Seed", **declared("texture.generate", "seed"))
+    tileable: BoolProperty(name="Tileable", description="Wrap seamlessly", **declared("texture.generate", "tileable"))
+    # The engine makes PBR maps only when asked; the panel asks by default.
     pbr: BoolProperty(name="PBR maps", default=True, description="Also make normal and roughness maps")
-    normal_strength: FloatProperty(name="Bump", default=2.0, min=0.0, max=20.0)
+    normal_strength: FloatProperty(name="Bump", **declared("texture.generate", "normal_strength"))
     texture_target: EnumProperty(name="Into", items=[
         ("NEW", "New material", "A new material on the active object"),
         ("ACTIVE", "Active material", "The active material's Base Color (and normal, roughness)")], default="NEW")
     texture_variations: IntProperty(name="Count", default=4, min=1, max=16)
-    morph_seed: IntProperty(name="Morph into seed", default=1, min=0, max=MAX_SEED)
-    texture_exemplar: IntProperty(name="Exemplar", default=-1, min=-1, max=1023,
+    morph_seed: IntProperty(name="Morph into seed", **declared("texture.morph", "seed_b"))
+    # -1 is the panel's "not set": the engine then chooses by the seed.
+    texture_exemplar: IntProperty(name="Exemplar", **declared("texture.generate", "exemplar", min=-1, default=-1),
                                   description="For a model trained on several images: which image's texture, "
                                   "0 = the first in file-name order (-1: chosen by the seed)")
-    morph_exemplar: IntProperty(name="Into exemplar", default=-1, min=-1, max=1023,
+    morph_exemplar: IntProperty(name="Into exemplar", **declared("texture.morph", "morph_to", min=-1, default=-1),
                                 description="Morph into this image's texture (-1: chosen by the morph seed)")
     # shape
     shape_model: StringProperty(name="Model", description="Shape model (empty: the first the engine has)")
-    shape_seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED)
-    shape_count: IntProperty(name="Count", default=1, min=1, max=64)
-    shape_temperature: FloatProperty(name="Temperature", default=1.0, min=0.0, max=3.0)
-    shape_smooth: IntProperty(name="Smoothing", default=2, min=0, max=100, description="Taubin smoothing steps")
+    shape_seed: IntProperty(name="Seed", **declared("shape.sample", "seed"))
+    shape_count: IntProperty(name="Count", **declared("shape.sample", "count"))
+    shape_temperature: FloatProperty(name="Temperature", **declared("shape.sample", "temperature"))
+    # The panel smooths a little by default; the engine's default is none.
+    shape_smooth: IntProperty(name="Smoothing", **declared("shape.sample", "smooth", default=2),
+                              description="Taubin smoothing steps")
     shape_layout: EnumProperty(name="Layout", items=[("ROW", "Row", ""), ("GRID", "Grid", "")], default="ROW")
     interp_source: EnumProperty(name="Between", items=[
         ("SEEDS", "Two seeds", "Seed and End seed"),
         ("SELECTED", "Two meshes", "The active and one other selected mesh")], default="SEEDS")
-    interp_seed_b: IntProperty(name="End seed", default=1, min=0, max=MAX_SEED)
-    interp_steps: IntProperty(name="Steps", default=5, min=2, max=64)
-    interp_t: FloatProperty(name="Preview", default=0.5, min=0.0, max=1.0, update=_interp_changed,
+    interp_seed_b: IntProperty(name="End seed", **declared("shape.interpolate", "seed_b"))
+    interp_steps: IntProperty(name="Steps", **declared("shape.interpolate", "steps"))
+    interp_t: FloatProperty(name="Preview", **declared("shape.interpolate", "t", default=0.5), update=_interp_changed,
                             description="Drag to preview the shape at this point between the two")
-    shape_variations: IntProperty(name="Count", default=4, min=1, max=64)
-    spread: FloatProperty(name="Spread", default=0.3, min=0.0, max=2.0)
+    shape_variations: IntProperty(name="Count", **declared("shape.variations", "count"))
+    spread: FloatProperty(name="Spread", **declared("shape.variations", "spread"))
     # training
     train_name: StringProperty(name="Name", default="my-model", description="Name of the new model")
     train_image: PointerProperty(name="Image", type=bpy.types.Image, description="Exemplar image in this file")

@@ -127,6 +127,11 @@ def engine_client():
                                 name="scenario")
 
 
+def as_float32(*values: float) -> tuple:
+    """bpy keeps float properties as 32-bit floats."""
+    return tuple(float(np.float32(v)) for v in values)
+
+
 # ---------------------------------------------------------------------------------------------
 @check("install_and_enable")
 def _():
@@ -172,6 +177,21 @@ def _():
     lines = addon().panels.status_lines()
     assert lines[0][0] == "CHECKMARK" and w.info["engine"] in lines[0][1], lines
     return {"status": lines}
+
+
+@check("panel_ranges_follow_op_declarations")
+def _():
+    props = s().bl_rna.properties
+    table = addon().op_params.OP_PARAMS
+    for prop in ("texture_width", "texture_height"):
+        assert (props[prop].hard_min, props[prop].hard_max) == tuple(CONFIG["texture_sides"]), prop
+    for prop, op, param in (("normal_strength", "texture.generate", "normal_strength"),
+                            ("shape_count", "shape.sample", "count"), ("spread", "shape.variations", "spread"),
+                            ("interp_steps", "shape.interpolate", "steps")):
+        spec = table[op][param]
+        assert (props[prop].hard_min, props[prop].hard_max, props[prop].default) == as_float32(
+            spec["min"], spec["max"], spec["default"]), (prop, spec)
+    return {"texture_sides": [props["texture_width"].hard_min, props["texture_width"].hard_max]}
 
 
 @check("texture_generate_on_active_object")
@@ -522,6 +542,35 @@ def _():
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the engine still listens"
     return {"seconds_to_start": round(seconds_to_start, 2), "pids": [first_pid, second_pid]}
+
+
+@check("stop_engine_started_elsewhere")
+def _():
+    import os
+    import subprocess
+
+    # An engine the add-on did not start: it is found and stopped through the engine.json it wrote.
+    state = Path(os.environ["ATELIER_STATE_DIR"])
+    process = subprocess.Popen([CONFIG["engine_python"], "-m", "engine", "serve", "--port", "0", "--device", "cpu"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (state / "engine.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        recorded = addon()._vendor.paths.running_engine()
+        assert recorded is not None and recorded.pid == process.pid, recorded
+        p = prefs()
+        p.use_engine_json, p.port = True, 1  # nothing listens on port 1: only engine.json can lead there
+        assert bpy.ops.atelier.connect(blocking=True) == {"FINISHED"}, addon().worker.get().error
+        assert addon().worker.get().info, addon().worker.get().error
+        assert bpy.ops.atelier.engine_stop(blocking=True) == {"FINISHED"}
+        assert process.wait(timeout=30) == 0
+        assert not (state / "engine.json").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return {"port": recorded.port}
 
 
 @check("unregister_leaves_nothing")

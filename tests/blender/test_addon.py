@@ -20,6 +20,7 @@ import pytest
 
 from engine.cli.demo import start_engine
 from engine.client import Client
+from engine.texture.ops import MAX_SIDE, MIN_SIDE
 
 REPO = Path(__file__).resolve().parents[2]
 BLENDER_PYTHON = REPO / ".venv-blender" / "bin" / "python"
@@ -94,6 +95,7 @@ def scenario(addon_zip, tmp_path_factory) -> dict:
                   "token_file": ready["token_file"], "texture_model": "tex-tiny", "shape_model": "shape-tiny",
                   "shape_config": SHAPE_TINY, "engine_python": sys.executable,
                   "own_engine_dir": str(tmp / "own-engine"), "artifacts": str(ARTIFACTS),
+                  "texture_sides": [MIN_SIDE, MAX_SIDE],
                   "results": str(tmp / "results.json")}
         (tmp / "config.json").write_text(json.dumps(config))
         done = subprocess.run([str(BLENDER_PYTHON), str(SCENARIO), str(tmp / "config.json")], capture_output=True,
@@ -110,13 +112,14 @@ def scenario(addon_zip, tmp_path_factory) -> dict:
         process.wait(timeout=30)
 
 
-CHECKS = ["install_and_enable", "register_unregister_clean", "connect_reads_capabilities",
+CHECKS = ["install_and_enable", "register_unregister_clean", "panel_ranges_follow_op_declarations",
+          "connect_reads_capabilities",
           "texture_generate_on_active_object", "texture_generate_async_through_pump", "texture_variations_and_morph",
           "shape_generate_at_cursor", "shape_interpolate_count", "shape_variations_count",
           "interpolation_slider_preview", "regenerate_shape_from_provenance", "regenerate_texture_from_provenance",
           "train_shape_from_selection_sends_meshes", "cancel_stops_running_job",
           "engine_down_clear_message_nothing_half_made", "render_generated_mesh_wearing_generated_texture",
-          "start_restart_stop_engine_from_panel", "unregister_leaves_nothing"]
+          "start_restart_stop_engine_from_panel", "stop_engine_started_elsewhere", "unregister_leaves_nothing"]
 
 
 @pytest.mark.parametrize("name", CHECKS)
@@ -134,6 +137,19 @@ def test_blender_exits_cleanly(scenario):
 def test_render_artifact_is_kept(scenario):
     png = Path(scenario["render_generated_mesh_wearing_generated_texture"].get("png", ARTIFACTS / "missing"))
     assert png.exists() and png.stat().st_size > 1000
+
+
+def test_op_params_table_is_what_the_engine_declares():
+    """The panel's ranges come from blender_addon/op_params.py: it must match the op declarations of today."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("atelier_build", REPO / "blender_addon" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert build.OP_PARAMS.read_text() == build.op_params_source(), \
+        "an op's params changed: regenerate the table with `.venv/bin/python blender_addon/build.py --op-params`"
+    sides = build.op_params()["texture.generate"]
+    assert (sides["width"]["min"], sides["width"]["max"]) == (MIN_SIDE, MAX_SIDE)
 
 
 def test_png_encoder_round_trips_through_pillow():
