@@ -1,7 +1,7 @@
 """`atelier`: the engine's headless command line.
 
-Every command runs in this process, or on a running engine with --engine HOST:PORT; both
-go through the same ops, so they behave the same.
+Every command runs in this process, or on a running engine with --engine HOST:PORT (--engine
+alone: the one `atelier serve` recorded); both go through the same ops, so they behave the same.
 """
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from engine import __version__, paths
+from engine.cli.session import RUNNING, open_session, output
 from engine.client import EngineError
 
 EPILOG = "Each command has its own --help. Docs: README.md and docs/PROTOCOL.md."
@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"atelier {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
-    common.add_argument("--engine", metavar="HOST:PORT", help="use a running engine instead of this process")
+    common.add_argument("--engine", nargs="?", const=RUNNING, metavar="HOST:PORT",
+                        help="use a running engine instead of this process; alone: the one `atelier serve` "
+                        f"recorded in {paths.engine_address_path()}")
     common.add_argument("--token-file", type=Path, help=f"engine token (default {paths.token_path()})")
     common.add_argument("--models-dir", type=Path, default=None,
                         help=f"where models live (default $ATELIER_MODELS_DIR or {paths.models_dir()})")
@@ -79,18 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("out"), help="output folder (default ./out)")
     demo.set_defaults(handler=_demo)
     return parser
-
-
-def open_session(args: argparse.Namespace):
-    from engine.cli.session import LocalSession, RemoteSession
-
-    if args.engine:
-        return RemoteSession(args.engine, args.token_file)
-    return LocalSession(args.models_dir or paths.models_dir(), args.device)
-
-
-def output(args: argparse.Namespace, value: Any, text: str) -> None:
-    print(json.dumps(value, default=str, indent=2) if args.json else text)
 
 
 def _fail(args: argparse.Namespace, code: str, message: str) -> int:
@@ -132,7 +122,8 @@ def _models(args: argparse.Namespace) -> int:
 
 def _jobs(args: argparse.Namespace) -> int:
     if not args.engine:
-        raise ValueError("`atelier jobs` talks to a running engine: add --engine HOST:PORT")
+        raise ValueError("`atelier jobs` talks to a running engine: add --engine (the one `atelier serve` "
+                         "recorded) or --engine HOST:PORT")
     if args.action != "list" and not args.job:
         raise ValueError(f"`atelier jobs {args.action}` needs a job id; `atelier jobs --engine ...` lists them")
     from engine.cli.progress import ProgressBar

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from engine.kinds import KIND_MODULES, kind_module
-from engine.server.ops import Param
+from engine.ops import Param
 
 TRAIN_SHORTCUTS = {"steps": int, "minutes": float, "batch_size": int, "lr": float, "optimizer": str, "seed": int,
                    "checkpoint_every": int}
@@ -88,12 +88,13 @@ def _no_kind(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from engine.cli.main import open_session, output
     from engine.cli.progress import ProgressBar
-    from engine.train.config import TrainConfig, parse_overrides, read_config_file
+    from engine.cli.session import open_session, output
+    from engine.config import parse_overrides, read_config_file
+    from engine.train.config import TrainConfig
 
     sections = read_config_file(args.config) if args.config else {}
-    overrides = parse_overrides(args.overrides, args.module.Config, TrainConfig)
+    overrides = parse_overrides(args.overrides, args.module.config_class(), TrainConfig)
     train = {**sections.get("train", {}), **overrides["train"]}
     train.update({k: getattr(args, k) for k in TRAIN_SHORTCUTS if getattr(args, k) is not None})
     params = {"kind": args.kind, "name": args.name, "resume": args.resume, "detach": args.detach,
@@ -101,7 +102,8 @@ def _train(args: argparse.Namespace) -> int:
               "data": {**sections.get("data", {}),
                        **{k: getattr(args, k) for k in args.module.DATA_PARAMS if getattr(args, k, None) is not None}}}
     if args.detach and not args.engine:
-        raise ValueError("--detach keeps a run going on a running engine: add --engine HOST:PORT")
+        raise ValueError("--detach keeps a run going on a running engine: add --engine (the one `atelier serve` "
+                         "recorded) or --engine HOST:PORT")
     session = open_session(args)
     bar = None if args.json else ProgressBar(f"train {args.kind} {args.name}")
     try:
@@ -135,8 +137,8 @@ def _first_job_id(request) -> str:
 
 
 def _run_op(args: argparse.Namespace) -> int:
-    from engine.cli.main import open_session, output
     from engine.cli.progress import ProgressBar
+    from engine.cli.session import open_session, output
 
     op = args.op
     params = {name: getattr(args, name) for name in op.params if getattr(args, name, None) is not None}

@@ -22,7 +22,7 @@ def run(host: str, port: int, device: str, models_dir: Path, token_file: Path | 
     token_file = token_file or paths.token_path()
     token = paths.ensure_token(token_file)
     engine = Engine(models_dir, device)
-    address_file = paths.state_dir() / "engine.json"
+    address_file = paths.engine_address_path()
 
     def ready(bound_host: str, bound_port: int) -> None:
         info = {"ready": True, "host": bound_host, "port": bound_port, "pid": os.getpid(), "engine": __version__,

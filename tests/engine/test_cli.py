@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +101,37 @@ def test_commands_against_a_running_engine(tmp_path):
     finally:
         assert stop(engine) == 0
     assert not (engine.state_dir / "engine.json").exists()
+
+
+def test_engine_alone_is_the_one_serve_recorded(tmp_path):
+    engine = launch(tmp_path / "served")
+    try:
+        env = {"ATELIER_STATE_DIR": str(engine.state_dir)}
+        listed = atelier("models", "--json", "--engine", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert all(m["builtin"] for m in json.loads(listed.stdout)["models"])
+        # Elsewhere, with only engine.json: the recorded token file is the one used.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "engine.json").write_bytes((engine.state_dir / "engine.json").read_bytes())
+        jobs = atelier("jobs", "--engine", env={"ATELIER_STATE_DIR": str(elsewhere)})
+        assert jobs.returncode == 0 and "no jobs" in jobs.stdout, jobs.stderr
+    finally:
+        assert stop(engine) == 0
+    gone = atelier("models", "--engine", env={"ATELIER_STATE_DIR": str(engine.state_dir)})
+    assert gone.returncode == 1
+    assert str(engine.state_dir / "engine.json") in gone.stderr and "atelier serve" in gone.stderr
+
+
+def test_running_engine_is_none_without_a_readable_record(tmp_path):
+    from engine import paths
+
+    assert paths.running_engine(tmp_path) is None
+    for text in ("", "{", "[]", '{"host": "127.0.0.1"}', '{"host": "127.0.0.1", "port": "x"}'):
+        (tmp_path / "engine.json").write_text(text)
+        assert paths.running_engine(tmp_path) is None, text
+    (tmp_path / "engine.json").write_text('{"host": "127.0.0.1", "port": 5, "pid": 7, "token_file": "/t"}')
+    assert paths.running_engine(tmp_path) == paths.RecordedEngine("127.0.0.1", 5, Path("/t"), 7)
 
 
 def test_bad_engine_address_is_explained():
