@@ -1,6 +1,6 @@
 """MIDI bridge benchmark: how close to their intended times do the notes arrive?
 
-    .venv/bin/python bench/midi_bench.py [--seconds 10] [--bpm 150] [--model NAME]
+    .venv/bin/python bench/midi_bench.py [--seconds 10] [--bpm 150]
 
 Runs a headless JACK server (dummy backend), a real engine, the real bridge process and a
 JACK MIDI receiver, and reports from the bridge's event log and the receiver's arrival

@@ -14,7 +14,7 @@ live-session streaming speed as multiples of real time at 120 BPM.
 With --members N it trains N models at once, one process each with its own seed (N cores),
 and scores their token-by-token mixture: each model reads the same prefix, so the average of
 their next-token distributions is itself a distribution, and the mixture's frame NLL is exact
-(engine.kinds.music_eval.mixture_frame_nll). The baseline and the speeds are member 0's.
+(engine.music.evaluation.mixture_frame_nll). The baseline and the speeds are member 0's.
 
 The shipped model (engine/weights/music-default.safetensors, 16th-note grid with onset
 tokens) is also timed streaming, since that is the one the MIDI bridge plays.
@@ -32,10 +32,11 @@ from pathlib import Path
 
 import torch
 
-from engine.data.jsb import default_jsb_dir, load_jsb
-from engine.kinds.music import MusicModel, MusicObjective, evaluate_jsb, load, load_baseline
-from engine.kinds.music_eval import frame_nll, mixture_frame_nll
-from engine.kinds.music_sampling import Controls
+from engine.music.evaluation import frame_nll, mixture_frame_nll
+from engine.music.generation import MusicModel, evaluate_jsb, load, load_baseline
+from engine.music.jsb import jsb_dir, load_jsb
+from engine.music.objective import MusicObjective
+from engine.music.sampling import Controls
 from engine.store.checkpoints import BUILTIN_DIR, ModelStore, load_file
 from engine.train.config import TrainConfig
 from engine.train.trainer import TrainRun, train
@@ -104,7 +105,8 @@ def member_name(index: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jsb", type=Path, default=default_jsb_dir())
+    ap.add_argument("--jsb", type=Path, default=jsb_dir(), required=jsb_dir() is None,
+                    help="folder of the JSB split (default: $ATELIER_JSB_DIR)")
     ap.add_argument("--steps", type=int, default=3000, help="trainer steps (the cosine schedule ends here)")
     ap.add_argument("--minutes", type=float, default=0.0, help="time budget; 0 = none")
     ap.add_argument("--batch-size", type=int, default=16)

@@ -3,7 +3,7 @@
     python bench/recalibrate_texture.py               # engine/weights/texture-default.safetensors, in place
     python bench/recalibrate_texture.py --weights W --report out/recalibrate-texture
 
-The calibration (engine/kinds/texture_calibration.py) is measured from the trained generator
+The calibration (engine/texture/calibration.py) is measured from the trained generator
 and the exemplar when training ends; it is what `atelier train texture` would have stored had
 the code been this version. The generator's weights are not touched. The metrics in the
 metadata are replaced by a fresh run of the eval op (as bench/ship_model.py runs it), and
@@ -27,9 +27,10 @@ from ship_model import run_eval  # noqa: E402  (this folder is on the path when 
 
 def recalibrate(weights: Path, report: Path) -> dict:
     from engine.cli.session import LocalSession
-    from engine.kinds.texture import load, resolve_images
-    from engine.kinds.texture_calibration import measure
     from engine.store.checkpoints import load_file, save_file
+    from engine.texture.calibration import measure
+    from engine.texture.generation import load
+    from engine.texture.objective import resolve_images
 
     metadata, tensors = load_file(weights)
     model = load(metadata["config"], tensors)

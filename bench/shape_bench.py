@@ -28,11 +28,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.data.shape_set import build_procedural  # noqa: E402
-from engine.kinds.shape import ShapeModel, load  # noqa: E402
-from engine.kinds.shape_eval import evaluate_model  # noqa: E402
-from engine.kinds.shape_mesh import grid_to_mesh  # noqa: E402
-from engine.models.shape_vae import ShapeVAE, ShapeVAEConfig  # noqa: E402
+from engine.shape.dataset import build_procedural  # noqa: E402
+from engine.shape.evaluation import evaluate_model  # noqa: E402
+from engine.shape.generation import ShapeModel, load  # noqa: E402
+from engine.shape.meshing import grid_to_mesh  # noqa: E402
+from engine.shape.model import ShapeVAE, ShapeVAEConfig  # noqa: E402
 from engine.store.checkpoints import load_file  # noqa: E402
 
 UNSEEN_SEED_OFFSET = 1_000_003  # the same unseen seeds as the shape.eval op

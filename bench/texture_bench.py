@@ -7,9 +7,9 @@ Prints, side by side: seconds per image at each size for our generator and for i
 (Efros & Freeman 2001, written here in numpy: the patch-copying kind of synthesis Embark's
 texture-synthesis does), the speed-up, our generator once more with the plain (unfolded)
 nearest upsampling it used before (the same pictures, slower), every quality metric of
-engine.kinds.texture_eval as a ratio to real-vs-real (1 = as close to the exemplar as another
+engine.texture.evaluation as a ratio to real-vs-real (1 = as close to the exemplar as another
 piece of it) for the model as the engine runs it, for its raw generator (without the
-calibration of engine/kinds/texture_calibration.py) and for quilting, the seam ratio across the
+calibration of engine/texture/calibration.py) and for quilting, the seam ratio across the
 wrap-around border (1 = seamless), how far single pictures are from the photo (`gram/picture`),
 our tiling error, and the training minutes the model used. The machine is shared and noisy: compare ratios, not seconds.
 """
@@ -123,7 +123,7 @@ def plain_upsampling():
     the full resolution (the same function, so the same picture; only the time differs)."""
     import torch.nn.functional as F
 
-    from engine.models import texture_gan
+    from engine.texture import model as texture_gan
 
     folded = texture_gan.nearest_up_conv
     texture_gan.nearest_up_conv = lambda x, w, b: F.conv2d(
@@ -147,7 +147,7 @@ def gram_per_picture(samples: np.ndarray, images: list[np.ndarray], seed: int, s
     """The median Gram distance of single samples to the reference half, over that of single
     crops of the other half: how far one picture is from the photo, where the metrics of
     texture_eval compare the pooled statistics of all samples (an artist uses one at a time)."""
-    from engine.kinds.texture_eval import RandomFeatures, _tensor, grams, real_sets
+    from engine.texture.evaluation import RandomFeatures, _tensor, grams, real_sets
 
     fake = _tensor(samples)
     real_a, real_b = real_sets(images, fake.shape[-1], max(len(fake), 8), seed, swap)
@@ -161,8 +161,8 @@ def gram_per_picture(samples: np.ndarray, images: list[np.ndarray], seed: int, s
 
 
 def load_model(name: str, models_dir: Path | None, device: str):
-    from engine.kinds.texture import load
     from engine.store.checkpoints import ModelStore
+    from engine.texture.generation import load
 
     store = ModelStore(models_dir or Path("/nonexistent-atelier-models"))
     metadata, weights = store.load(name)
@@ -193,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    from engine.device import interactive_threads
     from scipy.stats import sem
+
+    from engine.device import interactive_threads
 
     blas_threads = str(interactive_threads())
     if argv is None and os.environ.get("OPENBLAS_NUM_THREADS") != blas_threads:
@@ -207,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from engine.data.images import ImageCrops
-    from engine.kinds.texture import TextureModel, resolve_images, to_uint8
-    from engine.kinds.texture_eval import seam_ratio, texture_metrics, tile_error
+    from engine.texture.evaluation import seam_ratio, texture_metrics, tile_error
+    from engine.texture.generation import TextureModel, to_uint8
+    from engine.texture.images import ImageCrops
+    from engine.texture.objective import resolve_images
 
     metadata, model = load_model(args.model, args.models_dir, args.device)
     source = exemplar_source(metadata, args.images)

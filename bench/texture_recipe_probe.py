@@ -1,5 +1,5 @@
-"""Compares texture GAN recipes in short, equal-step runs (not a test; the table it fed is in
-engine/kinds/texture.py).
+"""Compares texture GAN recipes in short, equal-step runs (not a test; what it measured is in
+docs/BENCHMARKS.md, "Why the recipe is what it is").
 
     PYTHONPATH=. .venv/bin/python bench/texture_recipe_probe.py NAME EXEMPLAR STEPS '{"upsample": "nearest"}' \
         [--lr 2e-4] [--batch 8] [--no-rot90] [--out /tmp/probe]
@@ -26,10 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from engine.kinds.texture import TextureModel, TextureObjective, to_uint8  # noqa: E402
-from engine.kinds.texture_eval import texture_metrics, tile_error  # noqa: E402
-from engine.models.texture_gan import TextureGANConfig  # noqa: E402
 from texture_stabilisation_probe import train  # noqa: E402
+
+from engine.texture.evaluation import texture_metrics, tile_error  # noqa: E402
+from engine.texture.generation import TextureModel, to_uint8  # noqa: E402
+from engine.texture.model import TextureGANConfig  # noqa: E402
+from engine.texture.objective import TextureObjective
 
 
 def main() -> None:

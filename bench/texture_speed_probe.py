@@ -4,7 +4,7 @@
 
 Times the shipped model's generator stage by stage, with the nearest-upsample + 3x3 conv
 computed the plain way (upsample, then conv) and folded (four 2x2 convs at the low
-resolution, engine.models.texture_gan.nearest_up_conv), in one run so the ratios hold on a
+resolution, engine.texture.model.nearest_up_conv), in one run so the ratios hold on a
 shared machine; also whole `generate` calls and the largest difference between the two ways.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ def best(fn, repeats: int = 5) -> float:
 
 def stages(G, z: torch.Tensor, folded: bool) -> list[tuple[str, Callable]]:
     """(name, fn) per stage; each fn takes the previous stage's output."""
-    from engine.models.texture_gan import nearest_up_conv, upsample2
+    from engine.texture.model import nearest_up_conv, upsample2
 
     def up(conv):
         if folded:
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--threads", default="1,2")
     args = parser.parse_args(argv)
-    from engine.kinds.texture import load
     from engine.store.checkpoints import load_file
+    from engine.texture.generation import load
 
     metadata, weights = load_file(ROOT / "engine" / "weights" / "texture-default.safetensors")
     model = load(metadata["config"], weights)

@@ -1,4 +1,4 @@
-"""Reproduces the stabilisation measurement quoted in engine/kinds/texture.py (not a test).
+"""Reproduces the stabilisation measurement quoted in docs/BENCHMARKS.md (not a test).
 
     PYTHONPATH=. .venv/bin/python bench/texture_stabilisation_probe.py [steps] [seeds] [recipe,recipe]
 
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from engine.data.images import procedural
-from engine.kinds.texture import TextureObjective
-from engine.kinds.texture_eval import texture_metrics
-from engine.models.texture_gan import TextureGANConfig
 from engine.store.checkpoints import ModelStore
+from engine.texture.evaluation import texture_metrics
+from engine.texture.images import procedural
+from engine.texture.model import TextureGANConfig
+from engine.texture.objective import TextureObjective
 from engine.train import trainer
 from engine.train.config import TrainConfig
 from engine.train.trainer import TrainRun

@@ -25,12 +25,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.kinds.texture import TextureObjective  # noqa: E402
-from engine.models.texture_gan import TextureGANConfig, g_loss  # noqa: E402
+from texture_bench import machine  # noqa: E402
+
 from engine.store.checkpoints import ModelStore  # noqa: E402
+from engine.texture.model import TextureGANConfig, g_loss  # noqa: E402
+from engine.texture.objective import TextureObjective  # noqa: E402
 from engine.train.config import TrainConfig  # noqa: E402
 from engine.train.trainer import TrainRun, _make_optimizer, _step  # noqa: E402
-from texture_bench import machine  # noqa: E402
 
 
 class GTwice(TextureObjective):

@@ -1,6 +1,7 @@
 """Shared fixtures: real engine processes on loopback, each with its own state and models folders."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,6 +9,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support
+# The JSB chorales split, for the tests that need it: $ATELIER_JSB_DIR, else the shared data
+# folder beside this checkout (a user's clone has none; those tests then skip).
+os.environ.setdefault("ATELIER_JSB_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "jsb"))
 
 from engine.cli.demo import start_engine  # noqa: E402
 from engine.client import Client  # noqa: E402

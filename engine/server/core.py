@@ -17,9 +17,9 @@ import torch
 from engine import __version__, protocol
 from engine.device import describe, pick_device
 from engine.kinds import KIND_MODULES, kind_module
+from engine.ops import JobFailed, Op
 from engine.server import engine_ops
-from engine.server.jobs import Job, JobFailed, Scheduler
-from engine.server.ops import Op
+from engine.server.jobs import Job, Scheduler
 from engine.store.checkpoints import BUILTIN_DIR, ModelCorrupt, ModelNotFound, ModelStore
 
 log = logging.getLogger("atelier.engine")

@@ -1,30 +1,25 @@
 """The engine's own ops: health, models, jobs, device check and training.
 
-Each op's `run(engine, context, **params)` returns a JSON-able value (numpy arrays allowed).
+Each op's `run(engine, context, **params)` (engine: the `engine.server.core.Engine`) returns a JSON-able value (numpy arrays allowed).
 Ops marked inline are answered on the I/O loop at once (they must be quick); the server
 implements `jobs.watch` itself because it streams another job's events.
 """
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import torch
 
 from engine import protocol
-from engine.server.jobs import JobContext, JobFailed, Priority
-from engine.server.ops import Op, Param
+from engine.ops import Context, JobFailed, Op, Param, Priority
 from engine.store.checkpoints import ModelCorrupt, ModelNotFound, check_name
 
-if TYPE_CHECKING:
-    from engine.server.core import Engine
 
-
-def _models_list(engine: "Engine", context: JobContext | None) -> dict:
+def _models_list(engine, context: Context | None) -> dict:
     return {"models": engine.store.list(), "loaded": engine.loaded_models()}
 
 
-def _models_info(engine: "Engine", context: JobContext | None, name: str) -> dict:
+def _models_info(engine, context: Context | None, name: str) -> dict:
     try:
         return {"metadata": engine.store.metadata(_name(name)), "builtin": engine.store.is_builtin(name)}
     except ModelNotFound as e:
@@ -33,16 +28,16 @@ def _models_info(engine: "Engine", context: JobContext | None, name: str) -> dic
         raise JobFailed(protocol.MODEL_CORRUPT, str(e)) from None
 
 
-def _models_load(engine: "Engine", context: JobContext, name: str) -> dict:
+def _models_load(engine, context: Context, name: str) -> dict:
     metadata, _ = engine.model(_name(name))
     return {"model": name, "kind": metadata["kind"], "content_hash": metadata["content_hash"]}
 
 
-def _models_unload(engine: "Engine", context: JobContext, name: str | None) -> dict:
+def _models_unload(engine, context: Context, name: str | None) -> dict:
     return {"unloaded": engine.unload(_name(name) if name else None)}
 
 
-def _models_delete(engine: "Engine", context: JobContext, name: str) -> dict:
+def _models_delete(engine, context: Context, name: str) -> dict:
     engine.unload(_name(name))
     try:
         engine.store.delete(name)
@@ -53,11 +48,11 @@ def _models_delete(engine: "Engine", context: JobContext, name: str) -> dict:
     return {"deleted": name}
 
 
-def _jobs_list(engine: "Engine", context: JobContext | None) -> dict:
+def _jobs_list(engine, context: Context | None) -> dict:
     return {"jobs": [job.summary() for job in engine.scheduler.jobs.values()]}
 
 
-def _device_benchmark(engine: "Engine", context: JobContext, seconds: float, size: int) -> dict:
+def _device_benchmark(engine, context: Context, seconds: float, size: int) -> dict:
     """Matrix products on the engine's device for a while: is the GPU in use, and how fast is it?"""
     a = torch.randn(size, size, device=engine.device)
     b = torch.randn(size, size, device=engine.device)
@@ -75,11 +70,12 @@ def _device_benchmark(engine: "Engine", context: JobContext, seconds: float, siz
     return {"device": str(engine.device), "seconds": elapsed, "gflops": 2 * size**3 * products / elapsed / 1e9}
 
 
-def _train(engine: "Engine", context: JobContext, kind: str, name: str, data: dict, model: dict, train: dict,
+def _train(engine, context: Context, kind: str, name: str, data: dict, model: dict, train: dict,
            resume: bool) -> dict:
+    from engine.config import build
     from engine.kinds import kind_module
-    from engine.train import config as config_files
     from engine.train import distributed
+    from engine.train.config import TrainConfig
     from engine.train.trainer import TrainRun, resume_settings
     from engine.train.trainer import train as run_training
 
@@ -93,8 +89,8 @@ def _train(engine: "Engine", context: JobContext, kind: str, name: str, data: di
         saved_model, saved_train = resume_settings(engine.store, _name(name)) if resume else ({}, {})
         model = {**saved_model, **model}
         train = {**getattr(module, "TRAIN_DEFAULTS", {}), **saved_train, **train}
-        model_config = config_files.build(module.Config, model)
-        train_config = config_files.build(config_files.TrainConfig, train)
+        model_config = build(module.config_class(), model)
+        train_config = build(TrainConfig, train)
         objective = module.objective(model_config, data, device)
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise JobFailed(protocol.BAD_PARAMS, str(e)) from None

@@ -9,7 +9,6 @@ Three lanes, so that nothing long ever starves something live:
 """
 from __future__ import annotations
 
-import enum
 import heapq
 import itertools
 import logging
@@ -19,26 +18,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from engine.ops import Cancelled, JobFailed, Priority
+
 log = logging.getLogger("atelier.jobs")
-
-
-class Priority(enum.IntEnum):
-    LIVE = 0
-    INTERACTIVE = 1
-    TRAINING = 2
-
-
-class Cancelled(Exception):
-    """Raised inside a job by JobContext.check() once the job is cancelled."""
-
-
-class JobFailed(Exception):
-    """A failure whose message is meant for the user; `code` is a protocol error code."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 Listener = Callable[[dict], None]
@@ -159,10 +141,6 @@ class Scheduler:
         if queued:
             self._finish(job, "cancelled", {"type": "error", "code": "cancelled", "message": "cancelled before it started"})
         return True
-
-    def busy_with_urgent(self) -> bool:
-        with self._lock:
-            return self._urgent_running > 0 or any(j.state == "queued" for _, _, j in self._urgent)
 
     def wait_while_urgent(self, job: Job) -> None:
         with self._lock:

@@ -14,8 +14,8 @@ import logging
 from typing import Any
 
 from engine import protocol
+from engine.ops import JobFailed
 from engine.server.core import Engine
-from engine.server.jobs import JobFailed
 
 log = logging.getLogger("atelier.server")
 

@@ -58,8 +58,3 @@ def max_across(world: World, value: float, device: torch.device) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor.item()
-
-
-def barrier(world: World) -> None:
-    if world.size > 1:
-        dist.barrier()

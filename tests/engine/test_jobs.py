@@ -2,7 +2,8 @@
 import threading
 import time
 
-from engine.server.jobs import Job, Priority, Scheduler
+from engine.ops import Priority
+from engine.server.jobs import Job, Scheduler
 
 
 def wait_for(predicate, timeout: float = 10.0) -> bool:

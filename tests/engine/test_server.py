@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 import pytest
+from support.wire import RawConnection
 
 from engine import protocol
-from engine.client import Client, EngineError
-from support.wire import RawConnection
+from engine.client import EngineError
 
 
 def test_the_engine_listens_on_loopback_with_a_private_token(engine):

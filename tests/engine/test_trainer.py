@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from engine.server.jobs import Cancelled
-from engine.store.checkpoints import ModelStore
-from engine.train.config import TrainConfig, build, parse_overrides
-from engine.train.trainer import TrainRun, learning_rate, train
 from support.toy import ToyConfig, ToyObjective
+
+from engine.config import build, parse_overrides
+from engine.ops import Cancelled
+from engine.store.checkpoints import ModelStore
+from engine.train.config import TrainConfig
+from engine.train.trainer import TrainRun, learning_rate, train
 
 TESTS = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")

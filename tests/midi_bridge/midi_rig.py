@@ -20,7 +20,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from engine.cli.demo import start_engine  # noqa: E402
@@ -190,12 +189,13 @@ def tiny_model(folder: Path) -> Path:
     untrained tiny LSTM plays a few notes per beat, which is what these tests need."""
     import torch
 
-    from engine.kinds.music import MusicConfig
-    from engine.models.music_rnn import MusicRNN
+    from engine.config import build
+    from engine.music.config import MusicConfig
+    from engine.music.token_model import MusicRNN
     from engine.store.checkpoints import ModelStore
 
     torch.manual_seed(0)
-    cfg = MusicConfig.from_dict(TINY)
+    cfg = build(MusicConfig, TINY)
     weights = {f"rnn.{k}": v for k, v in MusicRNN(cfg.model).state_dict().items()}
     ModelStore(folder, builtin=None).save("tiny", weights, {"kind": "music", "config": cfg.to_dict()})
     return folder / "tiny.safetensors"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.note_tokens import token_context
-from engine.models.music_frame import MusicFrameRNN
+from engine.music.frame_model import MusicFrameRNN
+from engine.music.tokens import token_context
 
 
 def write_midi(path: Path, notes: list[tuple[int, int, int]], channel: int = 0, tpb: int = 480,
@@ -51,11 +51,12 @@ def tiny_model(request):
     """An untrained 16th-note model with onset/held tokens: small, fast, deterministic; each architecture."""
     import torch
 
-    from engine.kinds.music import MusicConfig, MusicModel
-    from engine.models.music_rnn import build_music_net
+    from engine.config import build
+    from engine.music.config import MusicConfig, build_music_net
+    from engine.music.generation import MusicModel
 
     torch.manual_seed(0)
-    cfg = MusicConfig.from_dict({"model": {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1,
+    cfg = build(MusicConfig, {"model": {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1,
                                            "arch": request.param, "d_decoder": 32}})
     return MusicModel(build_music_net(cfg.model), cfg.to_dict())
 

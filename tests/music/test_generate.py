@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.piece import LOWEST, roll_notes
-from engine.kinds.music import MusicModel, load
-from engine.kinds.music_output import fluidsynth_available
-from engine.kinds.music_sampling import Controls, scale_pitch_classes
+from engine.music.generation import MusicModel, load
+from engine.music.output import fluidsynth_available
+from engine.music.piece import LOWEST, roll_notes
+from engine.music.sampling import Controls, scale_pitch_classes
 
 torch.set_num_threads(1)
 
@@ -81,26 +81,12 @@ def test_load_from_checkpoint_weights(tiny_model):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_fast_step_matches_module(cell):
-    from engine.kinds.music_sampling import rnn_step
-    torch.manual_seed(0)
-    rnn = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(6, 5, 2, batch_first=True).eval()
-    x = torch.randn(1, 4, 6)
-    with torch.no_grad():
-        full, _ = rnn(x)
-        state = None
-        for t in range(4):
-            h, state = rnn_step(rnn, x[0, t:t + 1], state)
-            assert torch.allclose(h[0], full[0, t], atol=1e-6)
-
-
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_numpy_stepper_matches_the_module(cell):
     """The numpy fast path used for generation gives the module's logits, token by token."""
-    from engine.data.note_tokens import roll_to_tokens, token_context
-    from engine.data.piece import ONSET
-    from engine.kinds.music_sampling import FastRNN
-    from engine.models.music_rnn import MusicRNN, MusicRNNConfig
+    from engine.music.piece import ONSET
+    from engine.music.sampling import FastRNN
+    from engine.music.token_model import MusicRNN, MusicRNNConfig
+    from engine.music.tokens import roll_to_tokens, token_context
 
     torch.manual_seed(0)
     model = MusicRNN(MusicRNNConfig(holds=True, cell=cell, d_hidden=24, d_embed=8, n_layers=2)).eval()
@@ -123,10 +109,11 @@ def test_numpy_stepper_matches_the_module(cell):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_numpy_frame_net_matches_the_module(cell):
     """The frame network's numpy twin gives the module's logits, token by token, state carried."""
-    from engine.data.note_tokens import roll_to_tokens, token_context
-    from engine.data.piece import ONSET
-    from engine.kinds.music_fast import FastFrame
-    from engine.models.music_rnn import MusicRNNConfig, build_music_net
+    from engine.music.config import build_music_net
+    from engine.music.fast import FastFrame
+    from engine.music.piece import ONSET
+    from engine.music.token_model import MusicRNNConfig
+    from engine.music.tokens import roll_to_tokens, token_context
 
     torch.manual_seed(0)
     model = build_music_net(MusicRNNConfig(holds=True, cell=cell, d_hidden=24, n_layers=2, arch="frame",

@@ -1,7 +1,7 @@
 import numpy as np
 
-from engine.data.midi_files import load_midi_folder, read_midi
-from engine.data.piece import ONSET, split_by_file, transpose_limits, transposed
+from engine.music.midi_files import load_midi_folder, read_midi
+from engine.music.piece import ONSET, split_by_file, transpose_limits, transposed
 
 
 def test_quantise_onsets_and_holds(tmp_path, midi_writer):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import mido
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 from engine.client import EngineError
-from engine.data.jsb import default_jsb_dir
-from engine.kinds.music_sampling import scale_pitch_classes
+from engine.music.jsb import jsb_dir
+from engine.music.sampling import scale_pitch_classes
 
 TINY = {"model": {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1}, "seq_steps": 32,
         "valid_fraction": 0.25}
@@ -89,8 +90,26 @@ def test_generate_returns_a_midi_file_in_key(tiny):
     assert value["provenance"]["model"] == "tiny" and value["provenance"]["params"]["key"] == "D minor"
 
 
+def test_generate_reports_each_bar_and_can_be_cancelled(tiny):
+    client, _, _ = tiny
+    bars = []
+    client.call("music.generate", {"model": "tiny", "bars": 3, "seed": 1},
+                on_progress=lambda f, msg, preview: bars.append(msg), timeout=60)
+    assert [m for m in bars if m.startswith("bar ")] == ["bar 1 of 3", "bar 2 of 3", "bar 3 of 3"]
+
+    started = threading.Event()
+    request = client.submit("music.generate", {"model": "tiny", "bars": 256, "seed": 1},
+                            on_progress=lambda f, msg, preview: msg.startswith("bar ") and started.set())
+    assert started.wait(60), "no bar was reported"
+    request.cancel()
+    with pytest.raises(EngineError) as caught:
+        request.result(timeout=60)
+    assert caught.value.code == "cancelled"
+    assert client.ping() >= 0
+
+
 def test_primed_generation_starts_with_the_primer(tiny, tmp_path):
-    from engine.data.midi_files import read_midi
+    from engine.music.midi_files import read_midi
 
     client, _, _ = tiny
     path = write_midi(tmp_path / "clip.mid", beats=8)
@@ -102,8 +121,8 @@ def test_primed_generation_starts_with_the_primer(tiny, tmp_path):
 
 
 def test_write_output_and_demo(tiny, tmp_path):
-    from engine.kinds import music_ops
-    from engine.kinds.music_output import fluidsynth_available
+    from engine.music import ops as music_ops
+    from engine.music.output import fluidsynth_available
 
     client, _, _ = tiny
     files = music_ops.demo(client, "tiny", tmp_path)
@@ -165,12 +184,13 @@ def test_sessions_are_engine_sessions_closed_with_their_owner(tmp_path):
     """In-process: a music session is registered with the engine, so a disconnect (close_sessions) ends it."""
     import threading
 
-    from engine.kinds.music import MusicConfig
-    from engine.models.music_rnn import MusicRNN
+    from engine.config import build
+    from engine.music.config import MusicConfig
+    from engine.music.token_model import MusicRNN
     from engine.server.core import Engine
     from engine.store.checkpoints import ModelStore
 
-    cfg = MusicConfig.from_dict(TINY)
+    cfg = build(MusicConfig, TINY)
     store = ModelStore(tmp_path, builtin=None)
     store.save("t", {f"rnn.{k}": v for k, v in MusicRNN(cfg.model).state_dict().items()},
                {"kind": "music", "config": cfg.to_dict()})
@@ -244,13 +264,14 @@ def test_eval_scores_held_out_files(tiny):
     assert sheet.dtype == np.uint8 and sheet.ndim == 3 and sheet.shape[2] == 3
 
 
-@pytest.mark.skipif(not (default_jsb_dir() / "jsb-chorales-quarter.json").is_file(),
-                    reason=f"the JSB split is not at {default_jsb_dir()} (a clone without ../shared/datasets)")
+@pytest.mark.skipif(jsb_dir() is None or not (jsb_dir() / "jsb-chorales-quarter.json").is_file(),
+                    reason=f"needs the JSB split, not found at ATELIER_JSB_DIR={jsb_dir()} (a user's clone has no "
+                           "../shared/datasets)")
 def test_jsb_model_and_baseline_through_train_and_eval(tiny):
     client, _, _ = tiny
     model = {"model": {"d_hidden": 24, "d_embed": 16, "n_layers": 1, "bar_steps": 4}, "steps_per_quarter": 1,
              "seq_steps": 16, "baseline": {"d_hidden": 16}}
-    client.call("train", {"kind": "music", "name": "jsb-tiny", "data": {"jsb": str(default_jsb_dir())},
+    client.call("train", {"kind": "music", "name": "jsb-tiny", "data": {"jsb": str(jsb_dir())},
                           "model": model, "train": {"steps": 3, "batch_size": 4}}, timeout=120)
     value = client.call("music.eval", {"model": "jsb-tiny", "split": "valid"}, timeout=120)
     metrics = value["metrics"]

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.piece import Piece
-from engine.kinds.music_eval import frame_nll, mixture_frame_nll
-from engine.models.music_baseline import MusicBaseline, MusicBaselineConfig
-from engine.models.music_rnn import MusicRNNConfig, build_music_net
+from engine.music.baseline import MusicBaseline, MusicBaselineConfig
+from engine.music.config import build_music_net
+from engine.music.evaluation import frame_nll, mixture_frame_nll
+from engine.music.piece import Piece
+from engine.music.token_model import MusicRNNConfig
 
 torch.set_num_threads(1)
 ARCHS = ["token", "frame"]

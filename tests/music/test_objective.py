@@ -2,13 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.jsb import default_jsb_dir, load_jsb
-from engine.kinds.music import MusicObjective, evaluate_jsb, load, load_baseline
+from engine.music.generation import evaluate_jsb, load, load_baseline
+from engine.music.jsb import jsb_dir, load_jsb
+from engine.music.objective import MusicObjective
 
 torch.set_num_threads(1)
-JSB = default_jsb_dir()
-needs_jsb = pytest.mark.skipif(not (JSB / "jsb-chorales-quarter.json").is_file(),
-                               reason=f"JSB split not found at {JSB} (a user's clone may lack ../shared)")
+JSB = jsb_dir()
+needs_jsb = pytest.mark.skipif(JSB is None or not (JSB / "jsb-chorales-quarter.json").is_file(),
+                               reason=f"needs the JSB split, not found at ATELIER_JSB_DIR={JSB} (a user's clone "
+                                      "has no ../shared/datasets)")
 TINY = {"seq_steps": 16, "model": {"d_hidden": 16, "d_embed": 8, "n_layers": 1}, "baseline": {"d_hidden": 8}}
 
 
@@ -49,7 +51,7 @@ def test_one_source_required(tmp_path):
         MusicObjective(TINY)
     with pytest.raises(ValueError, match="unknown corpus"):
         MusicObjective(TINY, corpus="mozart")
-    with pytest.raises(ValueError, match="unknown music config"):
+    with pytest.raises(ValueError, match="MusicConfig has no setting .layers."):
         MusicObjective({"layers": 3}, corpus="bach")
     with pytest.raises(FileNotFoundError, match="no usable MIDI"):
         MusicObjective(TINY, midi=tmp_path)
@@ -78,7 +80,7 @@ def test_jsb_split_and_training_step():
 
 
 def test_bach_corpus_converts_and_caches(tmp_path, monkeypatch):
-    from engine.data.bach_corpus import cache_dir, load_bach
+    from engine.music.bach import cache_dir, load_bach
     monkeypatch.setenv("ATELIER_CACHE_DIR", str(tmp_path))
     pieces, skipped = load_bach(4, limit=2)  # parsing all ~400 takes minutes; two is enough
     assert len(pieces) + len(skipped) == 2 and pieces

@@ -2,12 +2,12 @@
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from engine.kinds.music_config import MusicConfig
-from engine.kinds.music_ops import DATA_PARAMS
-from engine.train.config import TrainConfig, build
+from engine.config import build
+from engine.music.config import MusicConfig
+from engine.music.ops import DATA_PARAMS
+from engine.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "engine" / "recipes" / "music.toml"
@@ -15,7 +15,7 @@ WEIGHTS = ROOT / "engine" / "weights" / "music-default.safetensors"
 
 
 def test_recipe_builds_a_small_model():
-    from engine.models.music_rnn import build_music_net
+    from engine.music.config import build_music_net
 
     recipe = tomllib.loads(RECIPE.read_text())
     assert set(recipe) == {"data", "model", "train", "eval"} and set(recipe["data"]) <= set(DATA_PARAMS)
@@ -29,7 +29,7 @@ def test_recipe_builds_a_small_model():
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="engine/weights/music-default.safetensors not built yet "
                     "(python bench/ship_model.py music)")
 def test_shipped_model_loads_and_plays():
-    from engine.kinds.music import load
+    from engine.music.generation import load
     from engine.store.checkpoints import load_file
 
     metadata, weights = load_file(WEIGHTS)
@@ -43,12 +43,12 @@ def test_shipped_model_loads_and_plays():
 def test_models_saved_before_the_frame_architecture_load_as_token_models():
     import torch
 
-    from engine.kinds.music import load
-    from engine.models.music_rnn import MusicRNN
+    from engine.music.generation import load
+    from engine.music.token_model import MusicRNN
 
-    config = MusicConfig.from_dict({"model": {"holds": True, "d_hidden": 16, "d_embed": 8, "n_layers": 1}}).to_dict()
+    config = build(MusicConfig, {"model": {"holds": True, "d_hidden": 16, "d_embed": 8, "n_layers": 1}}).to_dict()
     del config["model"]["arch"], config["model"]["d_decoder"], config["model"]["decoder_layers"]  # not written then
     torch.manual_seed(0)
-    weights = {f"rnn.{k}": v for k, v in MusicRNN(MusicConfig.from_dict(config).model).state_dict().items()}
+    weights = {f"rnn.{k}": v for k, v in MusicRNN(build(MusicConfig, config).model).state_dict().items()}
     model = load(config, weights, "cpu")
     assert model.rnn.config.arch == "token" and (model.generate(bars=1, seed=0) > 0).any()

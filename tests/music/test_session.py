@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from engine.kinds.music_sampling import Controls, scale_pitch_classes
-from engine.kinds.music_session import NoteEvent
+from engine.music.sampling import Controls, scale_pitch_classes
+from engine.music.session import NoteEvent
 
 torch.set_num_threads(1)
 

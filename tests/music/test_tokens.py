@@ -4,11 +4,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from engine.data.note_tokens import TokenLayout, roll_to_tokens, token_context, tokens_to_roll
-from engine.data.piece import ONSET, SOUNDING, roll_notes
-from engine.models.music_rnn import MusicRNNConfig, build_music_net
+from engine.music.config import build_music_net
+from engine.music.piece import ONSET, SOUNDING, roll_notes
+from engine.music.token_model import MusicRNNConfig
+from engine.music.tokens import TokenLayout, roll_to_tokens, token_context, tokens_to_roll
 
 torch.set_num_threads(1)
 

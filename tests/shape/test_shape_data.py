@@ -4,10 +4,10 @@ import pytest
 import torch
 import trimesh
 
-from engine.data.meshes import MeshError, load_mesh_folder, mesh_from_arrays, normalise
-from engine.data.procedural_shapes import FAMILIES, make_shape, procedural_meshes
-from engine.data.shape_set import build_from_arrays, build_from_folder, build_procedural
-from engine.data.voxels import augment, voxelise
+from engine.shape.dataset import build_from_arrays, build_from_folder, build_procedural
+from engine.shape.meshes import MeshError, mesh_from_arrays, normalise
+from engine.shape.procedural import FAMILIES, make_shape, procedural_meshes
+from engine.shape.voxels import augment, voxelise
 
 
 def _centres(res):
@@ -46,13 +46,11 @@ def test_broken_files_are_skipped_and_reported(tmp_path):
     (tmp_path / "nan.obj").write_text("v 0 0 0\nv 1 0 0\nv nan 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\nf 1 3 4\nf 2 3 4\n")
     (tmp_path / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3\nf 2 4 3\n")
     (tmp_path / "notes.txt").write_text("not a mesh")
-    meshes, skipped = load_mesh_folder(tmp_path)
-    assert [n for n, _ in meshes] == ["good.stl"]
-    reasons = {s.source: s.reason for s in skipped}
+    data = build_from_folder(tmp_path, resolution=16, cache_dir=tmp_path / ".cache")
+    assert data.names == ["good.stl"]
+    reasons = {s.source: s.reason for s in data.skipped}
     assert set(reasons) == {"empty.obj", "garbage.ply", "nan.obj", "flat.obj"}
     assert "NaN" in reasons["nan.obj"] and "flat" in reasons["flat.obj"]
-    data = build_from_folder(tmp_path, resolution=16, cache_dir=tmp_path / ".cache")
-    assert data.names == ["good.stl"] and len(data.skipped) == 4
 
 
 def test_array_input_errors_say_what_is_wrong():

@@ -6,10 +6,12 @@ import pytest
 import torch
 import trimesh
 
-from engine.kinds.shape import Cancelled, ShapeObjective, load, slerp
-from engine.kinds.shape_eval import voxel_iou
-from engine.kinds.shape_mesh import export_mesh, grid_to_mesh
-from engine.models.shape_vae import Conv3d, ShapeVAE, ShapeVAEConfig, kl_weight
+from engine.ops import Cancelled
+from engine.shape.evaluation import voxel_iou
+from engine.shape.generation import load, slerp
+from engine.shape.meshing import export_mesh, grid_to_mesh
+from engine.shape.model import Conv3d, ShapeVAE, ShapeVAEConfig, kl_weight
+from engine.shape.objective import ShapeObjective
 
 TINY = ShapeVAEConfig(resolution=16, latent_dim=64, width=8, kl_warmup_steps=100)
 
@@ -117,8 +119,15 @@ def test_variations_and_cancel(fitted):
     mesh = grid_to_mesh(objective.train_set.grids[0].astype(np.float32))
     near = model.variations(*mesh, n=2, spread=0.1)
     assert len(near) == 2 and all(len(m.faces) for m in near)
+    progress = []
+
+    def cancel_after_first(fraction: float, message: str) -> None:
+        progress.append(fraction)
+        raise Cancelled()
+
     with pytest.raises(Cancelled):
-        model.variations(*mesh, n=3, cancelled=lambda: True)
+        model.variations(*mesh, n=3, progress=cancel_after_first)
+    assert len(progress) == 1
 
 
 def test_export_formats(fitted, tmp_path):

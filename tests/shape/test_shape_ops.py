@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-
 from conftest import launch, stop
+
 from engine.client import EngineError
-from engine.data.voxels import voxelise
-from engine.kinds.shape import ShapeObjective
-from engine.kinds.shape_eval import voxel_iou
-from engine.kinds.shape_mesh import grid_to_mesh
-from engine.kinds.shape_ops import write_output
-from engine.models.shape_vae import ShapeVAEConfig
+from engine.shape.evaluation import voxel_iou
+from engine.shape.meshing import grid_to_mesh
+from engine.shape.model import ShapeVAEConfig
+from engine.shape.objective import ShapeObjective
+from engine.shape.ops import write_output
+from engine.shape.voxels import voxelise
 from engine.store.checkpoints import ModelStore
 from engine.train.config import TrainConfig
 from engine.train.trainer import TrainRun, train

@@ -5,12 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.images import ImageCrops, procedural
-from engine.kinds.texture import TextureModel, TextureObjective, morph_weights
-from engine.kinds.texture_calibration import (CLIP, apply_gain, apply_tone, code_moments, image_moments, match_moments,
-                                              measure, noise_field)
-from engine.kinds.texture_eval import power_spectrum, real_sets, spectrum_distance
-from engine.models.texture_gan import TextureGANConfig
+from engine.texture.calibration import (
+    CLIP,
+    apply_gain,
+    apply_tone,
+    code_moments,
+    image_moments,
+    match_moments,
+    measure,
+    noise_field,
+)
+from engine.texture.evaluation import power_spectrum, real_sets, spectrum_distance
+from engine.texture.generation import TextureModel, morph_weights
+from engine.texture.images import ImageCrops, procedural
+from engine.texture.model import TextureGANConfig
+from engine.texture.objective import TextureObjective
 
 TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
                         n_local=4, n_global=8, n_periodic=2, channels=1)
@@ -193,8 +202,8 @@ def test_rgb_calibration_has_one_field_and_curve_per_channel():
 
 
 def test_trained_model_carries_its_calibration(tmp_path):
-    from engine.kinds.texture import load
     from engine.store.checkpoints import ModelStore
+    from engine.texture.generation import load
     from engine.train.config import TrainConfig
     from engine.train.trainer import TrainRun, train
 
@@ -238,7 +247,7 @@ def test_checkpoints_while_training_get_the_quick_calibration(tmp_path):
 
 
 def test_models_saved_before_the_field_and_curve_load_and_generate():
-    from engine.kinds.texture import load
+    from engine.texture.generation import load
 
     obj = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0)
     old = dataclasses.asdict(dataclasses.replace(obj.config, spectrum_gain=[0.3] * 48))

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.images import exemplar, procedural
-from engine.kinds.texture import TextureObjective, load
-from engine.kinds.texture_eval import (evaluate_model, judging_sheet, real_sets, seam_ratio, texture_metrics)
-from engine.models.texture_gan import TextureGANConfig
+from engine.texture.evaluation import evaluate_model, judging_sheet_image, real_sets, seam_ratio, texture_metrics
+from engine.texture.generation import load
+from engine.texture.images import exemplar, procedural
+from engine.texture.model import TextureGANConfig
+from engine.texture.objective import TextureObjective
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,5 @@ def test_evaluate_model_and_sheet(gravel, tmp_path):
     metrics = evaluate_model(model, gravel, size=32, n=4)
     assert metrics["tile_error"] < 1e-5 and metrics["seam_ratio"] < 1.5  # see test_texture_ops
     assert metrics["gram"] > 1.5  # an untrained generator is far from gravel
-    path = judging_sheet(model, gravel, tmp_path / "sheet.png", size=64)
-    from PIL import Image
-    sheet = Image.open(path)
-    assert sheet.mode == "RGB" and sheet.size[0] >= 4 * 64
+    sheet = judging_sheet_image(model, gravel, size=64)
+    assert sheet.dtype == np.uint8 and sheet.shape[2] == 3 and sheet.shape[1] >= 4 * 64

@@ -5,7 +5,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from engine.data.images import ImageCrops, exemplar, load_images, procedural
+from engine.texture.images import ImageCrops, exemplar, load_images, procedural
 
 
 def _u8(img01: np.ndarray) -> np.ndarray:

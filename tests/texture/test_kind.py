@@ -7,9 +7,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from engine.data.images import procedural
-from engine.kinds.texture import GenerationCancelled, TextureObjective, load, pbr_maps
-from engine.models.texture_gan import Generator, TextureGANConfig
+from engine.ops import Cancelled
+from engine.texture.generation import load, pbr_maps
+from engine.texture.images import procedural
+from engine.texture.model import Generator, TextureGANConfig
+from engine.texture.objective import TextureObjective
 
 TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
                         n_local=4, n_global=8, n_periodic=2)
@@ -131,7 +133,7 @@ def test_load_round_trip_is_identical(trained, tmp_path):
     assert a.dtype == np.uint8 and a.shape == (32, 64, 3)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, load(config, export(obj)).generate(64, 32, seed=8))
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="TextureGANConfig has no setting .colour."):
         load({**config, "colour": 1}, export(obj))
     with pytest.raises(ValueError, match="no 'G_ema"):
         load(config, {"G.head.weight": torch.zeros(1)})
@@ -148,8 +150,15 @@ def test_generation_options(trained):
     seen = []
     frames = model.animate(32, 32, 4, seed=1, progress=lambda f, msg: seen.append(f))
     assert frames.shape == (4, 32, 32, 3) and seen[-1] == 1.0 and not np.array_equal(frames[0], frames[1])
-    with pytest.raises(GenerationCancelled):
-        model.animate(32, 32, 4, cancelled=lambda: len(seen) > 4, progress=lambda f, msg: seen.append(f))
+
+    def stop_after_two(fraction: float, message: str) -> None:
+        if fraction >= 0.5:  # after the second of four frames
+            raise Cancelled()
+
+    made = []
+    with pytest.raises(Cancelled):
+        model.animate(32, 32, 4, progress=stop_after_two, on_frame=lambda i, frame: made.append(i))
+    assert made == [0, 1]
 
 
 def test_pbr_maps_tile_and_have_shapes():
@@ -173,8 +182,8 @@ def test_models_saved_before_upsample_existed_still_load(trained):
 
 
 def test_two_exemplars_each_get_their_code_and_morph_into_each_other(tmp_path):
-    from engine.kinds.texture_eval import judging_sheet, seam_ratio
-    from engine.kinds.texture_ops import write_output
+    from engine.texture.evaluation import judging_sheet_image, seam_ratio
+    from engine.texture.ops import write_output
 
     torch.manual_seed(0)
     light, dark = procedural("bricks", 64, seed=0), procedural("waves", 64, seed=1) * 0.5 - 0.5
@@ -194,7 +203,7 @@ def test_two_exemplars_each_get_their_code_and_morph_into_each_other(tmp_path):
     assert seam_ratio(looped[None]) < 1.25 and looped[:, 56:72].mean() < looped[:, :8].mean()
     written = write_output("texture.morph", {"image": strip}, tmp_path / "morph.png")
     assert Image.open(written[0]).size == (128, 32)
-    assert judging_sheet(model, [light, dark], tmp_path / "sheet.png", size=32).exists()
+    assert judging_sheet_image(model, [light, dark], size=32).shape[2] == 3
 
 
 def test_n_exemplars_must_match_the_images():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from engine.models.texture_gan import Discriminator, Generator, TextureGANConfig
+from engine.texture.model import Discriminator, Generator, TextureGANConfig
 
 TINY = dict(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
             n_local=4, n_global=8, n_periodic=2)
@@ -59,14 +59,14 @@ def test_config_rejects_nonsense():
 
 
 def test_circular_bilinear_upsampling_is_the_tiled_one():
-    from engine.models.texture_gan import upsample2
+    from engine.texture.model import upsample2
     x = torch.randn(1, 3, 5, 7)
     tiled = torch.nn.functional.interpolate(x.repeat(1, 1, 3, 3), scale_factor=2, mode="bilinear")
     assert (upsample2(x, "bilinear") - tiled[..., 10:20, 14:28]).abs().max() < 1e-6
 
 
 def test_folded_nearest_upsampling_is_the_plain_one():
-    from engine.models.texture_gan import nearest_up_conv
+    from engine.texture.model import nearest_up_conv
     torch.manual_seed(1)
     x = torch.randn(2, 5, 6, 9, requires_grad=True)
     conv = torch.nn.Conv2d(5, 3, 3, padding=1, padding_mode="circular")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from engine.client import EngineError
-from engine.kinds import texture_ops
-from engine.kinds.texture_eval import seam_ratio
+from engine.texture import ops as texture_ops
+from engine.texture.evaluation import seam_ratio
 
 TINY = dict(channels=1, g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
             n_local=4, n_global=8, n_periodic=2)  # stride 8
@@ -58,7 +58,7 @@ def test_bad_size_says_what_would_work_and_the_engine_stays_up(engine, model):
     with pytest.raises(EngineError) as caught:
         generate(engine, model=model, width=60, height=64)
     assert caught.value.code == "bad_params"
-    assert "multiples of 8" in caught.value.message and "56 or 64" in caught.value.message
+    assert "multiple of the generator stride 8" in caught.value.message and "56 or 64" in caught.value.message
     assert "tileable" in caught.value.message
     with pytest.raises(EngineError, match="between 16 and 4096"):
         generate(engine, model=model, size="8192x64")

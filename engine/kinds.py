@@ -1,0 +1,32 @@
+"""The model kinds the engine serves, by name; each kind's ops module is imported when first used.
+
+A kind's ops module (`engine/<kind>/ops.py`) provides:
+- `config_class()`: the model config dataclass (stored with every checkpoint);
+- `DATA_PARAMS`: dict[str, Param], the training-data options of the `train` op;
+- `objective(config, data: dict, device) -> Objective`: what the shared trainer trains;
+- `load(config: dict, weights: dict[str, Tensor], device)`: an inference model from a checkpoint;
+- `TRAIN_DEFAULTS` (optional): trainer settings that suit the kind (e.g. Adam betas for a GAN);
+- `OPS`: list[Op], the kind's generation and evaluation ops (e.g. "texture.generate");
+- `CLI_OPS`: which op `atelier generate` and `atelier eval` run;
+- `write_output(op, value, out)`: the files a CLI user gets from an op's result;
+- `demo(client, model, out)`: what `atelier demo` makes with a shipped model.
+
+An ops module stays light to import (the engine imports all of them at start, the CLI builds
+its flags from them): torch and the heavy libraries load inside its functions.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+KIND_MODULES: dict[str, str] = {
+    "shape": "engine.shape.ops",
+    "texture": "engine.texture.ops",
+    "music": "engine.music.ops",
+}
+
+
+def kind_module(kind: str) -> ModuleType:
+    if kind not in KIND_MODULES:
+        raise KeyError(f"unknown model kind {kind!r}; this engine knows: {', '.join(KIND_MODULES)}")
+    return importlib.import_module(KIND_MODULES[kind])

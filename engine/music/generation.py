@@ -1,0 +1,123 @@
+"""A trained music model: MIDI files, piano rolls and WAV previews, live sessions, and the
+JSB benchmark's frame NLL.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine.config import build
+from engine.music.baseline import MusicBaseline
+from engine.music.config import MusicConfig, build_music_net
+from engine.music.evaluation import frame_nll
+from engine.music.frame_model import MusicFrameRNN
+from engine.music.jsb import load_jsb
+from engine.music.midi_files import MidiSkip, read_midi
+from engine.music.output import render_wav, roll_to_midi, save_png
+from engine.music.piece import N_KEYS, Piece
+from engine.music.sampling import Controls, Stepper
+from engine.music.session import MusicSession, NoteEvent
+from engine.music.token_model import MusicRNN
+
+class MusicModel:
+    """A trained music model: generation to files, and live sessions."""
+
+    def __init__(self, rnn: MusicRNN | MusicFrameRNN, config: dict, baseline: MusicBaseline | None = None):
+        self.rnn = rnn.eval()
+        self.config = config
+        self.baseline = baseline  # the benchmark baseline, when it was trained alongside
+        self.steps_per_quarter = int(config.get("steps_per_quarter", 4))
+        self.steps_per_bar = rnn.config.bar_steps or 4 * self.steps_per_quarter
+
+    def read_primer(self, primer: str | Path | bytes | Piece) -> Piece:
+        """A MIDI clip (path or bytes) quantised to this model's grid; raises ValueError if unusable."""
+        if isinstance(primer, Piece):
+            return primer
+        try:
+            return read_midi(primer, self.steps_per_quarter)
+        except MidiSkip as e:
+            raise ValueError(f"cannot prime from this MIDI clip: {e}") from e
+
+    def generate(self, bars: float = 8, controls: Controls | None = None, *, seed: int = 0,
+                 primer: str | Path | bytes | Piece | None = None,
+                 progress: Callable[[float, str], None] | None = None) -> np.ndarray:
+        """A roll (steps, 88) of the primer (if any) followed by `bars` bars of continuation.
+        `progress(fraction, message)` hears after each bar, and may raise to stop (the engine's
+        raises engine.ops.Cancelled once the op is cancelled)."""
+        controls = (controls or Controls()).checked()
+        steps = int(round(bars * self.steps_per_bar))
+        if steps <= 0:
+            raise ValueError(f"bars must be > 0, got {bars}")
+        rng = np.random.default_rng(seed)
+        clip = self.read_primer(primer) if primer is not None else None
+        head = clip.roll if clip is not None else np.zeros((0, N_KEYS), np.int8)
+        # Start the primer where it starts in its bar, so the continuation is bar-aligned.
+        stepper = Stepper(self.rnn, bar_phase=clip.bar_phase if clip is not None else 0)
+        for frame in head:
+            stepper.force(frame)
+        allowed = controls.allowed_keys()
+        body = []
+        for step in range(steps):
+            body.append(stepper.sample(controls, rng, allowed))
+            if progress and (step + 1) % self.steps_per_bar == 0:
+                progress((step + 1) / steps, f"bar {(step + 1) // self.steps_per_bar} of {bars:g}")
+        return np.concatenate([head, np.stack(body)]).astype(np.int8)
+
+    def write(self, roll: np.ndarray, out_dir: str | Path, stem: str = "music", *, bpm: float = 120.0,
+              primer_steps: int | None = None) -> dict[str, Path | None]:
+        """{"midi", "png", "wav"} files for a roll; "wav" is None without fluidsynth."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        midi = out / f"{stem}.mid"
+        roll_to_midi(roll, self.steps_per_quarter, bpm).save(midi)
+        png = save_png(roll, out / f"{stem}.png", self.steps_per_bar, split_at=primer_steps)
+        return {"midi": midi, "png": png, "wav": render_wav(midi, out / f"{stem}.wav")}
+
+    def session(self, *, seed: int = 0, controls: Controls | None = None,
+                priming: list[NoteEvent | dict] | None = None, ticks_per_beat: int = 480,
+                channel: int = 0, velocity: int = 80) -> MusicSession:
+        return MusicSession(self.rnn, self.steps_per_quarter, seed=seed, controls=controls, priming=priming,
+                            ticks_per_beat=ticks_per_beat, channel=channel, velocity=velocity)
+
+
+def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> MusicModel:
+    """The finished model from a checkpoint: `weights` keys are "<net>.<param>" ("rnn.head.weight")."""
+    cfg = build(MusicConfig, config)
+    rnn = build_music_net(cfg.model)
+    own = {k[len("rnn."):]: v for k, v in weights.items() if k.startswith("rnn.")}
+    if not own:
+        raise ValueError(f"no 'rnn.*' weights in this checkpoint (keys start with "
+                         f"{sorted({k.split('.')[0] for k in weights})}); is it a music model?")
+    rnn.load_state_dict(own)
+    return MusicModel(rnn.to(device), cfg.to_dict(), load_baseline(config, weights, device))
+
+
+def load_baseline(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu",
+                  ) -> MusicBaseline | None:
+    """The benchmark baseline from the same checkpoint, or None if it was not trained."""
+    cfg = build(MusicConfig, config)
+    own = {k[len("baseline."):]: v for k, v in weights.items() if k.startswith("baseline.")}
+    if cfg.baseline is None or not own:
+        return None
+    net = MusicBaseline(cfg.baseline)
+    net.load_state_dict(own)
+    return net.to(device).eval()
+
+
+def evaluate_jsb(model: MusicModel, baseline: MusicBaseline | None, jsb: str | Path,
+                 split: str = "test") -> dict[str, float]:
+    """The benchmark: exact frame NLL (nats per step) on a JSB quarter-note split, for the
+    token model and (if given) the independent-Bernoulli baseline."""
+    if model.steps_per_quarter != 1 or model.rnn.config.holds:
+        raise ValueError("the JSB benchmark needs a model trained on quarter-note steps without holds "
+                         "(train with jsb=PATH and steps_per_quarter=1)")
+    pieces = load_jsb(jsb, "quarter")[split]
+    device = next(model.rnn.parameters()).device
+    ours = frame_nll(model.rnn, pieces, device)
+    out = {"nll": ours["nll"], "steps": ours["steps"]}
+    if baseline is not None:
+        out["baseline_nll"] = frame_nll(baseline, pieces, device)["nll"]
+    return out

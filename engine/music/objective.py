@@ -1,0 +1,123 @@
+"""What the shared trainer trains for the music kind: `MusicObjective`, the token or frame RNN
+(and optionally its benchmark baseline) on windows of pieces.
+
+Training data comes from exactly one source: the user's MIDI folder (`midi`), the music21
+Bach chorales (`corpus="bach"`), or the JSB benchmark split (`jsb`, tests and benchmarks).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.config import build
+from engine.music.bach import load_bach
+from engine.music.baseline import MusicBaseline
+from engine.music.batch import collate, encode_window
+from engine.music.config import MusicConfig, build_music_net
+from engine.music.evaluation import baseline_nll, frame_nll, token_nll
+from engine.music.generation import MusicModel
+from engine.music.jsb import load_jsb
+from engine.music.midi_files import load_midi_folder
+from engine.music.output import roll_image
+from engine.music.piece import Piece, split_by_file, transpose_limits, transposed
+from engine.train.objective import Objective
+
+CORPORA = ("bach",)
+
+
+def load_pieces(config: MusicConfig, *, midi=None, corpus=None, jsb=None) -> tuple[list[Piece], list[Piece], dict]:
+    """(train, valid, summary) from the one source given."""
+    if sum(x is not None for x in (midi, corpus, jsb)) != 1:
+        raise ValueError("give exactly one data source: midi=FOLDER, corpus='bach' or jsb=FOLDER")
+    spq = config.steps_per_quarter
+    if jsb is not None:
+        res = {1: "quarter", 4: "16th"}.get(spq)
+        if res is None:
+            raise ValueError(f"the JSB split comes at 1 or 4 steps per quarter, not {spq}")
+        if config.model.holds:
+            raise ValueError("JSB has no onset marks: set model.holds=false")
+        split = load_jsb(jsb, res)
+        summary = {"source": "jsb", "path": str(jsb), "resolution": res}
+        return split["train"], split["valid"], summary
+    if corpus is not None:
+        if corpus not in CORPORA:
+            raise ValueError(f"unknown corpus {corpus!r}; available: {list(CORPORA)}")
+        pieces, skipped = load_bach(spq, config.corpus_limit)
+        summary = {"source": "corpus", "corpus": corpus, "skipped": [{"file": f, "reason": r} for f, r in skipped]}
+    else:
+        pieces, report = load_midi_folder(midi, spq, config.keep_drums)
+        summary = {"source": "midi", "path": str(midi), **report.summary()}
+    train, valid = split_by_file(pieces, config.valid_fraction, config.seed)
+    return train, valid, summary
+
+
+class MusicObjective(Objective):
+    def __init__(self, config: dict | MusicConfig | None = None, *, midi: str | Path | None = None,
+                 corpus: str | None = None, jsb: str | Path | None = None,
+                 device: torch.device | str = "cpu"):
+        cfg = config if isinstance(config, MusicConfig) else build(MusicConfig, config or {})
+        self.device = torch.device(device)
+        self.train_pieces, self.valid_pieces, summary = load_pieces(cfg, midi=midi, corpus=corpus, jsb=jsb)
+        if not self.train_pieces:
+            raise ValueError("no training pieces left after the train/valid split; add more files")
+        self.cfg = cfg
+        self.config = cfg.to_dict()
+        self.layout = cfg.model.layout
+        torch.manual_seed(cfg.seed)
+        self.nets = {"rnn": build_music_net(cfg.model).to(self.device)}
+        if cfg.baseline is not None:
+            self.nets["baseline"] = MusicBaseline(cfg.baseline).to(self.device)
+        self.export_nets = tuple(self.nets)
+        self._limits = [transpose_limits(p, cfg.transpose) for p in self.train_pieces]
+        self._summary = {**summary, "train_pieces": len(self.train_pieces), "valid_pieces": len(self.valid_pieces),
+                         "train_steps": int(sum(p.steps for p in self.train_pieces)),
+                         "steps_per_quarter": cfg.steps_per_quarter, "holds": cfg.model.holds}
+
+    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        return {name: list(net.parameters()) for name, net in self.nets.items()}
+
+    def batch(self, keys: torch.Tensor) -> dict[str, torch.Tensor]:
+        items = []
+        for key in keys.tolist():
+            rng = np.random.default_rng([self.cfg.seed, int(key)])
+            i = int(key) % len(self.train_pieces)
+            lo, hi = self._limits[i]
+            piece = transposed(self.train_pieces[i], int(rng.integers(lo, hi + 1)))
+            length = min(self.cfg.seq_steps, piece.steps)
+            start = int(rng.integers(0, piece.steps - length + 1))
+            items.append(encode_window(piece, start, length, self.layout))
+        return collate(items, self.device)
+
+    def loss(self, group: str, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        steps = batch["step_mask"].sum()
+        if group == "rnn":
+            nll = token_nll(self.nets["rnn"], batch)
+            tokens = (batch["targets"] >= 0).sum()
+            return nll.sum() / tokens, {"nll_step": float(nll.detach().sum() / steps)}
+        nll = baseline_nll(self.nets["baseline"], batch)
+        return nll.sum() / steps, {"baseline_nll_step": float(nll.detach().sum() / steps)}
+
+    def evaluate(self) -> dict[str, float]:
+        """Exact NLL in nats per step on the held-out pieces (JSB: the valid split)."""
+        if not self.valid_pieces:
+            return {}
+        out = {"valid_nll": frame_nll(_unwrap(self.nets["rnn"]), self.valid_pieces, self.device)["nll"]}
+        if "baseline" in self.nets:
+            out["valid_baseline_nll"] = frame_nll(_unwrap(self.nets["baseline"]), self.valid_pieces, self.device)["nll"]
+        return out
+
+    def preview(self) -> np.ndarray:
+        model = MusicModel(_unwrap(self.nets["rnn"]), self.config)
+        roll = model.generate(bars=8, seed=0)
+        _unwrap(self.nets["rnn"]).train()
+        return roll_image(roll, model.steps_per_bar)
+
+    def data_summary(self) -> dict[str, Any]:
+        return self._summary
+
+
+def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    return getattr(net, "module", net)  # DDP wraps the module

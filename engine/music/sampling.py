@@ -1,0 +1,178 @@
+"""Running a music network (token or frame) one time step at a time, with the user's controls.
+
+`Stepper` keeps what continuing needs (RNN state, the previous step's keys, the step
+count), so generation and live sessions share it. Controls act on the masked logits of
+each token: scale lock and pitch range ban keys, max polyphony bans everything but
+STEP_END once reached, density scales the odds of ending a step, then temperature and
+top-p (nucleus) sampling.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from engine.music.fast import FastRNN, fast_net  # noqa: F401 (FastRNN: re-exported)
+from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
+
+TONICS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+MODES = {
+    "major": (0, 2, 4, 5, 7, 9, 11), "ionian": (0, 2, 4, 5, 7, 9, 11),
+    "minor": (0, 2, 3, 5, 7, 8, 10), "aeolian": (0, 2, 3, 5, 7, 8, 10),
+    "harmonic minor": (0, 2, 3, 5, 7, 8, 11), "melodic minor": (0, 2, 3, 5, 7, 9, 11),
+    "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
+    "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
+    "major pentatonic": (0, 2, 4, 7, 9), "minor pentatonic": (0, 3, 5, 7, 10), "blues": (0, 3, 5, 6, 7, 10),
+    "chromatic": tuple(range(12)),
+}
+
+
+def scale_pitch_classes(key: str) -> set[int]:
+    """Pitch classes of a key such as "C", "F# minor", "Bb dorian", "e harmonic minor"."""
+    text = key.strip().lower().replace("♯", "#").replace("♭", "b")
+    if not text or text[0] not in TONICS:
+        raise ValueError(f"cannot read key {key!r}: start with a tonic A-G, e.g. 'F# minor' or 'Bb major'")
+    tonic, rest = TONICS[text[0]], text[1:]
+    while rest[:1] in ("#", "b"):
+        tonic += 1 if rest[0] == "#" else -1
+        rest = rest[1:]
+    mode = " ".join(rest.replace("-", " ").split()) or "major"
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} in key {key!r}; known: {', '.join(sorted(MODES))}")
+    return {(tonic + i) % 12 for i in MODES[mode]}
+
+
+@dataclass
+class Controls:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    key: str | None = None       # scale lock, e.g. "D minor"; None: every key allowed
+    low: int = LOWEST            # lowest MIDI pitch allowed
+    high: int = LOWEST + N_KEYS - 1
+    max_polyphony: int = 0       # 0: no limit
+    density: float = 1.0         # >1 more notes per step, <1 fewer
+
+    def checked(self) -> "Controls":
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not LOWEST <= self.low <= self.high <= LOWEST + N_KEYS - 1:
+            raise ValueError(f"pitch range {self.low}..{self.high} must lie within 21..108 with low <= high")
+        if self.max_polyphony < 0 or not self.density > 0:
+            raise ValueError("max_polyphony must be >= 0 and density > 0")
+        if self.key is not None:
+            scale_pitch_classes(self.key)
+        return self
+
+    def allowed_keys(self) -> np.ndarray:
+        """Bool (88,) of keys that may sound."""
+        pitches = np.arange(LOWEST, LOWEST + N_KEYS)
+        ok = (pitches >= self.low) & (pitches <= self.high)
+        if self.key is not None:
+            ok &= np.isin(pitches % 12, sorted(scale_pitch_classes(self.key)))
+        return ok
+
+    def updated(self, **changes) -> "Controls":
+        unknown = set(changes) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown control(s) {sorted(unknown)}; known: {sorted(self.__dataclass_fields__)}")
+        return replace(self, **changes).checked()
+
+
+class Stepper:
+    """One stream of steps through a music network (eval mode, no gradients)."""
+
+    def __init__(self, model: torch.nn.Module, bar_phase: int = 0):
+        self.model = model.eval()
+        self.layout = model.config.layout
+        self.net = fast_net(model)
+        self.state = self.net.zero_state()
+        self.prev = np.zeros(N_KEYS, np.int8)
+        self.step = 0
+        self.bar_phase = bar_phase
+
+    def snapshot(self) -> tuple:
+        return self.state, self.prev.copy(), self.step  # states are never changed in place
+
+    def restore(self, snap: tuple) -> None:
+        self.state, prev, self.step = snap
+        self.prev = prev.copy()
+
+    def _open(self):
+        """A cursor over the current step, conditioned on its position in the bar and the previous keys."""
+        pos = (self.step + self.bar_phase) % (self.model.config.bar_steps or 1)
+        return self.net.open(self.state, pos, self.prev > 0)
+
+    def force(self, frame: np.ndarray) -> None:
+        """Advance over a given step (priming, or notes the user played)."""
+        cursor = self._open()
+        for token in self.layout.step_tokens(frame, self.prev)[:-1]:
+            cursor.read(token)
+        self._end_step(frame, cursor)
+
+    def _end_step(self, frame: np.ndarray, cursor) -> None:
+        self.state = cursor.state
+        self.prev = frame.astype(np.int8)
+        self.step += 1
+
+    def sample(self, controls: Controls, rng: np.random.Generator, allowed: np.ndarray | None = None,
+               required: np.ndarray | None = None) -> np.ndarray:
+        """Sample one step; returns its roll row (2 onset, 1 held).
+
+        `allowed`: keys that may sound (controls.allowed_keys() if None). `required`: keys that
+        must sound, as held notes where the previous step had them (notes already promised to
+        the player); they bypass the other controls.
+        """
+        lay, n = self.layout, N_KEYS
+        allowed = controls.allowed_keys() if allowed is None else allowed
+        required = np.zeros(n, bool) if required is None else required.astype(bool)
+        # Keys banned by the controls, and by the spelling (held tokens need a sounding key).
+        ban_keys = np.concatenate([~allowed, ~(allowed & (self.prev > 0))]) if lay.holds else ~allowed
+        spelled = np.concatenate([np.ones(n, bool), self.prev > 0]) if lay.holds else np.ones(n, bool)
+        open_keys = spelled & ~ban_keys
+        key_col = np.arange(len(ban_keys)) % n
+        any_required = bool(required.any())
+        cursor = self._open()
+        frame = np.zeros(n, np.int8)
+        floor, count = 0, 0
+        log_density = math.log(controls.density)
+        while True:
+            logits = cursor.logits()
+            need = np.flatnonzero(required[floor:]) if any_required else ()
+            if len(need):  # the next required key comes now, as a hold where possible
+                k = floor + int(need[0])
+                token = k + n if lay.holds and self.prev[k] > 0 else k
+            else:
+                ok = np.zeros(lay.vocab_size, bool)
+                if not (controls.max_polyphony and count >= controls.max_polyphony):
+                    ok[:-1] = open_keys & (key_col >= floor)
+                ok[-1] = True
+                logits[-1] -= log_density
+                if controls.temperature != 1.0:
+                    logits = logits / controls.temperature
+                token = _sample(np.where(ok, logits, -np.inf), controls.top_p, rng)
+            if token == lay.step_end:
+                break
+            cursor.read(token)
+            k = lay.key_of(token)
+            frame[k] = SOUNDING if lay.is_hold(token) or (not lay.holds and self.prev[k] > 0) else ONSET
+            floor, count = k + 1, count + 1
+        self._end_step(frame, cursor)  # the token net reads the chosen STEP_END when the next step opens
+        return frame
+
+
+def _sample(logits: np.ndarray, top_p: float, rng: np.random.Generator) -> int:
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p)
+        sorted_p = p[order]
+        drop = order[(np.cumsum(sorted_p) - sorted_p) >= top_p]  # keep the smallest prefix reaching top_p
+        p[drop] = 0.0
+        p /= p.sum()
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
+    return int(min(cdf.searchsorted(rng.random(), side="right"), len(p) - 1))

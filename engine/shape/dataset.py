@@ -1,0 +1,178 @@
+"""Voxel training sets from a mesh folder, from procedural shapes, or from arrays.
+
+A folder's voxel grids are cached on disk, one entry per source file, keyed by the
+file's relative path and validated by a hash of its bytes: an unchanged file is
+never re-read, an edited one is voxelised again. Skipped files are cached with
+their reason, so they are reported on every load without being parsed again.
+
+    build_from_folder("~/meshes", resolution=32)  -> ShapeSet
+    build_procedural(500, seed=0, resolution=32)  -> ShapeSet
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.shape.meshes import (
+    MESH_SUFFIXES,
+    MeshError,
+    Skipped,
+    list_mesh_files,
+    load_mesh_file,
+    mesh_from_arrays,
+    normalise,
+)
+from engine.shape.procedural import procedural_meshes
+from engine.shape.voxels import voxelise
+
+# Bump when voxelisation or cleaning changes, so old cache entries are rebuilt.
+CACHE_VERSION = 1
+
+
+@dataclass
+class ShapeSet:
+    grids: np.ndarray  # (N, R, R, R) bool, [x, y, z], Z up
+    names: list[str]
+    skipped: list[Skipped] = field(default_factory=list)
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def split(self, holdout: float = 0.1, min_holdout: int = 1) -> tuple["ShapeSet", "ShapeSet"]:
+        """(train, held-out): every k-th shape in name order is held out, so the split is
+        stable when shapes are added. Sets under 2 * min_holdout + 1 shapes hold nothing out."""
+        n = len(self)
+        if n < 2 * min_holdout + 1 or holdout <= 0:
+            return self, ShapeSet(self.grids[:0], [])
+        stride = max(2, int(round(1 / holdout)))
+        held = np.zeros(n, bool)
+        held[stride - 1::stride] = True
+        if held.sum() < min_holdout:
+            held[-min_holdout:] = True
+        pick = lambda mask: ShapeSet(self.grids[mask], [nm for nm, m in zip(self.names, mask) if m])
+        return pick(~held), pick(held)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ATELIER_CACHE", Path.home() / ".cache" / "atelier")) / "voxels"
+
+
+def _entry_path(cache: Path, name: str) -> Path:
+    return cache / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".npz")
+
+
+def _read_entry(path: Path, source_hash: str) -> tuple[np.ndarray | None, str | None] | None:
+    """(grid, None) or (None, skip reason) from a valid cache entry; None when stale or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["source_hash"]) != source_hash or int(z["version"]) != CACHE_VERSION:
+                return None
+            if str(z["skip_reason"]):
+                return None, str(z["skip_reason"])
+            res = int(z["resolution"])
+            return np.unpackbits(z["bits"])[: res ** 3].reshape(res, res, res).astype(bool), None
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _write_entry(path: Path, source_hash: str, resolution: int, grid: np.ndarray | None, reason: str) -> None:
+    bits = np.packbits(grid.ravel()) if grid is not None else np.zeros(0, np.uint8)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, source_hash=source_hash, version=CACHE_VERSION, resolution=resolution,
+             skip_reason=reason, bits=bits)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written entry
+
+
+def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "z",
+                      cache_dir: str | Path | None = None) -> ShapeSet:
+    """Voxelise every mesh under `folder`, reusing cached grids of unchanged files."""
+    folder = Path(folder).expanduser().resolve()
+    files = list_mesh_files(folder)
+    if not files:
+        raise FileNotFoundError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) under {folder}")
+    key = hashlib.sha1(f"{folder}|{resolution}|{up}".encode()).hexdigest()[:16]
+    cache = Path(cache_dir or default_cache_dir()) / key
+    cache.mkdir(parents=True, exist_ok=True)
+    out = ShapeSet(np.zeros((0,) + (resolution,) * 3, bool), [])
+    grids = []
+    for path in files:
+        name = path.relative_to(folder).as_posix()
+        source_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+        entry = _entry_path(cache, name)
+        cached = _read_entry(entry, source_hash)
+        if cached is None:
+            out.cache_misses += 1
+            grid, reason = None, ""
+            try:
+                mesh = normalise(load_mesh_file(path), up)
+                grid = voxelise(mesh.vertices, mesh.faces, resolution)
+                if not grid.any():
+                    grid, reason = None, "voxelises to nothing: open or paper-thin surface with no inside"
+            except MeshError as e:
+                reason = str(e)
+            _write_entry(entry, source_hash, resolution, grid, reason)
+            cached = (grid, reason or None)
+        else:
+            out.cache_hits += 1
+        grid, reason = cached
+        if reason:
+            out.skipped.append(Skipped(name, reason))
+        else:
+            grids.append(grid)
+            out.names.append(name)
+    if grids:
+        out.grids = np.stack(grids)
+    return out
+
+
+def build_from_arrays(meshes: list[tuple[np.ndarray, np.ndarray]], resolution: int = 32,
+                      names: list[str] | None = None) -> ShapeSet:
+    """Voxelise in-memory meshes (vertices, faces), e.g. objects sent from Blender (Z up)."""
+    names = names or [f"mesh_{i}" for i in range(len(meshes))]
+    out = ShapeSet(np.zeros((0,) + (resolution,) * 3, bool), [])
+    grids = []
+    for name, (v, f) in zip(names, meshes):
+        try:
+            mesh = normalise(mesh_from_arrays(v, f))
+            grid = voxelise(mesh.vertices, mesh.faces, resolution)
+        except MeshError as e:
+            out.skipped.append(Skipped(name, str(e)))
+            continue
+        if not grid.any():
+            out.skipped.append(Skipped(name, "voxelises to nothing: open or paper-thin surface with no inside"))
+            continue
+        grids.append(grid)
+        out.names.append(name)
+    if grids:
+        out.grids = np.stack(grids)
+    return out
+
+
+def build_procedural(count: int, seed: int = 0, resolution: int = 32,
+                     cache_dir: str | Path | None = None, cache: bool = True) -> ShapeSet:
+    """`count` procedural shapes (see procedural_shapes), cached as one file per (count, seed, R)."""
+    path = None
+    if cache:
+        path = Path(cache_dir or default_cache_dir()) / f"procedural_v{CACHE_VERSION}_{count}_{seed}_{resolution}.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                grids = np.unpackbits(z["bits"], axis=1)[:, : resolution ** 3].reshape((count,) + (resolution,) * 3)
+                return ShapeSet(grids.astype(bool), [str(n) for n in z["names"]], cache_hits=1)
+    names, grids = [], []
+    for name, mesh in procedural_meshes(count, seed):
+        mesh = normalise(mesh)
+        grids.append(voxelise(mesh.vertices, mesh.faces, resolution))
+        names.append(name)
+    out = ShapeSet(np.stack(grids), names, cache_misses=1)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, bits=np.packbits(out.grids.reshape(count, -1), axis=1), names=np.array(names))
+        os.replace(tmp, path)
+    return out

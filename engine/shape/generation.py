@@ -1,0 +1,190 @@
+"""Shapes from a trained voxel VAE.
+
+    model = load(config_dict, {"vae.encoder.0.weight": ..., ...}, "cpu")
+    model.sample(seed=1, count=4)                 -> [Mesh(vertices, faces), ...]
+    model.interpolate(3, 9, steps=5)              -> meshes from seed 3's shape to seed 9's
+    model.variations(vertices, faces, n=4)        -> shapes near a given mesh
+    export_mesh(mesh, "chair.glb")
+
+Latents of seeds are draws from the model's sampling Gaussian (the training shapes'
+aggregate posterior, fitted when training ends; N(0, I) before); a mesh's latent is the
+mean of q(z | its voxels). Interpolation is spherical (slerp) about that Gaussian's centre
+by default: Gaussian latents concentrate near a shell, and a straight line between two of
+them cuts inside it, where the decoder saw few codes.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from engine.config import build
+from engine.device import intra_op_threads
+from engine.shape.meshes import MeshError, mesh_from_arrays, normalise
+from engine.shape.meshing import Mesh, grid_to_mesh
+from engine.shape.model import ShapeVAE, ShapeVAEConfig
+from engine.shape.voxels import voxelise
+
+# Long calls report through `progress(fraction, message)`, which may raise (the engine's raises
+# engine.ops.Cancelled once the op is cancelled) to stop them.
+Progress = Callable[[float, str], None] | None
+SeedOrLatent = int | np.ndarray
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation, also blending the norms linearly; lerp when a ∥ b."""
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    cos = float(np.clip(a @ b / max(na * nb, 1e-12), -1.0, 1.0))
+    omega = np.arccos(cos)
+    if omega < 1e-4:
+        return (1 - t) * a + t * b
+    direction = (np.sin((1 - t) * omega) * a / na + np.sin(t * omega) * b / nb) / np.sin(omega)
+    return direction / np.linalg.norm(direction) * ((1 - t) * na + t * nb)
+
+
+class ShapeModel:
+    """A trained shape VAE for generation. Every mesh option (level, keep, smooth,
+    decimate) is passed through to `grid_to_mesh`."""
+
+    def __init__(self, vae: ShapeVAE, device: str | torch.device = "cpu"):
+        self.vae = vae.to(device).eval()
+        self.config = vae.config
+        self.device = torch.device(device)
+
+    # -- latents ---------------------------------------------------------------
+    @property
+    def prior(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, lower-triangular scale) of the Gaussian that seeds are drawn from."""
+        return (self.vae.prior_mean.detach().cpu().double().numpy(),
+                self.vae.prior_scale.detach().cpu().double().numpy())
+
+    def noise(self, seed: int, count: int = 1) -> np.ndarray:
+        """count×latent_dim standard normal draws; row i depends only on (seed, i)."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        return np.stack([np.random.default_rng([seed, i]).standard_normal(self.config.latent_dim)
+                         for i in range(count)])
+
+    def sample_latents(self, seed: int, count: int = 1, temperature: float = 1.0) -> np.ndarray:
+        """count×latent_dim draws; latent i depends only on (seed, i). From the training
+        shapes' posteriors where the model kept them: a training shape's code plus its
+        posterior spread times `temperature` (0 = the training shape as the model sees it).
+        Otherwise from the sampling Gaussian, its spread scaled by `temperature` (0 = its mean)."""
+        codes_mean = self.vae.codes_mean.detach().cpu().numpy()
+        if not len(codes_mean):
+            mean, scale = self.prior
+            return (mean + temperature * self.noise(seed, count) @ scale.T).astype(np.float32)
+        codes_std = self.vae.codes_std.detach().cpu().numpy()
+        noise = self.noise(seed, count)
+        which = [int(np.random.default_rng([seed, i, 1]).integers(len(codes_mean))) for i in range(count)]
+        return (codes_mean[which] + temperature * codes_std[which] * noise).astype(np.float32)
+
+    def blend(self, a: np.ndarray, b: np.ndarray, t: float, spherical: bool = True) -> np.ndarray:
+        """The latent at `t` from a to b; slerp goes around the sampling Gaussian's centre."""
+        if t in (0.0, 1.0):  # the ends are exactly the given latents
+            return np.asarray(a if t == 0.0 else b, np.float32)
+        if not spherical:
+            return ((1 - t) * a + t * b).astype(np.float32)
+        centre = self.prior[0]
+        return (centre + slerp(a - centre, b - centre, t)).astype(np.float32)
+
+    def _latent(self, x: SeedOrLatent | Mesh) -> np.ndarray:
+        if isinstance(x, (int, np.integer)):
+            return self.sample_latents(int(x), 1)[0]
+        if isinstance(x, tuple) and len(x) == 2:
+            return self.encode(*x)
+        z = np.asarray(x, np.float32).reshape(-1)
+        if z.shape[0] != self.config.latent_dim:
+            raise ValueError(f"a latent must have {self.config.latent_dim} numbers, got {z.shape[0]}")
+        return z
+
+    # -- grids -----------------------------------------------------------------
+    # On this 2-core CPU the small 3D convolutions of one shape run slower on two OpenMP threads
+    # than on one, and 3-10x slower when another job keeps a core busy (bench/shape_bench.py).
+    @torch.no_grad()
+    def decode_grids(self, latents: np.ndarray, batch: int = 16) -> np.ndarray:
+        """Occupancy probabilities (N×R×R×R float32) for latents N×latent_dim."""
+        z = torch.as_tensor(np.asarray(latents, np.float32)).reshape(-1, self.config.latent_dim)
+        with intra_op_threads(1):
+            out = [torch.sigmoid(self.vae.decode(z[i:i + batch].to(self.device)))[:, 0].cpu()
+                   for i in range(0, len(z), batch)]
+        return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def encode_grids(self, grids: np.ndarray, batch: int = 16) -> np.ndarray:
+        """Posterior means (N×latent_dim) of occupancy grids N×R×R×R."""
+        x = torch.as_tensor(np.asarray(grids, np.float32))[:, None]
+        with intra_op_threads(1):
+            return torch.cat([self.vae.encode(x[i:i + batch].to(self.device))[0].cpu()
+                              for i in range(0, len(x), batch)]).numpy()
+
+    def reconstruct_grids(self, grids: np.ndarray) -> np.ndarray:
+        return self.decode_grids(self.encode_grids(grids))
+
+    def voxelise(self, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """The model-resolution occupancy grid of a mesh (cleaned, normalised; Z up)."""
+        mesh = normalise(mesh_from_arrays(vertices, faces))
+        grid = voxelise(mesh.vertices, mesh.faces, self.config.resolution)
+        if not grid.any():
+            raise MeshError("the mesh has no inside at this resolution (open or paper-thin surface); "
+                             "close it or give it thickness")
+        return grid
+
+    # -- meshes ----------------------------------------------------------------
+    def encode(self, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """The latent (float32, latent_dim) of a mesh given as arrays."""
+        return self.encode_grids(self.voxelise(vertices, faces)[None])[0]
+
+    def decode(self, latent: np.ndarray, **mesh_options: Any) -> Mesh:
+        return grid_to_mesh(self.decode_grids(latent)[0], **mesh_options)
+
+    def _meshes(self, latents: np.ndarray, progress: Progress,
+                what: str, mesh_options: dict) -> list[Mesh]:
+        out = []
+        for i, z in enumerate(latents):
+            out.append(self.decode(z, **mesh_options))
+            if progress is not None:
+                progress((i + 1) / len(latents), f"{what} {i + 1}/{len(latents)}")
+        return out
+
+    def sample(self, seed: int, count: int = 1, *, temperature: float = 1.0,
+               progress: Progress = None, **mesh_options: Any) -> list[Mesh]:
+        """`count` new shapes; the same seed always gives the same shapes."""
+        return self._meshes(self.sample_latents(seed, count, temperature), progress,
+                            "sample", mesh_options)
+
+    def interpolate(self, a: SeedOrLatent | Mesh, b: SeedOrLatent | Mesh, *, steps: int = 5,
+                    t: float | list[float] | None = None, spherical: bool = True,
+                    progress: Progress = None,
+                    **mesh_options: Any) -> list[Mesh]:
+        """Shapes between `a` and `b` — each a seed (int), a latent (array) or a mesh
+        (vertices, faces). `steps` evenly spaced including both ends, or the given t values."""
+        za, zb = self._latent(a), self._latent(b)
+        ts = np.linspace(0, 1, steps) if t is None else np.atleast_1d(np.asarray(t, float))
+        if len(ts) < 1:
+            raise ValueError("interpolate needs steps >= 1 or at least one t")
+        latents = np.stack([self.blend(za, zb, float(ti), spherical) for ti in ts])
+        return self._meshes(latents, progress, "interpolate", mesh_options)
+
+    def variations(self, vertices: np.ndarray, faces: np.ndarray, n: int = 4, *, seed: int = 0,
+                   spread: float = 0.3, progress: Progress = None,
+                   **mesh_options: Any) -> list[Mesh]:
+        """`n` shapes near a mesh: its latent plus `spread` × a seeded step of the sampling
+        Gaussian's shape (0 = the mesh as the model sees it, 1 = as far as shapes spread)."""
+        z = self.encode(vertices, faces)
+        latents = (z + spread * self.noise(seed, n) @ self.prior[1].T).astype(np.float32)
+        return self._meshes(latents, progress, "variations", mesh_options)
+
+
+def load(config: dict, weights: dict[str, torch.Tensor], device: str | torch.device = "cpu") -> ShapeModel:
+    """A ShapeModel from a stored config and weights keyed "vae.<parameter name>"."""
+    vae = ShapeVAE(build(ShapeVAEConfig, config))
+    prefix = "vae."
+    state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    if not state:
+        raise ValueError(f"no 'vae.*' weights among {len(weights)} tensors: not a shape model checkpoint")
+    for key in ("prior_mean", "prior_scale", "codes_mean", "codes_std"):  # absent in older models
+        state.setdefault(key, getattr(vae, key))
+    vae.load_state_dict(state)
+    return ShapeModel(vae, device)

@@ -1,0 +1,228 @@
+"""The shape kind as the engine serves it: training-data options, ops and CLI output.
+
+Kept light (no trimesh, no scikit-image at import) so the engine starts fast; the work
+happens in engine.shape.objective and engine.shape.generation, imported on first use.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from engine.ops import MODEL, Context, JobFailed, Op, Param, provenance
+from engine.protocol import BAD_PARAMS
+
+if TYPE_CHECKING:
+    from engine.shape.model import ShapeVAEConfig
+
+
+DATA_PARAMS = {
+    "procedural": Param("int", min=8, max=100_000, doc="train on this many seeded procedural shapes"),
+    "meshes": Param("str", doc="folder of meshes (OBJ, STL, PLY, GLB/GLTF, OFF) to train on"),
+    "mesh_arrays": Param("list", doc="meshes sent by a client: [{name, vertices float N×3, faces int M×3}] (Z up)"),
+    "up": Param("str", "z", choices=("z", "y"), doc="up axis of the meshes (glTF and most OBJ: y)"),
+    "data_seed": Param("int", 0, doc="seed of the procedural shapes and the held-out split"),
+    "rotate": Param("str", "quarter", choices=("none", "quarter", "free"),
+                    doc="augment by turns about the up axis: none, quarter turns, or any angle"),
+    "mirror": Param("bool", True, doc="augment by mirroring left-right"),
+    "scale": Param("float", 0.05, min=0.0, max=0.3, doc="augment by anisotropic scaling of up to ± this"),
+}
+
+MESH_PARAMS = {
+    "smooth": Param("int", 0, min=0, max=100, doc="Taubin smoothing iterations"),
+    "decimate": Param("float", 0.0, min=0.0, max=0.1, doc="simplify within this distance (unit cube); 0 keeps all"),
+    "keep": Param("str", "largest", choices=("largest", "all"), doc="keep the largest part or all parts"),
+}
+
+
+def config_class() -> type:
+    from engine.shape.model import ShapeVAEConfig
+
+    return ShapeVAEConfig
+
+
+def objective(config: ShapeVAEConfig, data: dict[str, Any], device):
+    from engine.shape import objective as shape
+
+    options = {k: v for k, v in data.items() if v is not None}
+    options["seed"] = options.pop("data_seed", 0)
+    return shape.objective(config, options, device)
+
+
+def load(config: dict, weights: dict, device):
+    from engine.shape import generation as shape
+
+    return shape.load(config, weights, device)
+
+
+def mesh_arrays(op: str, vertices: Any, faces: Any, which: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (N×3 float) and faces (M×3 int indexing them) from a client, or a bad_params error."""
+    label = f"{which} mesh" if which else "mesh"
+    if not isinstance(vertices, np.ndarray) or not isinstance(faces, np.ndarray):
+        raise JobFailed(BAD_PARAMS, f"{op}: the {label} needs 'vertices' and 'faces' arrays")
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or vertices.dtype.kind != "f" or len(vertices) < 4:
+        raise JobFailed(BAD_PARAMS, f"{op}: {label} vertices must be a float N×3 array with N ≥ 4, "
+                        f"got {vertices.dtype} {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu" or len(faces) < 4:
+        raise JobFailed(BAD_PARAMS, f"{op}: {label} faces must be an integer M×3 array with M ≥ 4 "
+                        f"(triangulate first), got {faces.dtype} {faces.shape}")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise JobFailed(BAD_PARAMS, f"{op}: {label} faces index vertices outside 0..{len(vertices) - 1}")
+    if not np.isfinite(vertices).all():
+        raise JobFailed(BAD_PARAMS, f"{op}: {label} vertices contain NaN or infinity")
+    return vertices.astype(np.float32), faces.astype(np.int64)
+
+
+def _meshes_value(meshes: list, metadata: dict, op: str, params: dict) -> dict:
+    return {"meshes": [{"vertices": m.vertices.astype(np.float32), "faces": m.faces.astype(np.int32)}
+                       for m in meshes], "provenance": provenance(metadata, op, params)}
+
+
+def _mesh_options(params: dict) -> dict:
+    return {k: params[k] for k in MESH_PARAMS}
+
+
+@contextmanager
+def _mesh_errors(op: str) -> Iterator[None]:
+    """A mesh the model cannot use (flat, degenerate, no inside) is the client's to fix: bad_params."""
+    from engine.shape.meshes import MeshError
+
+    try:
+        yield
+    except MeshError as e:
+        raise JobFailed(BAD_PARAMS, f"{op}: {e}") from None
+
+
+def _sample(engine, context: Context, **params) -> dict:
+    metadata, model = engine.model(params["model"], "shape")
+    meshes = model.sample(params["seed"], params["count"], temperature=params["temperature"],
+                          progress=context.progress, **_mesh_options(params))
+    return _meshes_value(meshes, metadata, "shape.sample", params)
+
+
+def _endpoint(op: str, params: dict, which: str) -> Any:
+    if params[f"vertices_{which}"] is not None:
+        return mesh_arrays(op, params[f"vertices_{which}"], params[f"faces_{which}"], which)
+    return params[f"seed_{which}"]
+
+
+def _interpolate(engine, context: Context, **params) -> dict:
+    metadata, model = engine.model(params["model"], "shape")
+    a, b = _endpoint("shape.interpolate", params, "a"), _endpoint("shape.interpolate", params, "b")
+    with _mesh_errors("shape.interpolate"):
+        meshes = model.interpolate(a, b, steps=params["steps"], t=params["t"], spherical=params["spherical"],
+                                   progress=context.progress, **_mesh_options(params))
+    return _meshes_value(meshes, metadata, "shape.interpolate", params)
+
+
+def _encode(engine, context: Context, **params) -> dict:
+    metadata, model = engine.model(params["model"], "shape")
+    vertices, faces = mesh_arrays("shape.encode", params["vertices"], params["faces"])
+    with _mesh_errors("shape.encode"):
+        latent = model.encode(vertices, faces)
+    return {"latent": latent.astype(np.float32),
+            "provenance": provenance(metadata, "shape.encode", params)}
+
+
+def _decode(engine, context: Context, **params) -> dict:
+    metadata, model = engine.model(params["model"], "shape")
+    latent = np.asarray(params["latent"], np.float32).reshape(-1)
+    if latent.shape[0] != model.config.latent_dim or not np.isfinite(latent).all():
+        raise JobFailed(BAD_PARAMS, f"shape.decode: 'latent' must hold {model.config.latent_dim} finite numbers "
+                        f"for this model, got {latent.shape[0]}")
+    return _meshes_value([model.decode(latent, **_mesh_options(params))], metadata, "shape.decode", params)
+
+
+def _variations(engine, context: Context, **params) -> dict:
+    metadata, model = engine.model(params["model"], "shape")
+    vertices, faces = mesh_arrays("shape.variations", params["vertices"], params["faces"])
+    with _mesh_errors("shape.variations"):
+        meshes = model.variations(vertices, faces, params["count"], seed=params["seed"], spread=params["spread"],
+                                  progress=context.progress, **_mesh_options(params))
+    return _meshes_value(meshes, metadata, "shape.variations", params)
+
+
+def _eval(engine, context: Context, **params) -> dict:
+    from engine.shape.dataset import build_from_folder, build_procedural
+    from engine.shape.evaluation import evaluate_model, report_sheet
+
+    metadata, model = engine.model(params["model"], "shape")
+    resolution = model.config.resolution
+    context.progress(0.05, "voxelising held-out shapes")
+    if params["meshes"]:
+        try:
+            shapes = build_from_folder(params["meshes"], resolution)
+        except FileNotFoundError as e:
+            raise JobFailed(BAD_PARAMS, f"shape.eval: {e}") from None
+        if not len(shapes):
+            reasons = "; ".join(f"{s.source}: {s.reason}" for s in shapes.skipped[:5])
+            raise JobFailed(BAD_PARAMS, f"shape.eval: no usable meshes in {params['meshes']} ({reasons})")
+    else:
+        # Seeds past the training range: shapes of the same families the model has not seen.
+        shapes = build_procedural(params["procedural"], seed=params["seed"] + 1_000_003, resolution=resolution)
+    context.progress(0.3, "measuring reconstructions and samples")
+    metrics = evaluate_model(model, shapes.grids)
+    context.progress(0.9, "drawing the sheet")
+    return {"metrics": metrics, "sheet": report_sheet(model), "held_out_shapes": len(shapes),
+            "provenance": provenance(metadata, "shape.eval", params)}
+
+
+_SEED = Param("int", 0, min=0, max=2**31 - 1, doc="same seed, same shape")
+_VERTICES = Param("array", doc="mesh vertices, float N×3")
+_FACES = Param("array", doc="mesh triangles, int M×3")
+_MESH = {"vertices": Param("array", required=True, doc="mesh vertices, float N×3"),
+         "faces": Param("array", required=True, doc="mesh triangles, int M×3")}
+
+OPS = [
+    Op("shape.sample", _sample, {"model": MODEL, "seed": _SEED,
+                                 "count": Param("int", 1, min=1, max=64, doc="how many shapes"),
+                                 "temperature": Param("float", 1.0, min=0.0, max=3.0, doc="how far from the training shapes; 0 = a training shape as the model sees it"),
+                                 **MESH_PARAMS}, doc="new shapes as meshes"),
+    Op("shape.interpolate", _interpolate, {
+        "model": MODEL, "seed_a": _SEED, "seed_b": Param("int", 1, min=0, max=2**31 - 1, doc="end seed"),
+        "vertices_a": _VERTICES, "faces_a": _FACES, "vertices_b": _VERTICES, "faces_b": _FACES,
+        "steps": Param("int", 5, min=1, max=64, doc="shapes from a to b, both ends included"),
+        "t": Param("float", min=0.0, max=1.0, doc="one shape at this point instead of steps"),
+        "spherical": Param("bool", True, doc="slerp (true) or a straight line in latent space"),
+        **MESH_PARAMS}, doc="shapes between two seeds or two meshes"),
+    Op("shape.encode", _encode, {"model": MODEL, **_MESH}, doc="a mesh's latent code"),
+    Op("shape.decode", _decode, {"model": MODEL, "latent": Param("array", required=True, doc="latent code"),
+                                 **MESH_PARAMS}, doc="the mesh of a latent code"),
+    Op("shape.variations", _variations, {
+        "model": MODEL, **_MESH,
+        "count": Param("int", 4, min=1, max=64, doc="how many variations"), "seed": _SEED,
+        "spread": Param("float", 0.3, min=0.0, max=2.0, doc="0 = the mesh as the model sees it, 1 = far"),
+        **MESH_PARAMS}, doc="shapes near a given mesh"),
+    Op("shape.eval", _eval, {
+        "model": MODEL, "meshes": Param("str", doc="folder of held-out meshes; else procedural shapes"),
+        "procedural": Param("int", 40, min=4, max=2000, doc="how many unseen procedural shapes"),
+        "seed": Param("int", 0, doc="seed of the procedural shapes")},
+        doc="IoU, Chamfer-L1, F-score, watertightness, coverage/MMD, and a PNG sheet"),
+]
+CLI_OPS = {"generate": "shape.sample", "eval": "shape.eval"}
+
+
+def write_output(op: str, value: dict, out: Path) -> list[Path]:
+    """Meshes as GLB/OBJ/PLY (by the suffix of `out`, else GLB files in the folder `out`); sheets as PNG."""
+    from engine.train.plots import save_png
+
+    if "sheet" in value:
+        path = out if out.suffix == ".png" else out / "shape-eval.png"
+        save_png(value["sheet"], path)
+        return [path]
+    from engine.shape.meshing import Mesh, export_mesh
+
+    meshes = [Mesh(m["vertices"], m["faces"]) for m in value["meshes"]]
+    if out.suffix and len(meshes) == 1:
+        return [export_mesh(meshes[0], out)]
+    suffix = out.suffix or ".glb"
+    folder = out.with_suffix("") if out.suffix else out
+    folder.mkdir(parents=True, exist_ok=True)
+    return [export_mesh(mesh, folder / f"shape-{i:02d}{suffix}") for i, mesh in enumerate(meshes)]
+
+
+def demo(client, model: str, out: Path) -> list[Path]:
+    value = client.call("shape.sample", {"model": model, "seed": 7, "count": 1, "smooth": 4}, timeout=300)
+    return write_output("shape.sample", value, out / "shape.glb")

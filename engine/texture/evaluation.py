@@ -1,0 +1,250 @@
+"""Texture metrics that need no downloaded weights, and the PNG judging sheet.
+
+Every quality metric is a distance between a sample set and real crops from one half of each
+exemplar (set A), reported as a ratio to the same distance for real crops from the other half
+(set B, held out): 1 means "as close as another piece of the real texture", larger is worse.
+Exceptions, each with its ideal: `diversity` (ratio of within-set spread, ~1; << 1 is mode
+collapse), `nearest_patch` (~1; << 1 means the model copies the exemplar), `tile_error` (max
+abs difference, ~0) and `seam_ratio` (gradient across the wrap-around border over interior
+gradient, ~1).
+
+Works on uint8 [N, H, W, C] samples from any generator, so a non-learned baseline is measured
+with exactly the same code (`texture_metrics`).
+"""
+from __future__ import annotations
+
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+QUALITY = ("gram", "swd", "spectrum")
+
+
+def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [N, H, W, C] or float [N, C, H, W] in [-1, 1] -> float32 [N, C, H, W] in [-1, 1]."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu()
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return torch.from_numpy(x.astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2)
+    return torch.from_numpy(x.astype(np.float32))
+
+
+def real_sets(images: list[np.ndarray], size: int, n: int, seed: int = 0,
+              swap: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sets of n real crops [n, C, size, size]: A from the first half of each exemplar
+    (top, or left when that fits and top does not), B from the other half; swap: the other
+    way round."""
+    rng = np.random.default_rng(seed)
+    sets: tuple[list, list] = ([], [])
+    for i in range(2 * n):
+        img = images[(i // 2) % len(images)]
+        h, w = img.shape[:2]
+        if h // 2 >= size:
+            region = img[: h // 2] if i % 2 == 0 else img[h // 2:]
+        elif w // 2 >= size:
+            region = img[:, : w // 2] if i % 2 == 0 else img[:, w // 2:]
+        else:  # too small to split: both sets come from the whole image (baseline optimistic)
+            region = img
+        rh, rw = region.shape[:2]
+        if min(rh, rw) < size:
+            raise ValueError(f"exemplar {w}x{h} is smaller than the evaluation size {size}")
+        y, x = rng.integers(0, rh - size + 1), rng.integers(0, rw - size + 1)
+        sets[i % 2].append(region[y:y + size, x:x + size])
+    a, b = (torch.from_numpy(np.stack(s)).permute(0, 3, 1, 2).float() for s in sets)
+    return (b, a) if swap else (a, b)
+
+
+class RandomFeatures(torch.nn.Module):
+    """Three random-weight conv layers at 1, 1/2, 1/4 scale: random shallow nets capture texture
+    statistics well (Ustyuzhaninov et al. 2017) and need nothing downloaded. Fixed seed."""
+
+    def __init__(self, channels: int, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weights = []
+        for cin, cout in ((channels, 32), (32, 64), (64, 64)):
+            w = torch.randn(cout, cin, 3, 3, generator=g) * (2.0 / (cin * 9)) ** 0.5
+            self.weights.append(w)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, w in enumerate(self.weights):
+            if i:
+                x = F.avg_pool2d(x, 2)
+            x = F.relu(F.conv2d(x, w, padding=1))
+            feats.append(x)
+        return feats
+
+
+def grams(x: torch.Tensor, net: RandomFeatures) -> list[torch.Tensor]:
+    """Per-sample Gram matrices [N, c, c] of each layer."""
+    out = []
+    for f in net(x):
+        f = f.flatten(2)
+        out.append(f @ f.transpose(1, 2) / f.shape[-1])
+    return out
+
+
+def gram_distance(x: torch.Tensor, ref: torch.Tensor, net: RandomFeatures) -> float:
+    return float(sum(((a.mean(0) - b.mean(0)).norm() / b.mean(0).norm()) for a, b in zip(grams(x, net), grams(ref, net))))
+
+
+def diversity(x: torch.Tensor, net: RandomFeatures) -> float:
+    """Mean pairwise distance between samples' Gram vectors (translation-invariant, so shifting
+    the same texture around does not count as variety)."""
+    v = torch.cat([g.flatten(1) / g.flatten(1).norm(dim=1).mean() for g in grams(x, net)], 1)
+    return float(torch.pdist(v).mean())
+
+
+def _patches(x: torch.Tensor, n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    b, c, h, w = x.shape
+    i, y, xx = rng.integers(0, b, n), rng.integers(0, h - size + 1, n), rng.integers(0, w - size + 1, n)
+    windows = x.unfold(2, size, 1).unfold(3, size, 1)  # a view [b, c, h', w', size, size]
+    return windows[torch.from_numpy(i), :, torch.from_numpy(y), torch.from_numpy(xx)].reshape(n, -1)
+
+
+def swd(x: torch.Tensor, ref: torch.Tensor, seed: int = 0, n_patches: int = 2048, n_dirs: int = 256) -> float:
+    """Sliced Wasserstein distance of 7x7 patches over a Laplacian pyramid (as in ProGAN),
+    averaged over levels down to 16 px."""
+    rng, g = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    total, levels = 0.0, 0
+    while True:
+        small_x, small_r = F.avg_pool2d(x, 2), F.avg_pool2d(ref, 2)
+        lap_x = x - F.interpolate(small_x, scale_factor=2, mode="bilinear", align_corners=False)
+        lap_r = ref - F.interpolate(small_r, scale_factor=2, mode="bilinear", align_corners=False)
+        last = x.shape[-1] // 2 < 16
+        a, b = (x, ref) if last else (lap_x, lap_r)
+        pa, pb = _patches(a, n_patches, 7, rng), _patches(b, n_patches, 7, rng)
+        both = torch.cat([pa, pb])
+        mean, std = both.mean(0), both.std(0) + 1e-6
+        dirs = torch.randn(pa.shape[1], n_dirs, generator=g)
+        dirs /= dirs.norm(dim=0, keepdim=True)
+        proj_a, proj_b = ((pa - mean) / std) @ dirs, ((pb - mean) / std) @ dirs
+        total += float((proj_a.sort(0).values - proj_b.sort(0).values).abs().mean())
+        levels += 1
+        if last:
+            return total / levels
+        x, ref = small_x, small_r
+
+
+def power_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """Radially averaged log power spectrum (Hann-windowed), averaged over samples and channels."""
+    n, c, h, w = x.shape
+    win = torch.hann_window(h, periodic=False)[:, None] * torch.hann_window(w, periodic=False)[None]
+    x = (x - x.mean((2, 3), keepdim=True)) * win
+    p = torch.fft.fftshift(torch.fft.fft2(x).abs().pow(2), dim=(-2, -1)).mean((0, 1))
+    yy, xx = torch.meshgrid(torch.arange(h) - h // 2, torch.arange(w) - w // 2, indexing="ij")
+    r = (yy.float().pow(2) + xx.float().pow(2)).sqrt().round().long().clamp(max=min(h, w) // 2)
+    radial = torch.zeros(min(h, w) // 2 + 1).index_add_(0, r.flatten(), p.flatten())
+    counts = torch.zeros_like(radial).index_add_(0, r.flatten(), torch.ones(r.numel()))
+    return torch.log10(radial[1:] / counts[1:] + 1e-8)
+
+
+def spectrum_distance(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((power_spectrum(x) - power_spectrum(ref)).abs().mean())
+
+
+def nearest_patch(x: torch.Tensor, ref: torch.Tensor, size: int = 16, seed: int = 0) -> float:
+    """Mean distance from patches of x to their nearest patch in ref (stride size/4 grid)."""
+    rng = np.random.default_rng(seed)
+    step = max(size // 4, 1)
+    bank = F.unfold(ref, size, stride=step).transpose(1, 2).reshape(-1, ref.shape[1] * size * size)
+    q = _patches(x, 256, size, rng)
+    return float(torch.cdist(q, bank).min(1).values.mean())
+
+
+def seam_ratio(x: np.ndarray | torch.Tensor) -> float:
+    """Mean |difference| across the wrap-around borders over the mean interior |difference|."""
+    x = _tensor(x)
+    seam = torch.cat([(x[..., :, 0] - x[..., :, -1]).abs().flatten(), (x[..., 0, :] - x[..., -1, :]).abs().flatten()])
+    inner = torch.cat([(x[..., :, 1:] - x[..., :, :-1]).abs().flatten(), (x[..., 1:, :] - x[..., :-1, :]).abs().flatten()])
+    return float(seam.mean() / (inner.mean() + 1e-8))
+
+
+@torch.no_grad()
+def texture_metrics(samples: np.ndarray | torch.Tensor, images: list[np.ndarray], seed: int = 0,
+                    swap: bool = False) -> dict[str, float]:
+    """Metrics of samples (uint8 [N, H, W, C] or float [N, C, H, W] in [-1, 1]; square, N >= 2)
+    against exemplar images (float HxWxC in [-1, 1]), as ratios to the real-vs-real baseline
+    (`real_sets`; swap: against the second half, the first held out)."""
+    fake = _tensor(samples)
+    n, c, size = fake.shape[0], fake.shape[1], fake.shape[-1]
+    if n < 2 or fake.shape[-2] != size:
+        raise ValueError(f"need at least 2 square samples, got shape {tuple(fake.shape)}")
+    real_a, real_b = real_sets(images, size, max(n, 8), seed, swap)
+    net = RandomFeatures(c)
+    out = {
+        "gram": gram_distance(fake, real_a, net) / gram_distance(real_b, real_a, net),
+        "swd": swd(fake, real_a, seed) / swd(real_b, real_a, seed),
+        "spectrum": spectrum_distance(fake, real_a) / spectrum_distance(real_b, real_a),
+        "diversity": diversity(fake, net) / diversity(real_b[:n], net),
+    }
+    if size >= 32:
+        out["nearest_patch"] = nearest_patch(fake, real_a, seed=seed) / nearest_patch(real_b, real_a, seed=seed)
+    out["seam_ratio"] = seam_ratio(fake)
+    return out
+
+
+@torch.no_grad()
+def tile_error(G: torch.nn.Module, size: int, seed: int = 0) -> float:
+    """max |tile(G(z)) - G(tile(z))| over a 2x2 tiling, for a size x size output."""
+    z = G.noise(*G.sample_noise(1, size, size, torch.Generator().manual_seed(seed), next(G.parameters()).device))
+    return float((G.synthesize(z).repeat(1, 1, 2, 2) - G.synthesize(z.repeat(1, 1, 2, 2))).abs().max())
+
+
+@torch.no_grad()
+def quick_metrics(G: torch.nn.Module, images: list[np.ndarray], size: int, n: int = 8,
+                  device: str | torch.device = "cpu") -> dict[str, float]:
+    """Cheap metrics during training (the trainer's `evaluate` hook)."""
+    was_training = G.training
+    G.eval()
+    which = torch.arange(n, device=device) % max(G.cfg.n_exemplars, 1)  # every exemplar, as real_sets does
+    fake = G(*G.sample_noise(n, size, size, torch.Generator().manual_seed(99), device), which).cpu()
+    out = texture_metrics(fake, images)
+    out["tile_error"] = tile_error(G, size)
+    G.train(was_training)
+    return out
+
+
+def evaluate_model(model, images: list[np.ndarray], size: int | None = None, n: int = 16,
+                   seed: int = 0) -> dict[str, float]:
+    """Full evaluation of a TextureModel (engine.texture.generation) on its exemplar images."""
+    size = size or model.config.crop
+    samples = np.stack([model.generate(size, size, seed=seed + i) for i in range(n)])
+    out = texture_metrics(samples, images, seed)
+    out["tile_error"] = max(tile_error(model.G, size, seed), tile_error(model.G, 2 * size, seed + 1))
+    return out
+
+
+def judging_sheet_image(model, images: list[np.ndarray], size: int = 256, seed: int = 0) -> np.ndarray:
+    """A picture a person can judge, uint8 HxWx3: exemplar, three samples, a 2x2 tiling of one
+    sample, a morph strip."""
+    from PIL import Image, ImageDraw
+    s = max(model.stride, size // model.stride * model.stride)
+    rgb = lambda a: np.repeat(a, 3, -1) if a.shape[-1] == 1 else a[..., :3]
+    ex = images[0]
+    ex = ex[: min(ex.shape[0], s), : min(ex.shape[1], s)]
+    ex = rgb(np.round((ex + 1) * 127.5).clip(0, 255).astype(np.uint8))
+    samples = [rgb(model.generate(s, s, seed=seed + i)) for i in range(3)]
+    half = max(model.stride, s // 2 // model.stride * model.stride)
+    tiled = np.tile(rgb(model.generate(half, half, seed=seed)), (2, 2, 1))
+    if getattr(model, "n_exemplars", 1) > 1:  # the look of exemplar 0 into exemplar 1's, same noise
+        morph = rgb(model.morph(3 * s, s, seed, seed, tileable=False, exemplar_a=0, exemplar_b=1))
+        morph_label = f"morph exemplar 0 -> 1, seed {seed}"
+    else:
+        morph = rgb(model.morph(3 * s, s, seed, seed + 1, tileable=False))
+        morph_label = f"morph seed {seed} -> {seed + 1}"
+    pad, label = 8, 18
+    sheet = Image.new("RGB", (4 * s + 5 * pad, 2 * (s + label) + 3 * pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    row1 = [("exemplar", ex)] + [(f"sample seed {seed + i}", a) for i, a in enumerate(samples)]
+    row2 = [("2x2 tiling", tiled), (morph_label, morph)]
+    for r, row in enumerate((row1, row2)):
+        x, y = pad, pad + r * (s + label + pad)
+        for name, a in row:
+            draw.text((x, y), name, fill="black")
+            sheet.paste(Image.fromarray(a), (x, y + label))
+            x += a.shape[1] + pad
+    return np.asarray(sheet)

@@ -1,0 +1,198 @@
+"""Seamless textures from a trained generator.
+
+- `load(config, weights, device)` rebuilds a `TextureModel` from a checkpoint's exported nets.
+- `TextureModel` generates seamless textures (calibrated to the exemplar's spectrum and grey
+  levels as measured when the model was saved), morphs between global codes (or between the
+  exemplars of a model trained on several), animates along a latent loop.
+- `pbr_maps` derives height, normal and roughness maps from any texture.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from engine.config import build
+from engine.device import interactive_threads, intra_op_threads
+from engine.texture.calibration import calibrate, code_moments
+from engine.texture.model import Generator, TextureGANConfig
+
+# Long calls report through `progress(fraction, message)`, which may raise (the engine's raises
+# engine.ops.Cancelled once the op is cancelled) to stop them.
+ProgressFn = Callable[[float, str], None]
+
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[B, C, H, W] in [-1, 1] -> uint8 [B, H, W, C]."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def load(config: dict[str, Any], weights: dict[str, torch.Tensor], device: str | torch.device = "cpu"
+         ) -> TextureModel:
+    """A TextureModel from a checkpoint: `config` is dataclasses.asdict(TextureGANConfig) and
+    `weights` holds "G_ema.<param>" tensors (as the checkpoint store exports them)."""
+    # Models saved before `upsample` existed all ended in a sub-pixel conv: keep them loading.
+    cfg = build(TextureGANConfig, {"upsample": "pixel_shuffle"}, config)
+    state = {k[len("G_ema."):]: v for k, v in weights.items() if k.startswith("G_ema.")}
+    if not state:
+        raise ValueError(f"no 'G_ema.*' weights among {sorted(weights)[:5]}...; is this a texture checkpoint?")
+    G = Generator(cfg)
+    G.load_state_dict(state)
+    return TextureModel(cfg, G.to(device).eval(), device)
+
+
+def morph_weights(cells: int, stride: int, tileable: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far a morph is from a to b at each noise cell column and at each pixel column (the
+    same curve through the cells' centres, so the tone it blends has no step at cell borders).
+    Tileable: a -> b -> a, periodic; else linear from the first cell's centre to the last's."""
+    def weight(pos: torch.Tensor) -> torch.Tensor:  # pos in cells
+        return (1 - torch.cos(2 * math.pi * pos / cells)) / 2 if tileable else (pos / max(cells - 1, 1)).clamp(0, 1)
+
+    pixels = (torch.arange(cells * stride, dtype=torch.float32) + 0.5) / stride - 0.5
+    return weight(torch.arange(cells, dtype=torch.float32)), weight(pixels)
+
+
+class TextureModel:
+    """A trained generator with the user-facing operations. Arrays out are uint8 HxWxC.
+
+    A model trained on several exemplars (config.n_exemplars > 1) makes the texture of the one
+    named by `exemplar`; None picks it from the seed (seed % n_exemplars), so seeds cover them all.
+    Single-exemplar models take exemplar None or 0.
+    """
+
+    def __init__(self, config: TextureGANConfig, G: Generator, device: str | torch.device = "cpu"):
+        self.config, self.G, self.device = config, G.eval(), torch.device(device)
+        self.channels, self.stride = config.channels, config.stride
+        self.n_exemplars = max(config.n_exemplars, 1)
+
+    def size_for(self, width: int, height: int, tileable: bool) -> tuple[int, int]:
+        """The size to synthesise for a width x height result; a ValueError says why one is impossible."""
+        if tileable:
+            self.G.grid(height, width)  # raises a clear ValueError
+            return width, height
+        if width < 1 or height < 1:
+            raise ValueError(f"size must be positive, got {width}x{height}")
+        s = self.stride
+        return -(-width // s) * s, -(-height // s) * s  # generate larger, crop afterwards
+
+    def _exemplar(self, exemplar: int | None, seed: int) -> int:
+        if exemplar is None:
+            return seed % self.n_exemplars
+        if not 0 <= exemplar < self.n_exemplars:
+            raise ValueError(f"exemplar must be in 0..{self.n_exemplars - 1}: this model was trained on "
+                             f"{self.n_exemplars} exemplar(s); got {exemplar}")
+        return exemplar
+
+    def _noise(self, width: int, height: int, seed: int) -> tuple[torch.Tensor, ...]:
+        return self.G.sample_noise(1, height, width, torch.Generator().manual_seed(seed), self.device)
+
+    @torch.inference_mode()
+    def _image(self, z: torch.Tensor, width: int, height: int,
+               tone: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+        """The calibrated picture of noise z, cropped; `tone()` gives the moments of its codes
+        (called only for a model that sets each picture's tone)."""
+        with intra_op_threads(interactive_threads()):
+            moments = tone() if self.config.image_moments else None
+            return to_uint8(calibrate(self.G.synthesize(z), z, self.config, moments))[0, :height, :width]
+
+    def generate(self, width: int, height: int, seed: int = 0, tileable: bool = True, *,
+                 exemplar: int | None = None, progress: ProgressFn | None = None) -> np.ndarray:
+        """One texture, uint8 [height, width, channels]. With tileable=True the size must be a
+        multiple of `stride` and the result wraps seamlessly; otherwise any size is cropped from
+        a larger tile."""
+        w, h = self.size_for(width, height, tileable)
+        which = self._exemplar(exemplar, seed)
+        if progress:
+            progress(0.0, "generating")
+        z_local, z_global, phase = self._noise(w, h, seed)
+        with torch.inference_mode():
+            img = self._image(self.G.noise(z_local, z_global, phase, which), width, height,
+                              lambda: code_moments(self.G, z_global, phase, which))
+        if progress:
+            progress(1.0, "done")
+        return img
+
+    def morph(self, width: int, height: int, seed_a: int, seed_b: int, tileable: bool = True, *,
+              exemplar_a: int | None = None, exemplar_b: int | None = None,
+              progress: ProgressFn | None = None) -> np.ndarray:
+        """Blend the global code of (seed_a, exemplar_a) into that of (seed_b, exemplar_b) across
+        the width; local noise and wave phases stay seed_a's. Tileable: a -> b at the centre -> a
+        at the edges (a periodic blend, so the result still wraps exactly); else a linear a -> b
+        from left to right, which does not wrap. Exemplars default as in `generate`."""
+        w, h = self.size_for(width, height, tileable)
+        which_a, which_b = self._exemplar(exemplar_a, seed_a), self._exemplar(exemplar_b, seed_b)
+        if progress:
+            progress(0.0, "morphing")
+        z_local, g_a, phase = self._noise(w, h, seed_a)
+        g_b = self._noise(w, h, seed_b)[1]
+        blend, per_pixel = (t.to(self.device).view(1, 1, 1, -1)
+                            for t in morph_weights(z_local.shape[-1], self.stride, tileable))
+
+        def tone() -> tuple[torch.Tensor, torch.Tensor]:  # each column's moments blend as the codes around it do
+            a, b = code_moments(self.G, g_a, phase, which_a), code_moments(self.G, g_b, phase, which_b)
+            return torch.lerp(a[0], b[0], per_pixel), torch.lerp(a[1], b[1], per_pixel)
+
+        with torch.inference_mode():
+            z = torch.lerp(self.G.noise(z_local, g_a, phase, which_a), self.G.noise(z_local, g_b, phase, which_b), blend)
+            img = self._image(z, width, height, tone)
+        if progress:
+            progress(1.0, "done")
+        return img
+
+    def animate(self, width: int, height: int, frames: int, seed: int = 0, tileable: bool = True,
+                loop: bool = True, *, exemplar: int | None = None, progress: ProgressFn | None = None,
+                on_frame: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+        """`frames` textures along a latent path, uint8 [frames, height, width, channels].
+
+        All noise moves on a great circle a·cos θ + b·sin θ, which keeps it Gaussian at every
+        frame; loop=True goes once round (the last frame leads back into the first), else a
+        quarter turn from a to b. Wave phases advance one period per loop. `on_frame(i, frame)`
+        sees each frame as soon as it is made (e.g. to send a preview).
+        """
+        if frames < 1:
+            raise ValueError(f"frames must be at least 1, got {frames}")
+        w, h = self.size_for(width, height, tileable)
+        which = self._exemplar(exemplar, seed)
+        a, b = self._noise(w, h, seed), self._noise(w, h, seed + 1_000_003)
+        out = np.empty((frames, height, width, self.channels), np.uint8)
+        for i in range(frames):
+            theta = 2 * math.pi * i / frames if loop else (math.pi / 2) * i / max(frames - 1, 1)
+            c, s = math.cos(theta), math.sin(theta)
+            phase = a[2] + (theta if loop else s * (b[2] - a[2]))
+            z_global = c * a[1] + s * b[1]
+            with torch.inference_mode():
+                z = self.G.noise(c * a[0] + s * b[0], z_global, phase, which)
+                out[i] = self._image(z, width, height, lambda: code_moments(self.G, z_global, phase, which))
+            if on_frame:
+                on_frame(i, out[i])
+            if progress:
+                progress((i + 1) / frames, f"frame {i + 1}/{frames}")
+        return out
+
+
+def pbr_maps(image: np.ndarray, strength: float = 2.0, tileable: bool = True) -> dict[str, np.ndarray]:
+    """Height, normal (OpenGL convention, +Y up, as Blender expects) and roughness maps from a
+    uint8 texture, all uint8: height and roughness HxW, normal HxWx3. The height estimate is the
+    blurred luminance; with tileable=True all filters wrap, so the maps tile like the texture."""
+    from scipy.ndimage import gaussian_filter
+    img = image.astype(np.float32) / 255.0
+    img = img[..., None] if img.ndim == 2 else img
+    lum = img[..., 0] if img.shape[-1] < 3 else img[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    mode = "wrap" if tileable else "reflect"
+    height = gaussian_filter(lum, 1.0, mode=mode)
+    height = (height - height.min()) / max(float(height.max() - height.min()), 1e-6)
+    if tileable:
+        dx = (np.roll(height, -1, 1) - np.roll(height, 1, 1)) / 2
+        dy = (np.roll(height, -1, 0) - np.roll(height, 1, 0)) / 2
+    else:
+        dy, dx = np.gradient(height)
+    normal = np.stack([-dx * strength * 8, dy * strength * 8, np.ones_like(height)], -1)  # rows grow downwards
+    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+    detail = np.abs(lum - gaussian_filter(lum, 2.0, mode=mode))
+    detail = detail / max(float(detail.max()), 1e-6)
+    roughness = np.clip(0.55 + 0.35 * (1 - height) + 0.25 * detail - 0.15, 0.0, 1.0)  # cavities rougher
+    u8 = lambda x: np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+    return {"height": u8(height), "normal": u8((normal + 1) / 2), "roughness": u8(roughness)}

@@ -1,0 +1,294 @@
+"""Periodic spatial GAN for seamless textures (SGAN, Jetchev et al. 2016; PSGAN, Bergmann et al. 2017).
+
+The generator maps a spatial noise tensor (h x w cells) to an image of (h*stride) x (w*stride)
+pixels. The noise has three kinds of channels: local (i.i.d. per cell), global (one code per
+image, broadcast) and periodic (plane waves whose wave vectors are a learned function of the
+global code). Every generator convolution pads circularly and the waves are snapped to whole
+periods over the grid, so the noise and the network are both defined on a torus: the output
+tiles exactly, and G(tile(z)) == tile(G(z)).
+
+The discriminator is a plain patch discriminator: it returns a map of logits, one per patch.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TextureGANConfig:
+    # Defaults are the measured recipe (docs/BENCHMARKS.md, "Why the recipe is what it is"): a plain
+    # `atelier train texture --images X` gets them; engine/recipes/texture.toml only adds what
+    # the shipped gravel model needs on top (one channel).
+    channels: int = 3        # 1 (gray), 3 (RGB) or 4 (RGBA)
+    n_local: int = 8         # noise channels drawn i.i.d. per cell
+    n_global: int = 16       # noise channels shared by the whole image
+    n_periodic: int = 4      # plane-wave channels (PSGAN)
+    g_blocks: int = 4        # upsampling steps; the generator stride is 2**g_blocks
+    g_width: int = 24        # channels at the last block; doubles per block towards the noise
+    g_max_width: int = 96
+    crop: int = 96           # training crop (px); its noise grid sets the lattice the waves snap to
+    d_layers: int = 4        # stride-2 layers: the patch a logit sees is about 2**(d_layers+1) px
+    d_width: int = 24
+    d_max_width: int = 96
+    # Stabilisation, chosen by measurement (docs/BENCHMARKS.md, "Why the recipe is what it is").
+    loss: str = "nonsat"     # "nonsat" (non-saturating logistic) or "hinge"
+    spectral_norm: bool = False
+    r1_gamma: float = 0.1    # R1 gradient penalty on real images (Mescheder et al. 2018); with 1 D barely learned
+    d_lr_scale: float = 4.0  # D's learning rate over G's (TTUR, Heusel et al. 2017)
+    ema_decay: float = 0.999
+    # How every 2x step upsamples: "nearest" (resize, then a circular conv), "bilinear" (circular,
+    # so tiling stays exact), or "pixel_shuffle" (the first layout: nearest in the blocks, a
+    # sub-pixel conv as the last step, which left a 2x2 pixel grid: spectrum ratio 12.9 against
+    # nearest's 5.7 after 500 gravel steps; bilinear learned only big smooth blobs, 29.2). The
+    # table is in docs/BENCHMARKS.md.
+    upsample: str = "nearest"
+    # Several exemplars: one learned global code each, added to the global noise, and a
+    # projection discriminator (Miyato & Koyama 2018) told which exemplar a crop came from, so
+    # that code i makes exemplar i's texture and codes can be blended across an image (morphing).
+    # 0 or 1: no codes (all exemplars pooled); the trainer sets it to the number of images.
+    n_exemplars: int = 0
+    # Set after training (engine/texture/calibration.py): the exemplar's statistics where
+    # the discriminator could not teach them. Per channel the mean and standard deviation every
+    # picture is given, and the share of its code's offset in mean it keeps (single-exemplar
+    # models); per radial frequency (k / (2 * len) cycles per pixel): log10 power gains, and per
+    # channel the amplitudes of a smooth field made from the noise; per channel a tone curve
+    # over [-1, 1]. The generator ignores them; TextureModel
+    # applies them to what it makes.
+    image_moments: list[list[float]] | None = None
+    spectrum_gain: list[float] | None = None
+    field_gain: list[list[float]] | None = None
+    tone_curve: list[list[float]] | None = None
+
+    def __post_init__(self):
+        if self.channels not in (1, 3, 4):
+            raise ValueError(f"channels must be 1, 3 or 4, got {self.channels}")
+        if self.loss not in ("hinge", "nonsat"):
+            raise ValueError(f"loss must be 'hinge' or 'nonsat', got {self.loss!r}")
+        if self.upsample not in ("bilinear", "nearest", "pixel_shuffle"):
+            raise ValueError(f"upsample must be 'bilinear', 'nearest' or 'pixel_shuffle', got {self.upsample!r}")
+        if self.n_exemplars < 0:
+            raise ValueError(f"n_exemplars must be 0 or more, got {self.n_exemplars}")
+        if self.g_blocks < 1 or self.d_layers < 1:
+            raise ValueError("g_blocks and d_layers must be at least 1")
+        if self.crop % self.stride or self.crop < 2 ** (self.d_layers + 1):
+            raise ValueError(f"crop {self.crop} must be a multiple of the generator stride {self.stride} "
+                             f"and at least {2 ** (self.d_layers + 1)} px for the discriminator")
+
+    @property
+    def stride(self) -> int:
+        return 2 ** self.g_blocks
+
+    @property
+    def n_noise(self) -> int:
+        return self.n_local + self.n_global + self.n_periodic
+
+
+def conv3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="circular")
+
+
+class PixelNorm(nn.Module):
+    """Normalise each pixel's feature vector (ProGAN): local, so it keeps exact tiling,
+    and batch-independent, so the EMA generator needs no running statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
+
+
+def upsample2(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """2x upsampling on the torus. Bilinear interpolation reads one neighbour on each side, so
+    the input is padded circularly by one cell first and the extra output cropped: the result
+    is exactly what an infinitely tiled input would give."""
+    if mode != "bilinear":
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+    x = F.interpolate(F.pad(x, (1, 1, 1, 1), mode="circular"), scale_factor=2, mode="bilinear", align_corners=False)
+    return x[..., 2:-2, 2:-2]
+
+
+# Which input rows (cols) a 3x3 tap reads after nearest 2x upsampling: output row 2i+p reads rows
+# 2i+p-1, 2i+p, 2i+p+1, i.e. input rows i-1, i, i (p = 0) or i, i, i+1 (p = 1). _FOLD[p] sums
+# the three taps onto the two input rows they land on.
+_FOLD = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+
+
+def nearest_up_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """conv3x3_circular(nearest_upsample_2x(x)), computed without the upsampled tensor: each of
+    the four output phases is a 2x2 conv of the input, so it costs 16 instead of 36 multiply-adds
+    per input pixel and channel pair, and the layer to the image (cout = 1 or 3) stops being
+    memory-bound. The same function of the same weights (float rounding aside), so checkpoints
+    trained either way load into either."""
+    b, _, h, w = x.shape
+    cout = weight.shape[0]
+    fold = _FOLD.to(weight)
+    kernel = torch.einsum("yab,xcd,oibd->yxoiac", fold, fold, weight).reshape(4 * cout, -1, 2, 2)
+    full = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), kernel, None if bias is None else bias.repeat(4))
+    full = full.view(b, 2, 2, cout, h + 1, w + 1)  # phase (py, px) is the window starting at (py, px)
+    rows = [torch.stack([full[:, py, px, :, py:py + h, px:px + w] for px in (0, 1)], -1) for py in (0, 1)]
+    return torch.stack(rows, 3).view(b, cout, 2 * h, 2 * w)
+
+
+def up_conv(x: torch.Tensor, conv: nn.Conv2d, mode: str) -> torch.Tensor:
+    if mode == "nearest":
+        return nearest_up_conv(x, conv.weight, conv.bias)
+    return conv(upsample2(x, mode))
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, mode: str = "nearest"):
+        super().__init__()
+        self.conv = conv3(cin, cout)
+        self.norm = PixelNorm()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.norm(up_conv(x, self.conv, self.mode)), 0.2)
+
+
+def _nearest(side: int, stride: int) -> str:
+    lower, upper = max(stride, side // stride * stride), max(stride, -(-side // stride) * stride)
+    return f"{lower}" if lower == upper else f"{lower} or {upper}"
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: TextureGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        widths = [min(cfg.g_width * 2 ** (cfg.g_blocks - 1 - i), cfg.g_max_width) for i in range(cfg.g_blocks)]
+        # Wave vectors (radians per noise cell, two per periodic channel) from the global code.
+        self.waves = nn.Sequential(nn.Linear(max(cfg.n_global, 1), 64), nn.ReLU(), nn.Linear(64, 2 * cfg.n_periodic))
+        self.head = conv3(cfg.n_noise, widths[0])
+        self.blocks = nn.ModuleList(UpBlock(widths[i], widths[i + 1], cfg.upsample) for i in range(cfg.g_blocks - 1))
+        # The last 2x step: upsample the features, then one 3x3 conv to the image at full
+        # resolution (the same multiply-adds per output pixel as the old sub-pixel conv at half
+        # resolution, which gave each pixel of a 2x2 cell its own filter: a visible grid).
+        self.subpixel = cfg.upsample == "pixel_shuffle"
+        self.out = conv3(widths[-1], (4 if self.subpixel else 1) * cfg.channels)
+        self.codes = nn.Parameter(torch.randn(cfg.n_exemplars, cfg.n_global)) if cfg.n_exemplars > 1 else None
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        """Noise cells for an output size: the one check of a tileable size, with a clear error."""
+        s = self.cfg.stride
+        if height < s or width < s or height % s or width % s:
+            raise ValueError(f"a tileable {width}x{height} texture is not possible: the size must be a positive "
+                             f"multiple of the generator stride {s} on both sides. Nearest valid width "
+                             f"{_nearest(width, s)}, height {_nearest(height, s)}; or turn tileable off to crop "
+                             "any size from a larger texture")
+        return height // s, width // s
+
+    def wave_vectors(self, z_global: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """[B, P, 2] wave vectors (ky, kx) in radians per cell, snapped to a whole number of
+        periods over the h x w torus (a free frequency would leave a seam where the grid wraps);
+        gradients pass straight through the snap."""
+        k = math.pi * torch.tanh(self.waves(z_global)).view(-1, self.cfg.n_periodic, 2)
+        snapped = self._snap(self._snap(k, self.cfg.crop // self.cfg.stride), torch.tensor([h, w], device=k.device))
+        return k + (snapped - k).detach()
+
+    @staticmethod
+    def _snap(k: torch.Tensor, cells: int | torch.Tensor) -> torch.Tensor:
+        # First to the training grid's lattice, so that training and generation see the same
+        # frequencies; that lattice is exact on any grid whose sides are multiples of it.
+        return torch.round(k * cells / (2 * math.pi)) * (2 * math.pi) / cells
+
+    def global_code(self, z_global: torch.Tensor, exemplar: torch.Tensor | int | None = None) -> torch.Tensor:
+        """The global noise plus the learned code of `exemplar` (an index, or one per sample;
+        None is exemplar 0). Models trained on one exemplar have no codes and ignore it."""
+        if self.codes is None:
+            return z_global
+        index = torch.as_tensor(0 if exemplar is None else exemplar, dtype=torch.long, device=z_global.device)
+        if index.min() < 0 or index.max() >= len(self.codes):
+            raise ValueError(f"exemplar must be in 0..{len(self.codes) - 1} (this model was trained on "
+                             f"{len(self.codes)} exemplars), got {index.tolist()}")
+        return z_global + self.codes[index].expand_as(z_global)
+
+    def noise(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor,
+              exemplar: torch.Tensor | int | None = None) -> torch.Tensor:
+        """Spatial noise [B, n_noise, h, w] from local [B, L, h, w], global [B, G], phase [B, P]."""
+        b, _, h, w = z_local.shape
+        z_global = self.global_code(z_global, exemplar)
+        parts = [z_local, z_global[:, :, None, None].expand(b, -1, h, w)]
+        if self.cfg.n_periodic:
+            k = self.wave_vectors(z_global, h, w)
+            y = torch.arange(h, dtype=k.dtype, device=k.device).view(1, 1, h, 1)
+            x = torch.arange(w, dtype=k.dtype, device=k.device).view(1, 1, 1, w)
+            parts.append(torch.sin(k[..., 0, None, None] * y + k[..., 1, None, None] * x + phase[:, :, None, None]))
+        return torch.cat(parts, 1)
+
+    def sample_noise(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw random inputs (local, global, phase) for `noise`; drawn on the CPU so a seed gives
+        the same picture on every device."""
+        h, w = self.grid(height, width)
+        c = self.cfg
+        z_local = torch.randn(batch, c.n_local, h, w, generator=generator)
+        z_global = torch.randn(batch, c.n_global, generator=generator)
+        phase = torch.rand(batch, c.n_periodic, generator=generator) * (2 * math.pi)
+        return z_local.to(device), z_global.to(device), phase.to(device)
+
+    def forward(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor,
+                exemplar: torch.Tensor | int | None = None) -> torch.Tensor:
+        """Image [B, C, h*stride, w*stride] in [-1, 1] from the raw inputs of `sample_noise`."""
+        return self.synthesize(self.noise(z_local, z_global, phase, exemplar))
+
+    def synthesize(self, z: torch.Tensor) -> torch.Tensor:
+        """Image from an already built spatial noise tensor (used for morphing between codes)."""
+        x = F.leaky_relu(self.head(z), 0.2)
+        for block in self.blocks:
+            x = block(x)
+        if self.subpixel:
+            return torch.tanh(F.pixel_shuffle(self.out(x), 2))
+        return torch.tanh(up_conv(x, self.out, self.cfg.upsample))
+
+
+class Discriminator(nn.Module):
+    """Patch discriminator: stride-2 4x4 convolutions, then a 3x3 conv to one logit per patch.
+    With several exemplars each logit also gets <embed(exemplar), features> (projection)."""
+
+    def __init__(self, cfg: TextureGANConfig):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm if cfg.spectral_norm else (lambda m: m)
+        layers, cin = [], cfg.channels
+        for i in range(cfg.d_layers):
+            cout = min(cfg.d_width * 2 ** i, cfg.d_max_width)
+            layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            cin = cout
+        layers.append(sn(nn.Conv2d(cin, 1, 3, padding=1)))
+        self.net = nn.Sequential(*layers)  # parameter names as before projection existed: old runs resume
+        self.embed = nn.Parameter(torch.zeros(cfg.n_exemplars, cin)) if cfg.n_exemplars > 1 else None
+
+    def forward(self, x: torch.Tensor, exemplar: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.net[:-1](x)
+        out = self.net[-1](h)
+        if self.embed is not None and exemplar is not None:
+            out = out + (self.embed[exemplar][:, :, None, None] * h).sum(1, keepdim=True)
+        return out
+
+
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def g_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    return -fake_logits.mean() if kind == "hinge" else F.softplus(-fake_logits).mean()
+
+
+def make_ema(model: nn.Module) -> nn.Module:
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)

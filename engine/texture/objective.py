@@ -1,0 +1,179 @@
+"""What the shared trainer trains for the texture kind: `TextureObjective` (nets G, D, G_ema;
+groups D then G), and the exemplar images it reads.
+
+Why the recipe is what it is (loss, R1, upsampling, the D/G rates) is measured in
+docs/BENCHMARKS.md; `bench/texture_recipe_probe.py` reproduces it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.texture.calibration import measure
+from engine.texture.generation import to_uint8
+from engine.texture.images import DEMO_EXEMPLARS, ImageCrops, LoadReport, exemplar, load_images, to_channels
+from engine.texture.model import Discriminator, Generator, TextureGANConfig, d_loss, ema_update, g_loss, make_ema
+from engine.train.objective import Objective
+
+# Long calls report through `progress(fraction, message)`, which may raise (the engine's raises
+# engine.ops.Cancelled once the op is cancelled) to stop them.
+ProgressFn = Callable[[float, str], None]
+
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (the trainer may wrap nets for distributed training)."""
+    return getattr(net, "module", net)
+
+
+def resolve_images(images: str | Path | np.ndarray | list[np.ndarray], channels: int, min_size: int
+                   ) -> tuple[list[np.ndarray], LoadReport]:
+    """Exemplar arrays in [-1, 1] from a path, a demo name ('brick', 'grass', 'gravel') or arrays."""
+    if isinstance(images, (str, Path)) and not Path(images).expanduser().exists() and str(images) in DEMO_EXEMPLARS:
+        arrays, report = [exemplar(str(images))], LoadReport(used=[(f"skimage:{images}", (512, 512))])
+    elif isinstance(images, (str, Path)):
+        if not Path(images).expanduser().exists():
+            raise FileNotFoundError(f"no such file or folder: {images} (or name a demo exemplar: "
+                                    f"{', '.join(DEMO_EXEMPLARS)})")
+        return load_images(images, channels=channels, min_size=min_size)
+    else:
+        arrays = [images] if isinstance(images, np.ndarray) else list(images)
+        report = LoadReport(used=[(f"array[{i}]", a.shape[:2]) for i, a in enumerate(arrays)])
+    out = []
+    for a in arrays:
+        a = np.asarray(a, np.float32)
+        a = a[..., None] if a.ndim == 2 else a
+        if min(a.shape[:2]) < min_size:
+            raise ValueError(f"exemplar of size {a.shape[1]}x{a.shape[0]} is smaller than {min_size} px")
+        out.append(to_channels((a + 1) / 2, channels) * 2 - 1)
+    return out, report
+
+
+def grid_rgb(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
+    """uint8 [N, H, W, C] -> one uint8 HxWx3 picture, images in rows of `cols`."""
+    n, h, w, c = images.shape
+    rgb = np.repeat(images, 3, -1) if c == 1 else images[..., :3]
+    rows = math.ceil(n / cols)
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i in range(n):
+        y, x = pad + (i // cols) * (h + pad), pad + (i % cols) * (w + pad)
+        out[y:y + h, x:x + w] = rgb[i]
+    return out
+
+
+class TextureObjective(Objective):
+    export_nets = ("G_ema",)
+
+    def __init__(self, config: TextureGANConfig, images: str | Path | np.ndarray | list[np.ndarray], *,
+                 device: str | torch.device = "cpu", flips: bool = True, rot90: bool = True,
+                 jitter: float = 0.0, min_size: int | None = None, seed: int = 0):
+        self.device, self.seed = torch.device(device), seed
+        self.images, self.report = resolve_images(images, config.channels, min_size or config.crop)
+        n = len(self.images)
+        if config.n_exemplars == 0 and n > 1:  # one learned code per exemplar (morphing between them)
+            config = dataclasses.replace(config, n_exemplars=n)
+        elif config.n_exemplars > 1 and config.n_exemplars != n:
+            raise ValueError(f"n_exemplars is {config.n_exemplars} but {n} usable image(s) were found; leave "
+                             f"it at 0 (one code per image) or set 1 to pool them")
+        self.config = config
+        self.crops = ImageCrops(self.images, config.crop, flips=flips, rot90=rot90, jitter=jitter, seed=seed)
+        self.options = dict(flips=flips, rot90=rot90, jitter=jitter, seed=seed)
+        # The trained nets are channels_last: a training step is ~15% faster in that layout on a
+        # CPU (oneDNN). The EMA copy, which is exported, keeps the plain layout safetensors saves.
+        G = Generator(config).to(self.device)
+        G_ema = make_ema(G)
+        G = G.to(memory_format=torch.channels_last)
+        D = Discriminator(config).to(self.device, memory_format=torch.channels_last)
+        self.nets = {"G": G, "D": D, "G_ema": G_ema}
+        self.lr_scale = {"D": config.d_lr_scale}
+        self._fake: tuple[dict, torch.Tensor] | None = None  # (batch, G's output) from the D step
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"D": list(self.nets["D"].parameters()), "G": list(self.nets["G"].parameters())}
+
+    def noise_for(self, keys: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        g = unwrap(self.nets["G"])
+        parts = [g.sample_noise(1, self.config.crop, self.config.crop,
+                                torch.Generator().manual_seed((int(k) * 1_000_003 + self.seed) & (2 ** 63 - 1)))
+                 for k in keys.reshape(-1).tolist()]
+        return tuple(torch.cat(p).to(self.device) for p in zip(*parts))
+
+    def batch(self, keys: torch.Tensor) -> dict[str, torch.Tensor]:
+        z_local, z_global, phase = self.noise_for(keys)
+        channels_last = dict(memory_format=torch.channels_last)
+        out = {"real": self.crops.batch(keys).to(self.device).contiguous(**channels_last),
+               "z_local": z_local.contiguous(**channels_last), "z_global": z_global, "phase": phase}
+        if self.config.n_exemplars > 1:  # the fake of a key mimics the same exemplar as its real crop
+            out["exemplar"] = self.crops.exemplar_of(keys).to(self.device)
+        return out
+
+    def loss(self, group: str, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        G, D, cfg = self.nets["G"], self.nets["D"], self.config
+        z = (batch["z_local"], batch["z_global"], batch["phase"])
+        which = batch.get("exemplar")
+        if group == "D":
+            # The fakes keep their graph: the G step that follows (G's weights unchanged by D's
+            # step) reuses them instead of running G a second time.
+            self._fake = (batch, G(*z, which))
+            fake = self._fake[1].detach()
+            real = batch["real"]
+            lazy_r1 = cfg.r1_gamma > 0 and step % 4 == 0  # lazy regularisation (StyleGAN2), scaled by 4
+            if lazy_r1:
+                real = real.detach().requires_grad_(True)
+            real_logits, fake_logits = D(real, which), D(fake, which)
+            loss = d_loss(real_logits, fake_logits, cfg.loss)
+            logs = {"d_loss": loss.item(), "real_score": real_logits.mean().item(),
+                    "fake_score": fake_logits.mean().item()}
+            if lazy_r1:
+                (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+                r1 = grad.pow(2).sum((1, 2, 3)).mean()
+                loss = loss + cfg.r1_gamma / 2 * r1 * 4
+                logs["r1"] = r1.item()
+            return loss, logs
+        if group == "G":
+            fake = self._fake[1] if self._fake and self._fake[0] is batch else G(*z, which)
+            self._fake = None
+            # D's weights need no gradient here; the unwrapped D keeps a DDP wrapper from waiting for them.
+            critic = unwrap(D).requires_grad_(False)
+            try:
+                loss = g_loss(critic(fake, which), cfg.loss)
+            finally:
+                critic.requires_grad_(True)
+            return loss, {"g_loss": loss.item()}
+        raise ValueError(f"unknown parameter group {group!r}; the texture GAN has 'D' and 'G'")
+
+    def after_step(self, step: int) -> None:
+        decay = min(self.config.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA follows G
+        ema_update(self.nets["G_ema"], unwrap(self.nets["G"]), decay)
+
+    @torch.no_grad()
+    def samples(self, n: int, size: int, seed: int = 1234) -> torch.Tensor:
+        g = self.nets["G_ema"]
+        which = torch.arange(n, device=self.device) % max(self.config.n_exemplars, 1)
+        return g(*g.sample_noise(n, size, size, torch.Generator().manual_seed(seed), self.device), which)
+
+    def export_config(self, final: bool = True) -> TextureGANConfig:
+        # A checkpoint while training runs gets a 1 s calibration instead of 10-30 s: nine of
+        # those come out of a 10-minute budget (and a cancelled run keeps the last of them).
+        quick = {} if final else {"n": 16, "rounds": 1}
+        return dataclasses.replace(self.config, **measure(self.nets["G_ema"], self.images, **quick))
+
+    def evaluate(self) -> dict[str, float]:
+        from engine.texture.evaluation import quick_metrics
+        return quick_metrics(self.nets["G_ema"], self.images, self.config.crop, device=self.device)
+
+    def preview(self) -> np.ndarray:
+        fake = to_uint8(self.samples(6, self.config.crop))
+        real = to_uint8(self.crops.batch(torch.arange(2, dtype=torch.int64)))
+        return grid_rgb(np.concatenate([real, fake]), cols=4)
+
+    def data_summary(self) -> dict[str, Any]:
+        return {"images": [{"path": p, "height": int(s[0]), "width": int(s[1])} for p, s in self.report.used],
+                "skipped": [{"path": p, "reason": r} for p, r in self.report.skipped],
+                "channels": self.config.channels, "crop": self.config.crop, **self.options}

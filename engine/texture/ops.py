@@ -1,0 +1,269 @@
+"""Seamless textures at any size from a periodic spatial GAN trained on your own exemplar.
+
+The texture kind as the engine serves it: training-data options, ops and CLI output. Kept
+light (no scipy or scikit-image at import) so the engine starts fast; the work happens in
+engine.texture.objective, engine.texture.generation and engine.texture.evaluation, imported on first use.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine import protocol
+from engine.ops import MODEL, Context, JobFailed, Op, Param, provenance
+
+if TYPE_CHECKING:
+    from engine.texture.model import TextureGANConfig
+
+
+MIN_SIDE, MAX_SIDE = 16, 4096
+MAX_ANIMATION_PIXELS = 64 * 1024 * 1024  # frames x height x width: 64 frames of 1024², 192 MB of RGB
+PREVIEW_SIDE = 96
+
+DATA_PARAMS = {
+    "images": Param("str", doc="an image, a folder of images (PNG/JPEG/TIFF), or a demo exemplar: brick, grass, gravel"),
+    "flips": Param("bool", True, doc="augment with mirror flips"),
+    "rot90": Param("bool", True, doc="augment with 90° rotations (off for textures with a direction: wood, bricks)"),
+    "jitter": Param("float", 0.0, min=0.0, max=0.5, doc="mild colour jitter strength; 0 is off"),
+    "min_size": Param("int", min=8, max=65536, doc="skip images smaller than this on a side (default: the crop)"),
+}
+
+# GANs train badly with Adam's default beta1 = 0.9 (momentum chases a moving target). Sample
+# grids every 100 steps land in the model's run folder (and as previews in progress events).
+TRAIN_DEFAULTS = {"beta1": 0.5, "beta2": 0.99, "lr": 2e-4, "batch_size": 8, "preview_every": 100,
+                  "checkpoint_every": 250}
+
+
+def config_class() -> type:
+    from engine.texture.model import TextureGANConfig
+
+    return TextureGANConfig
+
+
+def objective(config: TextureGANConfig, data: dict[str, Any], device):
+    from engine.texture.objective import TextureObjective
+
+    if not data.get("images"):
+        raise ValueError("texture training needs images: give --images PATH (an image or a folder) or a demo "
+                         "exemplar name (brick, grass, gravel)")
+    return TextureObjective(config, data["images"], device=device, flips=data["flips"], rot90=data["rot90"],
+                            jitter=data["jitter"], min_size=data.get("min_size"))
+
+
+def load(config: dict, weights: dict, device):
+    from engine.texture.generation import load as load_model
+
+    return load_model(config, weights, device)
+
+
+def _bad(message: str) -> JobFailed:
+    return JobFailed(protocol.BAD_PARAMS, message)
+
+
+def _size(op: str, model, params: dict) -> tuple[int, int]:
+    """(width, height) from `size` ('W' or 'WxH') or width/height, checked by the model."""
+    width, height = params["width"], params["height"]
+    if params.get("size"):
+        text = params["size"].lower().replace(" ", "")
+        try:
+            parts = [int(p) for p in text.split("x")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2):
+            raise _bad(f"{op}: 'size' must be W or WxH, e.g. 512 or 1024x512; got {params['size']!r}")
+        width, height = parts[0], parts[-1]
+    height = width if height is None else height
+    for name, side in (("width", width), ("height", height)):
+        if not MIN_SIDE <= side <= MAX_SIDE:
+            raise _bad(f"{op}: {name} must be between {MIN_SIDE} and {MAX_SIDE} px, got {side}")
+    try:
+        model.size_for(width, height, params.get("tileable", True))
+    except ValueError as e:
+        raise _bad(f"{op}: {e}") from None
+    params.update(width=width, height=height, size=None)  # provenance records the size made
+    return width, height
+
+
+def _check_exemplars(op: str, model, params: dict, *names: str) -> None:
+    for name in names:
+        value = params.get(name)
+        if value is not None and value >= model.n_exemplars:
+            raise _bad(f"{op}: {name} {value} does not exist: this model was trained on {model.n_exemplars} "
+                       f"exemplar(s), numbered from 0 in the order of its training images")
+
+
+def _generate(engine, context: Context, **params) -> dict:
+    from engine.texture.generation import pbr_maps
+
+    metadata, model = engine.model(params["model"], "texture")
+    width, height = _size("texture.generate", model, params)
+    _check_exemplars("texture.generate", model, params, "exemplar", "morph_to")
+    progress = lambda f, msg: context.progress(0.8 * f if params["pbr"] else f, msg)  # noqa: E731
+    if params["morph_to"] is None:
+        image = model.generate(width, height, params["seed"], params["tileable"], exemplar=params["exemplar"],
+                               progress=progress)
+    else:
+        image = model.morph(width, height, params["seed"], params["seed"], params["tileable"],
+                            exemplar_a=params["exemplar"], exemplar_b=params["morph_to"], progress=progress)
+    value: dict[str, Any] = {"image": image}
+    if params["pbr"]:
+        context.progress(0.85, "deriving normal and roughness maps")
+        maps = pbr_maps(image, strength=params["normal_strength"], tileable=params["tileable"])
+        value.update(normal=maps["normal"], roughness=maps["roughness"], height=maps["height"])
+    value["provenance"] = provenance(metadata, "texture.generate", params)
+    return value
+
+
+def _morph(engine, context: Context, **params) -> dict:
+    metadata, model = engine.model(params["model"], "texture")
+    width, height = _size("texture.morph", model, params)
+    _check_exemplars("texture.morph", model, params, "exemplar", "morph_to")
+    context.progress(0.0, f"morphing seed {params['seed_a']} into {params['seed_b']}")
+    image = model.morph(width, height, params["seed_a"], params["seed_b"], params["tileable"],
+                        exemplar_a=params["exemplar"], exemplar_b=params["morph_to"], progress=context.progress)
+    return {"image": image, "provenance": provenance(metadata, "texture.morph", params)}
+
+
+def _preview(frame: np.ndarray) -> np.ndarray:
+    step = max(1, -(-max(frame.shape[:2]) // PREVIEW_SIDE))
+    return np.ascontiguousarray(frame[::step, ::step])
+
+
+def _animate(engine, context: Context, **params) -> dict:
+    metadata, model = engine.model(params["model"], "texture")
+    width, height = _size("texture.animate", model, params)
+    _check_exemplars("texture.animate", model, params, "exemplar")
+    frames = params["frames"]
+    if frames * width * height > MAX_ANIMATION_PIXELS:
+        raise _bad(f"texture.animate: {frames} frames of {width}x{height} is too much in one request "
+                   f"(at most {MAX_ANIMATION_PIXELS // (1024 * 1024)} Mpx in all); ask for fewer or smaller frames")
+
+    def on_frame(i: int, frame: np.ndarray) -> None:
+        context.progress((i + 1) / frames, f"frame {i + 1}/{frames}", _preview(frame))
+
+    context.progress(0.0, f"animating {frames} frames")
+    video = model.animate(width, height, frames, params["seed"], params["tileable"], params["loop"],
+                          exemplar=params["exemplar"], on_frame=on_frame)
+    return {"frames": video, "provenance": provenance(metadata, "texture.animate", params)}
+
+
+def _exemplar_source(metadata: dict, images: str | None) -> str:
+    """What to measure against: the given images, else what the model was trained on."""
+    if images:
+        return images
+    used = [entry.get("path", "") for entry in (metadata.get("data") or {}).get("images", [])]
+    if len(used) == 1 and used[0].startswith("skimage:"):
+        return used[0].split(":", 1)[1]
+    if len(used) == 1 and Path(used[0]).exists():
+        return used[0]
+    if used and all(Path(p).exists() for p in used):
+        return str(Path(used[0]).parent)
+    raise _bad(f"texture.eval: cannot find the images model {metadata.get('name')!r} was trained on "
+               f"({used or 'not recorded'}); give 'images' (a path or brick, grass, gravel)")
+
+
+def _eval(engine, context: Context, **params) -> dict:
+    from engine.texture.evaluation import evaluate_model, judging_sheet_image
+    from engine.texture.objective import resolve_images
+
+    metadata, model = engine.model(params["model"], "texture")
+    source = _exemplar_source(metadata, params["images"])
+    size = params["size"] or model.config.crop
+    try:
+        model.size_for(size, size, tileable=True)
+    except ValueError as e:
+        raise _bad(f"texture.eval: {e}") from None
+    context.progress(0.05, f"reading {source}")
+    try:
+        images, report = resolve_images(source, model.channels, min_size=2 * size)
+    except (ValueError, FileNotFoundError) as e:
+        raise _bad(f"texture.eval: {e} (evaluation at {size} px needs exemplars of at least {2 * size} px, "
+                   "split into two halves)") from None
+    context.progress(0.15, f"measuring {params['samples']} samples of {size}x{size} against real-vs-real")
+    metrics = evaluate_model(model, images, size=size, n=params["samples"], seed=params["seed"])
+    context.progress(0.7, "drawing the judging sheet")
+    sheet = judging_sheet_image(model, images, size=max(size, 128), seed=params["seed"])
+    return {"metrics": metrics, "sheet": sheet, "exemplars": [p for p, _ in report.used],
+            "provenance": provenance(metadata, "texture.eval", params)}
+
+
+_SEED = Param("int", 0, min=0, max=2**31 - 1, doc="same seed, same texture")
+_TILEABLE = Param("bool", True, doc="wrap seamlessly (sizes a multiple of the model's stride); "
+                  "off: any size, cropped from a larger texture")
+_EXEMPLAR = Param("int", min=0, max=1023, doc="for a model trained on several images: which one's texture "
+                  "(0 = the first, in file-name order; default: seed modulo their number)")
+
+
+def _morph_to(doc: str) -> Param:
+    return Param("int", min=0, max=1023, doc=doc)
+
+
+def _size_params(default: int) -> dict[str, Param]:
+    return {"width": Param("int", default, min=MIN_SIDE, max=MAX_SIDE, doc="width in px"),
+            "height": Param("int", min=MIN_SIDE, max=MAX_SIDE, doc="height in px (default: the width)"),
+            "size": Param("str", doc="W or WxH (e.g. 1024x512), instead of width and height")}
+
+
+OPS = [
+    Op("texture.generate", _generate, {
+        "model": MODEL, **_size_params(512), "seed": _SEED, "tileable": _TILEABLE, "exemplar": _EXEMPLAR,
+        "morph_to": _morph_to("morph across the width from `exemplar` into this exemplar's texture (a model "
+                              "trained on several images; tileable: there and back, so it still wraps)"),
+        "pbr": Param("bool", False, doc="also return normal, roughness and height maps"),
+        "normal_strength": Param("float", 2.0, min=0.0, max=20.0, doc="bumpiness of the normal map")},
+        doc="a seamless texture, uint8 HxWxC (and PBR maps when asked)"),
+    Op("texture.morph", _morph, {
+        "model": MODEL, **_size_params(1024), "seed_a": _SEED,
+        "seed_b": Param("int", 1, min=0, max=2**31 - 1, doc="the look to blend into"), "tileable": _TILEABLE,
+        "exemplar": _EXEMPLAR, "morph_to": _morph_to("the exemplar to blend into (default: seed_b modulo their "
+                                                     "number); set seed_b = seed_a to change only the exemplar")},
+        doc="one texture blending the look of seed_a (and exemplar) into seed_b (and morph_to) across its width"),
+    Op("texture.animate", _animate, {
+        "model": MODEL, **_size_params(256), "seed": _SEED, "tileable": _TILEABLE, "exemplar": _EXEMPLAR,
+        "frames": Param("int", 16, min=1, max=600, doc="how many frames"),
+        "loop": Param("bool", True, doc="the last frame leads back into the first")},
+        doc="N frames along a latent path, uint8 NxHxWxC; progress carries a small preview per frame"),
+    Op("texture.eval", _eval, {
+        "model": MODEL,
+        "images": Param("str", doc="exemplar(s) to measure against (default: what the model was trained on)"),
+        "size": Param("int", min=MIN_SIDE, max=1024, doc="sample size in px (default: the training crop)"),
+        "samples": Param("int", 16, min=2, max=64, doc="how many samples to measure"),
+        "seed": _SEED},
+        doc="metrics as ratios to real-vs-real (1 = as close as another piece of the exemplar), tiling "
+            "error, seam ratio, and a PNG judging sheet"),
+]
+CLI_OPS = {"generate": "texture.generate", "eval": "texture.eval"}
+
+
+def _save(image: np.ndarray, path: Path) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    Image.fromarray(np.ascontiguousarray(image)).save(path)
+    return path
+
+
+def write_output(op: str, value: dict, out: Path) -> list[Path]:
+    """Textures as PNG (`out` a .png file, or a folder), PBR maps beside them as NAME_normal.png,
+    NAME_roughness.png and NAME_height.png; animations as numbered PNGs; eval sheets as PNG."""
+    out = Path(out)
+    if "sheet" in value:
+        return [_save(value["sheet"], out if out.suffix == ".png" else out / "texture-eval.png")]
+    if "frames" in value:
+        folder = out.with_suffix("") if out.suffix else out
+        return [_save(frame, folder / f"frame-{i:04d}.png") for i, frame in enumerate(value["frames"])]
+    path = out if out.suffix == ".png" else out / f"{op.split('.')[-1]}.png"
+    written = [_save(value["image"], path)]
+    for name in ("normal", "roughness", "height"):
+        if name in value:
+            written.append(_save(value[name], path.with_name(f"{path.stem}_{name}.png")))
+    return written
+
+
+def demo(client, model: str, out: Path) -> list[Path]:
+    value = client.call("texture.generate", {"model": model, "width": 512, "height": 512, "seed": 7, "pbr": True},
+                        timeout=300)
+    return write_output("texture.generate", value, Path(out) / "texture.png")
