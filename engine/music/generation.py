@@ -22,6 +22,7 @@ from engine.music.sampling import Controls, Stepper
 from engine.music.session import MusicSession, NoteEvent
 from engine.music.token_model import MusicRNN
 
+
 class MusicModel:
     """A trained music model: generation to files, and live sessions."""
 

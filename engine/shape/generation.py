@@ -4,7 +4,7 @@
     model.sample(seed=1, count=4)                 -> [Mesh(vertices, faces), ...]
     model.interpolate(3, 9, steps=5)              -> meshes from seed 3's shape to seed 9's
     model.variations(vertices, faces, n=4)        -> shapes near a given mesh
-    export_mesh(mesh, "chair.glb")
+    engine.shape.meshing.export_mesh(mesh, "chair.glb")
 
 Latents of seeds are draws from the model's sampling Gaussian (the training shapes'
 aggregate posterior, fitted when training ends; N(0, I) before); a mesh's latent is the

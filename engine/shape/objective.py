@@ -6,7 +6,7 @@ folder, procedural shapes or meshes sent by a client, with augmentation and held
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,9 +17,6 @@ from engine.shape.generation import ShapeModel
 from engine.shape.model import ShapeVAE, ShapeVAEConfig, kl_weight, vae_loss
 from engine.shape.voxels import augment
 from engine.train.objective import Objective
-
-Progress = Callable[[float, str], None] | None
-SeedOrLatent = int | np.ndarray
 
 
 def _sent_mesh(index: int, mesh: Any) -> tuple[np.ndarray, np.ndarray]:

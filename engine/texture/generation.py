@@ -24,7 +24,6 @@ from engine.texture.model import Generator, TextureGANConfig
 ProgressFn = Callable[[float, str], None]
 
 
-
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """[B, C, H, W] in [-1, 1] -> uint8 [B, H, W, C]."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,11 +20,6 @@ from engine.texture.generation import to_uint8
 from engine.texture.images import DEMO_EXEMPLARS, ImageCrops, LoadReport, exemplar, load_images, to_channels
 from engine.texture.model import Discriminator, Generator, TextureGANConfig, d_loss, ema_update, g_loss, make_ema
 from engine.train.objective import Objective
-
-# Long calls report through `progress(fraction, message)`, which may raise (the engine's raises
-# engine.ops.Cancelled once the op is cancelled) to stop them.
-ProgressFn = Callable[[float, str], None]
-
 
 
 def unwrap(net: nn.Module) -> nn.Module:

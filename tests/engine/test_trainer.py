@@ -119,12 +119,12 @@ def test_distributed_two_processes_follow_the_single_process_curve(tmp_path):
 
 
 def test_settings_from_file_and_overrides(tmp_path):
-    sections = parse_overrides(["hidden=32", "lr=0.1", "train.steps=5"], ToyConfig)
+    sections = parse_overrides(["hidden=32", "lr=0.1", "train.steps=5"], ToyConfig, TrainConfig)
     assert sections == {"model": {"hidden": "32"}, "train": {"lr": "0.1", "steps": "5"}}
     assert build(ToyConfig, {"inputs": 4}, sections["model"]) == ToyConfig(inputs=4, hidden=32)
     assert build(TrainConfig, sections["train"]).lr == 0.1
     with pytest.raises(ValueError, match="not a setting"):
-        parse_overrides(["hiden=3"], ToyConfig)
+        parse_overrides(["hiden=3"], ToyConfig, TrainConfig)
     with pytest.raises(ValueError, match="cannot read 'many' as int"):
         build(ToyConfig, {"hidden": "many"})
     with pytest.raises(ValueError, match="optimizer must be one of"):
