@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,23 +70,81 @@ def running_engine(state: Path | None = None) -> RecordedEngine | None:
         return None
 
 
+TOKEN_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+TOKEN_LENGTHS = range(32, 257)  # secrets.token_urlsafe(32) gives 43 characters
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be the engine's token (empty, too short or long, odd characters), or None."""
+    if not token:
+        return "it is empty"
+    if len(token) not in TOKEN_LENGTHS:
+        return f"it has {len(token)} characters, not {TOKEN_LENGTHS.start}-{TOKEN_LENGTHS.stop - 1}"
+    if not set(token) <= TOKEN_ALPHABET:
+        return "it has characters other than letters, digits, '-' and '_'"
+    return None
+
+
 def read_token(path: Path | None = None) -> str:
+    """The engine's token from its file; an empty or malformed file is an error, never a token."""
     path = path or token_path()
     try:
-        return path.read_text().strip()
+        token = path.read_text(errors="replace").strip()
     except FileNotFoundError:
         raise FileNotFoundError(f"no engine token at {path}; start the engine once with `atelier serve` "
                                 "(it creates the token) or pass the token file explicitly") from None
+    problem = token_problem(token)
+    if problem:
+        raise ValueError(f"the engine token file {path} is not usable ({problem}); start the engine with "
+                         "`atelier serve`, which replaces it with a fresh token")
+    return token
 
 
 def ensure_token(path: Path | None = None) -> str:
-    """Return the token, creating it with 0600 permissions on first start."""
+    """The engine's token: created on first start (0600), replaced when the file is empty or malformed.
+
+    Written to a temp file, fsynced and then linked (first start) or renamed (replacement) into
+    place, so a full disk or a crash never leaves a partial token that a later start would accept.
+    """
     path = path or token_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return read_token(path)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
+    for _ in range(3):
+        try:
+            return read_token(path)
+        except FileNotFoundError:
+            if _write_token(path, replace=False):
+                return read_token(path)
+        except ValueError as e:
+            logging.getLogger("atelier.paths").warning("%s: writing a fresh token", e)
+            _write_token(path, replace=True)
     return read_token(path)
+
+
+def _write_token(path: Path, replace: bool) -> bool:
+    """Write a fresh token; without `replace`, only if no file exists (returns False if one appeared)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp creates it 0600
+            f.write(secrets.token_urlsafe(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic create-if-absent: two engines starting at once agree
+            except FileExistsError:
+                return False
+        _fsync_folder(path.parent)
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    if os.name == "posix":
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -129,8 +129,10 @@ class Server:
                                                   "the first message must be a hello with protocol and token"))
             return False
         token = hello.get("token")
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
-            what = "no token was given" if token is None else "the token is wrong"
+        # An empty token never authenticates, even if the engine's own token were empty.
+        if not isinstance(token, str) or not token or not self.token \
+                or not hmac.compare_digest(token.encode(), self.token.encode()):
+            what = "no token was given" if not token else "the token is wrong"
             connection.send(protocol.error_header(None, protocol.AUTH_FAILED, f"{what}; clients read it from the "
                                                   "engine's token file (atelier serve prints where it is)"))
             return False
