@@ -6,7 +6,10 @@ implements `jobs.watch` itself because it streams another job's events.
 """
 from __future__ import annotations
 
+import errno
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -79,28 +82,49 @@ def _train(engine, context: Context, kind: str, name: str, data: dict, model: di
     from engine.train.trainer import TrainRun, resume_settings
     from engine.train.trainer import train as run_training
 
+    name = _name(name)
     try:
         module = kind_module(kind)
     except KeyError as e:
         raise JobFailed(protocol.BAD_PARAMS, str(e.args[0])) from None
     data = Op(f"train {kind} data", run=None, params=module.DATA_PARAMS).check(data)
     device = distributed.local_device(engine.device)  # under torchrun: this process's GPU
-    try:
-        saved_model, saved_train = resume_settings(engine.store, _name(name)) if resume else ({}, {})
-        model = {**saved_model, **model}
-        train = {**getattr(module, "TRAIN_DEFAULTS", {}), **saved_train, **train}
-        model_config = build(module.config_class(), model)
-        train_config = build(TrainConfig, train)
-        objective = module.objective(model_config, data, device)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        raise JobFailed(protocol.BAD_PARAMS, str(e)) from None
+    with _resource_errors(f"train {name}"):  # reading data writes caches too
+        try:
+            saved_model, saved_train = resume_settings(engine.store, name) if resume else ({}, {})
+            model = {**saved_model, **model}
+            train = {**getattr(module, "TRAIN_DEFAULTS", {}), **saved_train, **train}
+            model_config = build(module.config_class(), model)
+            train_config = build(TrainConfig, train)
+            objective = module.objective(model_config, data, device)
+        except (ValueError, TypeError, FileNotFoundError) as e:
+            raise JobFailed(protocol.BAD_PARAMS, str(e)) from None
     world = distributed.init_from_environment(device)
     run = TrainRun(engine.store, name, kind, device, resume=resume, world=world)
-    metadata = run_training(objective, train_config, run, progress=context.progress, check=context.check)
+    with _resource_errors(f"train {name}"):
+        metadata = run_training(objective, train_config, run, progress=context.progress, check=context.check)
     distributed.leave(world)
     engine.unload(name)  # the next use loads the new weights
     return {"model": name, "step": metadata["step"], "metrics": metadata["metrics"],
             "run_dir": str(engine.store.run_dir(name))}
+
+
+@contextmanager
+def _resource_errors(what: str) -> Iterator[None]:
+    """A full disk or exhausted memory is the user's to fix, with a code that says which."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _DISK_FULL_ERRNOS:
+            raise
+        raise JobFailed(protocol.DISK_FULL, f"{what}: no space left on the disk to write "
+                        f"{e.filename or 'the model'}; free some space and train again (resume=true continues from "
+                        "the last checkpoint saved, if any)") from None
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        raise JobFailed(protocol.TOO_LARGE, f"{what}: out of memory; use a smaller model or batch_size") from None
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _name(name: str) -> str:
