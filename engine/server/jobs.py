@@ -41,6 +41,7 @@ class Job:
     finished_at: float | None = None
     outcome: dict | None = None  # the final event: {"type": "result", ...} or {"type": "error", ...}
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: tuple[str, str] = ("cancelled", "cancelled")  # (code, message) of the error it ends with
     listeners: list[Listener] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -128,10 +129,12 @@ class Scheduler:
             self._lock.notify_all()
         return job
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, reason: tuple[str, str] | None = None) -> bool:
         job = self.jobs.get(job_id)
         if job is None or job.outcome is not None:
             return False
+        if reason:
+            job.cancel_reason = reason
         job.cancel_event.set()
         with self._lock:
             queued = job.state == "queued"
@@ -139,7 +142,9 @@ class Scheduler:
                 job.state = "cancelled"
             self._lock.notify_all()
         if queued:
-            self._finish(job, "cancelled", {"type": "error", "code": "cancelled", "message": "cancelled before it started"})
+            code, message = job.cancel_reason
+            self._finish(job, "cancelled", {"type": "error", "code": code,
+                                            "message": message if reason else "cancelled before it started"})
         return True
 
     def wait_while_urgent(self, job: Job) -> None:
@@ -148,12 +153,22 @@ class Scheduler:
                     self._urgent_running or any(j.state == "queued" for _, _, j in self._urgent)):
                 self._lock.wait(0.05)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0, code: str = "cancelled", why: str = "the engine is stopping") -> list[Job]:
+        """Cancel every job and wait for the running ones to end; return those still running after `timeout`.
+
+        A running training job ends by saving a checkpoint at its current step.
+        """
         with self._lock:
             self._stopping = True
             self._lock.notify_all()
         for job in list(self.jobs.values()):
-            self.cancel(job.id)
+            saves = job.priority == Priority.TRAINING and job.state == "running"
+            self.cancel(job.id, (code, f"{why}; {job.op} stopped" + (
+                " and saved a checkpoint at its current step: train again with resume to continue" if saves else "")))
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [job for job in self.jobs.values() if job.state == "running"]
 
     def _next_urgent(self) -> Job | None:
         return self._pop(self._urgent)
@@ -201,7 +216,8 @@ class Scheduler:
                 raise Cancelled()
             value = job.run(context)
         except Cancelled:
-            self._finish(job, "cancelled", {"type": "error", "code": "cancelled", "message": "cancelled"})
+            code, message = job.cancel_reason
+            self._finish(job, "cancelled", {"type": "error", "code": code, "message": message})
         except JobFailed as e:
             self._finish(job, "failed", {"type": "error", "code": e.code, "message": e.message})
         except Exception:

@@ -20,6 +20,8 @@ from engine.server.core import Engine
 log = logging.getLogger("atelier.server")
 
 HELLO_TIMEOUT_S = 10.0
+SHUTDOWN_JOBS_S = 30.0  # how long a shutdown waits for running jobs (training saves a checkpoint)
+SHUTDOWN_FLUSH_S = 2.0  # how long it then gives each client to take its last replies
 MAX_ACTIVE_REQUESTS = 64
 MAX_QUEUED_PROGRESS = 16
 _connection_ids = itertools.count(1)
@@ -36,6 +38,7 @@ class Connection:
         self.requests: dict[Any, str] = {}  # request id -> job id, while the job runs
         self.watches: list[tuple[Any, Any]] = []  # (job, listener) of jobs.watch requests
         self.closed = False
+        self.writer_task: asyncio.Task | None = None
 
     def send(self, header: dict) -> None:
         """Queue a frame; call on the loop thread."""
@@ -99,10 +102,31 @@ class Server:
         self.engine = engine
         self.token = token
         self.connections: set[Connection] = set()
+        self.shutting_down = False
+
+    async def shut_down(self, listener: asyncio.AbstractServer, jobs_timeout: float = SHUTDOWN_JOBS_S) -> bool:
+        """Stop accepting, stop every job (training checkpoints), tell the clients, close. True if all jobs ended."""
+        listener.close()
+        self.shutting_down = True
+        why = "the engine is shutting down"
+        stuck = await asyncio.to_thread(self.engine.scheduler.stop, jobs_timeout, protocol.SHUTTING_DOWN, why)
+        for job in stuck:
+            log.error("job %s (%s) did not stop within %.0f s; exiting without it", job.id, job.op, jobs_timeout)
+        for connection in list(self.connections):
+            connection.send(protocol.error_header(None, protocol.SHUTTING_DOWN, f"{why}; connect again once it "
+                                                  "is back (training resumes with resume=true)"))
+            connection.outbox.put_nowait(None)
+        writers = [c.writer_task for c in self.connections if c.writer_task]
+        if writers:
+            _, late = await asyncio.wait(writers, timeout=SHUTDOWN_FLUSH_S)
+            for connection in list(self.connections):
+                if connection.writer_task in late:
+                    connection.writer.transport.abort()  # a client that reads nothing must not hold us
+        return not stuck
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = Connection(self, writer)
-        writer_task = asyncio.create_task(connection.write_loop())
+        writer_task = connection.writer_task = asyncio.create_task(connection.write_loop())
         try:
             if await self._handshake(reader, connection):
                 self.connections.add(connection)
@@ -167,6 +191,10 @@ class Server:
             if job_id:
                 self.engine.scheduler.cancel(job_id)
             return  # a request that already finished has had its one reply
+        if self.shutting_down:
+            connection.send(protocol.error_header(request_id, protocol.SHUTTING_DOWN,
+                                                  "the engine is shutting down; connect again once it is back"))
+            return
         if kind != "request":
             connection.send(protocol.error_header(request_id, protocol.BAD_MESSAGE,
                                                   f"unknown message type {kind!r}; send 'request' or 'cancel'"))
@@ -251,12 +279,16 @@ async def read_frame(reader: asyncio.StreamReader, limit: int) -> dict:
     return protocol.decode_body(head, attachments)
 
 
-async def serve(engine: Engine, token: str, host: str, port: int, ready=None) -> None:
-    """Serve until cancelled; `ready(host, port)` is called once the socket listens."""
+async def serve(engine: Engine, token: str, host: str, port: int, ready=None,
+                stop: asyncio.Event | None = None) -> bool:
+    """Serve until `stop` is set, then shut down gracefully; `ready(host, port)` is called once the socket listens.
+
+    Returns False when a job did not stop in time.
+    """
     server = Server(engine, token)
     listener = await asyncio.start_server(server.handle, host, port, limit=1 << 20)
     bound = listener.sockets[0].getsockname()
     if ready:
         ready(bound[0], bound[1])
-    async with listener:
-        await listener.serve_forever()
+    await (stop or asyncio.Event()).wait()
+    return await server.shut_down(listener)
