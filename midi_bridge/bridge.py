@@ -1,10 +1,13 @@
 """The live bridge: wires ports, clock, scheduler, engine feed and controls, and guarantees
 silence on the way out.
 
-Every way out -- a normal stop, an exception, SIGINT, SIGTERM, a fatal engine error --
-runs the same `finally`: stop the timing thread, send a note-off for every sounding note,
-then CC 123 and CC 120 on each channel used, and give the MIDI system time to deliver
-them before the port closes.
+Clean after anything: as soon as the output is open, before the first note, the bridge
+sends CC 123 (All Notes Off) and CC 120 (All Sound Off) on the channels it will use, so
+notes left sounding by a bridge that crashed (or was killed) stop the moment a bridge
+starts again. Every way out -- a normal stop, an exception, SIGINT, SIGTERM, a fatal engine
+error -- runs the same `finally`: stop the timing thread, send a note-off for every sounding
+note, then CC 123 and CC 120 on each channel used, and wait (bounded) until the MIDI system
+confirms they left before the port closes. `panic_only()` is `atelier-midi --panic`.
 """
 from __future__ import annotations
 
@@ -22,12 +25,13 @@ from midi_bridge.clock import InternalClock, MidiClock
 from midi_bridge.controls import ControlMap, default_map_file, learn
 from midi_bridge.engine_feed import EngineAddress, EngineFeed, SessionSettings
 from midi_bridge.eventlog import EventLog
-from midi_bridge.notes import program_change
+from midi_bridge.notes import program_change, reset_messages
 from midi_bridge.respond import PhraseRecorder
 from midi_bridge.scheduler import HELPER_PRIORITY, Scheduler, raise_priority
 
 PREROLL = 0.25       # seconds between the buffer being full and the internal clock's first beat
-FLUSH_SECONDS = 0.2  # let the MIDI system deliver the last messages before closing the port
+FLUSH_SECONDS = 0.5  # the longest wait for the MIDI system to deliver the last messages before the port closes
+ALL_CHANNELS = tuple(range(16))
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Options:
     bar_beats: float = 4.0                   # quarter notes per bar (from --meter)
     latency_ms: float = 0.0
     program: int | None = None               # 0-127
+    panic_channels: tuple[int, ...] | None = None  # reset at start and exit (0-15); None: the channel played
     max_note_beats: float = 8.0
     lookahead: float = 2.0
     settings: SessionSettings = field(default_factory=SessionSettings)
@@ -95,12 +100,14 @@ def run(opts: Options) -> int:
             say(f"saved the bindings to {control_file}")
             return 0
 
-        output = ports.open_output(opts.port, opts.api, opts.virtual_name)
-        clock = MidiClock(opts.bpm) if opts.clock == "midi" else InternalClock(opts.bpm, time.monotonic() + 3600)
         channel = opts.settings.channel
-        scheduler = Scheduler(output.port.send_message, clock, bar_beats=opts.bar_beats,
+        reset_channels = frozenset(opts.panic_channels or (channel,)) | {channel}
+        output = ports.open_output(opts.port, opts.api, opts.virtual_name)
+        reset(output, reset_channels, log)  # before anything else: a crashed bridge's notes stop now
+        clock = MidiClock(opts.bpm) if opts.clock == "midi" else InternalClock(opts.bpm, time.monotonic() + 3600)
+        scheduler = Scheduler(output.send, clock, bar_beats=opts.bar_beats,
                               latency=opts.latency_ms / 1000, max_note_beats=opts.max_note_beats,
-                              channels=frozenset({channel}), log=log, realtime=opts.realtime)
+                              channels=reset_channels, log=log, realtime=opts.realtime)
         recorder = PhraseRecorder(opts.respond_after) if opts.respond else None
 
         def on_fatal(message: str) -> None:
@@ -156,16 +163,54 @@ def run(opts: Options) -> int:
             inp.port.cancel_callback()
         if scheduler is not None:
             scheduler.close("exit")
-            time.sleep(FLUSH_SECONDS)
+        elif output is not None:
+            reset(output, frozenset(opts.panic_channels or (opts.settings.channel,)), log)
+        if output is not None:
+            log.note("flushed", confirmed=output.flush(FLUSH_SECONDS))
         if feed is not None:
             feed.close()
         for opened in (output, inp):
             if opened is not None:
-                opened.port.close_port()
-                opened.port.delete()
+                opened.close()
         log.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def reset(output: ports.Opened, channels: frozenset[int], log: EventLog) -> None:
+    """CC 123 and CC 120 on each channel, now."""
+    for message in reset_messages(channels):
+        output.send(message)
+        now = time.monotonic()
+        log.sent(message, now, now, None, "reset")
+    log.note("reset", channels=sorted(channels))
+
+
+def panic_only(opts: Options) -> int:
+    """`atelier-midi --panic`: CC 123 and CC 120 on the panic channels (default all 16), confirmed, then exit."""
+    log = EventLog(opts.event_log)
+    output = None
+    try:
+        output = ports.open_output(opts.port, opts.api, opts.virtual_name)
+        channels = frozenset(opts.panic_channels or ALL_CHANNELS)
+        reset(output, channels, log)
+        confirmed = output.flush(FLUSH_SECONDS)
+        log.note("flushed", confirmed=confirmed)
+        say(f"sent All Notes Off and All Sound Off on channel{'s' if len(channels) > 1 else ''} "
+            f"{_channel_list(channels)} to {output.name!r} ({output.api})"
+            f"{'' if confirmed else '; the MIDI system cannot confirm delivery, waited ' + format(FLUSH_SECONDS, 'g') + ' s'}")
+        return 0
+    except ports.PortError as e:
+        say(str(e))
+        return 2
+    finally:
+        if output is not None:
+            output.close()
+        log.close()
+
+
+def _channel_list(channels: frozenset[int]) -> str:
+    return "1-16" if len(channels) == 16 else ", ".join(str(c + 1) for c in sorted(channels))
 
 
 def _raise_stop(signum: int, _frame) -> None:

@@ -6,6 +6,7 @@
     atelier-midi --input "Keys" --respond              # call and response
     atelier-midi --file out.mid --bars 16              # no port: write the stream to a file
     atelier-midi --list-ports
+    atelier-midi --panic --port "Synth"                # All Notes Off + All Sound Off, then exit
 
 See docs/MIDI_BRIDGE.md.
 """
@@ -33,6 +34,19 @@ def _meter(text: str) -> tuple[int, int]:
     if not 1 <= top <= 32 or bottom not in (1, 2, 4, 8, 16, 32):
         raise argparse.ArgumentTypeError(f"meter {text!r}: N from 1 to 32 over D in 1, 2, 4, 8, 16, 32")
     return top, bottom
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    """'all' or MIDI channels 1-16 separated by commas ('1,2,10'); returned counting from 0."""
+    if text.strip().lower() == "all":
+        return tuple(range(16))
+    try:
+        channels = tuple(sorted({int(part) - 1 for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"write channels as 1-16 separated by commas, or 'all' (got {text!r})") from None
+    if not channels or not all(0 <= c <= 15 for c in channels):
+        raise argparse.ArgumentTypeError(f"channels must be 1-16, e.g. '1,10', or 'all' (got {text!r})")
+    return channels
 
 
 def _ranged(kind, low, high):
@@ -96,6 +110,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--velocity", type=_ranged(int, velocity.min, velocity.max), default=velocity.default,
                    help=f"{velocity.doc} (default {velocity.default})")
     g.add_argument("--velocity-scale", type=_ranged(float, 0.0, 4.0), default=1.0, help="multiply velocities")
+    g.add_argument("--panic-channels", type=_channels, metavar="LIST",
+                   help="channels to reset (CC 123 All Notes Off, CC 120 All Sound Off) at start and exit: "
+                   "1-16 separated by commas, or 'all' (default: --channel; with --panic: all)")
+    g.add_argument("--panic", action="store_true", help="only send All Notes Off and All Sound Off on the panic "
+                   "channels to --port (or a new virtual port), wait until they left, and exit")
     g.add_argument("--max-note-beats", type=_ranged(float, 0.25, 64), default=8.0, help="cap on a note's length")
     g = p.add_argument_group("control and call and response")
     g.add_argument("--respond", action="store_true", help="play only answers: when the player's phrase on --input "
@@ -130,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
                                velocity_scale=args.velocity_scale, controls=controls)
     address = EngineAddress(args.engine, args.token_file)
     program = args.program - 1 if args.program else None
+    if args.panic:
+        from midi_bridge import bridge
+
+        return bridge.panic_only(bridge.Options(api=args.api, port=args.port, virtual_name=args.virtual_name,
+                                                panic_channels=args.panic_channels, event_log=args.event_log))
     if args.file:
         from midi_bridge import file_mode
 
@@ -147,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                           virtual_input=args.virtual_input, clock=args.clock, bpm=args.bpm,
                           bar_beats=args.meter[0] * 4 / args.meter[1], latency_ms=args.latency_ms, program=program,
                           max_note_beats=args.max_note_beats, lookahead=args.lookahead, settings=settings,
+                          panic_channels=args.panic_channels,
                           respond=args.respond, respond_after=args.respond_after, respond_bars=args.respond_bars,
                           learn=args.learn or [], control_file=args.controls_file, address=address,
                           reconnect_for=args.reconnect_seconds, event_log=args.event_log,

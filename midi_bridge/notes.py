@@ -6,7 +6,9 @@ the old note's scheduled note-off is then ignored (each strike gets a token), so
 note-on the receiver sees is matched by exactly one note-off.
 
 `panic_messages()` is what every exit path sends: a note-off for each sounding note, then
-All Notes Off (CC 123) and All Sound Off (CC 120) on every channel used.
+All Notes Off (CC 123) and All Sound Off (CC 120) on every channel used. `reset_messages()`
+is the second half alone: what a bridge sends when it starts (a crashed bridge may have left
+notes sounding) and what `atelier-midi --panic` sends.
 """
 from __future__ import annotations
 
@@ -84,11 +86,16 @@ class SoundingNotes:
 
     def panic_messages(self, extra_channels: set[int] | frozenset[int] = frozenset()) -> list[list[int]]:
         """Note-offs for every sounding note, then CC 123 and CC 120 on each channel used."""
-        messages = self.release_all()
-        for channel in sorted(self.channels_used | set(extra_channels)):
-            messages.append(control_change(channel, ALL_NOTES_OFF, 0))
-            messages.append(control_change(channel, ALL_SOUND_OFF, 0))
-        return messages
+        return self.release_all() + reset_messages(self.channels_used | set(extra_channels))
+
+
+def reset_messages(channels: set[int] | frozenset[int] | list[int]) -> list[list[int]]:
+    """All Notes Off (CC 123), then All Sound Off (CC 120), on each channel (0-15)."""
+    messages = []
+    for channel in sorted(set(channels)):
+        messages.append(control_change(channel, ALL_NOTES_OFF, 0))
+        messages.append(control_change(channel, ALL_SOUND_OFF, 0))
+    return messages
 
 
 def still_sounding(messages: list[list[int]] | list[tuple[int, ...]], honour_cc123: bool = True) -> set[tuple[int, int]]:

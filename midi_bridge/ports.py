@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from dataclasses import dataclass
 
 import rtmidi
@@ -30,6 +31,19 @@ class Opened:
     name: str      # as listed (or the virtual port's name)
     api: str
     virtual: bool
+
+    def send(self, message: list[int]) -> None:
+        self.port.send_message(message)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until what was sent has left. rtmidi cannot tell when that is: wait `timeout`
+        seconds (many JACK periods, ample for ALSA) and return False, "not confirmed"."""
+        time.sleep(timeout)
+        return False
+
+    def close(self) -> None:
+        self.port.close_port()
+        self.port.delete()
 
 
 def default_apis() -> list[str]:

@@ -1,0 +1,86 @@
+"""Clean after anything: a bridge that starts silences what a killed one left sounding; a
+bridge told to stop delivers its panic before its port closes; `--panic` does only that.
+
+Real JACK server, real engine and bridge processes, and a JACK receiver of our own.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+from midi_bridge.notes import ALL_NOTES_OFF, ALL_SOUND_OFF, still_sounding
+
+TERM_RUNS = 20
+
+
+def wait_until_sounding(receiver, since: int = 0, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if still_sounding([m for _, m in receiver.snapshot()[since:]]):
+            return
+        time.sleep(0.005)
+    raise AssertionError("no note sounded at the receiver")
+
+
+def first_reset(bridge) -> dict:
+    bridge.wait_for("reset")
+    return next(r for r in bridge.sent() if r.get("why") == "reset")
+
+
+def test_a_new_bridge_silences_the_notes_a_killed_bridge_left(music_engine, receiver, start_bridge):
+    crashed = start_bridge(music_engine, "--port", receiver.name, "--bpm", "200", "--channel", "3")
+    crashed.wait_for("ready")
+    wait_until_sounding(receiver)
+    crashed.process.kill()  # SIGKILL: no cleanup at all
+    crashed.process.wait()
+    time.sleep(0.3)
+    hanging = still_sounding([m for _, m in receiver.snapshot()])
+    assert hanging, "nothing was left sounding; the test proves nothing"
+    launched = time.monotonic()
+    fresh = start_bridge(music_engine, "--port", receiver.name, "--bpm", "200", "--channel", "3")
+    reset = first_reset(fresh)
+    time.sleep(0.1)
+    received = receiver.snapshot()
+    # The reset is the new bridge's first act on its port; within 50 ms nothing sounds at the receiver.
+    arrived = next((t for t, m in received if t >= launched and m == [0xB2, ALL_NOTES_OFF, 0]), None)
+    assert arrived is not None, f"the new bridge's reset never arrived (jackd xruns meanwhile?)\n{fresh.stderr()}"
+    assert arrived < reset["sent"] + 0.05, f"the reset arrived {(arrived - reset['sent']) * 1000:.1f} ms late"
+    window = [m for t, m in received if t < reset["sent"] + 0.05]
+    assert not still_sounding(window), f"still sounding 50 ms after the new bridge opened its port: {hanging}"
+    assert [r["msg"] for r in fresh.sent()[:2]] == [[0xB2, ALL_NOTES_OFF, 0], [0xB2, ALL_SOUND_OFF, 0]]
+    print(f"{len(hanging)} hanging notes silenced {(arrived - reset['sent']) * 1000:.1f} ms after the new bridge "
+          f"opened its port ({arrived - launched:.2f} s after its launch)")
+    assert fresh.stop() == 0, fresh.stderr()
+
+
+def test_sigterm_delivers_the_panic_every_time(music_engine, receiver, start_bridge, jack_troubles):
+    """TERM_RUNS bridges, each stopped by SIGTERM while notes sound: each run's panic arrives,
+    and the bridge confirms it left before closing its port."""
+    delivered, unconfirmed, started = 0, 0, time.monotonic()
+    for run in range(TERM_RUNS):
+        since = len(receiver.snapshot())
+        bridge = start_bridge(music_engine, "--port", receiver.name, "--bpm", "240", "--channel", "3")
+        bridge.wait_for("ready")
+        wait_until_sounding(receiver, since)
+        assert bridge.stop(signal.SIGTERM) == 0, bridge.stderr()
+        time.sleep(0.05)
+        received = [m for _, m in receiver.snapshot()[since:]]
+        panic = [[0xB2, ALL_NOTES_OFF, 0], [0xB2, ALL_SOUND_OFF, 0]]
+        if received[-2:] == panic and not still_sounding(received):
+            delivered += 1
+        flushed = [r for r in bridge.records() if r.get("event") == "flushed"]
+        assert flushed, f"run {run}: no flush record\n{bridge.stderr()}"
+        unconfirmed += not flushed[0]["confirmed"]
+    took = time.monotonic() - started
+    print(f"SIGTERM: panic delivered in {delivered} of {TERM_RUNS} runs ({took:.1f} s; {unconfirmed} flushes "
+          f"unconfirmed by the backend; jackd reported {jack_troubles()} xruns)")
+    assert delivered == TERM_RUNS
+
+
+def test_panic_alone_resets_the_given_channels_and_exits(music_engine, receiver, start_bridge):
+    bridge = start_bridge(music_engine, "--port", receiver.name, "--panic", "--panic-channels", "1,10")
+    assert bridge.process.wait(timeout=30) == 0, bridge.stderr()
+    time.sleep(0.05)
+    assert [m for _, m in receiver.snapshot()] == [[0xB0, ALL_NOTES_OFF, 0], [0xB0, ALL_SOUND_OFF, 0],
+                                                    [0xB9, ALL_NOTES_OFF, 0], [0xB9, ALL_SOUND_OFF, 0]]
+    assert "All Notes Off" in bridge.stderr()
