@@ -228,6 +228,7 @@ def _input_handler(clock, scheduler: Scheduler, feed: EngineFeed, recorder: Phra
         if status >= 0xF0:
             if follow:
                 change = clock.message(message, t)
+                scheduler.wake()
                 if change and change[0] == "start":
                     scheduler.transport_started(change[1])
                 elif change and change[0] == "stop":

@@ -10,6 +10,11 @@ adds more), so the pulse times are fitted with a straight line over the last bea
 pulses) -- smooth and steady at a constant tempo. When the tempo changes, the newest pulses
 all land on one side of the line; after CHANGE_PULSES such pulses in a row the fit forgets
 the older ones and re-locks within a few pulses, instead of dragging the old tempo along.
+
+Never a beat that did not come: `horizon()` is the last song position a note may be sent
+for -- the latest pulse received plus one pulse. The scheduler holds back every note-on
+past it, so a clock that stops without a Stop plays nothing after its last pulse plus one
+pulse interval; `check_timeout` then stops the transport (and silences sounding notes).
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ FIT_PULSES = 24      # one beat of pulses in the tempo fit
 CHANGE_PULSES = 3    # this many pulses in a row off the line by more than CHANGE_SECONDS: the tempo changed
 CHANGE_SECONDS = 0.004
 MIN_BPM, MAX_BPM = 20.0, 400.0
+LOST_PULSES = 4      # no pulse for this many pulse intervals (and at least LOST_SECONDS): the clock is lost
+LOST_SECONDS = 0.1
 
 
 class InternalClock:
@@ -40,6 +47,9 @@ class InternalClock:
 
     def beat_at(self, t: float) -> float:
         return (t - self.start_time) * self.bpm / 60.0
+
+    def horizon(self) -> float:
+        return float("inf")
 
 
 class MidiClock:
@@ -84,7 +94,8 @@ class MidiClock:
     def check_timeout(self, now: float) -> tuple[str, float] | None:
         """A transport whose pulses stopped without a Stop message counts as stopped."""
         with self._lock:
-            if self.running and self._pulses and now - self._pulses[-1][1] > max(0.25, 6 * self._period):
+            if self.running and self._pulses and now - self._pulses[-1][1] > max(LOST_SECONDS,
+                                                                                  LOST_PULSES * self._period):
                 return self._stop_locked()
         return None
 
@@ -135,6 +146,11 @@ class MidiClock:
         with self._lock:
             index = self._index + (beat * PPQN - self._last_position)
             return self._origin + self._period * index
+
+    def horizon(self) -> float:
+        """The last song beat that may sound: one pulse past the latest pulse (nothing while stopped)."""
+        with self._lock:
+            return (self._last_position + 1) / PPQN if self.running else float("-inf")
 
     def beat_at(self, t: float) -> float:
         with self._lock:

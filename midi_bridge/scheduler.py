@@ -8,7 +8,10 @@ starts or resumes, the stream picks up at its next bar line on the song's next b
 Timing: one thread sleeps until SPIN_SECONDS before the next due time (waking early when
 the queue, the clock or the transport change), then spins on the monotonic clock and
 sends. It never talks to the engine. Every note-on is sent only after its note-off is in
-the queue (note length capped), and every way out ends in `panic()`.
+the queue (note length capped), and every way out ends in `panic()`. No note-on is sent
+past the clock's horizon (a followed clock: its latest pulse plus one pulse): a note
+waits there until the next pulse arrives (`wake()`), so a beat the DAW did not reach never
+plays.
 """
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ class Clock(Protocol):
     def time_at(self, beat: float) -> float: ...
 
     def beat_at(self, t: float) -> float: ...
+
+    def horizon(self) -> float: ...
 
 
 def next_bar(beat: float, bar_beats: float) -> float:
@@ -81,6 +86,10 @@ class Scheduler:
 
     def start(self) -> None:
         self._thread.start()
+
+    def wake(self) -> None:
+        """The clock moved (a pulse arrived): look at the next event again."""
+        self._wake.set()
 
     def push(self, notes: list[Note]) -> None:
         with self._lock:
@@ -183,11 +192,15 @@ class Scheduler:
     # -- the timing thread ---------------------------------------------------------------
 
     def _head(self) -> tuple[float, bool] | None:
-        """The next event's stream beat and whether it is a note-off (note-offs first on ties)."""
-        if self._offs and (not self._ons or self._offs[0][0] <= self._ons[0][0]):
+        """The next event's stream beat and whether it is a note-off (note-offs first on ties).
+        A note-on past the clock's horizon waits (for the next pulse); note-offs do not."""
+        on = self._ons[0][0] if self._ons else None
+        if on is not None and on + self._offset > self.clock.horizon() + 1e-9:
+            on = None
+        if self._offs and (on is None or self._offs[0][0] <= on):
             return self._offs[0][0], True
-        if self._ons:
-            return self._ons[0][0], False
+        if on is not None:
+            return on, False
         return None
 
     def _run(self) -> None:

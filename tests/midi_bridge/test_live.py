@@ -149,6 +149,37 @@ def test_follows_midi_clock_in_phase_through_a_tempo_change_stop_and_continue(mu
     assert_silent(received, sent, delivery)  # the second Stop
 
 
+def test_a_clock_that_stops_without_stop_plays_no_note_past_its_last_pulse(music_engine, receiver, sender,
+                                                                          start_bridge, check_delivery):
+    bpm = 150
+    interval = 60 / bpm / 24
+    bridge = start_bridge(music_engine, "--port", receiver.name, "--input", sender.name, "--clock", "midi")
+    bridge.wait_for("ready")
+    clock = ClockSource(sender)
+    clock.pulses_at(bpm, 24, None)
+    clock.mark("start", [0xFA])
+    last = clock.pulses_at(bpm, 130, 0) - 1   # 5 beats and a bit, then the pulses just stop (no Stop)
+    last_sent = clock.time_of(last)
+    time.sleep(0.5)
+    lost = next(r for r in bridge.records() if r.get("event") == "transport" and r["state"] == "stopped")
+    received, sent = receiver.snapshot(), bridge.sent()
+    assert bridge.stop() == 0, bridge.stderr()
+    delivery = check_delivery(received, sent)
+    ons = note_ons(delivery.pairs)
+    assert len(ons) >= 8, f"too few notes: {len(ons)}\n{bridge.stderr()}"
+    # In song positions: no note-on past the last pulse plus one.
+    assert max(r["beat"] for r, _ in ons) <= (last + 1) / 24 + 1e-9
+    # In time: none arrives after the last pulse plus one pulse interval, plus JACK's delivery
+    # of the pulse to the bridge and of the note to the receiver (a period each) and 3 ms of slack.
+    latest = max(t for _, t in ons)
+    limit = last_sent + interval + 2 * 256 / 48000 + 0.003
+    print(f"last note-on {(latest - last_sent) * 1000:.1f} ms after the last pulse (pulse interval "
+          f"{interval * 1000:.1f} ms); transport stopped {(lost['t'] - last_sent) * 1000:.0f} ms after it")
+    assert latest <= limit, f"a note-on arrived {(latest - last_sent) * 1000:.1f} ms after the last pulse"
+    assert lost["reason"] == "clock lost" and lost["t"] - last_sent < 0.2
+    assert_silent(received, sent, delivery)
+
+
 def test_call_and_response_continues_the_played_phrase(music_engine, receiver, sender, start_bridge, check_delivery):
     bridge = start_bridge(music_engine, "--port", receiver.name, "--input", sender.name, "--respond",
                           "--respond-after", "1", "--respond-bars", "1", "--bpm", "120")

@@ -3,6 +3,7 @@ scheduler's timing and safety, controls, phrase detection, port names, file rend
 from __future__ import annotations
 
 import gc
+import heapq
 import queue
 import random
 import time
@@ -61,8 +62,8 @@ def test_midi_clock_stop_continue_song_position_and_timeout():
     clock.message([CONTINUE], t)
     t, events = feed_pulses(clock, t, 120, 2, 0, rng)
     assert events[0][1] == ("start", 4.0)
-    assert clock.check_timeout(t + 0.1) is None
-    assert clock.check_timeout(t + 1.0) == ("stop", 4 + 2 / 24)  # pulses stopped without a Stop
+    assert clock.check_timeout(t + 0.05) is None  # the last pulse was at t - 1/48 s
+    assert clock.check_timeout(t + 0.1) == ("stop", 4 + 2 / 24)  # pulses stopped without a Stop: lost at once
 
 
 @settings(max_examples=200, deadline=None)
@@ -150,6 +151,26 @@ def test_scheduler_stop_silences_and_resumes_on_the_next_bar():
     assert scheduler._offset == 20.0 - 8.0  # stream bar 8 on song bar 20
     assert min(item[0] for item in scheduler._ons) >= 8.0
     assert next_bar(8.0, 4.0) == 8.0 and next_bar(8.01, 4.0) == 12.0
+
+
+def test_a_followed_clock_lets_no_note_on_past_its_last_pulse_plus_one():
+    rng, clock = random.Random(3), MidiClock()
+    t, _ = feed_pulses(clock, 10.0, 120, 4, 0, rng)
+    clock.message([START], t)
+    feed_pulses(clock, t, 120, 24, 0, rng)  # song positions 0..23: the horizon is pulse 24, beat 1
+    assert clock.horizon() == 1.0
+    scheduler = Scheduler(Recorder(), clock, bar_beats=4.0)
+    scheduler.transport_started(0.0)
+    scheduler._offset = 0.0
+    scheduler.push([Note(1.0, 0.5, 60, 90, 0), Note(1.25, 0.5, 62, 90, 0)])
+    assert scheduler._head() == (1.0, False)  # on the horizon: may play
+    heapq.heappop(scheduler._ons)
+    assert scheduler._head() is None  # past it: waits for the next pulse
+    scheduler._offs.append((1.1, 0, 0, 60, 1))
+    assert scheduler._head() == (1.1, True)  # note-offs are never held back
+    clock.message(PULSE, t + 1.0)
+    assert clock.horizon() == 25 / 24 and clock.check_timeout(t + 1.0) is None
+    assert clock.check_timeout(t + 1.2) == ("stop", 25 / 24) and clock.horizon() == float("-inf")
 
 
 def test_controls_map_values_and_learn_binds_the_next_cc():
