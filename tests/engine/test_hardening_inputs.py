@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
+import torch
 from conftest import launch, stop
 from support.wire import RawConnection
 
@@ -63,3 +67,68 @@ def test_a_full_disk_during_training_is_disk_full(engine):
     assert caught.value.code == protocol.DISK_FULL and "no space left" in caught.value.message
     with engine.client() as client:
         assert client.call("ping")["time"] > 0
+
+
+def _crafted_model(path, metadata_json: str) -> None:
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"atelier": metadata_json})
+
+
+BAD_MODEL_FILES = {  # file name -> (metadata JSON, what the listing's error says)
+    "x.run": ('{"kind": "shape", "metrics": {}}', "not named as a model"),
+    "nan": ('{"kind": "shape", "metrics": {"loss": NaN, "iou": Infinity}}', None),
+    "huge": ('{"kind": "shape", "metrics": {"pad": "' + "x" * (1 << 20) + '"}}', "over the limit"),
+    "deep": ('{"kind": "shape", "metrics": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}", "nested deeper"),
+    "abyss": ('{"kind": "shape", "metrics": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested too deep"),
+}
+
+
+def test_the_model_listing_survives_crafted_files(tmp_path):
+    engine = launch(tmp_path)
+    try:
+        with engine.client() as client:
+            for name, (metadata, _) in BAD_MODEL_FILES.items():
+                _crafted_model(engine.models_dir / f"{name}.safetensors", metadata)
+            listed = {m["name"]: m for m in client.call("models.list")["models"]}
+            assert listed["shape-default"]["kind"] == "shape" and "error" not in listed["shape-default"]
+            assert listed["nan"]["metrics"] == {"loss": None, "iou": None} and "error" not in listed["nan"]
+            for name, (_, reason) in BAD_MODEL_FILES.items():
+                if reason:
+                    assert reason in listed[name]["error"], listed[name]
+            for name in ("huge", "deep", "abyss"):
+                with pytest.raises(EngineError) as caught:
+                    client.call("models.info", {"name": name})
+                assert caught.value.code == protocol.MODEL_CORRUPT
+            assert client.call("models.info", {"name": "nan"})["metadata"]["metrics"]["loss"] is None
+    finally:
+        assert stop(engine) == 0
+
+
+def test_a_temp_left_by_a_killed_resume_save_is_removed_at_engine_start(tmp_path):
+    run_dir = tmp_path / "models" / "victim.run"
+    writer = subprocess.Popen([sys.executable, "-c", RESUME_SAVER, str(run_dir / "resume.safetensors")],
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "saving"
+    deadline = time.monotonic() + 20
+    while not list(run_dir.glob(".*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    writer.kill()
+    writer.wait()
+    left = list(run_dir.glob(".*.tmp"))
+    assert left and left[0].stat().st_size > 0, "the kill did not land inside a save"
+    engine = launch(tmp_path)
+    try:
+        assert not list(run_dir.glob(".*.tmp")) and "interrupted" in engine.log()
+    finally:
+        assert stop(engine) == 0
+
+
+# Saves a resume state (5.5 MB, as a small training run's) again and again, until killed.
+RESUME_SAVER = """
+import sys, torch
+from pathlib import Path
+from engine.store.checkpoints import save_file
+print("saving", flush=True)
+while True:
+    save_file(Path(sys.argv[1]), {"net.w": torch.randn(1_400_000)}, {"kind": "shape", "step": 1})
+"""

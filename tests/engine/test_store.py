@@ -74,6 +74,9 @@ def test_sigkill_mid_save_leaves_the_previous_model_loadable(tmp_path):
                                    stdout=subprocess.PIPE, text=True)
         assert process.stdout.readline().strip() == "first save done"
         time.sleep(rng.uniform(0.05, 0.6))
+        deadline = time.monotonic() + 5  # then kill as soon as a write is under way (a loaded machine is slow)
+        while not any(folder.glob(".*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.001)
         process.kill()
         process.wait()
         killed_mid_write += any(folder.glob(".*.tmp"))
@@ -82,3 +85,39 @@ def test_sigkill_mid_save_leaves_the_previous_model_loadable(tmp_path):
         metadata, tensors = store.load("victim")
         assert tensors["w"].eq(float(metadata["version"])).all() or metadata["version"] == 0
     assert killed_mid_write > 0, "no kill landed inside a write; the test proved nothing"
+
+
+def test_non_finite_metrics_are_stored_as_null(tmp_path):
+    store = ModelStore(tmp_path, builtin=None)
+    saved = store.save("m", {"w": torch.ones(1)}, {"kind": "toy", "metrics": {"loss": float("nan"), "x": [float("inf")]}})
+    assert saved["metrics"] == {"loss": None, "x": [None]}
+    assert store.list()[0]["metrics"] == {"loss": None, "x": [None]}
+
+
+def test_metadata_size_and_depth_are_bounded_at_save(tmp_path):
+    store = ModelStore(tmp_path, builtin=None)
+    deep: dict = {}
+    for _ in range(40):
+        deep = {"a": deep}
+    with pytest.raises(ValueError, match="nests deeper"):
+        store.save("deep", {"w": torch.ones(1)}, {"kind": "toy", "metrics": deep})
+    with pytest.raises(ValueError, match="over the limit"):
+        store.save("big", {"w": torch.ones(1)}, {"kind": "toy", "notes": "x" * (1 << 20)})
+    assert store.names() == []
+
+
+def test_stale_temps_go_but_a_living_writers_temp_stays(tmp_path):
+    import fcntl
+
+    from engine.store.atomic import remove_stale_temps
+
+    run_dir = tmp_path / "m.run"
+    run_dir.mkdir()
+    stale, live = run_dir / ".resume.safetensors.abc.tmp", tmp_path / ".m.safetensors.def.tmp"
+    stale.write_bytes(b"x" * 1000)
+    live.write_bytes(b"y")
+    with open(live, "rb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)  # as write_atomic holds it until the rename
+        ModelStore(tmp_path, builtin=None)
+        assert not stale.exists() and live.exists()
+    assert remove_stale_temps(tmp_path) == [live] and not live.exists()
