@@ -15,7 +15,7 @@ from engine.music.config import MusicConfig, build_music_net
 from engine.music.evaluation import frame_nll
 from engine.music.frame_model import MusicFrameRNN
 from engine.music.jsb import load_jsb
-from engine.music.midi_files import MidiSkip, read_midi
+from engine.music.midi_files import MAX_PIECE_STEPS, MidiSkip, read_midi
 from engine.music.output import render_wav, roll_to_midi, save_png
 from engine.music.piece import N_KEYS, Piece
 from engine.music.sampling import Controls, Stepper
@@ -33,12 +33,13 @@ class MusicModel:
         self.steps_per_quarter = int(config.get("steps_per_quarter", 4))
         self.steps_per_bar = rnn.config.bar_steps or 4 * self.steps_per_quarter
 
-    def read_primer(self, primer: str | Path | bytes | Piece) -> Piece:
-        """A MIDI clip (path or bytes) quantised to this model's grid; raises ValueError if unusable."""
+    def read_primer(self, primer: str | Path | bytes | Piece, max_steps: int = MAX_PIECE_STEPS) -> Piece:
+        """A MIDI clip (path or bytes) quantised to this model's grid; raises ValueError if unusable
+        or longer than `max_steps` (checked before its roll is built)."""
         if isinstance(primer, Piece):
             return primer
         try:
-            return read_midi(primer, self.steps_per_quarter)
+            return read_midi(primer, self.steps_per_quarter, max_steps=max_steps)
         except MidiSkip as e:
             raise ValueError(f"cannot prime from this MIDI clip: {e}") from e
 

@@ -4,6 +4,11 @@ Cleaning: a file that cannot be parsed or holds no usable notes is skipped with 
 reason; inside a file, tracks without notes, the drum channel (MIDI channel 10, index 9,
 unless keep_drums) and notes outside the 88 keys are dropped and counted. Nothing here
 raises on a bad file when loading a folder: the report says what happened.
+
+Size is checked from the parsed notes' ticks before any roll is allocated: a 37-byte file can
+hold one note lasting millions of beats, which as a roll would take gigabytes. A piece longer
+than `max_steps` or with a note longer than MAX_NOTE_QUARTERS is refused with the reason, and
+a file over MAX_FILE_BYTES is not parsed at all.
 """
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ import numpy as np
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING, Piece
 
 DRUM_CHANNEL = 9
+MAX_PIECE_STEPS = 1 << 16   # 4096 bars of 4/4 at 16ths; its roll takes 5.8 MB
+MAX_NOTE_QUARTERS = 512     # 128 bars of 4/4: longer is a lost or misplaced note-off, not music
+MAX_FILE_BYTES = 4 << 20    # mido holds ~140 bytes per byte of file: a dense 4 MB file parses into ~0.6 GB
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
 
 
@@ -63,11 +71,29 @@ def _meter(mid: mido.MidiFile) -> tuple[int, int]:
     return 4, 4
 
 
+def _check_size(notes: list[tuple[int, int, int, int]], ticks_per_beat: int, steps_per_quarter: int,
+                max_steps: int) -> None:
+    """MidiSkip if a note or the whole piece is too long; from the ticks alone, before any roll exists."""
+    s, e, _, pitch = max(notes, key=lambda n: n[1] - n[0])
+    if e - s > MAX_NOTE_QUARTERS * ticks_per_beat:
+        raise MidiSkip(f"a note (pitch {pitch}, starting at beat {s / ticks_per_beat:,.0f}) lasts "
+                       f"{(e - s) / ticks_per_beat:,.0f} beats; notes over {MAX_NOTE_QUARTERS} beats are taken as "
+                       "a damaged file (a lost or misplaced note-off): fix or re-export it")
+    first, last = min(n[0] for n in notes), max(n[1] for n in notes)
+    steps = (last - first) * steps_per_quarter / ticks_per_beat
+    if steps > max_steps:
+        raise MidiSkip(f"the piece is {steps:,.0f} steps ({(last - first) / ticks_per_beat:,.0f} beats) long; "
+                       f"at most {max_steps:,} steps ({max_steps // steps_per_quarter:,} beats) are read: "
+                       "split it into shorter files")
+
+
 def piece_from_midi(mid: mido.MidiFile, name: str, steps_per_quarter: int = 4, keep_drums: bool = False,
-                    dropped: dict[str, int] | None = None) -> Piece:
+                    dropped: dict[str, int] | None = None, max_steps: int = MAX_PIECE_STEPS) -> Piece:
     """Quantise a parsed MIDI file to `steps_per_quarter` steps per quarter note.
 
-    Raises MidiSkip when nothing usable is left. `dropped` (if given) receives counts.
+    Raises MidiSkip when nothing usable is left, or when the piece is longer than `max_steps`
+    or holds a note over MAX_NOTE_QUARTERS (checked before the roll is built). `dropped`
+    (if given) receives counts.
     """
     dropped = {} if dropped is None else dropped
     if mid.type == 2:
@@ -88,6 +114,7 @@ def piece_from_midi(mid: mido.MidiFile, name: str, steps_per_quarter: int = 4, k
                 notes.append(n)
     if not notes:
         raise MidiSkip("no notes left after dropping empty tracks, drums and out-of-range notes")
+    _check_size(notes, mid.ticks_per_beat, steps_per_quarter, max_steps)
     step_ticks = mid.ticks_per_beat / steps_per_quarter
     spans = [(int(round(s / step_ticks)), int(round(e / step_ticks)), p - LOWEST) for s, e, _, p in notes]
     first = min(s for s, _, _ in spans)  # leading silence is dropped
@@ -103,14 +130,19 @@ def piece_from_midi(mid: mido.MidiFile, name: str, steps_per_quarter: int = 4, k
 
 
 def read_midi(source: str | Path | bytes, steps_per_quarter: int = 4, keep_drums: bool = False,
-              dropped: dict[str, int] | None = None) -> Piece:
-    """One MIDI file (path or raw bytes) as a Piece; raises MidiSkip with the reason if unusable."""
+              dropped: dict[str, int] | None = None, max_steps: int = MAX_PIECE_STEPS) -> Piece:
+    """One MIDI file (path or raw bytes) as a Piece; raises MidiSkip with the reason if unusable
+    (also when longer than `max_steps`)."""
     name = "clip" if isinstance(source, bytes) else Path(source).name
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise MidiSkip(f"the file is {size / 2**20:.1f} MB; MIDI files over {MAX_FILE_BYTES >> 20} MB are not read "
+                       "(parsing takes ~140x its size in memory): split it into shorter files")
     try:
         mid = mido.MidiFile(file=io.BytesIO(source)) if isinstance(source, bytes) else mido.MidiFile(source)
     except Exception as e:  # mido raises OSError, EOFError, ValueError, KeyError... on damaged files
         raise MidiSkip(f"cannot parse as MIDI ({type(e).__name__}: {e})") from e
-    return piece_from_midi(mid, name, steps_per_quarter, keep_drums, dropped)
+    return piece_from_midi(mid, name, steps_per_quarter, keep_drums, dropped, max_steps)
 
 
 def load_midi_folder(folder: str | Path, steps_per_quarter: int = 4, keep_drums: bool = False,

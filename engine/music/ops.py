@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 EVENT_COLUMNS = ("start", "duration", "pitch", "velocity", "channel")
-MAX_PRIMER_BYTES = 4 << 20
+MAX_PRIMER_BYTES = 1 << 20  # 8192 steps of dense chords fit in ~0.7 MB; parsing 1 MB peaks near 150 MB
 MAX_PRIMER_STEPS = 8192
 MAX_NOTES = 20_000
 
@@ -121,14 +121,10 @@ def _primer(op: str, model, primer: Any):
         raise _bad(op, "'primer' must be the bytes of a MIDI file as a 1-D uint8 array")
     if len(primer) > MAX_PRIMER_BYTES:
         raise _bad(op, f"'primer' is {len(primer)} bytes; send a clip under {MAX_PRIMER_BYTES >> 20} MB")
-    try:
-        piece = model.read_primer(primer.tobytes())
+    try:  # the length is checked from the file's ticks before a roll is built
+        return model.read_primer(primer.tobytes(), max_steps=MAX_PRIMER_STEPS)
     except ValueError as e:
         raise _bad(op, str(e)) from None
-    if piece.steps > MAX_PRIMER_STEPS:
-        raise _bad(op, f"the primer is {piece.steps} steps long; send at most {MAX_PRIMER_STEPS} "
-                   f"({MAX_PRIMER_STEPS // model.steps_per_bar} bars)")
-    return piece
 
 
 def _generate(engine, context: Context, **params) -> dict:

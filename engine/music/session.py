@@ -18,6 +18,8 @@ from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
 from engine.music.sampling import Controls, Stepper
 from engine.music.token_model import MusicRNN
 
+MAX_PHRASE_STEPS = 8192  # a phrase fed (or primed) at once; its roll takes 0.7 MB
+
 
 @dataclass
 class NoteEvent:
@@ -80,6 +82,10 @@ class MusicSession:
             s = int(round(n.start / self.step_ticks))
             spans.append((s, max(s + 1, int(round((n.start + n.duration) / self.step_ticks))), n.pitch - LOWEST))
         length = max(e for _, e, _ in spans)
+        if length > MAX_PHRASE_STEPS:  # before the phrase's roll is allocated
+            raise ValueError(f"the phrase lasts {length:,} steps ({length // self.steps_per_quarter:,} beats); "
+                             f"feed at most {MAX_PHRASE_STEPS:,} steps ({MAX_PHRASE_STEPS // self.steps_per_quarter:,} "
+                             "beats) at once")
         pad = -length % self.bar_steps
         phrase = np.zeros((pad + length, N_KEYS), np.int8)
         for s, e, k in spans:

@@ -54,3 +54,23 @@ def test_split_by_file_is_disjoint_and_seeded(tmp_path, midi_writer, chorale_not
     assert not {p.name for p in train} & {p.name for p in valid}
     assert [p.name for p in split_by_file(pieces, 0.2, seed=3)[1]] == [p.name for p in valid]
 
+
+
+def test_size_is_checked_from_ticks_before_any_roll(tmp_path, midi_writer, chorale_notes):
+    import pytest
+
+    from engine.music.midi_files import MAX_NOTE_QUARTERS, MidiSkip
+
+    held = midi_writer(tmp_path / "held.mid", [(0, (MAX_NOTE_QUARTERS + 1) * 480, 60), (0, 480, 64)])
+    with pytest.raises(MidiSkip, match="notes over 512 beats"):
+        read_midi(held)
+    sparse = midi_writer(tmp_path / "sparse.mid", [(b * 480, 480, 60) for b in range(0, 3000, 50)])
+    with pytest.raises(MidiSkip, match="at most 1,024 steps"):
+        read_midi(sparse, max_steps=1024)
+    assert read_midi(sparse).steps == 2951 * 4  # under the default cap
+    midi_writer(tmp_path / "good.mid", chorale_notes(8))
+    pieces, report = load_midi_folder(tmp_path)
+    assert [p.name for p in pieces] == ["good.mid", "sparse.mid"]
+    assert "notes over 512 beats" in dict(report.skipped)["held.mid"]
+    with pytest.raises(MidiSkip, match="over 4 MB are not read"):
+        read_midi(b"MThd" + bytes(5 << 20))  # refused before mido parses it

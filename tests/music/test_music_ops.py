@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from pathlib import Path
 
 import mido
@@ -30,6 +31,26 @@ def write_midi(path: Path, beats: int = 16, shift: int = 0) -> Path:
     mid.tracks.append(track)
     mid.save(path)
     return path
+
+
+def long_note_midi() -> bytes:
+    """37 bytes: one middle C lasting 5 million beats (issue 24): 1.7 GB as a 16th-note roll."""
+    import struct
+
+    ticks, vlq = 5_000_000 * 48, b""
+    vlq = bytes([ticks & 0x7F])
+    while ticks := ticks >> 7:
+        vlq = bytes([0x80 | ticks & 0x7F]) + vlq
+    track = b"\x00\x90\x3c\x40" + vlq + b"\x80\x3c\x40" + b"\x00\xff\x2f\x00"
+    data = b"MThd" + struct.pack(">IHHH", 6, 0, 1, 48) + b"MTrk" + struct.pack(">I", len(track)) + track
+    assert len(data) == 37
+    return data
+
+
+def peak_rss_mb(engine) -> float:
+    """The engine process's peak resident memory so far (VmHWM), in MB."""
+    status = Path(f"/proc/{engine.process.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +139,58 @@ def test_primed_generation_starts_with_the_primer(tiny, tmp_path):
     head = read_midi(path, 4).roll
     assert value["primer_steps"] == len(head)
     assert np.array_equal(value["roll"][:len(head)], head) and len(value["roll"]) == len(head) + 16
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc to read the engine's memory")
+def test_a_37_byte_long_note_primer_is_refused_before_allocation(tiny, engine):
+    client, _, _ = tiny
+    before, start = peak_rss_mb(engine), time.monotonic()
+    with pytest.raises(EngineError) as e:
+        client.call("music.generate", {"model": "tiny", "bars": 1, "primer": np.frombuffer(long_note_midi(), np.uint8)},
+                    timeout=60)
+    assert e.value.code == "bad_params" and "5,000,000 beats" in e.value.message, e.value.message
+    assert time.monotonic() - start < 5
+    assert peak_rss_mb(engine) - before < 100, "the primer was allocated before it was refused"
+    # a primer over the primer cap (8192 steps = 2048 beats) in short notes: refused before its roll too
+    long = [(b * 480, 480, 60) for b in range(0, 4000, 100)]
+    with pytest.raises(EngineError) as e:
+        client.call("music.generate", {"model": "tiny", "primer": np.frombuffer(_notes_midi(long), np.uint8)})
+    assert e.value.code == "bad_params" and "at most 8,192 steps" in e.value.message, e.value.message
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc to read the engine's memory")
+def test_a_long_note_file_in_a_training_folder_is_skipped_with_its_reason(tiny, engine, tmp_path):
+    client, _, _ = tiny
+    for i in range(2):
+        write_midi(tmp_path / f"piece{i}.mid", shift=i)
+    (tmp_path / "stuck.mid").write_bytes(long_note_midi())
+    before, start = peak_rss_mb(engine), time.monotonic()
+    client.call("train", {"kind": "music", "name": "tiny-long", "data": {"midi": str(tmp_path)}, "model": TINY,
+                          "train": {**TRAIN, "steps": 2}}, timeout=120)
+    assert time.monotonic() - start < 60
+    assert peak_rss_mb(engine) - before < 200, "the long note became a roll before it was skipped"
+    data = client.call("models.info", {"name": "tiny-long"})["metadata"]["data"]
+    assert data["files_used"] == 2 and data["train_steps"] < 1000
+    skipped = {s["file"]: s["reason"] for s in data["files_skipped"]}
+    assert "5,000,000 beats" in skipped["stuck.mid"] and "note-off" in skipped["stuck.mid"]
+
+
+def test_a_phrase_too_long_to_feed_is_refused(tiny):
+    client, _, _ = tiny
+    far = np.array([[2**31 - 1, 480, 60, 90, 0]], np.int64)  # at 480 ticks a beat: 18 million steps away
+    with pytest.raises(EngineError) as e:
+        client.call("music.session.open", {"model": "tiny", "priming": far})
+    assert e.value.code == "bad_params" and "feed at most" in e.value.message, e.value.message
+
+
+def _notes_midi(notes: list[tuple[int, int, int]]) -> bytes:
+    track, now = mido.MidiTrack(), 0
+    for t, on, p in sorted([(s, 1, p) for s, d, p in notes] + [(s + d, 0, p) for s, d, p in notes]):
+        track.append(mido.Message("note_on" if on else "note_off", note=p, velocity=90 if on else 0, time=t - now))
+        now = t
+    buffer = io.BytesIO()
+    mido.MidiFile(type=1, ticks_per_beat=480, tracks=[track]).save(file=buffer)
+    return buffer.getvalue()
 
 
 def test_write_output_and_demo(tiny, tmp_path):
