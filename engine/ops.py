@@ -8,6 +8,7 @@ imports nothing else of the engine, so both sides can import it.
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -59,9 +60,13 @@ class Param:
     max: float | None = None
     choices: tuple | None = None
     doc: str = ""
+    path: bool = False  # a file or folder the op reads: the engine decides which it may (PathCheck)
+    names: tuple[str, ...] = ()  # words a path param takes instead of a path (e.g. demo exemplars)
 
     def describe(self) -> dict:
         spec = {"type": self.type, "required": self.required, "doc": self.doc}
+        if self.path:
+            spec["path"] = True
         if not self.required and not isinstance(self.default, np.ndarray):
             spec["default"] = self.default
         for key in ("min", "max", "choices"):
@@ -83,8 +88,11 @@ class Op:
         return {"doc": self.doc, "priority": self.priority.name.lower(),
                 "params": {name: p.describe() for name, p in self.params.items()}}
 
-    def check(self, params: Any) -> dict:
-        """Return the params with defaults filled in, or raise JobFailed('bad_params', ...)."""
+    def check(self, params: Any, paths: PathCheck | None = None) -> dict:
+        """Return the params with defaults filled in, or raise JobFailed('bad_params', ...).
+
+        `paths`, when given, vets every path param (see PathCheck); without it paths pass as given.
+        """
         if not isinstance(params, dict):
             raise JobFailed("bad_params", f"{self.name}: 'params' must be an object")
         unknown = sorted(set(params) - set(self.params))
@@ -99,7 +107,23 @@ class Op:
                 checked[name] = spec.default
                 continue
             checked[name] = _check_value(self.name, name, spec, params[name])
+            if spec.path and paths is not None:
+                checked[name] = vet_path(self.name, name, spec, checked[name], paths)
         return checked
+
+
+PathCheck = Callable[[str], str]
+"""A path a request names -> the path to read; raises JobFailed('path_not_allowed', ...) without
+saying what the folder holds or whether the path exists."""
+
+
+def vet_path(op: str, name: str, spec: Param, value: str, paths: PathCheck) -> str:
+    if value in spec.names and not os.path.lexists(value):
+        return value
+    try:
+        return paths(value)
+    except JobFailed as e:
+        raise JobFailed(e.code, f"{op}: {name!r}: {e.message}") from None
 
 
 def _check_value(op: str, name: str, spec: Param, value: Any) -> Any:

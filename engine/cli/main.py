@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=paths.DEFAULT_HOST, help="address to listen on (default 127.0.0.1; "
                        "anything else exposes the engine to your network)")
     serve.add_argument("--port", type=int, default=paths.DEFAULT_PORT, help="TCP port; 0 picks a free one")
+    serve.add_argument("--allow-path", dest="allow_paths", type=Path, action="append", default=[], metavar="DIR",
+                       help="a folder whose files clients may name (images, meshes, MIDI to train on); repeatable. "
+                       "Without it clients may name files only in the models folder")
+    serve.add_argument("--max-connections", type=int, default=1024, help="clients at once (default 1024); "
+                       "more are refused with too_many_connections")
+    serve.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve TLS with this certificate (PEM); "
+                       "clients find it in engine.json or are given it")
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)")
+    serve.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without TLS "
+                       "(the token then travels in clear text)")
     serve.set_defaults(handler=_serve)
 
     models = commands.add_parser("models", parents=[common], help="list, inspect, load, unload or delete models",
@@ -94,8 +104,10 @@ def _fail(args: argparse.Namespace, code: str, message: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from engine.cli import serve
 
-    return serve.run(args.host, args.port, args.device, args.models_dir or paths.models_dir(), args.token_file,
-                     args.json)
+    exposure = serve.Exposure(args.host, args.allow_paths, args.max_connections, args.tls_cert, args.tls_key,
+                              args.insecure)
+    return serve.run(args.port, args.device, args.models_dir or paths.models_dir(), args.token_file, args.json,
+                     exposure)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from engine import __version__, protocol
 from engine.device import describe, pick_device
 from engine.kinds import KIND_MODULES, kind_module
-from engine.ops import JobFailed, Op
+from engine.ops import JobFailed, Op, vet_path
 from engine.server import engine_ops
 from engine.server.jobs import Job, Scheduler
 from engine.store.checkpoints import BUILTIN_DIR, ModelCorrupt, ModelNotFound, ModelStore
@@ -27,8 +28,12 @@ MAX_SESSIONS = 16  # per client: a session holds model state in memory
 
 
 class Engine:
+    """`allowed_paths`: the folders whose files requests may name (a served engine); None trusts every
+    path (the in-process CLI, whose user typed them)."""
+
     def __init__(self, models_dir: Path, device: str = "auto", builtin: Path | None = BUILTIN_DIR,
-                 general_workers: int = 2):
+                 general_workers: int = 2, allowed_paths: list[Path] | None = None):
+        self.allowed_paths = None if allowed_paths is None else [os.path.realpath(p) for p in allowed_paths]
         self.device = pick_device(device)
         self.store = ModelStore(models_dir, builtin)
         self.scheduler = Scheduler(general_workers=general_workers)
@@ -61,12 +66,41 @@ class Engine:
                listener: Callable[[dict], None] | None = None) -> Job:
         """Check the request and queue it; raises JobFailed for an unknown op or bad params."""
         op = self.op(op_name)
-        checked = op.check(params)
+        checked = self.check(op, params)
         detached = bool(checked.pop("detach", False))
         job = Job(op.name, op.priority, lambda context: op.run(self, context, **checked), owner, detached)
         if listener:
             job.add_listener(listener)
         return self.scheduler.submit(job)
+
+    def check(self, op: Op, params: Any) -> dict:
+        """The op's params with defaults filled in; on a served engine every path must lie in allowed_paths."""
+        if self.allowed_paths is None:
+            return op.check(params)
+        checked = op.check(params, self._vet_path)
+        if op.name == "train":  # its data options are the kind's, checked against the kind's declarations
+            try:
+                fields = kind_module(checked["kind"]).DATA_PARAMS
+            except KeyError:
+                return checked  # the op itself says which kinds there are
+            data = dict(checked["data"])
+            for name, spec in fields.items():
+                if spec.path and isinstance(data.get(name), str):
+                    data[name] = vet_path(f"train {checked['kind']} data", name, spec, data[name], self._vet_path)
+            checked["data"] = data
+        return checked
+
+    def _vet_path(self, value: str) -> str:
+        try:
+            real = os.path.realpath(os.path.expanduser(value))
+        except (ValueError, OSError):
+            real = ""
+        if real and any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.allowed_paths):
+            return real
+        # Never more: whether it exists, or what the folder holds, is not the client's to learn.
+        raise JobFailed(protocol.PATH_NOT_ALLOWED, f"{value!r} is outside the folders this engine reads files "
+                        f"from ({', '.join(self.allowed_paths)}); start it with `atelier serve --allow-path DIR` "
+                        "to allow a folder, or run the command in-process (without --engine)")
 
     def model(self, name: str, kind: str | None = None) -> tuple[dict, Any]:
         """(metadata, inference model), loaded on first use and kept until unloaded."""
