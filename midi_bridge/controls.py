@@ -4,7 +4,10 @@ binding is kept in a small JSON file for the next run.
 
 Value ranges (CC value 0-127):
 - temperature: 0.1 .. 2.0, linear (about 1.0 at 60)
-- density: 0.25 .. 4, exponential (1.0 at 64)
+- density: the engine's whole range (0.05 .. 20), exponential (1.0 at 64). The engine's
+  density scales the odds of ending a time step, and a model that has learned its style
+  well moves little for it (the shipped model: 15 vs 20 notes per bar at 0.25 vs 4), so the
+  knob spans all of it: 2 to 22 notes per bar with the shipped model
 - key: 25 zones: lowest = no key lock, then C .. B major, then C .. B minor
 - mute: on at 64 and above; regenerate, respond: fire when the value rises through 64
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import paths
+from engine.music.ops import CONTROLS as ENGINE_CONTROLS
 
 CONTINUOUS = ("temperature", "density", "key")
 SWITCHES = ("mute", "regenerate", "respond")
@@ -35,7 +39,8 @@ def temperature(value: int) -> float:
 
 
 def density(value: int) -> float:
-    return round(0.25 * 16 ** (value / 127), 3)
+    low, high = ENGINE_CONTROLS["density"].min, ENGINE_CONTROLS["density"].max
+    return round(low * (high / low) ** (value / 127), 3)
 
 
 def key(value: int) -> str:

@@ -4,6 +4,11 @@ One thread owns the engine connection: it asks for the next beats whenever the q
 reaches less than `lookahead` beats past the playhead, applies control changes, regenerates,
 and answers the player's phrases. The scheduler never waits on it.
 
+Control changes (density, temperature, key, ...) take effect from the next bar line that
+the engine can still make in time, not after the queued beats: the queued notes from that
+bar line on are dropped, and a new session -- primed with the music up to the bar line --
+continues from it with the new controls.
+
 Losing the engine: the queued notes keep playing while this thread reconnects with
 exponential backoff (re-reading the engine's address file, so a restarted engine on a new
 port is found). Once the queue has played out it silences the output (panic) and keeps
@@ -29,6 +34,7 @@ from midi_bridge.scheduler import HELPER_PRIORITY, Scheduler, next_bar, raise_pr
 
 TICKS_PER_BEAT = 480
 CALL_TIMEOUT = 10.0
+CUT_SECONDS = 0.15   # a change applies from the first bar line at least this far (and a 16th) ahead
 LOST = (ConnectionError, OSError, TimeoutError)  # and EngineError("disconnected")
 
 
@@ -169,9 +175,7 @@ class EngineFeed:
         except queue.Empty:
             pass
         if changes:
-            self.settings.controls.update(changes)
-            self._call("music.session.set", {"session": self._session, **changes})
-            self.scheduler.log.note("controls", **changes)
+            self._apply(changes)
         playhead = self.scheduler.playhead()
         if self.respond is not None:
             self.ready.set()
@@ -216,24 +220,48 @@ class EngineFeed:
         self._client, self._session = client, value["session"]
 
     def _primer(self, cut: float) -> tuple[list[Note], float]:
-        """The last two bars played before stream beat `cut`, and the bar line they start at."""
+        """The last two bars of music before stream beat `cut` (played or queued), and the bar line
+        they start at."""
         bar = self.scheduler.bar_beats
         origin = max(0.0, next_bar(cut, bar) - 2 * bar)
-        return [n for n in self.scheduler.history(origin) if n.start < cut], origin
+        return self.scheduler.context(origin, cut), origin
 
-    def _regenerate(self) -> None:
-        """New music from the next bar line: a new seed, primed with what was just played."""
-        cut = next_bar(self.scheduler.playhead() + 0.25, self.scheduler.bar_beats)
-        self.scheduler.drop_from(cut)
+    def _cut(self) -> float:
+        """The next bar line far enough ahead for the engine to make new notes before it."""
+        bpm = getattr(self.scheduler.clock, "bpm", 120.0)
+        return next_bar(self.scheduler.playhead() + max(0.25, CUT_SECONDS * bpm / 60), self.scheduler.bar_beats)
+
+    def _apply(self, changes: dict[str, Any]) -> None:
+        """New controls from the next bar line, also when beats past it are queued already."""
+        self.settings.controls.update(changes)
+        cut = self._cut()
+        if cut >= self.cursor:  # nothing queued past the bar line: finish the bar, then change
+            while self.cursor < cut - 1e-9:
+                self._fetch(min(self.chunk, cut - self.cursor))
+            self._call("music.session.set", {"session": self._session, **changes})
+        else:
+            self._restart(cut)
+        self.scheduler.log.note("controls", from_beat=cut, **changes)
+
+    def _restart(self, cut: float) -> None:
+        """A new session (self.settings) continues the music from stream beat `cut`; queued notes
+        from there on are dropped."""
         primer, origin = self._primer(cut)
         old, client = self._session, self._client
-        self.settings = replace(self.settings, seed=self.settings.seed + 1)
         self._open(client, primer, origin)
         try:
             client.call("music.session.close", {"session": old}, timeout=CALL_TIMEOUT)
-        except EngineError:
-            pass
+        except EngineError as e:
+            if e.code == "disconnected":
+                raise
+        self.scheduler.drop_from(cut)
         self.cursor = cut
+
+    def _regenerate(self) -> None:
+        """New music from the next bar line: a new seed, primed with what was just played."""
+        cut = self._cut()
+        self.settings = replace(self.settings, seed=self.settings.seed + 1)
+        self._restart(cut)
         self.scheduler.log.note("regenerate", from_beat=cut, seed=self.settings.seed)
 
     def _answer(self, phrase: list[Note], playhead: float) -> None:

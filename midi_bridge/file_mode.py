@@ -31,8 +31,8 @@ class _Collector:
     def push(self, notes: list[Note]) -> None:
         self.notes.extend(notes)
 
-    def history(self, since: float) -> list[Note]:
-        return [n for n in self.notes if n.start >= since]
+    def context(self, since: float, cut: float) -> list[Note]:
+        return [n for n in self.notes if since <= n.start < cut]
 
     def playhead(self) -> float:
         return 0.0

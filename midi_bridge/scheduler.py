@@ -23,6 +23,7 @@ import os
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Callable, Protocol
 
 from midi_bridge.eventlog import EventLog
@@ -175,9 +176,18 @@ class Scheduler:
             self.log.note("panic", reason=reason)
 
     def history(self, since: float) -> list[Note]:
-        """Notes played (or due to play) from stream beat `since` on."""
+        """Notes played from stream beat `since` on."""
         with self._lock:
             return [n for n in self._history if n.start >= since]
+
+    def context(self, since: float, cut: float) -> list[Note]:
+        """The music from stream beat `since` up to `cut`: notes played and notes queued, each cut
+        short at `cut` (what a new engine session is primed with to continue from `cut`)."""
+        with self._lock:
+            queued = [item[2] for item in self._ons]
+            notes = [n for n in (*self._history, *queued) if since - 1e-9 <= n.start < cut - 1e-9]
+        notes.sort(key=lambda n: (n.start, n.pitch))
+        return [replace(n, duration=min(n.duration, cut - n.start)) for n in notes]
 
     def close(self, reason: str = "exit") -> None:
         """Stop the timing thread and silence everything; safe to call more than once."""

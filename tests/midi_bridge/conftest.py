@@ -3,13 +3,14 @@ receiver and sender ports and the bridge process (helpers in midi_rig.py)."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 sys.path.append(str(Path(__file__).parent))  # midi_rig; appended so `conftest` stays tests/conftest.py
 
-from midi_rig import Bridge, JackServer, Receiver, Sender, start_engine_in, tiny_model  # noqa: E402
+from midi_rig import Bridge, Delivery, JackServer, Receiver, Sender, match_log, start_engine_in, tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +46,22 @@ def jack_troubles(jack):
 
 
 @pytest.fixture
+def check_delivery(jack_troubles):
+    """Matches what arrived with what the bridge logged; differences must be explained by xruns."""
+
+    def check(received: list, sent: list[dict]) -> Delivery:
+        time.sleep(0.2)  # let jackd's log catch up
+        found = match_log(received, sent)
+        troubles = jack_troubles()
+        assert found.incidents <= troubles and len(found.pairs) >= 0.8 * len(sent), (
+            f"{found.lost} logged messages never arrived and {found.unlogged} arrived unlogged, in {found.incidents} "
+            f"incidents, while jackd reported {troubles} xruns:\n{found.report}")
+        return found
+
+    return check
+
+
+@pytest.fixture
 def receiver(jack, request):
     r = Receiver(_short(request))
     yield r
@@ -62,8 +79,8 @@ def sender(jack, request):
 def start_bridge(jack, tmp_path):
     started: list[Bridge] = []
 
-    def start(engine, *args: str) -> Bridge:
-        bridge = Bridge(list(args), engine, tmp_path, jack.env)
+    def start(engine, *args: str, model: str = "tiny") -> Bridge:
+        bridge = Bridge(list(args), engine, tmp_path, jack.env, model)
         started.append(bridge)
         return bridge
 

@@ -28,7 +28,7 @@ from midi_bridge import eventlog  # noqa: E402
 
 JACK_PERIOD = 256
 JACK_RATE = 48000
-TINY = {"model": {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1}, "seq_steps": 32,
+TINY = {"model": {"arch": "token", "holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1}, "seq_steps": 32,
         "valid_fraction": 0.5}
 
 
@@ -204,12 +204,12 @@ def tiny_model(folder: Path) -> Path:
 # -- the bridge process -------------------------------------------------------------------
 
 class Bridge:
-    def __init__(self, args: list[str], engine, tmp: Path, jack_env: dict):
+    def __init__(self, args: list[str], engine, tmp: Path, jack_env: dict, model: str = "tiny"):
         self.log_path = tmp / f"bridge-{uuid.uuid4().hex[:6]}.jsonl"
         self.stderr_path = self.log_path.with_suffix(".stderr")
         env = {**os.environ, **jack_env, "ATELIER_STATE_DIR": str(engine.state_dir), "PYTHONPATH": str(REPO)}
         with open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen([sys.executable, "-m", "midi_bridge", "--api", "jack", "--model", "tiny",
+            self.process = subprocess.Popen([sys.executable, "-m", "midi_bridge", "--api", "jack", "--model", model,
                                              "--event-log", str(self.log_path), *args],
                                             stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO)
 

@@ -11,25 +11,9 @@ import signal
 import time
 
 import pytest
-from midi_rig import Delivery, Engine, match_log, percentile, start_engine_in
+from midi_rig import Delivery, Engine, percentile, start_engine_in
 
 from midi_bridge.notes import ALL_NOTES_OFF, ALL_SOUND_OFF, still_sounding
-
-
-@pytest.fixture
-def check_delivery(jack_troubles):
-    """Matches what arrived with what the bridge logged; differences must be explained by xruns."""
-
-    def check(received: list, sent: list[dict]) -> Delivery:
-        time.sleep(0.2)  # let jackd's log catch up
-        found = match_log(received, sent)
-        troubles = jack_troubles()
-        assert found.incidents <= troubles and len(found.pairs) >= 0.8 * len(sent), (
-            f"{found.lost} logged messages never arrived and {found.unlogged} arrived unlogged, in {found.incidents} "
-            f"incidents, while jackd reported {troubles} xruns:\n{found.report}")
-        return found
-
-    return check
 
 
 def assert_silent(received: list, sent: list[dict], delivery: Delivery, channel: int = 0,
