@@ -97,10 +97,14 @@ def _train(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides, args.module.config_class(), TrainConfig)
     train = {**sections.get("train", {}), **overrides["train"]}
     train.update({k: getattr(args, k) for k in TRAIN_SHORTCUTS if getattr(args, k) is not None})
+    data = {k: getattr(args, k) for k in args.module.DATA_PARAMS if getattr(args, k, None) is not None}
+    file_data = sections.get("data", {})
+    sources = getattr(args.module, "DATA_SOURCES", ())  # a kind's mutually exclusive sources (music: midi, corpus, jsb)
+    if set(data) & set(sources):  # a source on the command line replaces the config file's (a recipe's corpus)
+        file_data = {k: v for k, v in file_data.items() if k not in sources}
     params = {"kind": args.kind, "name": args.name, "resume": args.resume, "detach": args.detach,
               "model": {**sections.get("model", {}), **overrides["model"]}, "train": train,
-              "data": {**sections.get("data", {}),
-                       **{k: getattr(args, k) for k in args.module.DATA_PARAMS if getattr(args, k, None) is not None}}}
+              "data": {**file_data, **data}}
     if args.detach and not args.engine:
         raise ValueError("--detach keeps a run going on a running engine: add --engine (the one `atelier serve` "
                          "recorded) or --engine HOST:PORT")
@@ -114,13 +118,27 @@ def _train(args: argparse.Namespace) -> int:
                    f"`atelier jobs watch {job} --engine {args.engine}`")
             return 0
         value = session.call("train", params, bar)
+        if bar:
+            bar.close()
+            bar = None
+        report = _data_report(args.module, session, value["model"])
     finally:
         if bar:
             bar.close()
         session.close()
-    output(args, value, f"saved {value['model']} at step {value['step']}; metrics {json.dumps(value['metrics'])}; "
-           f"loss curve and samples in {value['run_dir']}")
+    output(args, {**value, **({"data": report[0]} if report else {})},
+           (report[1] + "\n" if report else "") + f"saved {value['model']} at step {value['step']}; "
+           f"metrics {json.dumps(value['metrics'])}; loss curve and samples in {value['run_dir']}")
     return 0
+
+
+def _data_report(module, session, name: str) -> tuple[dict, str] | None:
+    """(summary, text) of what training read, skipped and why, for kinds that describe it (`describe_data`)."""
+    describe = getattr(module, "describe_data", None)
+    if describe is None:
+        return None
+    summary = session.call("models.info", {"name": name})["metadata"].get("data") or {}
+    return summary, describe(summary)
 
 
 def _first_job_id(request) -> str:

@@ -9,9 +9,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.config import build
 from engine.music.baseline import MusicBaseline
-from engine.music.config import MusicConfig, build_music_net
+from engine.music.config import build_music_net, stored_config
 from engine.music.evaluation import frame_nll
 from engine.music.frame_model import MusicFrameRNN
 from engine.music.jsb import load_jsb
@@ -87,20 +86,24 @@ class MusicModel:
 
 def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> MusicModel:
     """The finished model from a checkpoint: `weights` keys are "<net>.<param>" ("rnn.head.weight")."""
-    cfg = build(MusicConfig, config)
+    cfg = stored_config(config)
     rnn = build_music_net(cfg.model)
     own = {k[len("rnn."):]: v for k, v in weights.items() if k.startswith("rnn.")}
     if not own:
         raise ValueError(f"no 'rnn.*' weights in this checkpoint (keys start with "
                          f"{sorted({k.split('.')[0] for k in weights})}); is it a music model?")
-    rnn.load_state_dict(own)
+    try:
+        rnn.load_state_dict(own)
+    except RuntimeError as e:
+        raise ValueError(f"this checkpoint's weights do not fit its config (arch={cfg.model.arch!r}, "
+                         f"d_hidden={cfg.model.d_hidden}); was it saved with another config? ({str(e)[:300]})") from None
     return MusicModel(rnn.to(device), cfg.to_dict(), load_baseline(config, weights, device))
 
 
 def load_baseline(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu",
                   ) -> MusicBaseline | None:
     """The benchmark baseline from the same checkpoint, or None if it was not trained."""
-    cfg = build(MusicConfig, config)
+    cfg = stored_config(config)
     own = {k[len("baseline."):]: v for k, v in weights.items() if k.startswith("baseline.")}
     if cfg.baseline is None or not own:
         return None

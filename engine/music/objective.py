@@ -6,6 +6,7 @@ Bach chorales (`corpus="bach"`), or the JSB benchmark split (`jsb`, tests and be
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,10 @@ class MusicObjective(Objective):
                  corpus: str | None = None, jsb: str | Path | None = None,
                  device: torch.device | str = "cpu"):
         cfg = config if isinstance(config, MusicConfig) else build(MusicConfig, config or {})
+        notes = []
+        if jsb is not None and cfg.model.holds:  # the default's onset marks: the JSB files have none to learn
+            cfg = replace(cfg, model=replace(cfg.model, holds=False))
+            notes.append("trained without onset/held marks (model.holds=false): the JSB split has none")
         self.device = torch.device(device)
         self.train_pieces, self.valid_pieces, summary = load_pieces(cfg, midi=midi, corpus=corpus, jsb=jsb)
         if not self.train_pieces:
@@ -74,7 +79,8 @@ class MusicObjective(Objective):
         self._limits = [transpose_limits(p, cfg.transpose) for p in self.train_pieces]
         self._summary = {**summary, "train_pieces": len(self.train_pieces), "valid_pieces": len(self.valid_pieces),
                          "train_steps": int(sum(p.steps for p in self.train_pieces)),
-                         "steps_per_quarter": cfg.steps_per_quarter, "holds": cfg.model.holds}
+                         "steps_per_quarter": cfg.steps_per_quarter, "holds": cfg.model.holds,
+                         **({"notes": notes} if notes else {})}
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {name: list(net.parameters()) for name, net in self.nets.items()}

@@ -35,6 +35,13 @@ DATA_PARAMS = {
     "jsb": Param("str", doc="folder of the JSB chorales benchmark split (jsb-chorales-quarter.json, ...)"),
 }
 
+# Trainer settings of a plain `atelier train music`: the shipped model's schedule and budget
+# (engine/recipes/music.toml; tests/music/test_train_command.py checks they agree).
+TRAIN_DEFAULTS = {"steps": 3000, "minutes": 20.0, "batch_size": 16, "optimizer": "adam", "lr": 3e-3,
+                  "schedule": "cosine", "warmup_steps": 50, "grad_clip": 1.0, "checkpoint_every": 200,
+                  "log_every": 20, "seed": 0}
+DATA_SOURCES = ("midi", "corpus", "jsb")  # one of them: a source given on the command line replaces a config file's
+
 CONTROLS = {
     "temperature": Param("float", 1.0, min=0.05, max=5.0, doc="lower is safer, higher is wilder"),
     "top_p": Param("float", 1.0, min=1e-6, max=1.0, doc="nucleus sampling: keep the likeliest tokens up to this mass"),
@@ -177,8 +184,7 @@ def _eval(engine, context: Context, **params) -> dict:
 def _eval_pieces(metadata: dict, model, params: dict) -> tuple[list, dict]:
     """The held-out pieces to score: the JSB split if asked (or trained on), else the
     held-out files of the model's own training source, split as in training."""
-    from engine.config import build
-    from engine.music.config import MusicConfig
+    from engine.music.config import stored_config
     from engine.music.jsb import jsb_dir, load_jsb
     from engine.music.objective import load_pieces
 
@@ -196,7 +202,7 @@ def _eval_pieces(metadata: dict, model, params: dict) -> tuple[list, dict]:
                              "model.holds=false (train it with --jsb); score it on --corpus or --midi instead")
         return load_jsb(jsb, res)[params["split"]], {"source": "jsb", "path": str(jsb), "split": params["split"],
                                                       "resolution": res}
-    cfg = build(MusicConfig, metadata["config"])
+    cfg = stored_config(metadata["config"])
     midi = params["midi"] or (data.get("path") if params["corpus"] is None and data.get("source") == "midi" else None)
     corpus = params["corpus"] or (data.get("corpus") if midi is None else None)
     _, valid, _ = load_pieces(cfg, midi=midi, corpus=corpus)
@@ -333,6 +339,24 @@ OPS = [
     Op("music.session.close", _session_close, {"session": _SESSION}, priority=_LIVE, doc="end a live stream"),
 ]
 CLI_OPS = {"generate": "music.generate", "eval": "music.eval"}
+
+
+def describe_data(summary: dict) -> str:
+    """What training read, as lines for the terminal: pieces used and held out, every skipped file
+    with its reason, and what was dropped inside files (`atelier train` prints it)."""
+    source = summary.get("source", "?")
+    where = summary.get("corpus") if source == "corpus" else summary.get("path")
+    lines = [f"read {source} {where}: {summary.get('train_pieces', '?')} pieces to train on, "
+             f"{summary.get('valid_pieces', '?')} held out ({summary.get('train_steps', 0):,} steps to train on)"]
+    skipped = summary.get("files_skipped") or summary.get("skipped") or []
+    if skipped:
+        lines.append(f"skipped {len(skipped)} file(s):")
+        lines += [f"  {s['file']}: {s['reason']}" for s in skipped]
+    dropped = summary.get("dropped") or {}
+    if dropped:
+        lines.append("dropped inside files: " + ", ".join(f"{n} {what}" for what, n in sorted(dropped.items())))
+    lines += summary.get("notes") or []
+    return "\n".join(lines)
 
 
 def write_output(op: str, value: dict, out: Path) -> list[Path]:

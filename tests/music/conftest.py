@@ -36,6 +36,25 @@ def chorale_like(n_beats: int = 16, tpb: int = 480) -> list[tuple[int, int, int]
     return [(b * tpb, tpb, p) for b in range(n_beats) for p in chords[b % 4]]
 
 
+def _long_note_midi() -> bytes:
+    """37 bytes: one middle C lasting 5 million beats (issue 24): 1.7 GB as a 16th-note roll."""
+    import struct
+
+    ticks, vlq = 5_000_000 * 48, b""
+    vlq = bytes([ticks & 0x7F])
+    while ticks := ticks >> 7:
+        vlq = bytes([0x80 | ticks & 0x7F]) + vlq
+    track = b"\x00\x90\x3c\x40" + vlq + b"\x80\x3c\x40" + b"\x00\xff\x2f\x00"
+    data = b"MThd" + struct.pack(">IHHH", 6, 0, 1, 48) + b"MTrk" + struct.pack(">I", len(track)) + track
+    assert len(data) == 37
+    return data
+
+
+@pytest.fixture
+def long_note_midi() -> bytes:
+    return _long_note_midi()
+
+
 @pytest.fixture
 def midi_writer():
     return write_midi

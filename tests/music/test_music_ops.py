@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from engine.client import EngineError
 from engine.music.jsb import jsb_dir
 from engine.music.sampling import scale_pitch_classes
 
-TINY = {"model": {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1}, "seq_steps": 32,
+TINY = {"model": {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1, "d_decoder": 32}, "seq_steps": 32,
         "valid_fraction": 0.25}
 TRAIN = {"steps": 6, "batch_size": 4, "log_every": 3, "lr": 3e-3}
 
@@ -33,18 +34,11 @@ def write_midi(path: Path, beats: int = 16, shift: int = 0) -> Path:
     return path
 
 
-def long_note_midi() -> bytes:
-    """37 bytes: one middle C lasting 5 million beats (issue 24): 1.7 GB as a 16th-note roll."""
-    import struct
-
-    ticks, vlq = 5_000_000 * 48, b""
-    vlq = bytes([ticks & 0x7F])
-    while ticks := ticks >> 7:
-        vlq = bytes([0x80 | ticks & 0x7F]) + vlq
-    track = b"\x00\x90\x3c\x40" + vlq + b"\x80\x3c\x40" + b"\x00\xff\x2f\x00"
-    data = b"MThd" + struct.pack(">IHHH", 6, 0, 1, 48) + b"MTrk" + struct.pack(">I", len(track)) + track
-    assert len(data) == 37
-    return data
+def data_folder(engine, name: str) -> Path:
+    """A folder the engine may read over the socket: under its models folder (anything else needs --allow-path)."""
+    folder = Path(engine.models_dir) / "data" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def peak_rss_mb(engine) -> float:
@@ -56,7 +50,7 @@ def peak_rss_mb(engine) -> float:
 @pytest.fixture(scope="module")
 def tiny(engine, tmp_path_factory):
     """A client and a tiny 16th-note model trained through the engine's `train` op on four MIDI files."""
-    folder = tmp_path_factory.mktemp("midi")
+    folder = data_folder(engine, "midi")
     for i in range(4):
         write_midi(folder / f"piece{i}.mid", shift=i)
     (folder / "broken.mid").write_bytes(b"MThd garbage")
@@ -142,11 +136,11 @@ def test_primed_generation_starts_with_the_primer(tiny, tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc to read the engine's memory")
-def test_a_37_byte_long_note_primer_is_refused_before_allocation(tiny, engine):
+def test_a_37_byte_long_note_primer_is_refused_before_allocation(tiny, engine, long_note_midi):
     client, _, _ = tiny
     before, start = peak_rss_mb(engine), time.monotonic()
     with pytest.raises(EngineError) as e:
-        client.call("music.generate", {"model": "tiny", "bars": 1, "primer": np.frombuffer(long_note_midi(), np.uint8)},
+        client.call("music.generate", {"model": "tiny", "bars": 1, "primer": np.frombuffer(long_note_midi, np.uint8)},
                     timeout=60)
     assert e.value.code == "bad_params" and "5,000,000 beats" in e.value.message, e.value.message
     assert time.monotonic() - start < 5
@@ -159,13 +153,14 @@ def test_a_37_byte_long_note_primer_is_refused_before_allocation(tiny, engine):
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc to read the engine's memory")
-def test_a_long_note_file_in_a_training_folder_is_skipped_with_its_reason(tiny, engine, tmp_path):
+def test_a_long_note_file_in_a_training_folder_is_skipped_with_its_reason(tiny, engine, long_note_midi):
     client, _, _ = tiny
+    folder = data_folder(engine, "long")
     for i in range(2):
-        write_midi(tmp_path / f"piece{i}.mid", shift=i)
-    (tmp_path / "stuck.mid").write_bytes(long_note_midi())
+        write_midi(folder / f"piece{i}.mid", shift=i)
+    (folder / "stuck.mid").write_bytes(long_note_midi)
     before, start = peak_rss_mb(engine), time.monotonic()
-    client.call("train", {"kind": "music", "name": "tiny-long", "data": {"midi": str(tmp_path)}, "model": TINY,
+    client.call("train", {"kind": "music", "name": "tiny-long", "data": {"midi": str(folder)}, "model": TINY,
                           "train": {**TRAIN, "steps": 2}}, timeout=120)
     assert time.monotonic() - start < 60
     assert peak_rss_mb(engine) - before < 200, "the long note became a roll before it was skipped"
@@ -258,14 +253,13 @@ def test_sessions_are_engine_sessions_closed_with_their_owner(tmp_path):
     import threading
 
     from engine.config import build
-    from engine.music.config import MusicConfig
-    from engine.music.token_model import MusicRNN
+    from engine.music.config import MusicConfig, build_music_net
     from engine.server.core import Engine
     from engine.store.checkpoints import ModelStore
 
     cfg = build(MusicConfig, TINY)
     store = ModelStore(tmp_path, builtin=None)
-    store.save("t", {f"rnn.{k}": v for k, v in MusicRNN(cfg.model).state_dict().items()},
+    store.save("t", {f"rnn.{k}": v for k, v in build_music_net(cfg.model).state_dict().items()},
                {"kind": "music", "config": cfg.to_dict()})
     eng = Engine(tmp_path, "cpu", builtin=None, general_workers=1)
 
@@ -297,11 +291,12 @@ def test_sessions_are_engine_sessions_closed_with_their_owner(tmp_path):
     ("music.session.open", {"priming": np.array([[0, 480, 10, 90, 0]], np.int32)}, "pitch"),
     ("music.session.open", {"ticks_per_beat": 6}, "multiple"),
     ("music.session.open", {"channel": 16}, "channel"),
-    ("music.eval", {"jsb": "/nonexistent"}, "JSB"),
+    ("music.eval", {"jsb": "{models}/nonexistent"}, "JSB"),
     ("music.eval", {"split": "dev"}, "split"),
 ])
-def test_bad_params_are_explained(tiny, op, params, words):
+def test_bad_params_are_explained(tiny, engine, op, params, words):
     client, _, _ = tiny
+    params = {k: v.format(models=engine.models_dir) if isinstance(v, str) else v for k, v in params.items()}
     with pytest.raises(EngineError) as e:
         client.call(op, {"model": "tiny", **params}, timeout=30)
     assert e.value.code == "bad_params" and words in e.value.message, e.value.message
@@ -340,11 +335,13 @@ def test_eval_scores_held_out_files(tiny):
 @pytest.mark.skipif(jsb_dir() is None or not (jsb_dir() / "jsb-chorales-quarter.json").is_file(),
                     reason=f"needs the JSB split, not found at ATELIER_JSB_DIR={jsb_dir()} (a user's clone has no "
                            "../shared/datasets)")
-def test_jsb_model_and_baseline_through_train_and_eval(tiny):
+def test_jsb_model_and_baseline_through_train_and_eval(tiny, engine):
     client, _, _ = tiny
     model = {"model": {"d_hidden": 24, "d_embed": 16, "n_layers": 1, "bar_steps": 4}, "steps_per_quarter": 1,
              "seq_steps": 16, "baseline": {"d_hidden": 16}}
-    client.call("train", {"kind": "music", "name": "jsb-tiny", "data": {"jsb": str(jsb_dir())},
+    jsb = data_folder(engine, "jsb")  # over the socket the engine reads only under its allowed folders
+    shutil.copy(jsb_dir() / "jsb-chorales-quarter.json", jsb)
+    client.call("train", {"kind": "music", "name": "jsb-tiny", "data": {"jsb": str(jsb)},
                           "model": model, "train": {"steps": 3, "batch_size": 4}}, timeout=120)
     value = client.call("music.eval", {"model": "jsb-tiny", "split": "valid"}, timeout=120)
     metrics = value["metrics"]

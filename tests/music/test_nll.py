@@ -34,7 +34,7 @@ def test_baseline_with_zero_logits_scores_88_log2():
 def test_token_model_with_zero_logits_matches_hand_count(arch):
     # All logits equal: each token is uniform over what the mask allows. At floor f the
     # allowed tokens are keys f..87 plus STEP_END, i.e. 89 - f choices.
-    model = build_music_net(MusicRNNConfig(d_hidden=4, d_embed=4, n_layers=1, dropout=0.0, arch=arch, d_decoder=8))
+    model = build_music_net(MusicRNNConfig(holds=False, d_hidden=4, d_embed=4, n_layers=1, dropout=0.0, arch=arch, d_decoder=8))
     for p in model.head.parameters():
         torch.nn.init.zeros_(p)
     steps = [[10, 20], [], [87]]
@@ -61,7 +61,7 @@ def test_batched_nll_equals_token_by_token_product(arch, step_logprobs):
     # The NLL the evaluator reports is -log of the product of the model's token
     # probabilities, computed here one step at a time with the state carried by hand.
     torch.manual_seed(1)
-    model = build_music_net(MusicRNNConfig(d_hidden=16, d_embed=8, n_layers=2, dropout=0.0, bar_steps=4,
+    model = build_music_net(MusicRNNConfig(holds=False, d_hidden=16, d_embed=8, n_layers=2, dropout=0.0, bar_steps=4,
                                            arch=arch, d_decoder=16)).eval()
     rng = np.random.default_rng(0)
     pieces = [_piece([sorted(rng.choice(88, size=rng.integers(0, 5), replace=False).tolist()) for _ in range(n)])
@@ -75,7 +75,7 @@ def test_batched_nll_equals_token_by_token_product(arch, step_logprobs):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_token_mixture_of_models(arch, step_logprobs):
     pieces = [_piece([[40, 44, 47], [40, 43], [], [52, 60, 64, 67]]), _piece([[30], [31, 50]])]
-    a, b = (build_music_net(MusicRNNConfig(d_hidden=8, d_embed=8, n_layers=1, dropout=0.0, bar_steps=4, arch=arch,
+    a, b = (build_music_net(MusicRNNConfig(holds=False, d_hidden=8, d_embed=8, n_layers=1, dropout=0.0, bar_steps=4, arch=arch,
                                            d_decoder=8)).eval() for _ in range(2))
     alone_a, alone_b = frame_nll(a, pieces)["nll"], frame_nll(b, pieces)["nll"]
     assert abs(mixture_frame_nll([a, a], pieces)["nll"] - alone_a) < 1e-5  # a model mixed with itself is itself

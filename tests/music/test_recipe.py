@@ -36,6 +36,7 @@ def test_shipped_model_loads_and_plays():
     assert metadata["kind"] == "music" and metadata["data"]["source"] == "corpus"
     model = load(metadata["config"], weights, "cpu")
     assert model.rnn.config.arch == "frame" and metadata["metrics"]["nll"] < 3
+    assert metadata["config"] == build(MusicConfig, {}).to_dict()  # what plain `atelier train music` trains
     roll = model.generate(bars=2, seed=0)
     assert roll.shape == (32, 88) and (roll > 0).any()
 
