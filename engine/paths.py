@@ -11,6 +11,7 @@ from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 47960
+TLS_SCHEME = "tls://"  # an engine address written tls://HOST:PORT is spoken to over TLS
 
 
 def state_dir() -> Path:
@@ -48,10 +49,12 @@ class RecordedEngine:
     port: int
     token_file: Path | None = None
     pid: int | None = None
+    tls: bool = False
+    tls_cert: Path | None = None  # the engine's own certificate, which its clients pin
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{TLS_SCHEME if self.tls else ''}{self.host}:{self.port}"
 
 
 def running_engine(state: Path | None = None) -> RecordedEngine | None:
@@ -64,8 +67,9 @@ def running_engine(state: Path | None = None) -> RecordedEngine | None:
         host, port, pid = info["host"], int(info["port"]), info.get("pid")
         if not isinstance(host, str) or not host:
             return None
-        token_file = info.get("token_file")
-        return RecordedEngine(host, port, Path(token_file) if token_file else None, int(pid) if pid else None)
+        token_file, tls_cert = info.get("token_file"), info.get("tls_cert")
+        return RecordedEngine(host, port, Path(token_file) if token_file else None, int(pid) if pid else None,
+                              info.get("tls") is True, Path(tls_cert) if tls_cert else None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 

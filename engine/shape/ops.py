@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 DATA_PARAMS = {
     "procedural": Param("int", min=8, max=100_000, doc="train on this many seeded procedural shapes"),
-    "meshes": Param("str", doc="folder of meshes (OBJ, STL, PLY, GLB/GLTF, OFF) to train on"),
+    "meshes": Param("str", path=True, doc="folder of meshes (OBJ, STL, PLY, GLB/GLTF, OFF) to train on"),
     "mesh_arrays": Param("list", doc="meshes sent by a client: [{name, vertices float N×3, faces int M×3}] (Z up)"),
     "up": Param("str", "z", choices=("z", "y"), doc="up axis of the meshes (glTF and most OBJ: y)"),
     "data_seed": Param("int", 0, doc="seed of the procedural shapes and the held-out split"),
@@ -196,7 +196,7 @@ OPS = [
         "spread": Param("float", 0.3, min=0.0, max=2.0, doc="0 = the mesh as the model sees it, 1 = far"),
         **MESH_PARAMS}, doc="shapes near a given mesh"),
     Op("shape.eval", _eval, {
-        "model": MODEL, "meshes": Param("str", doc="folder of held-out meshes; else procedural shapes"),
+        "model": MODEL, "meshes": Param("str", path=True, doc="folder of held-out meshes; else procedural shapes"),
         "procedural": Param("int", 40, min=4, max=2000, doc="how many unseen procedural shapes"),
         "seed": Param("int", 0, doc="seed of the procedural shapes")},
         doc="IoU, Chamfer-L1, F-score, watertightness, coverage/MMD, and a PNG sheet"),

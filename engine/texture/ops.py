@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 MIN_SIDE, MAX_SIDE = 16, 4096
 MAX_ANIMATION_PIXELS = 64 * 1024 * 1024  # frames x height x width: 64 frames of 1024², 192 MB of RGB
 PREVIEW_SIDE = 96
+DEMO_NAMES = ("brick", "grass", "gravel")  # exemplars that ship with scikit-image, named instead of a path
 
 DATA_PARAMS = {
-    "images": Param("str", doc="an image, a folder of images (PNG/JPEG/TIFF), or a demo exemplar: brick, grass, gravel"),
+    "images": Param("str", path=True, names=DEMO_NAMES,
+                     doc="an image, a folder of images (PNG/JPEG/TIFF), or a demo exemplar: brick, grass, gravel"),
     "flips": Param("bool", True, doc="augment with mirror flips"),
     "rot90": Param("bool", True, doc="augment with 90° rotations (off for textures with a direction: wood, bricks)"),
     "jitter": Param("float", 0.0, min=0.0, max=0.5, doc="mild colour jitter strength; 0 is off"),
@@ -227,7 +229,8 @@ OPS = [
         doc="N frames along a latent path, uint8 NxHxWxC; progress carries a small preview per frame"),
     Op("texture.eval", _eval, {
         "model": MODEL,
-        "images": Param("str", doc="exemplar(s) to measure against (default: what the model was trained on)"),
+        "images": Param("str", path=True, names=DEMO_NAMES,
+                         doc="exemplar(s) to measure against (default: what the model was trained on)"),
         "size": Param("int", min=MIN_SIDE, max=1024, doc="sample size in px (default: the training crop)"),
         "samples": Param("int", 16, min=2, max=64, doc="how many samples to measure"),
         "seed": _SEED},
