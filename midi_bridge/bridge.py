@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from midi_bridge import ports
+from midi_bridge import exits, ports
 from midi_bridge.clock import InternalClock, MidiClock
 from midi_bridge.controls import ControlMap, default_map_file, learn
 from midi_bridge.engine_feed import EngineAddress, EngineFeed, SessionSettings
@@ -75,7 +75,7 @@ def run(opts: Options) -> int:
         helper()  # the main thread; threads started from it (the engine client's reader, MIDI) inherit this
     log = EventLog(opts.event_log, on_thread_start=helper)
     output = inp = scheduler = feed = None
-    fatal: list[str] = []
+    fatal: list[tuple[str, int]] = []
     stop = threading.Event()
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     # The timing thread shares the interpreter lock with the bridge's other threads: it gets it back
@@ -89,16 +89,19 @@ def run(opts: Options) -> int:
         control_map = ControlMap.load(control_file)
         needs_input = opts.clock == "midi" or opts.respond or opts.learn
         if needs_input and opts.input is None and not opts.virtual_input:
-            raise ports.PortError("this needs an input port: pass --input NAME (see --list-ports) or --virtual-input")
+            raise ValueError("this needs an input port: pass --input NAME (see --list-ports) or --virtual-input")
         if opts.input is not None or opts.virtual_input:
-            inp = ports.open_input(opts.input, opts.api)
+            inp = ports.open_input(opts.input, opts.api, opts.virtual_name)
         if opts.learn:
             messages: queue.Queue[list[int]] = queue.Queue()
             inp.port.set_callback(lambda event, _: messages.put(list(event[0])))
-            learn(messages, opts.learn, control_map, say=say)
+            try:
+                learn(messages, opts.learn, control_map, say=say)
+            except TimeoutError as e:
+                raise ports.PortError(str(e)) from None
             control_map.save(control_file)
             say(f"saved the bindings to {control_file}")
-            return 0
+            return exits.OK
 
         channel = opts.settings.channel
         reset_channels = frozenset(opts.panic_channels or (channel,)) | {channel}
@@ -110,8 +113,8 @@ def run(opts: Options) -> int:
                               channels=reset_channels, log=log, realtime=opts.realtime)
         recorder = PhraseRecorder(opts.respond_after) if opts.respond else None
 
-        def on_fatal(message: str) -> None:
-            fatal.append(message)
+        def on_fatal(message: str, code: int) -> None:
+            fatal.append((message, code))
             stop.set()
 
         feed = EngineFeed(opts.address, opts.settings, scheduler, lookahead=opts.lookahead, respond=recorder,
@@ -123,39 +126,49 @@ def run(opts: Options) -> int:
         if opts.program is not None:
             scheduler.send_now(program_change(channel, opts.program), "program")
         if not feed.ready.wait(30) and not fatal:
-            raise TimeoutError("the engine did not send the first notes within 30 s")
+            raise TimeoutError("the engine did not send the first notes within 30 s; is it busy training? "
+                               "(atelier jobs)")
+        reset(output, reset_channels, log)  # again: the first may have left before the port's connections were live
         if isinstance(clock, InternalClock):
             clock.start_time = time.monotonic() + PREROLL
             scheduler.transport_started(0.0)
         if inp is not None:
             inp.port.set_callback(_input_handler(clock, scheduler, feed, recorder, control_map))
-        where = f"{'virtual port' if output.virtual else 'port'} {output.name!r} ({output.api})"
-        follows = f"following MIDI clock on {inp.name!r}" if opts.clock == "midi" else f"at {opts.bpm:g} BPM"
+        where = (f"a new {output.api.upper() if output.api != 'coremidi' else 'CoreMIDI'} port {output.name!r} "
+                 "(connect it to an instrument in your DAW)" if output.virtual
+                 else f"{output.name!r} ({output.api})")
+        listening = f"{'a new port ' if inp and inp.virtual else ''}{inp.name!r}" if inp else ""
+        follows = f"following MIDI clock on {listening}" if opts.clock == "midi" else f"at {opts.bpm:g} BPM"
         log.note("ready", port=output.name, api=output.api, model=feed.model, clock=opts.clock,
                  input=inp.name if inp else None)
         if scheduler.priority != "realtime" and opts.realtime:
             say(f"the timing thread runs at {scheduler.priority} priority (no real-time permission); on a busy "
                 "machine sends may be late -- on Linux, give your user an rtprio limit (e.g. the 'audio' group)")
         say(f"playing {feed.model!r} to {where}, {follows}"
-            f"{', answering phrases on ' + repr(inp.name) if recorder else ''}; Ctrl+C stops")
+            f"{', answering phrases on ' + listening if recorder else ''}"
+            f"{', controls (CCs) on ' + listening if inp and not recorder and opts.clock != 'midi' else ''}"
+            "; Ctrl+C stops")
         while not stop.wait(0.05):
             if scheduler.error:
                 raise scheduler.error
             if isinstance(clock, MidiClock) and clock.check_timeout(time.monotonic()):
                 scheduler.transport_stopped("clock lost")
         if fatal:
-            say(fatal[0])
-            return 1
-        return 0
+            say(fatal[0][0])
+            return fatal[0][1]
+        return exits.OK
     except Stop as e:
         say(f"stopping ({e}); all notes off")
-        return 0
+        return exits.OK
     except ports.PortError as e:
         say(str(e))
-        return 2
-    except (ConnectionError, ValueError, TimeoutError) as e:
+        return exits.MIDI
+    except (ConnectionError, TimeoutError) as e:
         say(str(e))
-        return 1
+        return exits.ENGINE_UNREACHABLE
+    except ValueError as e:
+        say(str(e))
+        return exits.USAGE
     finally:
         for sig in previous:  # a second Ctrl+C must not cut the cleanup short
             signal.signal(sig, signal.SIG_IGN)
@@ -199,10 +212,10 @@ def panic_only(opts: Options) -> int:
         say(f"sent All Notes Off and All Sound Off on channel{'s' if len(channels) > 1 else ''} "
             f"{_channel_list(channels)} to {output.name!r} ({output.api})"
             f"{'' if confirmed else '; the MIDI system cannot confirm delivery, waited ' + format(FLUSH_SECONDS, 'g') + ' s'}")
-        return 0
+        return exits.OK
     except ports.PortError as e:
         say(str(e))
-        return 2
+        return exits.MIDI
     finally:
         if output is not None:
             output.close()

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from engine.music.ops import CONTROLS as MUSIC_CONTROLS
 from engine.music.ops import OPS as MUSIC_OPS
-from midi_bridge import ports
+from midi_bridge import exits, ports
 from midi_bridge.controls import CONTROLS, DEFAULT_CCS
 
 # The engine declares the ranges and defaults of what the bridge sends it; the flags read them there.
@@ -75,16 +76,21 @@ def _add_control(group: argparse._ArgumentGroup, name: str) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atelier-midi", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Default CCs: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_CCS.items()))
+                                epilog="Default CCs: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_CCS.items())
+                                + ".\n\n" + exits.help_text())
     g = p.add_argument_group("ports")
     g.add_argument("--api", choices=sorted(ports.APIS), help="MIDI system (default: ALSA then JACK on Linux, "
                    "CoreMIDI on macOS, Windows MultiMedia on Windows)")
     g.add_argument("--list-ports", action="store_true", help="list MIDI output and input ports, then exit")
     g.add_argument("--port", help="send to this existing output port (exact name from --list-ports); "
                    "default: create a virtual port")
-    g.add_argument("--virtual-name", default=ports.DEFAULT_PORT_NAME, help="name of the virtual output port")
+    g.add_argument("--virtual-name", default=ports.DEFAULT_PORT_NAME,
+                   help="name of the virtual output port (default Atelier; on JACK the client: 'Atelier:out', a "
+                   "second bridge 'Atelier 2:out')")
     g.add_argument("--input", help="listen on this existing input port (exact name): clock, CCs, call and response")
-    g.add_argument("--virtual-input", action="store_true", help="create a virtual input port 'Atelier in' instead")
+    g.add_argument("--virtual-input", action="store_true",
+                   help="create a virtual input port instead, for the DAW to send clock, CCs and notes to: "
+                   "'Atelier in' (on JACK 'Atelier in:in'; named after --virtual-name)")
     g = p.add_argument_group("timing")
     g.add_argument("--clock", choices=("internal", "midi"), default="internal",
                    help="internal tempo, or follow MIDI beat clock (Start/Stop/Continue/SPP) on --input")
@@ -139,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")  # never start a JACK server as a side effect
     args = parser().parse_args(argv)
     if args.list_ports:
         return list_ports(args.api)
@@ -160,11 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             summary = file_mode.render(args.file, args.bars, address=address, settings=settings, bpm=args.bpm,
                                        meter=args.meter, program=program, max_note_beats=args.max_note_beats)
-        except (FeedError, ConnectionError) as e:
+        except FeedError as e:
             print(f"atelier-midi: {e}", file=sys.stderr)
-            return 1
+            return e.code
+        except ConnectionError as e:
+            print(f"atelier-midi: {e}", file=sys.stderr)
+            return exits.ENGINE_UNREACHABLE
         print(json.dumps(summary))
-        return 0
+        return exits.OK
     from midi_bridge import bridge
 
     opts = bridge.Options(api=args.api, port=args.port, virtual_name=args.virtual_name, input=args.input,
@@ -180,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return bridge.run(opts)
     except FeedError as e:
         print(f"atelier-midi: {e}", file=sys.stderr)
-        return 1
+        return e.code
 
 
 def list_ports(api: str | None) -> int:
@@ -188,7 +198,7 @@ def list_ports(api: str | None) -> int:
         used, outputs, inputs = ports.list_ports(api)
     except ports.PortError as e:
         print(f"atelier-midi: {e}", file=sys.stderr)
-        return 1
+        return exits.MIDI
     print(f"MIDI system: {used}")
     print("outputs:", *(f"  {name}" for name in outputs) or ["  (none)"], sep="\n")
     print("inputs:", *(f"  {name}" for name in inputs) or ["  (none)"], sep="\n")

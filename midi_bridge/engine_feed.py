@@ -28,6 +28,7 @@ import numpy as np
 
 from engine import paths
 from engine.client import Client, EngineError
+from midi_bridge import exits
 from midi_bridge.notes import Note
 from midi_bridge.respond import PhraseRecorder
 from midi_bridge.scheduler import HELPER_PRIORITY, Scheduler, next_bar, raise_priority
@@ -39,7 +40,12 @@ LOST = (ConnectionError, OSError, TimeoutError)  # and EngineError("disconnected
 
 
 class FeedError(Exception):
-    """The engine refused what the bridge asked (a missing model, bad settings): not worth retrying."""
+    """The engine refused what the bridge asked (a missing model, bad settings), or stayed away:
+    not worth retrying. `code` is the exit code for it (midi_bridge.exits)."""
+
+    def __init__(self, message: str, code: int = exits.ENGINE_REFUSED):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -65,7 +71,8 @@ class EngineAddress:
         if self.engine:
             host, _, port = self.engine.rpartition(":")
             if not host or not port.isdigit():
-                raise FeedError(f"--engine {self.engine!r}: write it as HOST:PORT, e.g. 127.0.0.1:{paths.DEFAULT_PORT}")
+                raise FeedError(f"--engine {self.engine!r}: write it as HOST:PORT, e.g. 127.0.0.1:{paths.DEFAULT_PORT}",
+                                exits.USAGE)
             return host, int(port), token_file
         state = self.state_dir or paths.state_dir()
         running = paths.running_engine(state)
@@ -90,7 +97,7 @@ class EngineFeed:
     def __init__(self, address: EngineAddress, settings: SessionSettings, scheduler: Scheduler, *,
                  lookahead: float = 2.0, chunk: float = 1.0, respond: PhraseRecorder | None = None,
                  respond_bars: float = 2.0, reconnect_for: float = 60.0,
-                 on_fatal: Callable[[str], None] = lambda message: None,
+                 on_fatal: Callable[[str, int], None] = lambda message, code: None,
                  on_status: Callable[[str], None] = lambda message: None, realtime: bool = False):
         self.address = address
         self.settings = settings
@@ -159,9 +166,9 @@ class EngineFeed:
                 except LOST as e:
                     self._reconnect(str(e))
         except FeedError as e:
-            self.on_fatal(str(e))
+            self.on_fatal(str(e), e.code)
         except Exception as e:  # noqa: BLE001 -- reported, then the bridge shuts down cleanly
-            self.on_fatal(f"the engine feed failed: {type(e).__name__}: {e}")
+            self.on_fatal(f"the engine feed failed: {type(e).__name__}: {e}", exits.FAILED)
 
     def _step(self) -> None:
         changes: dict[str, Any] = {}
@@ -297,7 +304,7 @@ class EngineFeed:
                 silenced = True
             if now - lost_at > self.reconnect_for:
                 raise FeedError(f"lost the engine and could not reconnect within {self.reconnect_for:g} s ({why}); "
-                                "start it with `atelier serve` and run atelier-midi again")
+                                "start it with `atelier serve` and run atelier-midi again", exits.ENGINE_UNREACHABLE)
             if now >= next_try:
                 try:
                     client = self.address.connect()

@@ -1,23 +1,38 @@
 """MIDI ports through python-rtmidi: choose the MIDI system, open ports by exact name.
 
-An output is either a new virtual port (default name "Atelier") or an existing port given
-by its exact name. A name that matches no port is an error listing the ports there are --
-never a silently created port with the mistyped name. On ALSA, listed names end in the
-client:port numbers ("Synth:Synth MIDI 1 128:0"); the name without them also matches.
+An output is either a new virtual port or an existing port given by its exact name. A
+name that matches no port is an error listing the ports there are -- never a silently
+created port with the mistyped name. On ALSA, listed names end in the client:port numbers
+("Synth:Synth MIDI 1 128:0"); the name without them also matches.
+
+Names as they are, on JACK: the bridge is a client named after `--virtual-name` ("Atelier")
+with an output port `out` -- "Atelier:out" -- and, for an input, a client "Atelier in" with
+a port `in` -- "Atelier in:in". A second bridge on the same server takes "Atelier 2:out" and
+"Atelier 2 in:in", and so on: the name is chosen before the client opens, so what the bridge
+prints is what JACK shows. On ALSA the virtual ports are "Atelier:Atelier" and "Atelier:Atelier
+in" (ALSA tells clients of the same name apart by number); on CoreMIDI, "Atelier" and "Atelier in".
+
+What ALSA and libjack print while a system is tried is held back (midi_bridge.quiet) and
+quoted in the error if opening fails.
 """
 from __future__ import annotations
 
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import rtmidi
+
+from midi_bridge.quiet import held_stderr, last_lines
 
 APIS = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK, "coremidi": rtmidi.API_MACOSX_CORE,
         "winmm": rtmidi.API_WINDOWS_MM}
 CLIENT_NAME = "Atelier"
 DEFAULT_PORT_NAME = "Atelier"
+JACK_OUT, JACK_IN = "out", "in"  # port names on JACK; the client carries the bridge's name
+_jack_names: dict[str, str] = {}  # --virtual-name -> the client name this process took on JACK
 _ALSA_NUMBERS = re.compile(r" \d+:\d+$")
 
 
@@ -58,22 +73,68 @@ def default_apis() -> list[str]:
     return [name for name in order if APIS[name] in compiled]
 
 
-def _instance(kind: type, api: str | None) -> tuple[rtmidi.MidiOut | rtmidi.MidiIn, str]:
-    """A MidiOut/MidiIn on the given system, or on the first of the platform's systems that works."""
+def _instance(kind: type, api: str | None, jack_client: Callable[[], str] | None = None
+              ) -> tuple[rtmidi.MidiOut | rtmidi.MidiIn, str]:
+    """A MidiOut/MidiIn on the given system, or on the first of the platform's systems that works.
+    The client is called CLIENT_NAME, on JACK `jack_client()` (asked only when JACK is tried)."""
     names = [api] if api else default_apis()
     if api and APIS[api] not in rtmidi.get_compiled_api():
         raise PortError(f"this python-rtmidi was built without {api}; use one of: "
                         f"{', '.join(n for n, a in APIS.items() if a in rtmidi.get_compiled_api())}")
     errors = []
     for name in names:
-        try:
-            return kind(APIS[name], name=CLIENT_NAME), name
-        except rtmidi.RtMidiError as e:
-            errors.append(f"{name}: {e}")
+        with held_stderr() as said:
+            try:
+                client = jack_client() if jack_client and name == "jack" else CLIENT_NAME
+                return kind(APIS[name], name=client), name
+            except rtmidi.RtMidiError as e:
+                failed = f"{name}: {e}"
+        library = last_lines(said[0])
+        errors.append(f"{failed} ({library})" if library else failed)
     hint = ("start a JACK server (or PipeWire's JACK) or load the ALSA sequencer (snd-seq)"
             if sys.platform.startswith("linux") else "check that the MIDI system is running")
     raise PortError(f"cannot open a MIDI system ({'; '.join(errors) or 'none compiled in'}); {hint}, "
                     f"or choose one with --api ({', '.join(APIS)})")
+
+
+def _jack_clients() -> set[str]:
+    """The names of the JACK clients that have MIDI ports now."""
+    names: set[str] = set()
+    for kind in (rtmidi.MidiIn, rtmidi.MidiOut):
+        with held_stderr():
+            probe = kind(rtmidi.API_UNIX_JACK, name="atelier-probe")
+        try:
+            names |= {port.split(":", 1)[0] for port in probe.get_ports()}
+        finally:
+            probe.delete()
+    return names
+
+
+def jack_name(base: str) -> str:
+    """This bridge's JACK client name: `base`, or `base 2`, `base 3`, ... when another bridge (or
+    client) has it; chosen once per process, so the output and the input agree."""
+    if base not in _jack_names:
+        taken = _jack_clients()
+        n = 1
+        while (name := base if n == 1 else f"{base} {n}") in taken or f"{name} in" in taken:
+            n += 1
+        _jack_names[base] = name
+    return _jack_names[base]
+
+
+def _open(port: rtmidi.MidiOut | rtmidi.MidiIn, index: int | None, name: str) -> None:
+    """Open an existing port (by index) or a virtual one, holding back the library's own messages."""
+    with held_stderr() as said:
+        try:
+            if index is None:
+                port.open_virtual_port(name)
+            else:
+                port.open_port(index, name)
+            return
+        except rtmidi.RtMidiError as e:
+            failed = str(e)
+    library = last_lines(said[0])
+    raise PortError(f"cannot open the port ({failed}{'; ' + library if library else ''})")
 
 
 def find_port(listed: list[str], name: str, direction: str, api: str) -> int:
@@ -93,38 +154,50 @@ def find_port(listed: list[str], name: str, direction: str, api: str) -> int:
 
 def open_output(port_name: str | None, api: str | None = None, virtual_name: str = DEFAULT_PORT_NAME) -> Opened:
     """An existing output port by exact name, or (port_name None) a new virtual port."""
-    out, used = _instance(rtmidi.MidiOut, api)
+    out, used = _instance(rtmidi.MidiOut, api, lambda: jack_name(virtual_name))
     if port_name is None:
         if used == "winmm":
             raise PortError("Windows cannot create virtual MIDI ports: install loopMIDI, create a port there "
                             "(e.g. 'Atelier') and pass its name with --port (see docs/MIDI_BRIDGE.md)")
-        out.open_virtual_port(virtual_name)
-        return Opened(out, virtual_name, used, True)
-    out.open_port(find_port(out.get_ports(), port_name, "output", used), "out")
+        own = JACK_OUT if used == "jack" else virtual_name
+        _open(out, None, own)
+        return Opened(out, _shown(used, own, virtual_name), used, True)
+    _open(out, find_port(out.get_ports(), port_name, "output", used), JACK_OUT if used == "jack" else "out")
     return Opened(out, port_name, used, False)
 
 
-def open_input(port_name: str | None, api: str | None = None, virtual_name: str = DEFAULT_PORT_NAME + " in"
-               ) -> Opened:
-    """An existing input port by exact name, or (port_name None) a new virtual input port.
+def open_input(port_name: str | None, api: str | None = None, virtual_name: str = DEFAULT_PORT_NAME) -> Opened:
+    """An existing input port by exact name, or (port_name None) a new virtual input port
+    ("<virtual_name> in"; on JACK the client "<name> in" with the port "in").
 
     Clock and other realtime messages are let through (rtmidi ignores them by default)."""
-    inp, used = _instance(rtmidi.MidiIn, api)
+    inp, used = _instance(rtmidi.MidiIn, api, lambda: jack_name(virtual_name) + " in")
     inp.ignore_types(sysex=True, timing=False, active_sense=True)
     if port_name is None:
         if used == "winmm":
             raise PortError("Windows cannot create virtual MIDI ports: create one in loopMIDI and pass its "
                             "name with --input")
-        inp.open_virtual_port(virtual_name)
-        return Opened(inp, virtual_name, used, True)
-    inp.open_port(find_port(inp.get_ports(), port_name, "input", used), "in")
+        own = JACK_IN if used == "jack" else f"{virtual_name} in"
+        _open(inp, None, own)
+        return Opened(inp, _shown(used, own, virtual_name, " in"), used, True)
+    _open(inp, find_port(inp.get_ports(), port_name, "input", used), JACK_IN if used == "jack" else "in")
     return Opened(inp, port_name, used, False)
+
+
+def _shown(api: str, port: str, virtual_name: str, suffix: str = "") -> str:
+    """A virtual port's name as other programs list it."""
+    if api == "jack":
+        return f"{jack_name(virtual_name)}{suffix}:{port}"
+    if api == "alsa":
+        return f"{CLIENT_NAME}:{port}"
+    return port
 
 
 def list_ports(api: str | None = None) -> tuple[str, list[str], list[str]]:
     """(system used, output port names, input port names)."""
     out, used = _instance(rtmidi.MidiOut, api)
-    inp = rtmidi.MidiIn(APIS[used], name=CLIENT_NAME)
+    with held_stderr():
+        inp = rtmidi.MidiIn(APIS[used], name=CLIENT_NAME)
     try:
         return used, out.get_ports(), inp.get_ports()
     finally:

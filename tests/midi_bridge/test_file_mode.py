@@ -9,6 +9,7 @@ import sys
 import mido
 from midi_rig import REPO
 
+from midi_bridge import exits
 from midi_bridge.notes import still_sounding
 
 
@@ -48,7 +49,7 @@ def test_file_mode_writes_the_stream_to_a_midi_file(music_engine, tmp_path):
 
 def test_a_missing_model_or_engine_is_a_clear_error(music_engine, tmp_path):
     done = run_bridge(music_engine, "--file", str(tmp_path / "x.mid"), "--model", "nope")
-    assert done.returncode == 1 and "cannot open a music session with model 'nope'" in done.stderr
+    assert done.returncode == exits.ENGINE_REFUSED and "cannot open a music session with model 'nope'" in done.stderr
     done = run_bridge(music_engine, "--file", str(tmp_path / "x.mid"), "--engine", "127.0.0.1:9")
-    assert done.returncode == 1 and "cannot reach the Atelier engine at 127.0.0.1:9" in done.stderr
+    assert done.returncode == exits.ENGINE_UNREACHABLE and "cannot reach the Atelier engine at 127.0.0.1:9" in done.stderr
     assert "atelier serve" in done.stderr and "Traceback" not in done.stderr

@@ -257,7 +257,7 @@ def _wait_records(bridge, event: str, timeout: float = 15) -> list[dict]:
 
 def test_an_unknown_port_name_is_an_error_that_lists_the_ports(music_engine, receiver, start_bridge):
     bridge = start_bridge(music_engine, "--port", "recv-typo:in")
-    assert bridge.process.wait(timeout=30) == 2
+    assert bridge.process.wait(timeout=30) == 3
     err = bridge.stderr()
     assert "no output port called 'recv-typo:in'" in err and receiver.name in err and "--list-ports" in err
 
