@@ -82,7 +82,7 @@ OP_PARAMS = {
         'high': {'min': 21, 'max': 108, 'default': 108},
         'max_polyphony': {'min': 0, 'max': 88, 'default': 0},
         'density': {'min': 0.05, 'max': 20.0, 'default': 1.0},
-        'bpm': {'min': 20.0, 'max': 400.0, 'default': 120.0},
+        'bpm': {'min': 20.0, 'max': 400.0},
     },
     'music.eval': {
         'corpus': {'choices': ['bach']},

@@ -109,7 +109,7 @@ class FastRNN:
     def cond_input(self, pos: int, prev_keys: np.ndarray) -> np.ndarray:
         cond = np.zeros(self.d_embed, np.float32)
         if self.bar is not None:
-            cond = cond + self.bar[pos]
+            cond = cond + self.bar[pos % len(self.bar)]
         if self.prev_proj is not None:
             cond = cond + self.prev_proj @ prev_keys.astype(np.float32)
         return self.rec.w_ih0 @ cond

@@ -14,6 +14,7 @@ from engine.music.config import build_music_net, stored_config
 from engine.music.evaluation import frame_nll
 from engine.music.frame_model import MusicFrameRNN
 from engine.music.jsb import load_jsb
+from engine.music.keys import bar_steps
 from engine.music.midi_files import MAX_PIECE_STEPS, MidiSkip, read_midi
 from engine.music.output import render_wav, roll_to_midi, save_png
 from engine.music.piece import N_KEYS, Piece
@@ -42,39 +43,49 @@ class MusicModel:
         except MidiSkip as e:
             raise ValueError(f"cannot prime from this MIDI clip: {e}") from e
 
+    def bar_of(self, primer: Piece | None = None, meter: tuple[int, int] | None = None) -> int:
+        """Steps per bar of the music made: the meter asked for, else the primer's, else the model's bar."""
+        if meter is not None:
+            return bar_steps(meter, self.steps_per_quarter)
+        return primer.steps_per_bar if primer is not None else self.steps_per_bar
+
     def generate(self, bars: float = 8, controls: Controls | None = None, *, seed: int = 0,
-                 primer: str | Path | bytes | Piece | None = None,
+                 primer: str | Path | bytes | Piece | None = None, meter: tuple[int, int] | None = None,
                  progress: Callable[[float, str], None] | None = None) -> np.ndarray:
-        """A roll (steps, 88) of the primer (if any) followed by `bars` bars of continuation.
-        `progress(fraction, message)` hears after each bar, and may raise to stop (the engine's
-        raises engine.ops.Cancelled once the op is cancelled)."""
+        """A roll (steps, 88) of the primer (if any) followed by `bars` bars of continuation, in
+        `meter` if given, else the primer's (3/4 and 6/8 bars are 12 16ths), else the model's bar.
+        The position-in-bar conditioning follows that bar. `progress(fraction, message)` hears
+        after each bar, and may raise to stop (the engine's raises engine.ops.Cancelled once the op
+        is cancelled)."""
         controls = (controls or Controls()).checked()
-        steps = int(round(bars * self.steps_per_bar))
+        clip = self.read_primer(primer) if primer is not None else None
+        bar = self.bar_of(clip, meter)
+        steps = int(round(bars * bar))
         if steps <= 0:
             raise ValueError(f"bars must be > 0, got {bars}")
         rng = np.random.default_rng(seed)
-        clip = self.read_primer(primer) if primer is not None else None
         head = clip.roll if clip is not None else np.zeros((0, N_KEYS), np.int8)
         # Start the primer where it starts in its bar, so the continuation is bar-aligned.
-        stepper = Stepper(self.rnn, bar_phase=clip.bar_phase if clip is not None else 0)
+        stepper = Stepper(self.rnn, bar_phase=clip.bar_phase % bar if clip is not None else 0, steps_per_bar=bar)
         for frame in head:
             stepper.force(frame)
         allowed = controls.allowed_keys()
         body = []
         for step in range(steps):
             body.append(stepper.sample(controls, rng, allowed))
-            if progress and (step + 1) % self.steps_per_bar == 0:
-                progress((step + 1) / steps, f"bar {(step + 1) // self.steps_per_bar} of {bars:g}")
+            if progress and (step + 1) % bar == 0:
+                progress((step + 1) / steps, f"bar {(step + 1) // bar} of {bars:g}")
         return np.concatenate([head, np.stack(body)]).astype(np.int8)
 
     def write(self, roll: np.ndarray, out_dir: str | Path, stem: str = "music", *, bpm: float = 120.0,
-              primer_steps: int | None = None) -> dict[str, Path | None]:
+              primer_steps: int | None = None, meter: tuple[int, int] = (4, 4),
+              key: str | None = None) -> dict[str, Path | None]:
         """{"midi", "png", "wav"} files for a roll; "wav" is None without fluidsynth."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         midi = out / f"{stem}.mid"
-        roll_to_midi(roll, self.steps_per_quarter, bpm).save(midi)
-        png = save_png(roll, out / f"{stem}.png", self.steps_per_bar, split_at=primer_steps)
+        roll_to_midi(roll, self.steps_per_quarter, bpm, meter=meter, key=key).save(midi)
+        png = save_png(roll, out / f"{stem}.png", bar_steps(meter, self.steps_per_quarter), split_at=primer_steps)
         return {"midi": midi, "png": png, "wav": render_wav(midi, out / f"{stem}.wav")}
 
     def session(self, *, seed: int = 0, controls: Controls | None = None,

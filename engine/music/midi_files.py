@@ -19,6 +19,7 @@ from pathlib import Path
 import mido
 import numpy as np
 
+from engine.music.keys import bar_steps
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING, Piece
 
 DRUM_CHANNEL = 9
@@ -63,12 +64,25 @@ def _track_notes(track: mido.MidiTrack) -> list[tuple[int, int, int, int]]:
     return notes
 
 
-def _meter(mid: mido.MidiFile) -> tuple[int, int]:
+def _first(mid: mido.MidiFile, kind: str) -> mido.MetaMessage | None:
+    """The earliest meta message of a kind (by tick, over all tracks)."""
+    found = []
     for track in mid.tracks:
+        tick = 0
         for msg in track:
-            if msg.type == "time_signature":
-                return msg.numerator, msg.denominator
-    return 4, 4
+            tick += msg.time
+            if msg.type == kind:
+                found.append((tick, msg))
+                break
+    return min(found, key=lambda f: f[0])[1] if found else None
+
+
+def _style(mid: mido.MidiFile) -> dict:
+    """The piece's first time signature, tempo and key signature (MIDI's defaults: 4/4, 120 BPM, none)."""
+    meter, tempo, key = _first(mid, "time_signature"), _first(mid, "set_tempo"), _first(mid, "key_signature")
+    return {"meter": (meter.numerator, meter.denominator) if meter else (4, 4),
+            "bpm": round(mido.tempo2bpm(tempo.tempo), 3) if tempo and tempo.tempo > 0 else 120.0,
+            "key": key.key if key else None}
 
 
 def _check_size(notes: list[tuple[int, int, int, int]], ticks_per_beat: int, steps_per_quarter: int,
@@ -124,9 +138,10 @@ def piece_from_midi(mid: mido.MidiFile, name: str, steps_per_quarter: int = 4, k
         roll[s - first:max(s + 1, e) - first, k] = SOUNDING
     for s, _, k in spans:  # onsets after sustains, so a repeated note re-attacks
         roll[s - first, k] = ONSET
-    num, den = _meter(mid)
-    steps_per_bar = max(1, int(round(num * 4 / den * steps_per_quarter)))
-    return Piece(name, roll, steps_per_quarter, steps_per_bar, bar_phase=first % steps_per_bar, has_onsets=True)
+    style = _style(mid)
+    steps_per_bar = bar_steps(style["meter"], steps_per_quarter)
+    return Piece(name, roll, steps_per_quarter, steps_per_bar, bar_phase=first % steps_per_bar, has_onsets=True,
+                 **style)
 
 
 def read_midi(source: str | Path | bytes, steps_per_quarter: int = 4, keep_drums: bool = False,

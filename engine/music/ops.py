@@ -30,9 +30,9 @@ MAX_PRIMER_STEPS = 8192
 MAX_NOTES = 20_000
 
 DATA_PARAMS = {
-    "midi": Param("str", path=True, doc="folder of MIDI files to train on (searched recursively)"),
+    "midi": Param("str", doc="folder of MIDI files to train on (searched recursively)"),
     "corpus": Param("str", choices=("bach",), doc="a corpus that ships with music21: 'bach' (the chorales)"),
-    "jsb": Param("str", path=True, doc="folder of the JSB chorales benchmark split (jsb-chorales-quarter.json, ...)"),
+    "jsb": Param("str", doc="folder of the JSB chorales benchmark split (jsb-chorales-quarter.json, ...)"),
 }
 
 # Trainer settings of a plain `atelier train music`: the shipped model's schedule and budget
@@ -143,14 +143,33 @@ def _generate(engine, context: Context, **params) -> dict:
     metadata, model = engine.model(params["model"], "music")
     controls = _controls(op, params)
     primer = _primer(op, model, params["primer"])
-    context.progress(0.0, f"playing {params['bars']:g} bars")
-    roll = model.generate(params["bars"], controls, seed=params["seed"], primer=primer, progress=context.progress)
+    meter, bpm, key = _style(op, params, primer, controls)
+    context.progress(0.0, f"playing {params['bars']:g} bars of {meter[0]}/{meter[1]}")
+    roll = model.generate(params["bars"], controls, seed=params["seed"], primer=primer, meter=meter,
+                          progress=context.progress)
     buffer = io.BytesIO()
-    roll_to_midi(roll, model.steps_per_quarter, params["bpm"]).save(file=buffer)
+    roll_to_midi(roll, model.steps_per_quarter, bpm, meter=meter, key=key).save(file=buffer)
     return {"roll": roll.astype(np.int8), "midi": np.frombuffer(buffer.getvalue(), np.uint8).copy(),
             "primer_steps": primer.steps if primer is not None else 0,
-            "steps_per_quarter": model.steps_per_quarter, "steps_per_bar": model.steps_per_bar,
-            "bpm": params["bpm"], "provenance": provenance(metadata, op, params)}
+            "steps_per_quarter": model.steps_per_quarter, "steps_per_bar": model.bar_of(primer, meter),
+            "bpm": bpm, "meter": f"{meter[0]}/{meter[1]}", "key": key, "provenance": provenance(metadata, op, params)}
+
+
+def _style(op: str, params: dict, primer, controls) -> tuple[tuple[int, int], float, str | None]:
+    """(meter, bpm, key signature) of the music made: what the params say, else the primer's
+    (its key signature, or the key its notes imply), else 4/4 at 120 BPM with no key."""
+    from engine.music.keys import estimate_key, parse_meter, signature_of
+
+    try:
+        meter = parse_meter(params["meter"]) if params["meter"] else primer.meter if primer is not None else (4, 4)
+    except ValueError as e:
+        raise _bad(op, str(e)) from None
+    bpm = params["bpm"] or (primer.bpm if primer is not None else 120.0)
+    if controls.key is not None:
+        key = signature_of(controls.key)
+    else:
+        key = (primer.key or estimate_key(primer.roll)) if primer is not None else None
+    return meter, min(max(bpm, 20.0), 400.0), key
 
 
 def _eval(engine, context: Context, **params) -> dict:
@@ -300,19 +319,22 @@ def _session_close(engine, context: Context, session: str) -> dict:
 
 _SEED = Param("int", 0, min=0, max=2**31 - 1, doc="same seed, same music")
 _SESSION = Param("str", required=True, doc="session id from music.session.open")
-_JSB = Param("str", path=True, doc="folder of the JSB split; default: what the model was trained on")
+_JSB = Param("str", doc="folder of the JSB split; default: what the model was trained on")
 _LIVE = Priority.LIVE
 
 OPS = [
     Op("music.generate", _generate, {
         "model": MODEL, "bars": Param("float", 8.0, min=0.25, max=256, doc="length of the new music in bars"),
-        "seed": _SEED, **CONTROLS, "bpm": Param("float", 120.0, min=20, max=400, doc="tempo of the MIDI file"),
-        "primer": Param("array", doc="a MIDI clip to continue: the file's bytes as a uint8 array")},
+        "seed": _SEED, **CONTROLS,
+        "bpm": Param("float", min=20, max=400, doc="tempo of the MIDI file (default: the primer's, else 120)"),
+        "meter": Param("str", doc="time signature, e.g. '3/4' or '6/8' (default: the primer's, else 4/4)"),
+        "primer": Param("array", doc="a MIDI clip to continue: the file's bytes as a uint8 array; the music "
+                        "keeps its tempo, meter and key unless told otherwise")},
         doc="new music (or a continuation of a primer) as a piano roll and a MIDI file"),
     Op("music.eval", _eval, {
         "model": MODEL, "jsb": _JSB,
         "corpus": Param("str", choices=("bach",), doc="score on the held-out files of this corpus"),
-        "midi": Param("str", path=True, doc="score on the held-out files of this MIDI folder"),
+        "midi": Param("str", doc="score on the held-out files of this MIDI folder"),
         "split": Param("str", "test", choices=("test", "valid", "train"), doc="JSB split"),
         "seed": _SEED},
         doc="exact frame NLL (nats per step) of the model and its baseline, and a piano-roll picture"),

@@ -15,8 +15,10 @@ SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/def
 
 
 def roll_to_midi(roll: np.ndarray, steps_per_quarter: int, bpm: float = 120.0, velocity: int = 80,
-                 program: int = 0, ticks_per_beat: int = 480) -> mido.MidiFile:
-    """A type-1 MIDI file with one piano track on channel 1."""
+                 program: int = 0, ticks_per_beat: int = 480, meter: tuple[int, int] = (4, 4),
+                 key: str | None = None) -> mido.MidiFile:
+    """A type-1 MIDI file with one piano track on channel 1, with its tempo, time signature and
+    (if given, as mido spells it: "D", "Bm") key signature."""
     step_ticks = ticks_per_beat // steps_per_quarter
     events = []
     for start, end, k in roll_notes(roll):
@@ -24,7 +26,8 @@ def roll_to_midi(roll: np.ndarray, steps_per_quarter: int, bpm: float = 120.0, v
         events.append((end * step_ticks, 0, k))
     events.sort()
     track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0),
-                            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
+                            mido.MetaMessage("time_signature", numerator=meter[0], denominator=meter[1], time=0),
+                            *([mido.MetaMessage("key_signature", key=key, time=0)] if key else []),
                             mido.Message("program_change", program=program, channel=0, time=0)])
     now = 0
     for tick, is_on, k in events:

@@ -24,6 +24,9 @@ class Piece:
     steps_per_bar: int = 16
     bar_phase: int = 0  # position in the bar of step 0 (a pickup starts late in its bar)
     has_onsets: bool = True
+    bpm: float = 120.0                 # tempo (a MIDI file's first set_tempo)
+    meter: tuple[int, int] = (4, 4)    # time signature (a MIDI file's first); steps_per_bar follows it
+    key: str | None = None             # key signature as MIDI writes it ("D", "Bm"), when the source has one
 
     @property
     def steps(self) -> int:

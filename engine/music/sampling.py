@@ -85,8 +85,10 @@ class Controls:
 class Stepper:
     """One stream of steps through a music network (eval mode, no gradients)."""
 
-    def __init__(self, model: torch.nn.Module, bar_phase: int = 0):
+    def __init__(self, model: torch.nn.Module, bar_phase: int = 0, steps_per_bar: int | None = None):
         self.model = model.eval()
+        # The bar of the music played (3/4 at 16ths: 12), not the model's conditioning size (16).
+        self.steps_per_bar = steps_per_bar or model.config.bar_steps or 1
         self.layout = model.config.layout
         self.net = fast_net(model)
         self.state = self.net.zero_state()
@@ -103,7 +105,7 @@ class Stepper:
 
     def _open(self):
         """A cursor over the current step, conditioned on its position in the bar and the previous keys."""
-        pos = (self.step + self.bar_phase) % (self.model.config.bar_steps or 1)
+        pos = (self.step + self.bar_phase) % self.steps_per_bar  # the nets wrap it to their bar_steps
         return self.net.open(self.state, pos, self.prev > 0)
 
     def force(self, frame: np.ndarray) -> None:

@@ -74,3 +74,18 @@ def test_size_is_checked_from_ticks_before_any_roll(tmp_path, midi_writer, chora
     assert "notes over 512 beats" in dict(report.skipped)["held.mid"]
     with pytest.raises(MidiSkip, match="over 4 MB are not read"):
         read_midi(b"MThd" + bytes(5 << 20))  # refused before mido parses it
+
+
+def test_meter_tempo_and_key_are_kept(tmp_path):
+    import mido
+
+    track = mido.MidiTrack([mido.MetaMessage("time_signature", numerator=6, denominator=8),
+                            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(96)),
+                            mido.MetaMessage("key_signature", key="Bm"),
+                            mido.Message("note_on", note=59, velocity=90, time=240),
+                            mido.Message("note_off", note=59, velocity=0, time=240)])
+    path = tmp_path / "jig.mid"
+    mido.MidiFile(type=1, ticks_per_beat=480, tracks=[track]).save(path)
+    piece = read_midi(path)
+    assert (piece.meter, piece.bpm, piece.key) == ((6, 8), 96.0, "Bm")
+    assert piece.steps_per_bar == 12 and piece.bar_phase == 2  # the first note is an 8th into the bar

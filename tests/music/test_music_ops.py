@@ -188,6 +188,52 @@ def _notes_midi(notes: list[tuple[int, int, int]]) -> bytes:
     return buffer.getvalue()
 
 
+def styled_primer(meter: tuple[int, int], bpm: float, key: str | None, bars: int = 2) -> np.ndarray:
+    """A clip with a time signature, tempo and (optionally) key signature: a D major arpeggio in 8ths."""
+    track = mido.MidiTrack([mido.MetaMessage("time_signature", numerator=meter[0], denominator=meter[1]),
+                            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))])
+    if key:
+        track.append(mido.MetaMessage("key_signature", key=key))
+    pitches = [62, 66, 69, 74, 69, 66]
+    for i in range(int(bars * meter[0] * 8 / meter[1])):  # 8ths
+        track += [mido.Message("note_on", note=pitches[i % 6], velocity=90, time=0),
+                  mido.Message("note_off", note=pitches[i % 6], velocity=0, time=240)]
+    buffer = io.BytesIO()
+    mido.MidiFile(type=1, ticks_per_beat=480, tracks=[track]).save(file=buffer)
+    return np.frombuffer(buffer.getvalue(), np.uint8)
+
+
+def _meta(midi: np.ndarray) -> dict:
+    mid = mido.MidiFile(file=io.BytesIO(midi.tobytes()))
+    found = {m.type: m for m in mid.tracks[0] if m.is_meta}
+    ts = found["time_signature"]
+    return {"meter": (ts.numerator, ts.denominator), "bpm": round(mido.tempo2bpm(found["set_tempo"].tempo), 2),
+            "key": found["key_signature"].key if "key_signature" in found else None}
+
+
+@pytest.mark.parametrize("meter, bpm, key", [((3, 4), 90.0, "D"), ((6, 8), 150.0, None)])
+def test_a_primed_continuation_keeps_the_primers_meter_tempo_and_key(tiny, meter, bpm, key):
+    client, _, _ = tiny
+    value = client.call("music.generate", {"model": "tiny", "bars": 2, "seed": 4,
+                                           "primer": styled_primer(meter, bpm, key)}, timeout=60)
+    assert _meta(value["midi"]) == {"meter": meter, "bpm": bpm, "key": "D"}  # no signature: the notes say D major
+    assert value["meter"] == f"{meter[0]}/{meter[1]}" and value["bpm"] == bpm and value["steps_per_bar"] == 12
+    assert len(value["roll"]) == value["primer_steps"] + 2 * 12  # two bars of 12 16ths
+
+
+def test_a_primed_continuation_takes_what_it_is_told(tiny):
+    client, _, _ = tiny
+    value = client.call("music.generate", {"model": "tiny", "bars": 1, "primer": styled_primer((3, 4), 90.0, "D"),
+                                           "meter": "4/4", "bpm": 100.0, "key": "Bb dorian"}, timeout=60)
+    assert _meta(value["midi"]) == {"meter": (4, 4), "bpm": 100.0, "key": "Bbm"}
+    assert len(value["roll"]) == value["primer_steps"] + 16
+    plain = client.call("music.generate", {"model": "tiny", "bars": 1, "meter": "6/8"}, timeout=60)
+    assert _meta(plain["midi"]) == {"meter": (6, 8), "bpm": 120.0, "key": None} and len(plain["roll"]) == 12
+    with pytest.raises(EngineError) as e:
+        client.call("music.generate", {"model": "tiny", "meter": "7/9"})
+    assert e.value.code == "bad_params" and "'3/4'" in e.value.message
+
+
 def test_write_output_and_demo(tiny, tmp_path):
     from engine.music import ops as music_ops
     from engine.music.output import fluidsynth_available
