@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.ops import Cancelled
 from engine.shape.meshes import (
     MESH_SUFFIXES,
     MeshError,
@@ -30,7 +31,7 @@ from engine.shape.procedural import procedural_meshes
 from engine.shape.voxels import voxelise
 
 # Bump when voxelisation or cleaning changes, so old cache entries are rebuilt.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -89,6 +90,14 @@ def _write_entry(path: Path, source_hash: str, resolution: int, grid: np.ndarray
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written entry
 
 
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "z",
                       cache_dir: str | Path | None = None) -> ShapeSet:
     """Voxelise every mesh under `folder`, reusing cached grids of unchanged files."""
@@ -103,7 +112,11 @@ def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "z",
     grids = []
     for path in files:
         name = path.relative_to(folder).as_posix()
-        source_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            source_hash = _file_hash(path)
+        except OSError as e:
+            out.skipped.append(Skipped(name, f"could not read the file ({e.strerror or e})"))
+            continue
         entry = _entry_path(cache, name)
         cached = _read_entry(entry, source_hash)
         if cached is None:
@@ -116,6 +129,10 @@ def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "z",
                     grid, reason = None, "voxelises to nothing: open or paper-thin surface with no inside"
             except MeshError as e:
                 reason = str(e)
+            except Cancelled:
+                raise
+            except Exception as e:  # one malformed file must not stop training on the others
+                reason = f"could not use the mesh ({type(e).__name__}: {str(e)[:200]})"
             _write_entry(entry, source_hash, resolution, grid, reason)
             cached = (grid, reason or None)
         else:
@@ -143,6 +160,11 @@ def build_from_arrays(meshes: list[tuple[np.ndarray, np.ndarray]], resolution: i
             grid = voxelise(mesh.vertices, mesh.faces, resolution)
         except MeshError as e:
             out.skipped.append(Skipped(name, str(e)))
+            continue
+        except Cancelled:
+            raise
+        except Exception as e:  # one malformed mesh must not stop training on the others
+            out.skipped.append(Skipped(name, f"could not use the mesh ({type(e).__name__}: {str(e)[:200]})"))
             continue
         if not grid.any():
             out.skipped.append(Skipped(name, "voxelises to nothing: open or paper-thin surface with no inside"))

@@ -4,25 +4,63 @@ Meshes come from files (OBJ, STL, PLY, GLB/GLTF, OFF — anything trimesh reads)
 as arrays (vertices float N×3, faces int M×3, e.g. sent by the Blender add-on).
 A bad mesh never raises out of `load_mesh_folder`: it is skipped and reported with
 the reason. Single meshes go through `clean_mesh`, which raises `MeshError` with a
-message meant for the user.
+message meant for the user (`MeshTooLarge` when over a limit below).
+
+Work is bounded by the input: a mesh file over MAX_FILE_BYTES, or a mesh over MAX_VERTICES
+or MAX_FACES, is refused before it is cleaned; repair is linear in the mesh (only holes of
+three or four edges are closed, and only while the boundary is small); voxelisation refuses
+meshes that would cost too much (engine.shape.voxels.MAX_RAY_PAIRS). Inside a `cancellable`
+block every stage ends at a `checkpoint`, which raises once the op is cancelled.
 
 Conventions: Z is up (Blender's). Normalised meshes are centred on their bounding
 box and scaled so the longest side is 1, i.e. they fit [-0.5, 0.5]³ keeping aspect.
 """
 from __future__ import annotations
 
+from collections import defaultdict
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import trimesh
 
 MESH_SUFFIXES = (".obj", ".stl", ".ply", ".glb", ".gltf", ".off")
 UP_AXES = ("z", "y")
+MAX_VERTICES = 1_000_000
+MAX_FACES = 1_000_000
+MAX_FILE_BYTES = 64 << 20  # a text mesh format takes about 30-60 bytes per face
+MAX_REPAIR_BOUNDARY_EDGES = 100_000  # more open edges than this: no hole filling (voxelising needs none)
 
 
 class MeshError(ValueError):
     """A mesh that cannot be used, with the reason in words."""
+
+
+class MeshTooLarge(MeshError):
+    """A mesh over one of the stated limits; the message names it."""
+
+
+_check: ContextVar[Callable[[], None] | None] = ContextVar("atelier_shape_check", default=None)
+
+
+@contextmanager
+def cancellable(check: Callable[[], None]) -> Iterator[None]:
+    """Within this block, long mesh work calls `check` between its stages (it raises to cancel)."""
+    token = _check.set(check)
+    try:
+        yield
+    finally:
+        _check.reset(token)
+
+
+def checkpoint() -> None:
+    """Stop here if the surrounding `cancellable` block's op was cancelled."""
+    check = _check.get()
+    if check is not None:
+        check()
 
 
 @dataclass(frozen=True)
@@ -31,41 +69,84 @@ class Skipped:
     reason: str
 
 
-def mesh_from_arrays(vertices: np.ndarray, faces: np.ndarray) -> trimesh.Trimesh:
-    """Check array shapes and index ranges, then clean (see `clean_mesh`)."""
-    v = np.asarray(vertices)
-    f = np.asarray(faces)
+def check_arrays(vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Raise MeshError unless vertices are N×3 and faces M×3 integers indexing them, within the limits."""
+    v, f = np.asarray(vertices), np.asarray(faces)
     if v.ndim != 2 or v.shape[1] != 3:
         raise MeshError(f"vertices must be an N×3 array, got shape {v.shape}")
     if f.ndim != 2 or f.shape[1] != 3:
         raise MeshError(f"faces must be an M×3 array of vertex indices (triangulate quads first), got shape {f.shape}")
+    if len(v) > MAX_VERTICES or len(f) > MAX_FACES:
+        raise MeshTooLarge(f"the mesh has {len(v):,} vertices and {len(f):,} faces; the limits are {MAX_VERTICES:,} "
+                           f"and {MAX_FACES:,}: simplify it (e.g. Blender's Decimate modifier) first")
     if not np.issubdtype(f.dtype, np.integer):
         raise MeshError(f"faces must hold integer vertex indices, got dtype {f.dtype}")
     if len(f) and (f.min() < 0 or f.max() >= len(v)):
         raise MeshError(f"faces index vertices outside 0..{len(v) - 1} (found {f.min()}..{f.max()})")
-    return clean_mesh(trimesh.Trimesh(v.astype(np.float64), f.astype(np.int64), process=False))
+
+
+def mesh_from_arrays(vertices: np.ndarray, faces: np.ndarray) -> trimesh.Trimesh:
+    """Check array shapes, index ranges and limits, then clean (see `clean_mesh`)."""
+    check_arrays(vertices, faces)
+    return clean_mesh(trimesh.Trimesh(np.asarray(vertices, np.float64), np.asarray(faces, np.int64), process=False))
 
 
 def clean_mesh(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
-    """Drop degenerate and duplicate faces, merge vertices, fill small holes, fix winding
-    and normals. Raises MeshError for empty, non-finite or all-degenerate meshes."""
+    """Merge vertices, drop degenerate and duplicate faces, close holes of three or four edges.
+    Raises MeshError for empty, non-finite, flat or all-degenerate meshes.
+
+    Orientation is left as it is: voxelising by ray parity ignores it (trimesh's fix_winding
+    and fill_holes grow much faster than the mesh on messy input).
+    """
     if len(mesh.faces) == 0 or len(mesh.vertices) == 0:
         raise MeshError("empty mesh: no triangles")
+    check_arrays(mesh.vertices, mesh.faces)
     if not np.isfinite(mesh.vertices).all():
         raise MeshError("vertex coordinates contain NaN or infinity")
     mesh = mesh.copy()
     mesh.merge_vertices()
+    checkpoint()
     mesh.update_faces(mesh.nondegenerate_faces() & mesh.unique_faces())
     mesh.remove_unreferenced_vertices()
+    checkpoint()
     if len(mesh.faces) == 0:
         raise MeshError("every triangle is degenerate (zero area)")
     extents = mesh.extents
     if extents.max() <= 0 or extents.min() <= 1e-6 * extents.max():
         raise MeshError(f"flat mesh (extents {np.round(extents, 6).tolist()}): it has no inside to voxelise")
-    trimesh.repair.fill_holes(mesh)
-    trimesh.repair.fix_winding(mesh)
-    trimesh.repair.fix_inversion(mesh)
+    patches = small_hole_patches(mesh)
+    checkpoint()
+    if len(patches):
+        mesh = trimesh.Trimesh(mesh.vertices, np.vstack([mesh.faces, patches]), process=False)
     return mesh
+
+
+def small_hole_patches(mesh: trimesh.Trimesh) -> np.ndarray:
+    """Triangles (K×3) closing each hole of three or four boundary edges (a missing triangle or
+    quad), in time linear in the boundary; none when the boundary has over MAX_REPAIR_BOUNDARY_EDGES."""
+    boundary = mesh.edges_sorted[trimesh.grouping.group_rows(mesh.edges_sorted, require_count=1)]
+    if not 3 <= len(boundary) <= MAX_REPAIR_BOUNDARY_EDGES:
+        return np.zeros((0, 3), np.int64)
+    neighbours: dict[int, list[int]] = defaultdict(list)
+    for a, b in boundary.tolist():
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    seen: set[int] = set()
+    patches = []
+    for start, ends in neighbours.items():
+        if start in seen or len(ends) != 2:
+            continue
+        cycle, previous, current = [start], start, ends[0]
+        while current != start and len(cycle) <= 4 and len(neighbours[current]) == 2:
+            cycle.append(current)
+            a, b = neighbours[current]
+            previous, current = current, (b if a == previous else a)
+        seen.update(cycle)
+        if current == start and len(cycle) in (3, 4):
+            patches.append(cycle[:3])
+            if len(cycle) == 4:
+                patches.append([cycle[0], cycle[2], cycle[3]])
+    return np.array(patches, np.int64).reshape(-1, 3)
 
 
 def normalise(mesh: trimesh.Trimesh, up: str = "z") -> trimesh.Trimesh:
@@ -84,6 +165,9 @@ def normalise(mesh: trimesh.Trimesh, up: str = "z") -> trimesh.Trimesh:
 def load_mesh_file(path: str | Path) -> trimesh.Trimesh:
     """Read one file, merging a scene's geometry into one mesh, and clean it."""
     path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise MeshTooLarge(f"the file has {size:,} bytes, over the limit of {MAX_FILE_BYTES:,}: simplify the mesh")
     try:
         loaded = trimesh.load(path, force="mesh", process=False)
     except Exception as e:  # trimesh raises many types for malformed files

@@ -12,11 +12,15 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from engine.ops import MODEL, Context, JobFailed, Op, Param, provenance
-from engine.protocol import BAD_PARAMS
+from engine.protocol import BAD_PARAMS, TOO_LARGE
 
 if TYPE_CHECKING:
     from engine.shape.model import ShapeVAEConfig
 
+
+# The limits of engine.shape.meshes, repeated here so that this module loads without trimesh.
+MAX_VERTICES = 1_000_000
+MAX_FACES = 1_000_000
 
 DATA_PARAMS = {
     "procedural": Param("int", min=8, max=100_000, doc="train on this many seeded procedural shapes"),
@@ -68,6 +72,9 @@ def mesh_arrays(op: str, vertices: Any, faces: Any, which: str = "") -> tuple[np
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu" or len(faces) < 4:
         raise JobFailed(BAD_PARAMS, f"{op}: {label} faces must be an integer M×3 array with M ≥ 4 "
                         f"(triangulate first), got {faces.dtype} {faces.shape}")
+    if len(vertices) > MAX_VERTICES or len(faces) > MAX_FACES:
+        raise JobFailed(TOO_LARGE, f"{op}: the {label} has {len(vertices):,} vertices and {len(faces):,} faces; the "
+                        f"limits are {MAX_VERTICES:,} and {MAX_FACES:,}: simplify it (e.g. Blender's Decimate) first")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise JobFailed(BAD_PARAMS, f"{op}: {label} faces index vertices outside 0..{len(vertices) - 1}")
     if not np.isfinite(vertices).all():
@@ -85,12 +92,16 @@ def _mesh_options(params: dict) -> dict:
 
 
 @contextmanager
-def _mesh_errors(op: str) -> Iterator[None]:
-    """A mesh the model cannot use (flat, degenerate, no inside) is the client's to fix: bad_params."""
-    from engine.shape.meshes import MeshError
+def _mesh_work(op: str, context: Context) -> Iterator[None]:
+    """Work on a client's mesh: cancellable between its stages. A mesh the model cannot use (flat,
+    degenerate, no inside) is the client's to fix: bad_params; one over a limit: too_large."""
+    from engine.shape.meshes import MeshError, MeshTooLarge, cancellable
 
     try:
-        yield
+        with cancellable(context.check):
+            yield
+    except MeshTooLarge as e:
+        raise JobFailed(TOO_LARGE, f"{op}: {e}") from None
     except MeshError as e:
         raise JobFailed(BAD_PARAMS, f"{op}: {e}") from None
 
@@ -111,7 +122,7 @@ def _endpoint(op: str, params: dict, which: str) -> Any:
 def _interpolate(engine, context: Context, **params) -> dict:
     metadata, model = engine.model(params["model"], "shape")
     a, b = _endpoint("shape.interpolate", params, "a"), _endpoint("shape.interpolate", params, "b")
-    with _mesh_errors("shape.interpolate"):
+    with _mesh_work("shape.interpolate", context):
         meshes = model.interpolate(a, b, steps=params["steps"], t=params["t"], spherical=params["spherical"],
                                    progress=context.progress, **_mesh_options(params))
     return _meshes_value(meshes, metadata, "shape.interpolate", params)
@@ -120,7 +131,7 @@ def _interpolate(engine, context: Context, **params) -> dict:
 def _encode(engine, context: Context, **params) -> dict:
     metadata, model = engine.model(params["model"], "shape")
     vertices, faces = mesh_arrays("shape.encode", params["vertices"], params["faces"])
-    with _mesh_errors("shape.encode"):
+    with _mesh_work("shape.encode", context):
         latent = model.encode(vertices, faces)
     return {"latent": latent.astype(np.float32),
             "provenance": provenance(metadata, "shape.encode", params)}
@@ -138,7 +149,7 @@ def _decode(engine, context: Context, **params) -> dict:
 def _variations(engine, context: Context, **params) -> dict:
     metadata, model = engine.model(params["model"], "shape")
     vertices, faces = mesh_arrays("shape.variations", params["vertices"], params["faces"])
-    with _mesh_errors("shape.variations"):
+    with _mesh_work("shape.variations", context):
         meshes = model.variations(vertices, faces, params["count"], seed=params["seed"], spread=params["spread"],
                                   progress=context.progress, **_mesh_options(params))
     return _meshes_value(meshes, metadata, "shape.variations", params)
@@ -153,7 +164,8 @@ def _eval(engine, context: Context, **params) -> dict:
     context.progress(0.05, "voxelising held-out shapes")
     if params["meshes"]:
         try:
-            shapes = build_from_folder(params["meshes"], resolution)
+            with _mesh_work("shape.eval", context):
+                shapes = build_from_folder(params["meshes"], resolution)
         except FileNotFoundError as e:
             raise JobFailed(BAD_PARAMS, f"shape.eval: {e}") from None
         if not len(shapes):
