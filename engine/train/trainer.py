@@ -236,6 +236,9 @@ def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int
         "processes": run.world.size,
         "train_seconds": round(seconds, 1),
         "nets": list(objective.export_nets or _unwrapped(objective)),
+        # A checkpoint of a run that has not finished (yet, or ever: cancelled or failed): kept
+        # for --resume, listed as partial, never chosen as anyone's default model.
+        "partial": not final,
     }
     return run.store.save(run.name, _net_tensors(objective, objective.export_nets or None), metadata)
 
