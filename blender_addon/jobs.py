@@ -83,13 +83,19 @@ def finish(job: Job, undo: bool = False) -> None:
             got = ((job.value or {}).get("provenance") or {}).get("model_hash")
             if warn and got and warn != got:
                 state.message += f" (the model changed since: hash {warn[:8]} is now {got[:8]}; results differ)"
-            if undo:
-                try:
-                    bpy.ops.ed.undo_push(message=f"Atelier: {job.label}")
-                except RuntimeError:
-                    pass
+            for warning in job.context.get("warnings", []):
+                state.message += f". Note: {warning}"
     elif job.state == "done":
         state.message = f"{job.label}: done"
+    group = job.context.get("undo_group")  # several jobs of one click: one undo step, at the last
+    if group is not None:
+        group["left"] -= 1
+        group["applied"] = group.get("applied", False) or job.applied
+    if undo and (job.applied if group is None else group["left"] == 0 and group["applied"]):
+        try:
+            bpy.ops.ed.undo_push(message=f"Atelier: {job.label if group is None else group['label']}")
+        except RuntimeError:
+            pass
     if job.state == "failed":
         state.error = f"{job.label} failed: {job.error}"
     elif job.state == "cancelled":
@@ -121,16 +127,19 @@ def sync_models() -> None:
         return
     models = worker.get().models
     runtime = wm.atelier
-    if [m.name for m in runtime.models] == [m.get("name") for m in models]:
+    if [(m.name, m.partial) for m in runtime.models] == [(m.get("name"), bool(m.get("partial"))) for m in models]:
         return
     for collection in (runtime.models, runtime.texture_models, runtime.shape_models):
         collection.clear()
     for m in models:
-        for collection in (runtime.models, getattr(runtime, f"{m.get('kind')}_models", None)):
+        # The pickers offer finished models only; an unfinished training run stays in `models`.
+        pickers = [] if m.get("partial") or m.get("error") else [getattr(runtime, f"{m.get('kind')}_models", None)]
+        for collection in (runtime.models, *pickers):
             if collection is not None:
                 item = collection.add()
                 item.name, item.kind = m.get("name", ""), m.get("kind", "")
                 item.content_hash = m.get("content_hash") or ""
+                item.partial = bool(m.get("partial"))
 
 
 def redraw() -> None:

@@ -29,11 +29,58 @@ class _Blocking:
         if self.blocking and job.state != "done":
             self.report({"ERROR"}, jobs.state.error or job.error or job.state)
             return {"CANCELLED"}
+        for warning in job.context.get("warnings", []) if self.blocking else []:
+            self.report({"WARNING"}, warning)
         return {"FINISHED"}
 
 
 def _settings(context):
     return context.scene.atelier
+
+
+def _fail(op, message: str) -> set[str]:
+    """Say why nothing was made: in the panel and in the operator's report."""
+    jobs.state.error = message
+    op.report({"ERROR"}, message)
+    return {"CANCELLED"}
+
+
+class _NeedsEngine:
+    """Greyed out, with the reason as its tooltip, while the engine is not connected (unless the
+    preferences start it when needed)."""
+
+    @classmethod
+    def poll(cls, context):
+        prefs = preferences.get(context)
+        if worker.connected() or (prefs is not None and prefs.autostart):
+            return True
+        cls.poll_message_set("Not connected to the Atelier engine: press Connect or Start at the top of the "
+                             "Atelier panel")
+        return False
+
+
+def texture_target_problem(context) -> str:
+    """Why the active object cannot take a texture, or "" when it can."""
+    obj = context.active_object
+    if obj is None:
+        return "Select a mesh to put the texture on: nothing is active"
+    if obj.type != "MESH":
+        kind = obj.type.replace("_", " ").lower() if obj.type != "EMPTY" else "an empty"
+        kind = kind if kind.startswith("an ") else f"a {kind}"
+        return f"Select a mesh to put the texture on: {obj.name!r} is {kind}, which cannot wear a material"
+    return ""
+
+
+class _NeedsMeshTarget(_NeedsEngine):
+    @classmethod
+    def poll(cls, context):
+        if not super().poll(context):
+            return False
+        problem = texture_target_problem(context)
+        if problem:
+            cls.poll_message_set(problem)
+            return False
+        return True
 
 
 # ---- engine -----------------------------------------------------------------------------------
@@ -95,7 +142,7 @@ def _engine_task(op, context, task: str) -> set[str]:
     return {"FINISHED"}
 
 
-class ATELIER_OT_release_memory(bpy.types.Operator, _Blocking):
+class ATELIER_OT_release_memory(_NeedsEngine, bpy.types.Operator, _Blocking):
     """Unload every model from the engine, freeing its (GPU) memory"""
     bl_idname = "atelier.release_memory"
     bl_label = "Release Memory"
@@ -137,7 +184,8 @@ def texture_job(context, op: str, params: dict, label: str, assign: bool = True)
     obj = context.active_object
     return Job(op, {"model": s.texture_model or None, **params}, label, on_result=apply.apply_texture,
                prepare=apply.prepare_texture, model_kind="texture",
-               context={"object": obj.name if obj else "", "target": s.texture_target, "assign": assign})
+               context={"object": obj.name if obj else "", "target": s.texture_target, "assign": assign,
+                        "last_model": s.last_texture_model, "scale": s.texture_scale})
 
 
 def _texture_size(s) -> dict:
@@ -149,7 +197,7 @@ def _exemplars(s, **fields: str) -> dict:
     return {param: getattr(s, prop) for param, prop in fields.items() if getattr(s, prop) >= 0}
 
 
-class ATELIER_OT_texture_generate(bpy.types.Operator, _Blocking):
+class ATELIER_OT_texture_generate(_NeedsMeshTarget, bpy.types.Operator, _Blocking):
     """Generate a seamless texture and put it in a material on the active object"""
     bl_idname = "atelier.texture_generate"
     bl_label = "Generate Texture"
@@ -157,12 +205,14 @@ class ATELIER_OT_texture_generate(bpy.types.Operator, _Blocking):
 
     def execute(self, context):
         s = _settings(context)
+        if texture_target_problem(context):
+            return _fail(self, texture_target_problem(context))
         params = {**_texture_size(s), "seed": s.texture_seed, "pbr": s.pbr, "normal_strength": s.normal_strength,
                   **_exemplars(s, exemplar="texture_exemplar")}
         return self.submit(context, texture_job(context, "texture.generate", params, f"Texture seed {s.texture_seed}"))
 
 
-class ATELIER_OT_texture_variations(bpy.types.Operator, _Blocking):
+class ATELIER_OT_texture_variations(_NeedsMeshTarget, bpy.types.Operator, _Blocking):
     """Generate several textures (consecutive seeds) as extra materials on the active object"""
     bl_idname = "atelier.texture_variations"
     bl_label = "Texture Variations"
@@ -170,26 +220,32 @@ class ATELIER_OT_texture_variations(bpy.types.Operator, _Blocking):
 
     def execute(self, context):
         s = _settings(context)
+        if texture_target_problem(context):
+            return _fail(self, texture_target_problem(context))
         result = {"FINISHED"}
+        group = {"left": s.texture_variations, "label": f"{s.texture_variations} texture variations"}
         for i in range(s.texture_variations):
             seed = (s.texture_seed + i) % (MAX_SEED + 1)
             params = {**_texture_size(s), "seed": seed, "pbr": s.pbr, "normal_strength": s.normal_strength,
                       **_exemplars(s, exemplar="texture_exemplar")}
-            result = self.submit(context, texture_job(context, "texture.generate", params, f"Texture seed {seed}",
-                                                      assign=False))
+            job = texture_job(context, "texture.generate", params, f"Texture seed {seed}", assign=False)
+            job.context["undo_group"] = group  # all of them: one undo step, when the last lands
+            result = self.submit(context, job)
             if result != {"FINISHED"}:
                 break
         return result
 
 
-class ATELIER_OT_texture_morph(bpy.types.Operator, _Blocking):
-    """One texture that blends the look of Seed into Morph seed across its width"""
+class ATELIER_OT_texture_morph(_NeedsMeshTarget, bpy.types.Operator, _Blocking):
+    """One texture that blends the look of Seed into Morph seed across its width (colour only)"""
     bl_idname = "atelier.texture_morph"
     bl_label = "Morph Texture"
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
         s = _settings(context)
+        if texture_target_problem(context):
+            return _fail(self, texture_target_problem(context))
         params = {**_texture_size(s), "seed_a": s.texture_seed, "seed_b": s.morph_seed,
                   **_exemplars(s, exemplar="texture_exemplar", morph_to="morph_exemplar")}
         return self.submit(context, texture_job(context, "texture.morph", params,
@@ -205,6 +261,9 @@ def shape_job(context, op: str, params: dict, label: str, **ctx) -> Job:
     s = _settings(context)
     ctx.setdefault("location", tuple(context.scene.cursor.location))
     ctx.setdefault("layout", s.shape_layout)
+    ctx.setdefault("last_model", s.last_shape_model)
+    active = context.view_layer.active_layer_collection.collection  # new objects land here
+    ctx.setdefault("collection", "" if active == context.scene.collection else active.name)
     return Job(op, {"model": s.shape_model or None, **params}, label, on_result=apply.apply_meshes,
                model_kind="shape", context=ctx)
 
@@ -213,7 +272,7 @@ def _selected_meshes(context) -> list:
     return [o for o in context.selected_objects if o.type == "MESH"]
 
 
-class ATELIER_OT_shape_generate(bpy.types.Operator, _Blocking):
+class ATELIER_OT_shape_generate(_NeedsEngine, bpy.types.Operator, _Blocking):
     """Generate watertight meshes at the 3D cursor"""
     bl_idname = "atelier.shape_generate"
     bl_label = "Generate Shape"
@@ -238,12 +297,18 @@ def _interpolation_endpoints(context) -> tuple[dict, dict] | str:
         return "Select exactly two meshes (the active one is the start)"
     params, inputs = {}, {}
     for suffix, obj in (("_a", active), ("_b", others[0])):
-        params[f"vertices{suffix}"], params[f"faces{suffix}"] = apply.mesh_arrays(obj)
+        params[f"vertices{suffix}"], params[f"faces{suffix}"] = apply.mesh_arrays(obj, "SHAPE")
         inputs[suffix] = obj.name
     return params, inputs
 
 
-class ATELIER_OT_shape_interpolate(bpy.types.Operator, _Blocking):
+def _input_frame(inputs: dict | None) -> dict | None:
+    """Size and rotation of the input meshes (in the order sent) for the results to keep."""
+    objects = [bpy.data.objects.get(name) for _, name in sorted((inputs or {}).items())]
+    return apply.shape_frame(*objects) if objects and all(objects) else None
+
+
+class ATELIER_OT_shape_interpolate(_NeedsEngine, bpy.types.Operator, _Blocking):
     """Shapes between two seeds or two selected meshes, in a row"""
     bl_idname = "atelier.shape_interpolate"
     bl_label = "Interpolate"
@@ -259,7 +324,8 @@ class ATELIER_OT_shape_interpolate(bpy.types.Operator, _Blocking):
         params, inputs = endpoints
         params.update(steps=s.interp_steps, **_mesh_options(s))
         return self.submit(context, shape_job(context, "shape.interpolate", params, "Interpolation",
-                                              name="Atelier interpolation", inputs=inputs or None))
+                                              name="Atelier interpolation", inputs=inputs or None,
+                                              frame=_input_frame(inputs)))
 
 
 PREVIEW_NAME = "Atelier interpolation preview"
@@ -288,14 +354,15 @@ def preview_interpolation(context) -> Job | None:
             bpy.app.timers.register(lambda: preview_interpolation(bpy.context) and None, first_interval=0.01)
         return made
 
+    # The preview never touches the selection: the next move needs the same two meshes selected.
     job = shape_job(context, "shape.interpolate", params, f"Preview t={s.interp_t:.2f}", name=PREVIEW_NAME,
-                    replace=PREVIEW_NAME, inputs=inputs or None)
+                    replace=PREVIEW_NAME, inputs=inputs or None, frame=_input_frame(inputs), keep_selection=True)
     job.on_result = landed
     _preview["job"] = job
     return jobs.run(context, job)
 
 
-class ATELIER_OT_shape_variations(bpy.types.Operator, _Blocking):
+class ATELIER_OT_shape_variations(_NeedsEngine, bpy.types.Operator, _Blocking):
     """Shapes near the active mesh, laid out in a row or grid beside it"""
     bl_idname = "atelier.shape_variations"
     bl_label = "Variations"
@@ -303,19 +370,24 @@ class ATELIER_OT_shape_variations(bpy.types.Operator, _Blocking):
 
     @classmethod
     def poll(cls, context):
-        return context.active_object is not None and context.active_object.type == "MESH"
+        if not super().poll(context):
+            return False
+        if context.active_object is None or context.active_object.type != "MESH":
+            cls.poll_message_set("Select the mesh to make variations of")
+            return False
+        return True
 
     def execute(self, context):
         s = _settings(context)
         source = context.active_object
-        vertices, faces = apply.mesh_arrays(source)
+        vertices, faces = apply.mesh_arrays(source, "SHAPE")
         step = float(max(source.dimensions)) * 1.3 or 2.0
         location = tuple(np.asarray(source.location) + np.array([step, 0.0, 0.0]))
         params = {"vertices": vertices, "faces": faces, "count": s.shape_variations, "seed": s.shape_seed,
                   "spread": s.spread, **_mesh_options(s)}
         return self.submit(context, shape_job(context, "shape.variations", params, f"Variations of {source.name}",
                                               name=f"{source.name} variation", location=location,
-                                              inputs={"": source.name}))
+                                              inputs={"": source.name}, frame=apply.shape_frame(source)))
 
 
 # ---- training ---------------------------------------------------------------------------------
@@ -333,7 +405,7 @@ def _train_params(s, kind: str, data: dict) -> dict:
             "detach": s.train_detach}
 
 
-class ATELIER_OT_train_shape(bpy.types.Operator, _Blocking):
+class ATELIER_OT_train_shape(_NeedsEngine, bpy.types.Operator, _Blocking):
     """Train a shape model on the selected meshes (sent to the engine)"""
     bl_idname = "atelier.train_shape"
     bl_label = "Train Shape Model"
@@ -360,7 +432,7 @@ class ATELIER_OT_train_shape(bpy.types.Operator, _Blocking):
         return self.submit(context, job)
 
 
-class ATELIER_OT_train_texture(bpy.types.Operator, _Blocking):
+class ATELIER_OT_train_texture(_NeedsEngine, bpy.types.Operator, _Blocking):
     """Train a texture model on an image in this file or on disk"""
     bl_idname = "atelier.train_texture"
     bl_label = "Train Texture Model"
@@ -417,19 +489,19 @@ def regenerate_job(context, record: dict) -> Job | str:
         obj = bpy.data.objects.get(name)
         if obj is None or obj.type != "MESH":
             return f"cannot regenerate: the input mesh {name!r} is no longer in this file"
-        params[f"vertices{suffix}"], params[f"faces{suffix}"] = apply.mesh_arrays(obj)
+        params[f"vertices{suffix}"], params[f"faces{suffix}"] = apply.mesh_arrays(obj, "SHAPE")
     label = f"Regenerate {op} ({record['model']})"
     if op.startswith("texture."):
         job = texture_job(context, op, params, label)
         job.context["target"] = "NEW"
     else:
         job = shape_job(context, op, params, label, only_index=record.get("index", 0), inputs=inputs or None,
-                        name=f"Atelier {op.split('.')[-1]} (regenerated)")
+                        name=f"Atelier {op.split('.')[-1]} (regenerated)", frame=_input_frame(inputs))
     job.context["expect_hash"] = record.get("model_hash")
     return job
 
 
-class ATELIER_OT_regenerate(bpy.types.Operator, _Blocking):
+class ATELIER_OT_regenerate(_NeedsEngine, bpy.types.Operator, _Blocking):
     """Make the active object's mesh or texture again from its Atelier provenance"""
     bl_idname = "atelier.regenerate"
     bl_label = "Regenerate"
@@ -448,7 +520,7 @@ class ATELIER_OT_regenerate(bpy.types.Operator, _Blocking):
         return self.submit(context, job)
 
 
-class ATELIER_OT_history_recall(bpy.types.Operator, _Blocking):
+class ATELIER_OT_history_recall(_NeedsEngine, bpy.types.Operator, _Blocking):
     """Make this history entry again (a texture goes onto the active object, a shape to the cursor)"""
     bl_idname = "atelier.history_recall"
     bl_label = "Recall"

@@ -67,12 +67,21 @@ def draw_jobs(layout, context) -> None:
         box.operator("atelier.cancel", text="Cancel all", icon="CANCEL").index = -1
 
 
+def _default_model_hint(layout, s, kind: str) -> None:
+    """What an empty Model field stands for, so the choice is never a surprise."""
+    if getattr(s, f"{kind}_model").strip() or not worker.get().info:
+        return
+    name = worker.default_model(worker.get().models, kind, getattr(s, f"last_{kind}_model"))
+    layout.label(text=f"Using {name}" if name else f"No finished {kind} model yet", icon="INFO")
+
+
 def draw_texture(layout, context) -> None:
     s = context.scene.atelier
     runtime = context.window_manager.atelier
     box = layout.box()
     box.label(text="Texture", icon="TEXTURE")
     box.prop_search(s, "texture_model", runtime, "texture_models", text="Model")
+    _default_model_hint(box, s, "texture")
     row = box.row(align=True)
     row.prop(s, "texture_width")
     row.prop(s, "texture_height")
@@ -85,6 +94,7 @@ def draw_texture(layout, context) -> None:
     row.prop(s, "pbr")
     if s.pbr:
         box.prop(s, "normal_strength")
+    box.prop(s, "texture_scale")
     box.prop(s, "texture_target")
     box.operator("atelier.texture_generate", icon="SHADING_TEXTURE")
     row = box.row(align=True)
@@ -102,6 +112,7 @@ def draw_shape(layout, context) -> None:
     box = layout.box()
     box.label(text="Shape", icon="MESH_ICOSPHERE")
     box.prop_search(s, "shape_model", runtime, "shape_models", text="Model")
+    _default_model_hint(box, s, "shape")
     row = box.row(align=True)
     row.prop(s, "shape_seed")
     row.operator("atelier.randomize_seed", text="", icon="FILE_REFRESH").prop = "shape_seed"

@@ -22,9 +22,32 @@ def _interp_changed(self, context):
     operators.preview_interpolation(context)
 
 
+def _remember_model(kind: str):
+    """The user's last choice of model: what an empty Model field means from then on."""
+    def update(self, context):
+        name = getattr(self, f"{kind}_model").strip()
+        if name and getattr(self, f"last_{kind}_model") != name:
+            setattr(self, f"last_{kind}_model", name)
+    return update
+
+
+def _texture_scale_changed(self, context):
+    """The texture's real size follows the slider on the selected (and active) objects' materials."""
+    from . import apply
+
+    objects = set(getattr(context, "selected_objects", None) or [])
+    if getattr(context, "active_object", None) is not None:
+        objects.add(context.active_object)
+    for obj in objects:
+        for slot in getattr(obj, "material_slots", []):
+            if slot.material is not None:
+                apply.set_texture_scale(slot.material, self.texture_scale)
+
+
 class AtelierModel(bpy.types.PropertyGroup):
     kind: StringProperty()
     content_hash: StringProperty()
+    partial: BoolProperty(description="Saved by a training run that did not finish")
 
 
 class AtelierHistoryItem(bpy.types.PropertyGroup):
@@ -44,18 +67,23 @@ class AtelierRuntime(bpy.types.PropertyGroup):
 
 class AtelierSettings(bpy.types.PropertyGroup):
     # texture
-    texture_model: StringProperty(name="Model", description="Texture model (empty: the first the engine has)")
+    texture_model: StringProperty(name="Model", update=_remember_model("texture"),
+                                  description="Texture model (empty: your last choice, else Atelier's own)")
+    last_texture_model: StringProperty(options={"HIDDEN"})
     texture_width: IntProperty(name="Width", step=16, subtype="PIXEL", **declared("texture.generate", "width"))
     texture_height: IntProperty(name="Height", step=16, subtype="PIXEL", **declared(
         "texture.generate", "height", default=OP_PARAMS["texture.generate"]["width"]["default"]))
     texture_seed: IntProperty(name="Seed", **declared("texture.generate", "seed"))
     tileable: BoolProperty(name="Tileable", description="Wrap seamlessly", **declared("texture.generate", "tileable"))
     # The engine makes PBR maps only when asked; the panel asks by default.
-    pbr: BoolProperty(name="PBR maps", default=True, description="Also make normal and roughness maps")
+    pbr: BoolProperty(name="PBR maps", default=True, description="Also make normal, roughness and height maps")
     normal_strength: FloatProperty(name="Bump", **declared("texture.generate", "normal_strength"))
     texture_target: EnumProperty(name="Into", items=[
         ("NEW", "New material", "A new material on the active object"),
         ("ACTIVE", "Active material", "The active material's Base Color (and normal, roughness)")], default="NEW")
+    texture_scale: FloatProperty(name="Size", default=1.0, min=0.001, soft_min=0.05, soft_max=20.0, subtype="DISTANCE",
+                                 unit="LENGTH", update=_texture_scale_changed,
+                                 description="How much of the surface one copy of the texture covers, in real size")
     texture_variations: IntProperty(name="Count", default=4, min=1, max=16)
     morph_seed: IntProperty(name="Morph into seed", **declared("texture.morph", "seed_b"))
     # -1 is the panel's "not set": the engine then chooses by the seed.
@@ -65,7 +93,9 @@ class AtelierSettings(bpy.types.PropertyGroup):
     morph_exemplar: IntProperty(name="Into exemplar", **declared("texture.morph", "morph_to", min=-1, default=-1),
                                 description="Morph into this image's texture (-1: chosen by the morph seed)")
     # shape
-    shape_model: StringProperty(name="Model", description="Shape model (empty: the first the engine has)")
+    shape_model: StringProperty(name="Model", update=_remember_model("shape"),
+                                description="Shape model (empty: your last choice, else Atelier's own)")
+    last_shape_model: StringProperty(options={"HIDDEN"})
     shape_seed: IntProperty(name="Seed", **declared("shape.sample", "seed"))
     shape_count: IntProperty(name="Count", **declared("shape.sample", "count"))
     shape_temperature: FloatProperty(name="Temperature", **declared("shape.sample", "temperature"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import queue
+import re
 import shlex
 import signal
 import socket
@@ -79,10 +80,45 @@ class Job:
         return self.state in ("done", "failed", "cancelled")
 
 
+def default_model(models: list[dict], kind: str, last: str = "") -> str:
+    """The model an empty Model field stands for: the user's last choice, else the one Atelier
+    ships (`<kind>-default`), else the newest finished one. Never a model saved by a training
+    run that did not finish (cancelled or failed: the engine lists it as partial)."""
+    usable = [m for m in models if m.get("kind") == kind and not m.get("partial") and not m.get("error")]
+    names = {m.get("name") for m in usable}
+    for name in (last, f"{kind}-default"):
+        if name and name in names:
+            return name
+    return max(usable, key=lambda m: str(m.get("created") or ""))["name"] if usable else ""
+
+
 def unreachable_message(host: str, port: int, reason: str) -> str:
-    return (f"Cannot reach the Atelier engine at {host}:{port} ({reason}). Press Start engine (set the engine's "
-            "Python in the add-on preferences), or run `atelier serve` in a terminal, or check the address "
-            "in the preferences.")
+    return (f"Cannot reach the Atelier engine at {host}:{port} ({reason}). Press Start (the engine's Python is "
+            "set in the add-on preferences), or start Atelier yourself and press Connect.")
+
+
+_MODEL_MISSING = re.compile(r"no model named '([^']*)'")
+
+
+def artist_message(message: str, code: str = "") -> str:
+    """An engine's error in the words of the panel: no command lines, no array shapes."""
+    message = re.sub(r"^[a-z]+\.[a-z_]+: ", "", message or "").strip()  # the op's name, e.g. "shape.variations: "
+    missing = _MODEL_MISSING.search(message)
+    if missing:
+        return (f"There is no model called '{missing.group(1)}' on the engine: pick one in the Model field, or "
+                "train one in the Train section.")
+    if "triangulate first" in message or "N ≥ 4" in message:
+        return ("That mesh is too simple for Atelier: it needs a closed shape with at least 4 faces and 4 "
+                "vertices (a plane or a single triangle is not enough).")
+    if code == "path_not_allowed" or "--allow-path" in message:
+        return ("The engine is not allowed to read that file. Pick an image that is in this Blender file "
+                "instead, or start the engine from the Atelier panel.")
+    if "token" in message and "atelier serve" in message:
+        return ("The engine's key (its token file) is missing or unusable: press Start in the Atelier panel, "
+                "which makes a fresh one, or check the token file in the add-on preferences.")
+    if code == "too_many_connections":
+        return "The engine is busy with too many connections; close other Atelier windows and press Connect."
+    return message
 
 
 class Worker:
@@ -213,7 +249,7 @@ class Worker:
         if self._client is not None and (self._client._closed.is_set() or self._client_key != key):
             self._drop_client()
         if self._client is None:
-            self.status = f"connecting to {host}:{port}"
+            self.status, self.error = f"connecting to {host}:{port}", ""  # one current state, not an old error
             try:
                 self._client = self._connect(host, port, token_file)
             except (ConnectionError, socket.timeout, OSError) as e:
@@ -236,12 +272,13 @@ class Worker:
     def _connect(self, host: str, port: int, token_file: str) -> engine_client.Client:
         try:
             token = engine_paths.read_token(Path(token_file) if token_file else None)
-        except FileNotFoundError as e:
-            raise ConnectionError(str(e)) from None
+        except (FileNotFoundError, ValueError) as e:
+            raise ConnectionError(artist_message(str(e))) from None
         try:
             return engine_client.Client(host, port, token=token, name="blender-addon", timeout=5.0)
         except engine_client.EngineError as e:
-            raise ConnectionError(f"the engine refused the connection: {e.message}") from None
+            raise ConnectionError(f"The engine refused the connection: {artist_message(e.message, e.code)}") \
+                from None
 
     def _set_down(self, message: str) -> None:
         self.status = "not connected"
@@ -264,13 +301,13 @@ class Worker:
             self._finish(job, "failed", error=str(e), code="disconnected")
             return
         if job.model_kind and not job.params.get("model"):
-            names = [m["name"] for m in self.models if m.get("kind") == job.model_kind]
-            if not names:
+            name = default_model(self.models, job.model_kind, job.context.get("last_model", ""))
+            if not name:
                 self._finish(job, "failed", code="not_found",
-                             error=f"The engine has no {job.model_kind} model yet: train one (Train section) or "
-                                   "install Atelier's default models.")
+                             error=f"There is no finished {job.model_kind} model yet: train one in the Train "
+                                   "section, or install Atelier's default models.")
                 return
-            job.params["model"] = names[0]
+            job.params["model"] = name
         try:
             if job.before is not None:
                 job.before(job)
@@ -287,7 +324,10 @@ class Worker:
             job.request = client.submit(job.op, job.params, on_progress)
         except (OSError, engine_client.EngineError) as e:
             self._drop_client()
-            self._finish(job, "failed", error=f"lost the engine while sending: {e}", code="disconnected")
+            self._set_down("The connection to the Atelier engine broke. Press Connect (or Start) to try again.")
+            if isinstance(e, engine_client.EngineError) and e.code != "disconnected":
+                self.error = artist_message(e.message, e.code)
+            self._finish(job, "failed", error=self.error, code="disconnected")
             return
         self._running.append(job)
 
@@ -302,10 +342,12 @@ class Worker:
                 if e.code == "cancelled":
                     self._finish(job, "cancelled", error="Cancelled.", code=e.code)
                 else:
+                    message = artist_message(e.message, e.code)
                     if e.code == "disconnected":
                         self._drop_client()
-                        self._set_down(f"Lost the Atelier engine: {e.message}")
-                    self._finish(job, "failed", error=e.message, code=e.code)
+                        message = "The Atelier engine stopped answering (it quit or crashed). Press Start or Connect."
+                        self._set_down(message)
+                    self._finish(job, "failed", error=message, code=e.code)
                 continue
             if job.op == "train":
                 try:
@@ -346,7 +388,7 @@ class Worker:
             return
         command = self._command(settings)
         log = Path(tempfile.gettempdir()) / "atelier-engine-blender.log"
-        self.status = "starting the engine"
+        self.status, self.error = "starting the engine", ""
         with open(log, "ab") as out:
             try:
                 self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=out,
@@ -434,6 +476,11 @@ def _reason(e: BaseException) -> str:
 
 
 _worker: Worker | None = None
+
+
+def connected() -> bool:
+    """Whether the engine answered the last time the worker asked (without starting a worker)."""
+    return _worker is not None and _worker.info is not None
 
 
 def get() -> Worker:

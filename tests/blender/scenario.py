@@ -238,7 +238,7 @@ def _():
     assert bpy.ops.atelier.texture_generate() == {"FINISHED"}  # returns at once
     assert addon().jobs.state.last_job is not None
     pump_until(lambda: cube.active_material is not before)
-    image = cube.active_material.node_tree.nodes["Image Texture"].image
+    image = cube.active_material.node_tree.nodes["Atelier color"].image
     return {"material": cube.active_material.name, "image": image.name}
 
 
@@ -257,7 +257,7 @@ def _():
     # Exemplars: the test model was trained on one image, so 0 is the only one there is.
     s().texture_exemplar = 0
     assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
-    image = cube.active_material.node_tree.nodes["Image Texture"].image
+    image = cube.active_material.node_tree.nodes["Atelier color"].image
     assert json.loads(image["atelier_provenance"])["params"]["exemplar"] == 0
     s().texture_exemplar, counts = 3, datablock_counts()
     try:
@@ -269,6 +269,173 @@ def _():
         s().texture_exemplar = -1
     assert datablock_counts() == counts, "a failed request left something behind"
     return {"slots": len(cube.material_slots)}
+
+
+@check("texture_needs_a_mesh_target")
+def _():
+    """An Empty, a Light or nothing active: the texture buttons are greyed out with the reason,
+    a script gets the reason as its error, and nothing is made."""
+    empty = bpy.data.objects.new("Test empty", None)
+    light = bpy.data.objects.new("Test light", bpy.data.lights.new("Test light", "POINT"))
+    for obj in (empty, light):
+        bpy.context.scene.collection.objects.link(obj)
+    counts, messages = datablock_counts(), []
+    try:
+        for active in (empty, light, None):
+            select_only(*([active] if active else []))
+            for operator in (bpy.ops.atelier.texture_generate, bpy.ops.atelier.texture_variations,
+                             bpy.ops.atelier.texture_morph):
+                assert not operator.poll(), (operator, active)
+                try:
+                    operator(blocking=True)
+                    raise AssertionError(f"{operator} made a texture for {active}")
+                except RuntimeError as e:
+                    messages.append(str(e))
+                    assert "Select a mesh to put the texture on" in str(e), str(e)
+        assert datablock_counts() == counts, "something was made without a mesh to put it on"
+    finally:
+        light_data = light.data
+        bpy.data.objects.remove(empty)
+        bpy.data.objects.remove(light)
+        bpy.data.lights.remove(light_data)
+    return {"messages": sorted(set(messages))}
+
+
+@check("errors_speak_to_the_artist")
+def _():
+    """Engine errors reach the artist reworded: no command lines, no array shapes."""
+    bpy.ops.mesh.primitive_plane_add(location=(-30.0, 5.0, 0.0))
+    plane = bpy.context.active_object
+    select_only(plane)
+    st = s()
+    said = {}
+    try:
+        try:
+            bpy.ops.atelier.shape_variations(blocking=True)
+            raise AssertionError("variations of a plane were accepted")
+        except RuntimeError as e:
+            said["too_simple"] = str(e)
+        assert "too simple" in said["too_simple"] and "triangulate" not in said["too_simple"] \
+            and "int32" not in said["too_simple"], said
+        st.texture_model = "no-such-model"
+        try:
+            bpy.ops.atelier.texture_generate(blocking=True)
+            raise AssertionError("a missing model was accepted")
+        except RuntimeError as e:
+            said["missing_model"] = str(e)
+        assert "There is no model called 'no-such-model'" in said["missing_model"] \
+            and "atelier train" not in said["missing_model"], said
+    finally:
+        st.texture_model = CONFIG["texture_model"]
+        mesh = plane.data
+        bpy.data.objects.remove(plane)
+        bpy.data.meshes.remove(mesh)
+    return said
+
+
+@check("full_material_every_map_wired_and_scaled")
+def _():
+    """Every map the engine returns is wired (height through a Displacement node), through one
+    Mapping node whose scale follows the texture's real size; Into: Active material replaces
+    only what Atelier put there, and a material without a Principled BSDF is left alone, with
+    a warning."""
+    bpy.ops.mesh.primitive_plane_add(size=2.0, location=(-40.0, 0.0, 0.0))
+    plane = bpy.context.active_object
+    select_only(plane)
+    st = s()
+    st.texture_model, st.pbr, st.texture_target, st.texture_scale, st.texture_seed = \
+        CONFIG["texture_model"], True, "NEW", 1.0, 12
+    assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    returned = {k for k in ("image", "normal", "roughness", "height")
+                if addon().jobs.state.last_job.value.get(k) is not None}
+    assert returned == {"image", "normal", "roughness", "height"}, returned
+    material = plane.active_material
+    tree = material.node_tree
+    frame, mapping = tree.nodes["Atelier texture"], tree.nodes["Atelier mapping"]
+    images = {json.loads(n.image["atelier_provenance"])["map"]: n for n in tree.nodes if n.type == "TEX_IMAGE"}
+    assert set(images) == returned, set(images)
+    for key, node in images.items():
+        assert node.outputs["Color"].links and node.parent == frame, key
+        assert node.inputs["Vector"].links[0].from_node == mapping, key
+    bsdf = next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED")
+    output = next(n for n in tree.nodes if n.type == "OUTPUT_MATERIAL")
+    assert bsdf.inputs["Base Color"].links[0].from_node == images["image"]
+    assert bsdf.inputs["Roughness"].links[0].from_node == images["roughness"]
+    assert bsdf.inputs["Normal"].links[0].from_node.inputs["Color"].links[0].from_node == images["normal"]
+    displacement = output.inputs["Displacement"].links[0].from_node
+    assert displacement.type == "DISPLACEMENT" and displacement.inputs["Height"].links[0].from_node == images["height"]
+    assert abs(material["atelier_metres_per_unit"] - 2.0) < 1e-3, material["atelier_metres_per_unit"]  # 2 m plane
+    assert np.allclose(tuple(mapping.inputs["Scale"].default_value), (2.0, 2.0, 2.0))
+    st.texture_scale = 0.5  # half a metre per copy: four times across the plane
+    assert np.allclose(tuple(mapping.inputs["Scale"].default_value), (4.0, 4.0, 4.0)), \
+        tuple(mapping.inputs["Scale"].default_value)
+    assert abs(displacement.inputs["Scale"].default_value - 0.5 * addon().apply.HEIGHT_SHARE) < 1e-6
+    # Into the active material again: Atelier's own nodes are replaced, the artist's stay.
+    mine = tree.nodes.new("ShaderNodeValue")
+    mine.name = "Artist's value"
+    nodes = len(tree.nodes)
+    st.texture_target, st.texture_seed = "ACTIVE", 13
+    assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    assert plane.active_material == material and len(tree.nodes) == nodes, (len(tree.nodes), nodes)
+    assert "Artist's value" in tree.nodes and material["atelier_seed"] == 13
+    assert np.allclose(tuple(tree.nodes["Atelier mapping"].inputs["Scale"].default_value), (4.0, 4.0, 4.0))
+    # No Principled BSDF: that material is left as it is; the texture goes into a new slot, with a warning.
+    plain = bpy.data.materials.new("Plain emission")
+    if plain.node_tree is None:
+        plain.use_nodes = True
+    for node in [n for n in plain.node_tree.nodes if n.type == "BSDF_PRINCIPLED"]:
+        plain.node_tree.nodes.remove(node)
+    plain.node_tree.nodes.new("ShaderNodeEmission")
+    plane.data.materials.append(plain)
+    plane.active_material_index = len(plane.material_slots) - 1
+    plain_nodes, slots = len(plain.node_tree.nodes), len(plane.material_slots)
+    assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    warnings = addon().jobs.state.last_job.context.get("warnings")
+    assert warnings and "no Principled BSDF" in warnings[0], warnings
+    assert len(plain.node_tree.nodes) == plain_nodes and len(plane.material_slots) == slots + 1
+    assert plane.material_slots[slots - 1].material == plain and plane.active_material != plain
+    st.texture_target, st.texture_scale = "NEW", 1.0
+    return {"nodes": nodes, "warning": warnings[0]}
+
+
+@check("unpacked_images_keep_their_own_pixels")
+def _():
+    """File ▸ External Data ▸ Unpack Resources ▸ Write files to current directory: each image
+    is written to a file of its own (model, seed and map in its name) and keeps its pixels."""
+    import os
+    import tempfile
+
+    st = s()
+    st.texture_model, st.pbr, st.texture_target = CONFIG["texture_model"], True, "NEW"
+    made = {}
+    for n, seed in enumerate((7, 8)):
+        bpy.ops.mesh.primitive_plane_add(location=(-20.0 - 3 * n, 0.0, 0.0))
+        plane = bpy.context.active_object
+        select_only(plane)
+        st.texture_seed = seed
+        assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+        for name in addon().jobs.state.last_job.context["created"][1:]:
+            made[name] = (seed, pixels(bpy.data.images[name]))
+    assert len(made) >= 6, list(made)  # colour, normal, roughness (and height) of each
+    files = {os.path.basename(bpy.data.images[name].filepath) for name in made}
+    assert len(files) == len(made), files
+    for name, (seed, _) in made.items():
+        image = bpy.data.images[name]
+        prefix = f"atelier_{CONFIG['texture_model']}_s{seed}"
+        assert name.startswith(prefix) and os.path.basename(image.filepath).startswith(prefix), (name, image.filepath)
+        kind = json.loads(image["atelier_provenance"])["map"]
+        assert name.endswith("_color" if kind == "image" else f"_{kind}"), (name, kind)
+    folder = tempfile.mkdtemp(prefix="atelier-unpack-")
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.join(folder, "scene.blend"))
+    assert bpy.ops.file.unpack_all(method="WRITE_LOCAL") == {"FINISHED"}
+    written = sorted(os.listdir(os.path.join(folder, "textures")))
+    for name, (seed, before) in made.items():
+        image = bpy.data.images[name]
+        path = bpy.path.abspath(image.filepath)
+        assert image.packed_file is None and os.path.dirname(path) == os.path.join(folder, "textures"), path
+        image.reload()
+        assert np.array_equal(pixels(image), before), f"{name} lost its pixels on unpacking"
+    return {"files": written}
 
 
 @check("shape_generate_at_cursor")
@@ -348,6 +515,66 @@ def _():
     return {"preview_vertices": [len(first), len(second)]}
 
 
+@check("two_mesh_preview_slider_moved_five_times")
+def _():
+    """Between two selected meshes, every move of the slider shows a new shape, and the two
+    stay selected (the first move used to select the preview instead)."""
+    a, b = bpy.data.objects[shared["shape"]], bpy.data.objects[shared["interpolated"][-1]]
+    select_only(a, b)
+    st = s()
+    st.interp_source = "SELECTED"
+    ops = addon().operators
+    name, shapes = ops.PREVIEW_NAME, []
+    for t in (0.1, 0.3, 0.5, 0.7, 0.9):
+        before = ops._preview["job"]
+        addon().jobs.state.error = ""
+        st.interp_t = t
+        assert not addon().jobs.state.error, addon().jobs.state.error
+        pump_until(lambda: ops._preview["job"] is not before and ops._preview["job"].applied)
+        shapes.append(vertices(bpy.data.objects[name]).round(5).tobytes())
+        assert a.select_get() and b.select_get() and bpy.context.view_layer.objects.active == a
+    assert len(set(shapes)) == 5, f"{len(set(shapes))} different shapes from 5 moves"
+    st.interp_source = "SEEDS"
+    return {"shapes": len(set(shapes))}
+
+
+@check("variations_keep_size_and_rotation")
+def _():
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 30.0, 0.0))
+    cube = bpy.context.active_object
+    cube.scale, cube.rotation_euler = (3.0, 3.0, 3.0), (0.0, 0.0, 0.5)
+    bpy.context.view_layer.update()
+    select_only(cube)
+    s().shape_variations = 2
+    before = set(bpy.data.objects)
+    assert bpy.ops.atelier.shape_variations(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    new = [o for o in bpy.data.objects if o not in before]
+    assert len(new) == 2, new
+    sizes = [round(max(o.dimensions), 4) for o in new]
+    assert all(abs(size - 3.0) < 1e-3 for size in sizes), sizes
+    for o in new:
+        assert np.allclose(tuple(o.rotation_euler), (0.0, 0.0, 0.5), atol=1e-5), tuple(o.rotation_euler)
+    return {"sizes": sizes}
+
+
+@check("objects_land_in_the_active_collection")
+def _():
+    view_layer = bpy.context.view_layer
+    props = bpy.data.collections.new("Atelier props")
+    bpy.context.scene.collection.children.link(props)
+    view_layer.active_layer_collection = view_layer.layer_collection.children[props.name]
+    try:
+        st = s()
+        st.shape_count = 1
+        before = set(bpy.data.objects)
+        assert bpy.ops.atelier.shape_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+        new = [o for o in bpy.data.objects if o not in before]
+        assert len(new) == 1 and list(new[0].users_collection) == [props], [c.name for c in new[0].users_collection]
+    finally:
+        view_layer.active_layer_collection = view_layer.layer_collection
+    return {"collection": props.name}
+
+
 def _regenerate_shape(name: str) -> dict:
     original = bpy.data.objects[name]
     select_only(original)
@@ -372,7 +599,8 @@ def _():
     original = bpy.data.images[shared["texture_image"]]
     plane = bpy.data.objects.new("Regen target", bpy.data.meshes.new("Regen target"))
     bpy.context.scene.collection.objects.link(plane)
-    plane.data.materials.append(bpy.data.materials[original.name])
+    plane.data.materials.append(next(m for m in bpy.data.materials if m.node_tree and any(
+        n.type == "TEX_IMAGE" and n.image == original for n in m.node_tree.nodes)))
     select_only(plane)
     assert bpy.ops.atelier.regenerate(blocking=True, what="TEXTURE") == {"FINISHED"}, addon().jobs.state.error
     material = plane.active_material
@@ -432,6 +660,36 @@ def _():
             "message_at_cancel": job.message}
 
 
+@check("cancelled_training_model_never_chosen")
+def _():
+    """The cancelled run above saved its checkpoint as model "cancel-me" (first in alphabetical
+    order): it is listed as partial, left out of the pickers, and an empty Model field uses the
+    user's last choice or the shipped model instead."""
+    with engine_client() as client:
+        listed = {m["name"]: m for m in client.call("models.list")["models"]}
+    assert listed["cancel-me"].get("partial") is True, listed["cancel-me"]
+    assert listed[CONFIG["shape_model"]].get("partial") is False, listed[CONFIG["shape_model"]]
+    assert bpy.ops.atelier.connect(blocking=True) == {"FINISHED"}
+    addon().jobs.pump()
+    runtime = bpy.context.window_manager.atelier
+    assert "cancel-me" not in [m.name for m in runtime.shape_models]
+    assert "cancel-me" in [m.name for m in runtime.models if m.partial]
+    models = addon().worker.get().models
+    choose = addon().worker.default_model
+    assert choose(models, "shape", "") == "shape-default", choose(models, "shape", "")
+    assert choose(models, "shape", "cancel-me") == "shape-default"
+    assert choose([m for m in models if m["name"] != "shape-default"], "shape", "") != "cancel-me"
+    st = s()
+    assert st.last_shape_model == CONFIG["shape_model"], st.last_shape_model  # set when the field was
+    st.shape_model, st.shape_count = "", 1
+    select_only(bpy.data.objects[shared["shape"]])
+    assert bpy.ops.atelier.shape_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    job = addon().jobs.state.last_job
+    assert job.params["model"] == CONFIG["shape_model"], job.params["model"]
+    st.shape_model = CONFIG["shape_model"]
+    return {"chosen": job.params["model"]}
+
+
 @check("engine_down_clear_message_nothing_half_made")
 def _():
     import socket
@@ -445,16 +703,25 @@ def _():
     material = cube.active_material
     counts = datablock_counts()
     try:
-        for operator in (bpy.ops.atelier.texture_generate, bpy.ops.atelier.shape_generate):
-            try:  # a script calling an operator that reports an error gets it as RuntimeError
-                operator(blocking=True)
-                raise AssertionError(f"{operator} did not fail")
-            except RuntimeError as e:
-                raised = str(e)
-            lines = addon().panels.status_lines()
-            errors = [text for icon, text in lines if icon == "ERROR"]
-            assert errors and "Cannot reach the Atelier engine" in errors[0] and str(closed_port) in errors[0], lines
-            assert "Cannot reach the Atelier engine" in raised
+        try:  # a script calling an operator that reports an error gets it as RuntimeError
+            bpy.ops.atelier.texture_generate(blocking=True)
+            raise AssertionError("texture_generate did not fail")
+        except RuntimeError as e:
+            raised = str(e)
+        lines = addon().panels.status_lines()
+        errors = [text for icon, text in lines if icon == "ERROR"]
+        assert errors and "Cannot reach the Atelier engine" in errors[0] and str(closed_port) in errors[0], lines
+        assert "Cannot reach the Atelier engine" in raised
+        # Now known to be down: the buttons are greyed out, with the reason as their tooltip.
+        for operator in (bpy.ops.atelier.texture_generate, bpy.ops.atelier.shape_generate,
+                         bpy.ops.atelier.train_shape):
+            assert not operator.poll(), operator
+        try:
+            bpy.ops.atelier.shape_generate(blocking=True)
+            raise AssertionError("shape_generate ran while disconnected")
+        except RuntimeError as e:
+            assert "Not connected to the Atelier engine" in str(e), str(e)
+        assert len([text for icon, text in addon().panels.status_lines() if icon == "ERROR"]) == 1
         assert datablock_counts() == counts and cube.active_material == material
     finally:
         point_at_engine()

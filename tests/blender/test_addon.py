@@ -115,9 +115,14 @@ def scenario(addon_zip, tmp_path_factory) -> dict:
 CHECKS = ["install_and_enable", "register_unregister_clean", "panel_ranges_follow_op_declarations",
           "connect_reads_capabilities",
           "texture_generate_on_active_object", "texture_generate_async_through_pump", "texture_variations_and_morph",
+          "texture_needs_a_mesh_target", "errors_speak_to_the_artist", "full_material_every_map_wired_and_scaled",
+          "unpacked_images_keep_their_own_pixels",
           "shape_generate_at_cursor", "shape_interpolate_count", "shape_variations_count",
-          "interpolation_slider_preview", "regenerate_shape_from_provenance", "regenerate_texture_from_provenance",
+          "interpolation_slider_preview",
+          "two_mesh_preview_slider_moved_five_times", "variations_keep_size_and_rotation",
+          "objects_land_in_the_active_collection", "regenerate_shape_from_provenance", "regenerate_texture_from_provenance",
           "train_shape_from_selection_sends_meshes", "cancel_stops_running_job",
+          "cancelled_training_model_never_chosen",
           "engine_down_clear_message_nothing_half_made", "render_generated_mesh_wearing_generated_texture",
           "start_restart_stop_engine_from_panel", "stop_engine_started_elsewhere", "unregister_leaves_nothing"]
 
