@@ -110,6 +110,18 @@ class ATELIER_OT_engine_stop(bpy.types.Operator):
     bl_label = "Stop Engine"
     blocking: BoolProperty(default=False, options={"SKIP_SAVE"})
 
+    def invoke(self, context, event):
+        if worker.get().owns_engine():
+            return self.execute(context)
+        # Started in a terminal, by another Blender or for the MIDI bridge: ask before stopping it.
+        message = ("This Blender did not start the engine: something else (a terminal, another Blender, the MIDI "
+                   "bridge) may be using it. Stop it anyway?")
+        try:
+            return context.window_manager.invoke_confirm(self, event, title="Stop the Atelier engine?",
+                                                         message=message, confirm_text="Stop", icon="WARNING")
+        except TypeError:  # Blender before 4.1: a plain confirmation
+            return context.window_manager.invoke_confirm(self, event)
+
     def execute(self, context):
         return _engine_task(self, context, "stop")
 

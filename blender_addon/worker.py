@@ -169,6 +169,11 @@ class Worker:
         with self._lock:
             return [j for j in self.jobs if not j.finished]
 
+    def owns_engine(self) -> bool:
+        """Whether the engine running now is one this add-on started (Stop asks first otherwise)."""
+        process = self._process
+        return process is not None and process.poll() is None
+
     def busy(self) -> bool:
         """Jobs running, or tasks (connect, start, stop) waiting or in hand."""
         return bool(self.active_jobs()) or self._working or not self._tasks.empty()

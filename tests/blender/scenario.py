@@ -800,6 +800,7 @@ def _():
     assert bpy.ops.atelier.engine_start(blocking=True) == {"FINISHED"}, w.error
     seconds_to_start = time.perf_counter() - started
     assert w.info and w.info["device"] == "cpu", w.info
+    assert w.owns_engine()  # so Stop stops it without asking
     first_pid = json.loads((state / "state" / "engine.json").read_text())["pid"]
     assert bpy.ops.atelier.engine_restart(blocking=True) == {"FINISHED"}, w.error
     second_pid = json.loads((state / "state" / "engine.json").read_text())["pid"]
@@ -830,7 +831,8 @@ def _():
         p.use_engine_json, p.port = True, 1  # nothing listens on port 1: only engine.json can lead there
         assert bpy.ops.atelier.connect(blocking=True) == {"FINISHED"}, addon().worker.get().error
         assert addon().worker.get().info, addon().worker.get().error
-        assert bpy.ops.atelier.engine_stop(blocking=True) == {"FINISHED"}
+        assert not addon().worker.get().owns_engine()  # Stop from the panel asks before stopping it
+        assert bpy.ops.atelier.engine_stop(blocking=True) == {"FINISHED"}  # a script's stop does not ask
         assert process.wait(timeout=30) == 0
         assert not (state / "engine.json").exists()
     finally:
