@@ -2,6 +2,11 @@
 
     python blender_addon/build.py            # -> dist/atelier-<version>.zip
 
+Next to the zip it writes `index.json`, the listing of a static extension repository (what
+`blender --command extension server-generate` makes): host the folder over HTTP and artists
+add `<url>/index.json` as a remote repository under Preferences > Get Extensions >
+Repositories, and get updates from there.
+
 Any Python 3.9+ will do (standard library only). The zip holds the add-on's modules and its
 manifest at the top level, plus the engine's stdlib-only client (engine/protocol.py,
 engine/client.py, engine/paths.py) vendored as the add-on's own sub-package `_vendor`, so
@@ -17,6 +22,8 @@ regenerate it with the engine's Python (it imports the kinds' ops modules, which
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import re
 import sys
 import zipfile
@@ -123,6 +130,52 @@ def build(out_dir: Path) -> Path:
     return path
 
 
+# The manifest's fields in the order Blender's repository listing gives them (its PkgManifest).
+INDEX_FIELDS = ("schema_version", "id", "name", "tagline", "version", "type", "maintainer", "license",
+                "blender_version_min", "blender_version_max", "website", "copyright", "permissions", "tags",
+                "platforms")
+
+
+def read_manifest(text: str) -> dict:
+    """blender_manifest.toml as a dict: tomllib where there is one (3.11+), else the small subset
+    of TOML the manifest uses (strings, lists of strings, tables of strings, comments)."""
+    try:
+        import tomllib
+    except ImportError:
+        tomllib = None
+    if tomllib is not None:
+        return tomllib.loads(text)
+    data: dict = {}
+    table = data
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        header = re.fullmatch(r"\[([\w.-]+)\]", line)
+        if header:
+            table = data.setdefault(header.group(1), {})
+            continue
+        key, _, value = line.partition("=")
+        table[key.strip()] = json.loads(value.strip())  # "str" and ["a", "b"] read as JSON
+    return data
+
+
+def repository_index(archive: Path) -> dict:
+    """The static repository listing of one extension zip, as Blender's server-generate writes it."""
+    manifest = read_manifest((ADDON / "blender_manifest.toml").read_text())
+    entry = {key: manifest[key] for key in INDEX_FIELDS if manifest.get(key) is not None}
+    data = archive.read_bytes()
+    entry.update(archive_url=f"./{archive.name}", archive_size=len(data),
+                 archive_hash=f"sha256:{hashlib.sha256(data).hexdigest()}")
+    return {"version": "v1", "blocklist": [], "data": [entry]}
+
+
+def write_index(archive: Path) -> Path:
+    path = archive.parent / "index.json"
+    path.write_text(json.dumps(repository_index(archive), indent=2), encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the Atelier Blender extension zip.")
     parser.add_argument("--out", type=Path, default=REPO / "dist", help="output folder (default: dist/)")
@@ -133,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         OP_PARAMS.write_text(op_params_source())
         print(OP_PARAMS)
         return 0
-    print(build(args.out))
+    archive = build(args.out)
+    write_index(archive)
+    print(archive)
     return 0
 
 

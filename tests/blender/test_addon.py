@@ -76,6 +76,45 @@ def test_blender_extension_validator_accepts_the_zip(addon_zip):
     assert "FATAL" not in done.stdout + done.stderr
 
 
+@needs_bpy
+def test_build_writes_the_repository_index_blender_would(addon_zip, tmp_path):
+    """index.json next to the zip is what Blender's `server-generate` makes of that folder."""
+    import shutil
+
+    ours = json.loads((addon_zip.parent / "index.json").read_text())
+    shutil.copy(addon_zip, tmp_path / addon_zip.name)
+    tool = next((REPO / ".venv-blender").glob("lib/python*/site-packages/bpy/*/scripts/addons_core/"
+                                               "bl_pkg/cli/blender_ext.py"))
+    done = subprocess.run([str(BLENDER_PYTHON), str(tool), "server-generate", "--repo-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ours == json.loads((tmp_path / "index.json").read_text())
+
+
+def test_manifest_reader_without_tomllib():
+    """build.py runs on Python 3.9+: its fallback reader agrees with tomllib on the manifest."""
+    import importlib.util
+    import tomllib
+
+    spec = importlib.util.spec_from_file_location("atelier_build", REPO / "blender_addon" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    import builtins
+    from unittest import mock
+
+    text = (REPO / "blender_addon" / "blender_manifest.toml").read_text()
+    real_import = builtins.__import__
+
+    def no_tomllib(name, *args, **kwargs):
+        if name == "tomllib":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    with mock.patch.object(builtins, "__import__", no_tomllib):
+        fallback = build.read_manifest(text)
+    assert fallback == tomllib.loads(text)
+
+
 @pytest.fixture(scope="module")
 def scenario(addon_zip, tmp_path_factory) -> dict:
     if not BLENDER_PYTHON.exists():
