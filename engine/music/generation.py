@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from engine.music.baseline import MusicBaseline
+from engine.music.blas import one_blas_thread
 from engine.music.config import build_music_net, stored_config
 from engine.music.evaluation import frame_nll
 from engine.music.frame_model import MusicFrameRNN
@@ -67,14 +68,15 @@ class MusicModel:
         head = clip.roll if clip is not None else np.zeros((0, N_KEYS), np.int8)
         # Start the primer where it starts in its bar, so the continuation is bar-aligned.
         stepper = Stepper(self.rnn, bar_phase=clip.bar_phase % bar if clip is not None else 0, steps_per_bar=bar)
-        for frame in head:
-            stepper.force(frame)
         allowed = controls.allowed_keys()
         body = []
-        for step in range(steps):
-            body.append(stepper.sample(controls, rng, allowed))
-            if progress and (step + 1) % bar == 0:
-                progress((step + 1) / steps, f"bar {(step + 1) // bar} of {bars:g}")
+        with one_blas_thread():  # small matrix-vector products: threads only wait on a busy machine
+            for frame in head:
+                stepper.force(frame)
+            for step in range(steps):
+                body.append(stepper.sample(controls, rng, allowed))
+                if progress and (step + 1) % bar == 0:
+                    progress((step + 1) / steps, f"bar {(step + 1) // bar} of {bars:g}")
         return np.concatenate([head, np.stack(body)]).astype(np.int8)
 
     def write(self, roll: np.ndarray, out_dir: str | Path, stem: str = "music", *, bpm: float = 120.0,

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from engine.music.blas import one_blas_thread
 from engine.music.frame_model import MusicFrameRNN
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
 from engine.music.sampling import Controls, Stepper
@@ -93,12 +94,17 @@ class MusicSession:
         for s, _, k in spans:
             phrase[pad + s, k] = ONSET
         self._rewind()
-        for frame in phrase:
-            self.stepper.force(frame)
+        with one_blas_thread():
+            for frame in phrase:
+                self.stepper.force(frame)
         self.snaps = {self.horizon: self.stepper.snapshot()}
 
     def next_beats(self, n: float) -> list[NoteEvent]:
         """Notes starting in the next n beats, sorted by start then pitch."""
+        with one_blas_thread():  # steady speed while other work keeps a core busy
+            return self._next_beats(n)
+
+    def _next_beats(self, n: float) -> list[NoteEvent]:
         steps = n * self.steps_per_quarter
         if steps <= 0 or abs(steps - round(steps)) > 1e-9:
             raise ValueError(f"n={n} beats must be > 0 and a whole number of steps "

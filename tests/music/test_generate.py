@@ -166,3 +166,25 @@ def test_bar_position_follows_the_primers_meter(tiny_model, monkeypatch, meter):
     out = tiny_model.generate(bars=2, primer=primer, seed=1)
     assert len(out) == 20 + 24
     assert seen == [(t + 8) % 12 for t in range(44)]
+
+
+def test_generation_pins_numpys_blas_to_one_thread_and_puts_it_back(tiny_model):
+    import threading
+
+    from engine.music import blas
+
+    api = blas.openblas()
+    if api is None:
+        pytest.skip("numpy here has no OpenBLAS of its own (Accelerate or MKL): nothing to pin")
+    get, put = api
+    put(2)
+    seen = []
+    tiny_model.generate(bars=2, seed=0, progress=lambda f, msg: seen.append(get()))
+    assert seen == [1, 1] and get() == 2
+    session = tiny_model.session(seed=0)
+    with blas.one_blas_thread():  # two users at once: the last one out restores
+        inner = threading.Thread(target=session.next_beats, args=(4,))
+        inner.start()
+        inner.join()
+        assert get() == 1
+    assert get() == 2
