@@ -112,12 +112,37 @@ def record_history(job: Job, created: list[str]) -> None:
     scene = bpy.context.scene
     history = scene.atelier.history
     item = history.add()
-    item.label = job.label
+    item.label = history_label(prov, job)
     item.op = job.op
     item.provenance = json.dumps({**prov, "inputs": job.context.get("inputs")}, sort_keys=True)
     item.created = "\n".join(created)
+    texture = job.op.startswith("texture.")
+    # The colour image for a texture (the material comes first in `created`), the first object for shapes.
+    item.thumbnail = (created[1] if texture and len(created) > 1 else created[0]) if created else ""
+    item.thumbnail_kind = "IMAGE" if texture else "OBJECT"
     while len(history) > HISTORY_LIMIT:
         history.remove(0)
+    scene.atelier.history_index = len(history) - 1
+
+
+OP_WORDS = {"texture.generate": "Texture", "texture.morph": "Morph", "shape.sample": "Shape",
+            "shape.interpolate": "Between", "shape.variations": "Variations"}
+
+
+def history_label(prov: dict, job: Job) -> str:
+    """What the history list says of a generation: what, from which model, with which seed."""
+    params = prov.get("params") or {}
+    what = OP_WORDS.get(job.op, job.label)
+    if job.op == "texture.morph":
+        what += f" {params.get('seed_a')}→{params.get('seed_b')}"
+    elif "seed" in params and params.get("vertices") is None:
+        what += f" seed {params['seed']}"
+    if job.op.startswith("texture.") and params.get("width"):
+        what += f" · {params['width']}×{params.get('height') or params['width']}"
+    inputs = [name for name in (job.context.get("inputs") or {}).values() if name]
+    if inputs:
+        what += f" of {' and '.join(inputs)}"
+    return f"{what} · {prov.get('model', '?')}"
 
 
 def sync_models() -> None:

@@ -162,10 +162,29 @@ def draw_history(layout, context) -> None:
     obj = context.active_object
     if provenance.of_object(obj) is not None:
         box.operator("atelier.regenerate", text=f"Regenerate {obj.name}", icon="RECOVER_LAST")
-    for i in range(len(s.history) - 1, max(-1, len(s.history) - 9), -1):
-        row = box.row(align=True)
-        row.label(text=s.history[i].label)
-        row.operator("atelier.history_recall", text="", icon="RECOVER_LAST").index = i
+    box.template_list("ATELIER_UL_history", "", s, "history", s, "history_index", rows=5)
+
+
+class ATELIER_UL_history(bpy.types.UIList):
+    """Generations, newest first, each with a thumbnail (a texture's image; a shape's icon)."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
+        blocks = bpy.data.images if item.thumbnail_kind == "IMAGE" else bpy.data.objects
+        block = blocks.get(item.thumbnail)
+        row = layout.row(align=True)
+        if item.thumbnail_kind == "IMAGE" and block is not None:
+            row.label(text=item.label, icon_value=layout.icon(block))
+        else:
+            row.label(text=item.label, icon="TEXTURE" if item.op.startswith("texture.") else "MESH_ICOSPHERE")
+        row.operator("atelier.history_recall", text="", icon="RECOVER_LAST", emboss=False).index = index
+
+    def filter_items(self, context, data, propname):
+        items = getattr(data, propname)
+        flags = [self.bitflag_filter_item] * len(items)
+        if self.filter_name:
+            flags = [self.bitflag_filter_item if self.filter_name.lower() in item.label.lower() else 0
+                     for item in items]
+        return flags, [len(items) - 1 - i for i in range(len(items))]  # newest first
 
 
 class _Sidebar:
@@ -201,4 +220,4 @@ class ATELIER_PT_shader(_Sidebar, bpy.types.Panel):
         return getattr(context.space_data, "tree_type", "") == "ShaderNodeTree"
 
 
-CLASSES = (ATELIER_PT_view3d, ATELIER_PT_image, ATELIER_PT_shader)
+CLASSES = (ATELIER_UL_history, ATELIER_PT_view3d, ATELIER_PT_image, ATELIER_PT_shader)

@@ -55,6 +55,8 @@ class AtelierHistoryItem(bpy.types.PropertyGroup):
     op: StringProperty()
     provenance: StringProperty(description="JSON: model, model hash, op, parameters")
     created: StringProperty(description="Names of the datablocks made, one per line")
+    thumbnail: StringProperty(description="The image (textures) or object (shapes) the list shows it by")
+    thumbnail_kind: StringProperty()  # IMAGE or OBJECT
 
 
 class AtelierRuntime(bpy.types.PropertyGroup):

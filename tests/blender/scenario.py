@@ -614,6 +614,66 @@ def _():
     return {"image": image.name, "history": len(history)}
 
 
+@check("history_lists_everything_with_thumbnails")
+def _():
+    """More than 8 entries, newest first, each labelled with what, which model and seed, and
+    textures shown by their image."""
+    from types import SimpleNamespace
+
+    history = s().history
+    assert len(history) > 8, len(history)
+    models = (CONFIG["texture_model"], CONFIG["shape_model"])
+    for item in history:
+        assert item.label.endswith(models) and item.thumbnail, (item.label, item.thumbnail)
+        if item.thumbnail_kind == "IMAGE":
+            assert item.thumbnail in bpy.data.images and item.thumbnail.endswith("_color"), item.thumbnail
+    textures = [item.label for item in history if item.op == "texture.generate"]
+    assert f"Texture seed 3 · 64×32 · {CONFIG['texture_model']}" in textures, textures
+    ul = addon().panels.ATELIER_UL_history
+    flags, order = ul.filter_items(SimpleNamespace(bitflag_filter_item=1 << 30, filter_name=""), None,
+                                   s(), "history")
+    assert order[-1] == 0 and order[0] == len(history) - 1 and all(flags)
+    assert hasattr(bpy.types, "ATELIER_UL_history")
+    return {"entries": len(history), "newest": history[-1].label}
+
+
+class FakeLayout:
+    """Stands in for a panel's layout (background mode draws nothing): it checks that every
+    property, operator and list the panel names exists."""
+
+    def __init__(self, calls: list):
+        self.calls = calls
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            if name in ("prop", "prop_search"):
+                assert hasattr(args[0], args[1]), args[1]
+            if name == "operator":
+                module, op = args[0].split(".")
+                assert op in dir(getattr(bpy.ops, module)), args[0]
+                return type("Props", (), {})()
+            if name == "template_list":
+                assert hasattr(args[2], args[3]) and hasattr(args[4], args[5]), args
+            if name == "icon":
+                return 0
+            return self
+        return call
+
+
+@check("panel_draws_every_section")
+def _():
+    calls: list = []
+    select_only(bpy.data.objects["Cube"])
+    for section in addon().panels.ATELIER_PT_view3d.sections:
+        section(FakeLayout(calls), bpy.context)
+    ul = addon().panels.ATELIER_UL_history
+    for i, item in enumerate(s().history):
+        ul.draw_item(None, bpy.context, FakeLayout(calls), s(), item, 0, s(), "history_index", i)
+    assert "template_list" in calls and calls.count("operator") > 10, calls
+    return {"calls": len(calls)}
+
+
 @check("train_shape_from_selection_sends_meshes")
 def _():
     made = []

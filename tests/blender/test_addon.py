@@ -160,6 +160,7 @@ CHECKS = ["install_and_enable", "register_unregister_clean", "panel_ranges_follo
           "interpolation_slider_preview",
           "two_mesh_preview_slider_moved_five_times", "variations_keep_size_and_rotation",
           "objects_land_in_the_active_collection", "regenerate_shape_from_provenance", "regenerate_texture_from_provenance",
+          "history_lists_everything_with_thumbnails", "panel_draws_every_section",
           "train_shape_from_selection_sends_meshes", "cancel_stops_running_job",
           "cancelled_training_model_never_chosen",
           "engine_down_clear_message_nothing_half_made", "render_generated_mesh_wearing_generated_texture",
