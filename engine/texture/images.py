@@ -8,6 +8,8 @@ function of int64 sample keys. `exemplar(name)` gives the scikit-image demo text
 """
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,10 @@ import numpy as np
 import torch
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# Decoded size, checked from the file's header before decoding: 33.5 Mpx (e.g. 8192x4096, a camera's
+# photo) takes at most 512 MiB as float32 RGBA. A small compressed file can declare far more.
+MAX_PIXELS = 1 << 25
+MAX_CHANNELS = 4
 DEMO_EXEMPLARS = ("brick", "grass", "gravel")
 PROCEDURAL_KINDS = ("bricks", "waves", "blobs")
 
@@ -30,13 +36,38 @@ class LoadReport:
         return "\n".join(lines)
 
 
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than MAX_PIXELS."""
+
+
+def check_decoded_size(shape: tuple[int, ...], what: str = "the image") -> None:
+    """Raise ImageTooLarge when an image of this shape (H, W[, C] or more, as its header declares)
+    is over MAX_PIXELS or holds more than MAX_CHANNELS values per pixel."""
+    dims = sorted((int(n) for n in shape), reverse=True)
+    pixels = dims[0] * (dims[1] if len(dims) > 1 else 1)
+    values = math.prod(dims)
+    if pixels > MAX_PIXELS or values > MAX_PIXELS * MAX_CHANNELS:
+        raise ImageTooLarge(f"{what} decodes to {'x'.join(map(str, shape))} ({values / 1e6:.1f} million values), over "
+                            f"the limit of {MAX_PIXELS / 1e6:.1f} megapixels (e.g. 8192x4096) with at most "
+                            f"{MAX_CHANNELS} channels; downscale it or save one image per file")
+
+
 def _read(path: Path) -> np.ndarray:
-    """Pixels as float32 HxWxC in [0, 1], C = 1, 3 or 4."""
+    """Pixels as float32 HxWxC in [0, 1], C = 1, 3 or 4. The size is checked before decoding."""
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
-        raw = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]  # what tifffile.imread returns
+            check_decoded_size(series.shape)
+            raw = series.asarray()
     else:
         import imageio.v3 as iio
+        from PIL import Image
+        with warnings.catch_warnings():  # Pillow's own bomb warning: the check below is ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as header:  # reads the header only
+                width, height = header.size
+                check_decoded_size((height, width, len(header.getbands())))
         raw = iio.imread(path, plugin="pillow")  # palette images come back as RGB
     raw = np.asarray(raw)
     if raw.ndim == 3 and raw.shape[0] in (1, 3, 4) and raw.shape[-1] not in (1, 3, 4):
@@ -96,6 +127,9 @@ def load_images(path: str | Path, *, channels: int | None = None, min_size: int 
             continue
         try:
             img = _read(f)
+        except ImageTooLarge as e:
+            report.skipped.append((str(f), f"too large: {e}"))
+            continue
         except Exception as e:  # any decoder error means "unreadable", never a crash
             report.skipped.append((str(f), f"unreadable: {type(e).__name__}: {str(e).splitlines()[0][:120]}"))
             continue

@@ -132,3 +132,31 @@ print("saving", flush=True)
 while True:
     save_file(Path(sys.argv[1]), {"net.w": torch.randn(1_400_000)}, {"kind": "shape", "step": 1})
 """
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    return int(status["VmHWM"].split()[0]) / 1024
+
+
+def test_a_small_tiff_that_decodes_to_12000_squared_is_refused_without_gigabytes(engine):
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    tiles = (np.pad(rng.integers(0, 255, (30, 30), dtype=np.uint8), ((0, 482), (0, 482))) for _ in range(24 * 24))
+    bomb = engine.models_dir / "exemplars" / "bomb.tif"  # a folder this engine reads from
+    bomb.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(bomb, tiles, shape=(12000, 12000), dtype=np.uint8, tile=(512, 512), compression="zlib")
+    assert bomb.stat().st_size < 1_000_000
+    with engine.client() as client:
+        client.call("models.load", {"name": "texture-default"}, timeout=60)
+        before = _peak_rss_mb(engine.process.pid)
+        started = time.monotonic()
+        with pytest.raises(EngineError) as caught:
+            client.call("texture.eval", {"model": "texture-default", "images": str(bomb)}, timeout=60)
+        seconds = time.monotonic() - started
+    extra = _peak_rss_mb(engine.process.pid) - before
+    print(f"refused in {seconds:.2f} s, peak RSS +{extra:.0f} MB")
+    assert caught.value.code == protocol.BAD_PARAMS and "12000x12000" in caught.value.message
+    assert "too large" in caught.value.message and seconds < 5 and extra < 100

@@ -105,3 +105,45 @@ def test_exemplars():
     assert procedural("bricks", 64, channels=4).shape == (64, 64, 4)
     with pytest.raises(ValueError, match="unknown exemplar"):
         exemplar("marble")
+
+
+def tiff_bomb(path, side: int = 12000) -> None:
+    """A TIFF of under 1 MB that decodes to side x side pixels (zlib tiles, mostly zeros), written tile by tile."""
+    rng = np.random.default_rng(0)
+
+    def tiles():
+        for _ in range((-(-side // 512)) ** 2):
+            tile = np.zeros((512, 512), np.uint8)
+            tile[:30, :30] = rng.integers(0, 255, (30, 30))
+            yield tile
+    tifffile.imwrite(path, tiles(), shape=(side, side), dtype=np.uint8, tile=(512, 512), compression="zlib")
+
+
+def png_header(path, width: int, height: int) -> None:
+    """A PNG whose header declares width x height RGB pixels and which holds none."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_images_that_decode_too_large_are_skipped_from_the_header(tmp_path):
+    import resource
+    import time
+
+    tiff_bomb(tmp_path / "bomb.tif")
+    png_header(tmp_path / "bomb.png", 12000, 12000)
+    assert (tmp_path / "bomb.tif").stat().st_size < 1_000_000
+    Image.fromarray(_u8((procedural("blobs", 96, seed=1, channels=3) + 1) / 2)).save(tmp_path / "good.png")
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    images, report = load_images(tmp_path)
+    assert time.monotonic() - started < 2
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024 < 100  # MB
+    assert len(images) == 1
+    reasons = dict(report.skipped)
+    for name in ("bomb.tif", "bomb.png"):
+        assert reasons[str(tmp_path / name)].startswith("too large") and "12000x12000" in reasons[str(tmp_path / name)]
