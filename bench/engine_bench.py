@@ -1,17 +1,22 @@
-"""Engine benchmark: start-up time, ping latency idle and under load, requests per second.
+"""Engine benchmark: start-up time, ping latency idle and under load, requests per second, fair service.
 
     .venv/bin/python bench/engine_bench.py [--pings 2000] [--seconds 5]
 
 Peers measured in the same run, so the ratios mean something on a noisy shared machine:
 - start-up against a bare `python -c "import torch"` (the floor any torch engine pays);
 - latency and throughput against a minimal asyncio echo server speaking the same frames
-  (no auth, no routing): what Python and loopback cost by themselves.
+  (no auth, no routing): what Python and loopback cost by themselves;
+- ping while one client floods (pipelines engine.info and reads nothing) and while 1,000 idle
+  connections are open, against the idle ping of the same engine;
+- the engine's RSS after 100,000 requests against its RSS before them (Linux only).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -72,6 +77,67 @@ class EchoPeer:
         return sock, sock.makefile("rb")
 
 
+def raw_client(host: str, port: int, token: str) -> tuple[socket.socket, object]:
+    """An authenticated connection without the client's reader thread: 1,000 of them stay cheap."""
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(protocol.encode_frame({"type": "hello", "protocol": protocol.PROTOCOL_VERSION, "client": "bench",
+                                        "token": token}))
+    reader = sock.makefile("rb")
+    if protocol.read_frame(reader)["type"] != "hello":
+        raise RuntimeError("the engine refused the bench's connection")
+    return sock, reader
+
+
+def start_flood(host: str, port: int, token: str, count: int = 20_000) -> socket.socket:
+    """One client pipelines `count` engine.info requests (~18 kB replies each) and reads none of the replies."""
+    sock, _ = raw_client(host, port, token)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    frames = b"".join(protocol.encode_frame({"type": "request", "id": i, "op": "engine.info"}) for i in range(count))
+
+    def send() -> None:
+        try:
+            sock.sendall(frames)
+        except OSError:  # closed once the pings are measured, while the engine holds the rest back
+            pass
+
+    threading.Thread(target=send, daemon=True).start()
+    return sock
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def many_requests(host: str, port: int, token: str, total: int, clients: int = 4, window: int = 64) -> None:
+    """`total` requests over `clients` connections, `window` in flight each: pings, engine.info, models.list."""
+    def worker(count: int) -> None:
+        sock, reader = raw_client(host, port, token)
+        sent = 0
+        while sent < count:
+            batch = min(window, count - sent)
+            ops = ["engine.info" if (sent + i) % 10 == 0 else "models.list" if (sent + i) % 100 == 1 else "ping"
+                   for i in range(batch)]
+            sock.sendall(b"".join(protocol.encode_frame({"type": "request", "id": sent + i, "op": op})
+                                  for i, op in enumerate(ops)))
+            for _ in range(batch):
+                protocol.read_frame(reader)
+            sent += batch
+        sock.close()
+
+    threads = [threading.Thread(target=worker, args=(total // clients,)) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def startup_seconds(runs: int) -> tuple[float, float]:
     ours, floor = [], []
     for _ in range(runs):
@@ -111,7 +177,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of the throughput runs")
     parser.add_argument("--startups", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")
 
     ours_start, torch_floor = startup_seconds(args.startups)
@@ -156,9 +222,41 @@ def main() -> None:
             ours_rps = requests_per_second(engine_pinger, 16, args.seconds)
             echo_rps = requests_per_second(echo_pinger, 16, args.seconds)
             print(f"16 clients: {ours_rps:.0f} requests/s; echo peer {echo_rps:.0f}/s; ratio {ours_rps / echo_rps:.2f}")
+            fair_service(ready, token, process.pid, idle_p99, args.pings)
         finally:
             process.terminate()
             process.wait()
+
+
+def fair_service(ready: dict, token: str, pid: int, idle_p99: float, pings: int) -> None:
+    host, port = ready["host"], ready["port"]
+    start = rss_mb(pid)
+    with Client(host, port, token=token, name="bench") as client:
+        flood = start_flood(host, port, token)
+        time.sleep(0.5)
+        _, flooded_p99 = percentiles([client.ping() for _ in range(pings)])
+        flood.close()
+        print(f"ping p99, one client flooding: {flooded_p99 * 1e3:.3f} ms (goal ≤ 5 ms); idle {idle_p99 * 1e3:.3f} ms; "
+              f"ratio {flooded_p99 / idle_p99:.2f}")
+        idle = [raw_client(host, port, token)[0] for _ in range(1000)]
+        _, crowded_p99 = percentiles([client.ping() for _ in range(pings)])
+        for sock in idle:
+            sock.close()
+        print(f"ping p99, 1,000 idle connections open: {crowded_p99 * 1e3:.3f} ms (goal ≤ 5 ms); idle "
+              f"{idle_p99 * 1e3:.3f} ms; ratio {crowded_p99 / idle_p99:.2f}")
+    time.sleep(1.0)
+    before = rss_mb(pid)
+    started = time.perf_counter()
+    many_requests(host, port, token, 100_000)
+    seconds = time.perf_counter() - started
+    time.sleep(1.0)
+    after = rss_mb(pid)
+    if start is None or before is None or after is None:
+        print("engine RSS: not measured (needs Linux /proc)")
+    else:
+        print(f"engine RSS after 100,000 requests ({seconds:.1f} s): {after:.0f} MB; before them {before:.0f} MB "
+              f"(growth {after - before:+.1f} MB, goal ≤ 50 MB); before the flood {start:.0f} MB "
+              f"(growth {after - start:+.1f} MB)")
 
 
 if __name__ == "__main__":
