@@ -170,8 +170,9 @@ def _run_op(args: argparse.Namespace) -> int:
         session.close()
     written = args.module.write_output(op.name, value, args.out) if args.out else []
     summary = _without_arrays(value)
-    output(args, {**summary, "files": [str(p) for p in written]},
-           "\n".join([json.dumps(summary, default=str)] + [f"wrote {p}" for p in written]))
+    describe = getattr(args.module, "describe_result", None)  # a kind's words for its result, else JSON
+    text = describe(op.name, value, written) if describe else json.dumps(summary, default=str)
+    output(args, {**summary, "files": [str(p) for p in written]}, "\n".join([text] + [f"wrote {p}" for p in written]))
     return 0
 
 

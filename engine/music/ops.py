@@ -381,6 +381,33 @@ def describe_data(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def describe_result(op: str, value: dict, written: list[Path]) -> str:
+    """A result in words for the terminal (`atelier generate|eval music` without --json)."""
+    from engine.music.output import fluidsynth_missing
+    from engine.music.piece import LOWEST, roll_notes
+
+    if op == "music.eval":
+        m, on = value["metrics"], value["scored_on"]
+        where = on.get("path") or on.get("path_or_corpus")
+        base = f"; the independent-Bernoulli baseline {m['baseline_nll']:.3f}" if "baseline_nll" in m else ""
+        return (f"{m['nll']:.3f} {value['unit']} over {m['steps']:,} steps of {on['source']} "
+                f"{where}, {on['split']}{base}")
+    roll, head = np.asarray(value["roll"]), int(value.get("primer_steps") or 0)
+    notes = roll_notes(roll[head:])
+    bars = (len(roll) - head) / int(value["steps_per_bar"])
+    lines = [f"{bars:g} bar{'' if bars == 1 else 's'} of {value.get('meter', '4/4')} at {value['bpm']:g} BPM"
+             + (f" in {value['key']}" if value.get("key") else "")
+             + (f", continuing a {head}-step primer" if head else "")
+             + f": {len(notes)} notes" + (f", MIDI pitches {min(k for _, _, k in notes) + LOWEST}-"
+                                           f"{max(k for _, _, k in notes) + LOWEST}, at most "
+                                           f"{int((roll[head:] > 0).sum(axis=1).max())} at once" if notes else "")]
+    if not written:
+        lines.append("add --out FILE.mid to keep the MIDI file, its piano roll and a WAV preview")
+    elif not any(p.suffix == ".wav" for p in written) and fluidsynth_missing():
+        lines.append(f"no WAV preview: {fluidsynth_missing()}")
+    return "\n".join(lines)
+
+
 def write_output(op: str, value: dict, out: Path) -> list[Path]:
     """music.generate: a .mid, a piano-roll .png and (with fluidsynth) a .wav; music.eval: the sheet .png."""
     from engine.music.output import render_wav, save_png

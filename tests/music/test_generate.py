@@ -188,3 +188,19 @@ def test_generation_pins_numpys_blas_to_one_thread_and_puts_it_back(tiny_model):
         inner.join()
         assert get() == 1
     assert get() == 2
+
+
+def test_piano_roll_has_a_pitch_axis_and_numbered_bar_lines():
+    from engine.music.output import AXIS_PX, HEADER_PX, roll_image
+
+    roll = np.zeros((48, 88), np.int8)
+    roll[0:6, 60 - LOWEST] = 2
+    img = roll_image(roll, steps_per_bar=12, scale=4)
+    assert img.shape == (HEADER_PX + 88 * 4, AXIS_PX + 48 * 4, 3)
+    c4_row = HEADER_PX + (108 - 60) * 4
+    assert img[c4_row - 6:c4_row + 6, :AXIS_PX - 5].max() > 150  # "C4" written beside middle C
+    assert img[HEADER_PX + 14:HEADER_PX + 40, :AXIS_PX - 5].max() < 30  # nothing between the C8 and C7 labels
+    roll_area = img[HEADER_PX + 4:HEADER_PX + 30, AXIS_PX:]
+    lines = [x for x in range(roll_area.shape[1]) if roll_area[:, x].min() >= 70]
+    assert lines == [0, 1, 2, 3, 48, 49, 50, 51, 96, 97, 98, 99, 144, 145, 146, 147]  # every 12 steps
+    assert img[:HEADER_PX, AXIS_PX:AXIS_PX + 12].max() > 150  # "1" over the first bar

@@ -395,11 +395,20 @@ def test_jsb_model_and_baseline_through_train_and_eval(tiny, engine):
     assert 0 < metrics["nll"] < 100 and 0 < metrics["baseline_nll"] < 100
 
 
-def test_cli_generate_against_the_engine(tiny, engine, tmp_path):
+def test_cli_generate_and_eval_against_the_engine_in_words(tiny, engine, tmp_path, capsys, monkeypatch):
     from engine.cli.main import main
+    from engine.music import output
 
     out = tmp_path / "take.mid"
-    code = main(["generate", "music", "--engine", f"{engine.host}:{engine.port}", "--token-file",
-                 str(Path(engine.state_dir) / "token"), "--model", "tiny", "--bars", "1", "--key", "G major",
-                 "--out", str(out)])
-    assert code == 0 and out.is_file() and out.with_suffix(".png").is_file()
+    remote = ["--engine", f"{engine.host}:{engine.port}", "--token-file", str(Path(engine.state_dir) / "token"),
+              "--model", "tiny"]
+    monkeypatch.setattr(output.shutil, "which", lambda name: None)  # as on a machine without fluidsynth
+    code = main(["generate", "music", *remote, "--bars", "1", "--key", "G major", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and out.is_file() and out.with_suffix(".png").is_file() and not out.with_suffix(".wav").exists()
+    assert text.startswith("1 bar of 4/4 at 120 BPM in G: ") and " notes" in text, text
+    assert "no WAV preview: the fluidsynth command is not installed (Debian: apt install fluidsynth" in text
+    assert f"wrote {out}" in text and "{" not in text  # words, not JSON
+    assert main(["eval", "music", *remote]) == 0
+    text = capsys.readouterr().out
+    assert " nats per time step (exact frame NLL) over " in text and "held-out" in text and "{" not in text, text
