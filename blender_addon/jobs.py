@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import bpy
 
-from . import preferences, worker
+from . import preferences, previews, worker
 from .worker import Job
 
 HISTORY_LIMIT = 50
@@ -60,6 +60,8 @@ def pump(undo: bool = False) -> bool:
     w = worker.get()
     for job in w.take_finished():
         finish(job, undo)
+    for job in w.active_jobs():  # load new progress previews here, not while drawing
+        previews.icon(job)
     sync_models()
     redraw()
     return w.busy()
@@ -67,6 +69,7 @@ def pump(undo: bool = False) -> bool:
 
 def finish(job: Job, undo: bool = False) -> None:
     state.last_job = job
+    previews.forget(job)
     if job.state == "done" and job.on_result is not None and not job.applied:
         started = time.perf_counter()
         try:

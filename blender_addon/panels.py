@@ -5,7 +5,7 @@ import textwrap
 
 import bpy
 
-from . import jobs, provenance, worker
+from . import jobs, previews, provenance, worker
 
 
 def status_lines() -> list[tuple[str, str]]:
@@ -63,6 +63,9 @@ def draw_jobs(layout, context) -> None:
         else:
             row.label(text=f"{text} {job.progress:.0%}")
         row.operator("atelier.cancel", text="", icon="X").index = i
+        icon = previews.icon(job)
+        if icon:
+            box.template_icon(icon_value=icon, scale=6.0)
     if len(active) > 1:
         box.operator("atelier.cancel", text="Cancel all", icon="CANCEL").index = -1
 

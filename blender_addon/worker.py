@@ -66,6 +66,8 @@ class Job:
     message: str = ""
     value: Any = None
     prepared: Any = None
+    preview: Any = None  # the newest small image the engine sent with progress
+    preview_serial: int = 0
     error: str = ""
     error_code: str = ""
     started: float = field(default_factory=time.perf_counter)
@@ -324,6 +326,8 @@ class Worker:
 
         def on_progress(fraction: float, message: str, preview: Any) -> None:
             job.progress, job.message = fraction, message
+            if preview is not None:  # shown in the panel by previews.icon (main thread)
+                job.preview, job.preview_serial = preview, job.preview_serial + 1
 
         try:
             job.request = client.submit(job.op, job.params, on_progress)

@@ -398,6 +398,26 @@ def _():
     return {"nodes": nodes, "warning": warnings[0]}
 
 
+@check("progress_previews_show_in_the_panel")
+def _():
+    """The small images the engine sends with progress reach the job and become panel icons."""
+    Job = addon().worker.Job
+    job = addon().jobs.run(bpy.context, Job("texture.animate", {"model": CONFIG["texture_model"], "width": 32,
+                                                                "height": 32, "frames": 3}, "Animate"))
+    pump_until(lambda: job.finished)
+    assert job.state == "done" and job.preview_serial == 3, (job.state, job.error, job.preview_serial)
+    previews = addon().previews
+    previews.icon(job)  # the icon id is 0 in background mode (no icons without a UI); the image is there
+    height, width = np.asarray(job.preview).shape[:2]
+    assert tuple(previews._collection[f"{id(job)}-3"].image_size) == (width, height)
+    job.preview, job.preview_serial = np.zeros((24, 32), np.float32), 4  # a float, grey preview too
+    previews.icon(job)
+    keys = [k for k in previews._collection.keys() if k.startswith(f"{id(job)}-")]
+    assert keys == [f"{id(job)}-4"], keys  # only the newest is kept
+    assert tuple(previews._collection[keys[0]].image_size) == (32, 24)
+    return {"previews": job.preview_serial, "shape": list(np.asarray(job.value["frames"]).shape)}
+
+
 @check("unpacked_images_keep_their_own_pixels")
 def _():
     """File ▸ External Data ▸ Unpack Resources ▸ Write files to current directory: each image
