@@ -360,15 +360,19 @@ def apply_meshes(job: Job) -> list[str]:
     frame = ctx.get("frame")
     meshes = _fitted(meshes, indices, frame, prov.get("params") or {})
     replace = bpy.data.objects.get(ctx.get("replace") or "")
-    if replace is not None:
-        mesh = mesh_from_arrays(replace.name, meshes[indices[0]]["vertices"], meshes[indices[0]]["faces"])
+    if replace is not None:  # a preview, or Regenerate in place: same object, new mesh
+        mesh = mesh_from_arrays(replace.data.name, meshes[indices[0]]["vertices"], meshes[indices[0]]["faces"])
+        for material in replace.data.materials:
+            mesh.materials.append(material)
         provenance.stamp(mesh, prov, index=indices[0], inputs=inputs)
         old, replace.data = replace.data, mesh
         provenance.stamp(replace, prov, index=indices[0], inputs=inputs)
-        if frame:
+        if frame and not ctx.get("keep_transform"):
             replace.rotation_euler = frame["rotation"]
         if old.users == 0:
+            name = old.name
             bpy.data.meshes.remove(old)
+            mesh.name = name
         return [replace.name]
     scene = bpy.context.scene
     # The collection that was active when asked (the Scene Collection when it is gone or was it).

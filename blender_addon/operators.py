@@ -490,22 +490,30 @@ class ATELIER_OT_train_texture(_NeedsEngine, bpy.types.Operator, _Blocking):
 
 
 # ---- provenance -------------------------------------------------------------------------------
-def regenerate_job(context, record: dict) -> Job | str:
-    """A job that makes the result `record` describes again, or why it cannot."""
+def regenerate_job(context, record: dict, in_place=None) -> Job | str:
+    """A job that makes the result `record` describes again, or why it cannot. A shape made
+    again `in_place` (an object) replaces that object's mesh, keeping its name, transform and
+    materials; otherwise it is a new object at the 3D cursor."""
     op, params = record.get("op", ""), dict(record.get("params") or {})
     if not op.startswith(("texture.", "shape.")) or not record.get("model"):
-        return f"cannot regenerate {op or 'this'}: no Atelier provenance"
+        return "Cannot make this again: it was not made by Atelier (or its record is damaged)"
     params["model"] = record["model"]
     inputs = record.get("inputs") or {}
     for suffix, name in inputs.items():
         obj = bpy.data.objects.get(name)
         if obj is None or obj.type != "MESH":
-            return f"cannot regenerate: the input mesh {name!r} is no longer in this file"
+            return f"Cannot make this again: it was made from the mesh {name!r}, which is no longer in this file"
         params[f"vertices{suffix}"], params[f"faces{suffix}"] = apply.mesh_arrays(obj, "SHAPE")
     label = f"Regenerate {op} ({record['model']})"
     if op.startswith("texture."):
+        if texture_target_problem(context):
+            return texture_target_problem(context)
         job = texture_job(context, op, params, label)
         job.context["target"] = "NEW"
+    elif in_place is not None:
+        job = shape_job(context, op, params, f"Regenerate {in_place.name}", only_index=record.get("index", 0),
+                        inputs=inputs or None, frame=_input_frame(inputs), replace=in_place.name,
+                        keep_selection=True, keep_transform=True)
     else:
         job = shape_job(context, op, params, label, only_index=record.get("index", 0), inputs=inputs or None,
                         name=f"Atelier {op.split('.')[-1]} (regenerated)", frame=_input_frame(inputs))
@@ -524,7 +532,9 @@ class ATELIER_OT_regenerate(_NeedsEngine, bpy.types.Operator, _Blocking):
 
     def execute(self, context):
         record = provenance.of_object(context.active_object, self.what)
-        job = regenerate_job(context, record) if record else "The active object has no Atelier provenance"
+        in_place = context.active_object if record and record.get("op", "").startswith("shape.") else None
+        job = regenerate_job(context, record, in_place) if record else \
+            "The active object was not made by Atelier: there is nothing to make again"
         if isinstance(job, str):
             jobs.state.error = job
             self.report({"ERROR"}, job)

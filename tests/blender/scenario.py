@@ -596,14 +596,25 @@ def _():
 
 
 def _regenerate_shape(name: str) -> dict:
+    """Regenerate replaces the object's mesh in place: same name, transform and materials, and
+    exactly the vertices it had."""
     original = bpy.data.objects[name]
     select_only(original)
-    before = set(bpy.data.objects)
+    material = bpy.data.materials.new(f"{name} paint")
+    original.data.materials.append(material)
+    original.location.z += 0.25
+    bpy.context.view_layer.update()
+    materials = list(original.data.materials)
+    before, old_mesh, mesh_name = set(bpy.data.objects), original.data.as_pointer(), original.data.name
+    old_vertices, matrix = vertices(original).copy(), [tuple(row) for row in original.matrix_world]
     assert bpy.ops.atelier.regenerate(blocking=True, what="SHAPE") == {"FINISHED"}, addon().jobs.state.error
-    new = [o for o in bpy.data.objects if o not in before]
-    assert len(new) == 1, new
-    assert np.array_equal(vertices(new[0]), vertices(original)), "vertices differ"
-    return {"original": name, "regenerated": new[0].name, "vertices": len(original.data.vertices)}
+    assert set(bpy.data.objects) == before, "Regenerate made a new object"
+    obj = bpy.data.objects[name]
+    assert obj.data.as_pointer() != old_mesh and obj.data.name == mesh_name, obj.data.name
+    assert np.array_equal(vertices(obj), old_vertices), "vertices differ"
+    assert [tuple(row) for row in obj.matrix_world] == matrix and list(obj.data.materials) == materials
+    assert material in materials
+    return {"object": name, "vertices": len(old_vertices)}
 
 
 @check("regenerate_shape_from_provenance")
