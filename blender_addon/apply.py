@@ -76,7 +76,8 @@ def apply_texture(job: Job) -> list[str]:
 
     job.context: object (a mesh's name), target ("NEW" material or into the "ACTIVE" one),
     assign (False: add as an extra material slot, e.g. variations), scale (metres the
-    texture spans). Warnings for the artist go to job.context["warnings"].
+    texture spans; measured on the target), also (more meshes to wear the same material).
+    Warnings for the artist go to job.context["warnings"].
     """
     value, paths, ctx = job.value, job.prepared, job.context
     prov = dict(value["provenance"])
@@ -128,6 +129,14 @@ def apply_texture(job: Job) -> list[str]:
                 obj.data.materials.append(material)
                 obj.active_material_index = len(obj.material_slots) - 1
         provenance.stamp(material, prov, inputs=inputs)
+        for other in filter(None, map(bpy.data.objects.get, ctx.get("also") or [])):
+            if other.type != "MESH" or material.name in other.data.materials:
+                continue
+            if ctx.get("assign", True) and len(other.material_slots):
+                other.active_material = material
+            else:
+                other.data.materials.append(material)
+                other.active_material_index = len(other.material_slots) - 1
     except Exception:
         _remove(made)
         raise

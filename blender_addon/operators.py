@@ -194,10 +194,11 @@ class ATELIER_OT_cancel(bpy.types.Operator):
 def texture_job(context, op: str, params: dict, label: str, assign: bool = True) -> Job:
     s = _settings(context)
     obj = context.active_object
+    others = [o.name for o in _selected_meshes(context) if o != obj] if s.texture_all_selected else []
     return Job(op, {"model": s.texture_model or None, **params}, label, on_result=apply.apply_texture,
                prepare=apply.prepare_texture, model_kind="texture",
                context={"object": obj.name if obj else "", "target": s.texture_target, "assign": assign,
-                        "last_model": s.last_texture_model, "scale": s.texture_scale})
+                        "last_model": s.last_texture_model, "scale": s.texture_scale, "also": others})
 
 
 def _texture_size(s) -> dict:

@@ -99,6 +99,7 @@ def draw_texture(layout, context) -> None:
         box.prop(s, "normal_strength")
     box.prop(s, "texture_scale")
     box.prop(s, "texture_target")
+    box.prop(s, "texture_all_selected")
     box.operator("atelier.texture_generate", icon="SHADING_TEXTURE")
     row = box.row(align=True)
     row.prop(s, "texture_variations")

@@ -86,6 +86,9 @@ class AtelierSettings(bpy.types.PropertyGroup):
     texture_scale: FloatProperty(name="Size", default=1.0, min=0.001, soft_min=0.05, soft_max=20.0, subtype="DISTANCE",
                                  unit="LENGTH", update=_texture_scale_changed,
                                  description="How much of the surface one copy of the texture covers, in real size")
+    texture_all_selected: BoolProperty(name="All selected meshes", default=False,
+                                       description="Put the texture's material on every selected mesh, not only "
+                                       "the active one")
     texture_variations: IntProperty(name="Count", default=4, min=1, max=16)
     morph_seed: IntProperty(name="Morph into seed", **declared("texture.morph", "seed_b"))
     # -1 is the panel's "not set": the engine then chooses by the seed.

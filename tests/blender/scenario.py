@@ -418,6 +418,35 @@ def _():
     return {"previews": job.preview_serial, "shape": list(np.asarray(job.value["frames"]).shape)}
 
 
+@check("texture_on_all_selected_meshes")
+def _():
+    planes = []
+    for n in range(3):
+        bpy.ops.mesh.primitive_plane_add(location=(-50.0 - 3 * n, 0.0, 0.0))
+        planes.append(bpy.context.active_object)
+    light = bpy.data.objects.new("Selected light", bpy.data.lights.new("Selected light", "POINT"))
+    bpy.context.scene.collection.objects.link(light)
+    st = s()
+    st.texture_target, st.texture_seed, st.pbr = "NEW", 14, False
+    try:
+        select_only(planes[0], planes[1], light)  # the light is skipped: it cannot wear a material
+        st.texture_all_selected = False
+        assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+        assert planes[0].active_material is not None and planes[1].active_material is None
+        st.texture_all_selected = True
+        select_only(planes[1], planes[0], planes[2], light)
+        assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+        material = planes[1].active_material
+        assert material is not None and all(p.active_material == material for p in planes), \
+            [p.active_material for p in planes]
+    finally:
+        st.texture_all_selected, st.pbr = False, True
+        light_data = light.data
+        bpy.data.objects.remove(light)
+        bpy.data.lights.remove(light_data)
+    return {"material": material.name}
+
+
 @check("unpacked_images_keep_their_own_pixels")
 def _():
     """File ▸ External Data ▸ Unpack Resources ▸ Write files to current directory: each image

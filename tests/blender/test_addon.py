@@ -155,7 +155,7 @@ CHECKS = ["install_and_enable", "register_unregister_clean", "panel_ranges_follo
           "connect_reads_capabilities",
           "texture_generate_on_active_object", "texture_generate_async_through_pump", "texture_variations_and_morph",
           "texture_needs_a_mesh_target", "errors_speak_to_the_artist", "full_material_every_map_wired_and_scaled",
-          "progress_previews_show_in_the_panel", "unpacked_images_keep_their_own_pixels",
+          "texture_on_all_selected_meshes", "progress_previews_show_in_the_panel", "unpacked_images_keep_their_own_pixels",
           "shape_generate_at_cursor", "shape_interpolate_count", "shape_variations_count",
           "interpolation_slider_preview",
           "two_mesh_preview_slider_moved_five_times", "variations_keep_size_and_rotation",
