@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -55,10 +56,12 @@ def score_to_piece(path: Path, steps_per_quarter: int) -> Piece:
     return Piece(path.stem, roll, steps_per_quarter, steps_per_bar, phase, has_onsets=True)
 
 
-def load_bach(steps_per_quarter: int = 4, limit: int | None = None) -> tuple[list[Piece], list[tuple[str, str]]]:
+def load_bach(steps_per_quarter: int = 4, limit: int | None = None,
+              progress: Callable[[float, str], None] | None = None) -> tuple[list[Piece], list[tuple[str, str]]]:
     """Pieces of the music21 Bach corpus (cached), and (file, reason) for those skipped.
 
-    `limit` takes only the first N scores (tests parse a few, not all).
+    `limit` takes only the first N scores (tests parse a few, not all). `progress(fraction,
+    message)` hears after each score converted (not for those read from the cache), and may raise to stop.
     """
     paths = chorale_paths()[:limit]
     if not paths:
@@ -66,8 +69,10 @@ def load_bach(steps_per_quarter: int = 4, limit: int | None = None) -> tuple[lis
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     pieces, skipped = [], []
-    for path in paths:
+    for i, path in enumerate(paths):
         cached = folder / f"{path.stem}-{steps_per_quarter}.npz"
+        if progress and not cached.is_file():
+            progress(i / len(paths), f"converting Bach chorale {i + 1} of {len(paths)} into the cache (once)")
         if cached.is_file():
             z = np.load(cached)
             if "error" in z:

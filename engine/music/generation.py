@@ -92,9 +92,11 @@ class MusicModel:
 
     def session(self, *, seed: int = 0, controls: Controls | None = None,
                 priming: list[NoteEvent | dict] | None = None, ticks_per_beat: int = 480,
-                channel: int = 0, velocity: int = 80) -> MusicSession:
+                channel: int = 0, velocity: int = 80, meter: tuple[int, int] | None = None) -> MusicSession:
+        """A live stream, in `meter` if given (else the model's bar, 4/4 for the shipped model)."""
         return MusicSession(self.rnn, self.steps_per_quarter, seed=seed, controls=controls, priming=priming,
-                            ticks_per_beat=ticks_per_beat, channel=channel, velocity=velocity)
+                            ticks_per_beat=ticks_per_beat, channel=channel, velocity=velocity,
+                            steps_per_bar=self.bar_of(meter=meter) if meter else None)
 
 
 def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> MusicModel:

@@ -29,8 +29,10 @@ from engine.train.objective import Objective
 CORPORA = ("bach",)
 
 
-def load_pieces(config: MusicConfig, *, midi=None, corpus=None, jsb=None) -> tuple[list[Piece], list[Piece], dict]:
-    """(train, valid, summary) from the one source given."""
+def load_pieces(config: MusicConfig, *, midi=None, corpus=None, jsb=None,
+                progress=None) -> tuple[list[Piece], list[Piece], dict]:
+    """(train, valid, summary) from the one source given; `progress(fraction, message)` hears
+    while the Bach corpus is converted into its cache (minutes, once)."""
     if sum(x is not None for x in (midi, corpus, jsb)) != 1:
         raise ValueError("give exactly one data source: midi=FOLDER, corpus='bach' or jsb=FOLDER")
     spq = config.steps_per_quarter
@@ -46,7 +48,7 @@ def load_pieces(config: MusicConfig, *, midi=None, corpus=None, jsb=None) -> tup
     if corpus is not None:
         if corpus not in CORPORA:
             raise ValueError(f"unknown corpus {corpus!r}; available: {list(CORPORA)}")
-        pieces, skipped = load_bach(spq, config.corpus_limit)
+        pieces, skipped = load_bach(spq, config.corpus_limit, progress)
         summary = {"source": "corpus", "corpus": corpus, "skipped": [{"file": f, "reason": r} for f, r in skipped]}
     else:
         pieces, report = load_midi_folder(midi, spq, config.keep_drums)

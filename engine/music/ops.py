@@ -180,7 +180,8 @@ def _eval(engine, context: Context, **params) -> dict:
     metadata, model = engine.model(params["model"], "music")
     context.progress(0.05, "reading held-out music")
     try:
-        pieces, scored_on = _eval_pieces(metadata, model, params)
+        pieces, scored_on = _eval_pieces(metadata, model, params,
+                                         lambda f, message: context.progress(0.05 + 0.15 * f, message))
         context.progress(0.2, f"scoring {len(pieces)} pieces ({scored_on['source']})")
         device = next(model.rnn.parameters()).device
         metrics = {"nll": frame_nll(model.rnn, pieces, device)["nll"]}
@@ -200,7 +201,7 @@ def _eval(engine, context: Context, **params) -> dict:
             "provenance": provenance(metadata, op, params)}
 
 
-def _eval_pieces(metadata: dict, model, params: dict) -> tuple[list, dict]:
+def _eval_pieces(metadata: dict, model, params: dict, progress=None) -> tuple[list, dict]:
     """The held-out pieces to score: the JSB split if asked (or trained on), else the
     held-out files of the model's own training source, split as in training."""
     from engine.music.config import stored_config
@@ -224,7 +225,7 @@ def _eval_pieces(metadata: dict, model, params: dict) -> tuple[list, dict]:
     cfg = stored_config(metadata["config"])
     midi = params["midi"] or (data.get("path") if params["corpus"] is None and data.get("source") == "midi" else None)
     corpus = params["corpus"] or (data.get("corpus") if midi is None else None)
-    _, valid, _ = load_pieces(cfg, midi=midi, corpus=corpus)
+    _, valid, _ = load_pieces(cfg, midi=midi, corpus=corpus, progress=progress)
     if not valid:
         raise ValueError("no held-out pieces: the source has too few files to hold some out")
     return valid, {"source": "midi" if midi else "corpus", "path_or_corpus": midi or corpus,
@@ -262,15 +263,19 @@ def _session_open(engine, context: Context, **params) -> dict:
     if params["ticks_per_beat"] % model.steps_per_quarter:
         raise _bad(op, f"'ticks_per_beat' {params['ticks_per_beat']} must be a multiple of the model's "
                    f"{model.steps_per_quarter} steps per beat")
+    from engine.music.keys import parse_meter
+
     try:
+        meter = parse_meter(params["meter"]) if params["meter"] else None
         session = model.session(seed=params["seed"], controls=controls, priming=priming,
                                 ticks_per_beat=params["ticks_per_beat"], channel=params["channel"],
-                                velocity=params["velocity"])
+                                velocity=params["velocity"], meter=meter)
     except ValueError as e:
         raise _bad(op, str(e)) from None
     session_id = engine.open_session(_Live(session, params["model"]), context.job.owner)
     return {"session": session_id, "position": session.position, "ticks_per_beat": session.ticks_per_beat,
-            "steps_per_quarter": model.steps_per_quarter, "event_columns": list(EVENT_COLUMNS)}
+            "steps_per_quarter": model.steps_per_quarter, "steps_per_bar": session.bar_steps,
+            "event_columns": list(EVENT_COLUMNS)}
 
 
 def _session_next(engine, context: Context, session: str, beats: float) -> dict:
@@ -344,7 +349,9 @@ OPS = [
                          "channel (ticks)"),
         "ticks_per_beat": Param("int", 480, min=1, max=15360, doc="tick resolution of the events"),
         "channel": Param("int", 0, min=0, max=15, doc="MIDI channel of the notes (0-15)"),
-        "velocity": Param("int", 80, min=1, max=127, doc="velocity of the notes")},
+        "velocity": Param("int", 80, min=1, max=127, doc="velocity of the notes"),
+        "meter": Param("str", doc="time signature of the stream, e.g. '3/4' or '6/8' (default 4/4): the model "
+                       "hears where each step falls in its bar")},
         priority=_LIVE, doc="start a live stream of notes; it ends with music.session.close or the connection"),
     Op("music.session.next", _session_next, {
         "session": _SESSION, "beats": Param("float", 4.0, min=0.25, max=256, doc="how many beats ahead")},

@@ -251,7 +251,10 @@ def test_session_streams_with_state_set_and_feed(tiny):
     opened = client.call("music.session.open", {"model": "tiny", "seed": 5, "priming": priming, "channel": 2,
                                                 "density": 2.0})
     sid = opened["session"]
-    assert opened["position"] == 0 and opened["event_columns"][0] == "start"
+    assert opened["position"] == 0 and opened["event_columns"][0] == "start" and opened["steps_per_bar"] == 16
+    waltz = client.call("music.session.open", {"model": "tiny", "meter": "3/4"})
+    assert waltz["steps_per_bar"] == 12 and len(client.call("music.session.next", {"session": waltz["session"],
+                                                                                 "beats": 3})["events"]) >= 0
     chunks = []
     for i in range(6):
         chunks.append(client.call("music.session.next", {"session": sid, "beats": 2}))
@@ -337,6 +340,7 @@ def test_sessions_are_engine_sessions_closed_with_their_owner(tmp_path):
     ("music.session.open", {"priming": np.array([[0, 480, 10, 90, 0]], np.int32)}, "pitch"),
     ("music.session.open", {"ticks_per_beat": 6}, "multiple"),
     ("music.session.open", {"channel": 16}, "channel"),
+    ("music.session.open", {"meter": "5/3"}, "beats/unit"),
     ("music.eval", {"jsb": "{models}/nonexistent"}, "JSB"),
     ("music.eval", {"split": "dev"}, "split"),
 ])

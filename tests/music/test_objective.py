@@ -83,10 +83,14 @@ def test_jsb_split_and_training_step():
 def test_bach_corpus_converts_and_caches(tmp_path, monkeypatch):
     from engine.music.bach import cache_dir, load_bach
     monkeypatch.setenv("ATELIER_CACHE_DIR", str(tmp_path))
-    pieces, skipped = load_bach(4, limit=2)  # parsing all ~400 takes minutes; two is enough
+    heard = []
+    pieces, skipped = load_bach(4, limit=2, progress=lambda f, msg: heard.append(msg))  # all ~400 take minutes
     assert len(pieces) + len(skipped) == 2 and pieces
     assert len(list(cache_dir().glob("*.npz"))) == 2
-    again, _ = load_bach(4, limit=2)
+    assert heard == ["converting Bach chorale 1 of 2 into the cache (once)",
+                     "converting Bach chorale 2 of 2 into the cache (once)"]
+    again, _ = load_bach(4, limit=2, progress=lambda f, msg: heard.append(msg))
+    assert len(heard) == 2  # from the cache: nothing to wait for
     assert all(np.array_equal(p.roll, q.roll) for p, q in zip(pieces, again))
     p = pieces[0]
     assert p.has_onsets and (p.roll == 2).any() and p.steps_per_bar in (12, 16)
