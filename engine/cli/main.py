@@ -54,12 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "other clients", description="Run the engine until Ctrl-C or SIGTERM. It listens on "
                                 "loopback only unless --host is given.")
     serve.add_argument("--host", default=paths.DEFAULT_HOST, help="address to listen on (default 127.0.0.1; "
-                       "anything else exposes the engine to your network)")
+                       "anything else exposes the engine to your network and needs --tls-cert and --tls-key, "
+                       "or --insecure)")
     serve.add_argument("--port", type=int, default=paths.DEFAULT_PORT, help="TCP port; 0 picks a free one")
     serve.add_argument("--allow-path", dest="allow_paths", type=Path, action="append", default=[], metavar="DIR",
                        help="a folder whose files clients may name (images, meshes, MIDI to train on); repeatable. "
                        "Without it clients may name files only in the models folder")
-    serve.add_argument("--max-connections", type=int, default=1024, help="clients at once (default 1024); "
+    serve.add_argument("--max-connections", type=int, default=1024, metavar="N", help="clients at once (default 1024); "
                        "more are refused with too_many_connections")
     serve.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve TLS with this certificate (PEM); "
                        "clients find it in engine.json or are given it")
