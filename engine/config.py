@@ -17,6 +17,28 @@ from typing import Any
 
 SECTIONS = ("model", "train", "data", "eval")
 
+# Bounds (inclusive) on the settings that size a model, by config class: `build` checks them
+# before any model is made, so a crafted checkpoint or request cannot make the engine allocate
+# gigabytes. Far above every recipe; at these bounds the largest model has about 250 M parameters.
+LIMITS: dict[str, dict[str, tuple[int, int]]] = {
+    "ShapeVAEConfig": {"resolution": (8, 128), "latent_dim": (1, 1024), "width": (1, 64)},
+    "TextureGANConfig": {"channels": (1, 4), "n_local": (0, 256), "n_global": (0, 256), "n_periodic": (0, 64),
+                         "g_blocks": (1, 8), "g_width": (1, 512), "g_max_width": (1, 512), "crop": (8, 1024),
+                         "d_layers": (1, 8), "d_width": (1, 512), "d_max_width": (1, 512), "n_exemplars": (0, 4096)},
+    "MusicConfig": {"steps_per_quarter": (1, 96), "seq_steps": (1, 16384), "transpose": (0, 24)},
+    "MusicRNNConfig": {"n_keys": (1, 128), "n_layers": (1, 8), "d_embed": (1, 1024), "d_hidden": (1, 2048),
+                       "bar_steps": (0, 256), "d_decoder": (1, 2048), "decoder_layers": (0, 16)},
+    "MusicBaselineConfig": {"n_keys": (1, 128), "n_layers": (1, 8), "d_hidden": (1, 2048)},
+}
+
+
+class ConfigOutOfBounds(ValueError):
+    """A setting outside its bounds in LIMITS; `too_large` when above them."""
+
+    def __init__(self, message: str, too_large: bool):
+        super().__init__(message)
+        self.too_large = too_large
+
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON or TOML file with optional sections "model", "train", "data" (training data
@@ -65,6 +87,7 @@ def build(cls: type, *layers: dict[str, Any]) -> Any:
 
     Strings are parsed by the field's type; a dict for a dataclass field builds that part, and
     for an optional part (`baseline: BaselineConfig | None`) true builds its defaults, false None.
+    A value outside the class's LIMITS raises ConfigOutOfBounds before the dataclass is made.
     """
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
@@ -83,7 +106,16 @@ def build(cls: type, *layers: dict[str, Any]) -> Any:
                 values[key] = _coerce(key, hints[key], value)
             else:
                 values[key] = tuple(value) if isinstance(value, list) and _is_tuple(hints[key]) else value
+    _check_limits(cls, values)
     return cls(**values)
+
+
+def _check_limits(cls: type, values: dict[str, Any]) -> None:
+    for key, (low, high) in LIMITS.get(cls.__name__, {}).items():
+        value = values.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+            raise ConfigOutOfBounds(f"{cls.__name__}: setting {key} = {value} is outside its bounds {low}..{high}; "
+                                    "choose a value within them", too_large=value > high)
 
 
 def _is_tuple(hint: Any) -> bool:

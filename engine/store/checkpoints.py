@@ -196,6 +196,18 @@ class ModelStore:
             raise ModelNotFound(self._missing(name))
         return read_metadata(path, MAX_METADATA_BYTES)
 
+    def tensor_shapes(self, name: str) -> dict[str, list[int]]:
+        """Each stored tensor's shape, from the file's header: what loading will allocate."""
+        path = self.path(name)
+        if not path.exists():
+            raise ModelNotFound(self._missing(name))
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+        except Exception as e:
+            raise ModelCorrupt(f"{path} is not a readable model file ({e}); delete it or restore it from a "
+                               "backup") from None
+
     def load(self, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         path = self.path(name)
         if not path.exists():

@@ -160,3 +160,57 @@ def test_a_small_tiff_that_decodes_to_12000_squared_is_refused_without_gigabytes
     print(f"refused in {seconds:.2f} s, peak RSS +{extra:.0f} MB")
     assert caught.value.code == protocol.BAD_PARAMS and "12000x12000" in caught.value.message
     assert "too large" in caught.value.message and seconds < 5 and extra < 100
+
+
+def _copy_with_config(engine, source: str, name: str, **config) -> None:
+    """A copy of a shipped model whose stored config is changed (its content hash covers only the tensors)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from engine.store.checkpoints import BUILTIN_DIR
+    path = BUILTIN_DIR / f"{source}.safetensors"
+    with safe_open(str(path), "pt") as f:
+        metadata = json.loads(f.metadata()["atelier"])
+    metadata["config"].update(config)
+    save_file(load_file(str(path)), str(engine.models_dir / f"{name}.safetensors"),
+              metadata={"atelier": json.dumps(metadata)})
+
+
+def test_a_crafted_config_is_refused_before_the_model_is_built(engine):
+    _copy_with_config(engine, "shape-default", "crafted-wide", width=512)  # 1.5 GB of parameters if built
+    _copy_with_config(engine, "shape-default", "crafted-mismatch", width=32)  # within bounds, not its weights
+    with engine.client() as client:
+        client.call("ping")
+        before = _peak_rss_mb(engine.process.pid)
+        started = time.monotonic()
+        with pytest.raises(EngineError) as wide:
+            client.call("models.load", {"name": "crafted-wide"}, timeout=60)
+        seconds = time.monotonic() - started
+        extra = _peak_rss_mb(engine.process.pid) - before
+        with pytest.raises(EngineError) as mismatch:
+            client.call("models.load", {"name": "crafted-mismatch"}, timeout=60)
+        with pytest.raises(EngineError) as train:
+            client.call("train", {**TINY_SHAPE_TRAINING, "name": "wide", "model": {"width": 10**6}}, timeout=60)
+        assert client.call("models.load", {"name": "shape-default"}, timeout=60)["kind"] == "shape"
+    print(f"refused in {seconds:.2f} s, peak RSS +{extra:.0f} MB")
+    assert wide.value.code == protocol.TOO_LARGE and "width = 512" in wide.value.message and "1..64" in wide.value.message
+    assert seconds < 10 and extra < 200
+    assert mismatch.value.code == protocol.MODEL_CORRUPT and "does not match its weights" in mismatch.value.message
+    assert train.value.code == protocol.TOO_LARGE and "width = 1000000" in train.value.message
+
+
+def test_config_bounds_refuse_huge_values_and_admit_every_shipped_model(tmp_path):
+    from engine.config import ConfigOutOfBounds, build
+    from engine.kinds import kind_module
+    from engine.store.checkpoints import ModelStore
+
+    store = ModelStore(tmp_path)  # empty: the shipped models only
+    assert store.names()
+    for name in store.names():
+        metadata = store.metadata(name)
+        build(kind_module(metadata["kind"]).config_class(), metadata["config"])
+    with pytest.raises(ConfigOutOfBounds, match="width = 1000000 is outside its bounds 1..64") as caught:
+        build(kind_module("shape").config_class(), {"width": 10**6})
+    assert caught.value.too_large
