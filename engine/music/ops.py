@@ -30,9 +30,9 @@ MAX_PRIMER_STEPS = 8192
 MAX_NOTES = 20_000
 
 DATA_PARAMS = {
-    "midi": Param("str", doc="folder of MIDI files to train on (searched recursively)"),
+    "midi": Param("str", path=True, doc="folder of MIDI files to train on (searched recursively)"),
     "corpus": Param("str", choices=("bach",), doc="a corpus that ships with music21: 'bach' (the chorales)"),
-    "jsb": Param("str", doc="folder of the JSB chorales benchmark split (jsb-chorales-quarter.json, ...)"),
+    "jsb": Param("str", path=True, doc="folder of the JSB chorales benchmark split (jsb-chorales-quarter.json, ...)"),
 }
 
 # Trainer settings of a plain `atelier train music`: the shipped model's schedule and budget
@@ -324,7 +324,7 @@ def _session_close(engine, context: Context, session: str) -> dict:
 
 _SEED = Param("int", 0, min=0, max=2**31 - 1, doc="same seed, same music")
 _SESSION = Param("str", required=True, doc="session id from music.session.open")
-_JSB = Param("str", doc="folder of the JSB split; default: what the model was trained on")
+_JSB = Param("str", path=True, doc="folder of the JSB split; default: what the model was trained on")
 _LIVE = Priority.LIVE
 
 OPS = [
@@ -339,7 +339,7 @@ OPS = [
     Op("music.eval", _eval, {
         "model": MODEL, "jsb": _JSB,
         "corpus": Param("str", choices=("bach",), doc="score on the held-out files of this corpus"),
-        "midi": Param("str", doc="score on the held-out files of this MIDI folder"),
+        "midi": Param("str", path=True, doc="score on the held-out files of this MIDI folder"),
         "split": Param("str", "test", choices=("test", "valid", "train"), doc="JSB split"),
         "seed": _SEED},
         doc="exact frame NLL (nats per step) of the model and its baseline, and a piano-roll picture"),
