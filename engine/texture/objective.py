@@ -27,9 +27,10 @@ def unwrap(net: nn.Module) -> nn.Module:
     return getattr(net, "module", net)
 
 
-def resolve_images(images: str | Path | np.ndarray | list[np.ndarray], channels: int, min_size: int
-                   ) -> tuple[list[np.ndarray], LoadReport]:
-    """Exemplar arrays in [-1, 1] from a path, a demo name ('brick', 'grass', 'gravel') or arrays."""
+def resolve_images(images: str | Path | np.ndarray | list[np.ndarray] | dict[str, np.ndarray], channels: int,
+                   min_size: int) -> tuple[list[np.ndarray], LoadReport]:
+    """Exemplar arrays in [-1, 1] from a path, a demo name ('brick', 'grass', 'gravel') or arrays in
+    [-1, 1] (a dict names them)."""
     if isinstance(images, (str, Path)) and not Path(images).expanduser().exists() and str(images) in DEMO_EXEMPLARS:
         arrays, report = [exemplar(str(images))], LoadReport(used=[(f"skimage:{images}", (512, 512))])
     elif isinstance(images, (str, Path)):
@@ -38,8 +39,12 @@ def resolve_images(images: str | Path | np.ndarray | list[np.ndarray], channels:
                                     f"{', '.join(DEMO_EXEMPLARS)})")
         return load_images(images, channels=channels, min_size=min_size)
     else:
-        arrays = [images] if isinstance(images, np.ndarray) else list(images)
-        report = LoadReport(used=[(f"array[{i}]", a.shape[:2]) for i, a in enumerate(arrays)])
+        if isinstance(images, dict):
+            names, arrays = list(images), list(images.values())
+        else:
+            arrays = [images] if isinstance(images, np.ndarray) else list(images)
+            names = [f"array[{i}]" for i in range(len(arrays))]
+        report = LoadReport(used=[(name, a.shape[:2]) for name, a in zip(names, arrays)])
     out = []
     for a in arrays:
         a = np.asarray(a, np.float32)
@@ -65,7 +70,7 @@ def grid_rgb(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
 class TextureObjective(Objective):
     export_nets = ("G_ema",)
 
-    def __init__(self, config: TextureGANConfig, images: str | Path | np.ndarray | list[np.ndarray], *,
+    def __init__(self, config: TextureGANConfig, images: str | Path | np.ndarray | list[np.ndarray] | dict, *,
                  device: str | torch.device = "cpu", flips: bool = True, rot90: bool = True,
                  jitter: float = 0.0, min_size: int | None = None, seed: int = 0):
         self.device, self.seed = torch.device(device), seed

@@ -26,6 +26,8 @@ DEMO_NAMES = ("brick", "grass", "gravel")  # exemplars that ship with scikit-ima
 DATA_PARAMS = {
     "images": Param("str", path=True, names=DEMO_NAMES,
                      doc="an image, a folder of images (PNG/JPEG/TIFF), or a demo exemplar: brick, grass, gravel"),
+    "image_arrays": Param("list", doc="exemplars sent by a client: [{name, pixels: uint8 HxW or HxWxC array}], "
+                          "top row first"),
     "flips": Param("bool", True, doc="augment with mirror flips"),
     "rot90": Param("bool", True, doc="augment with 90° rotations (off for textures with a direction: wood, bricks)"),
     "jitter": Param("float", 0.0, min=0.0, max=0.5, doc="mild colour jitter strength; 0 is off"),
@@ -47,11 +49,30 @@ def config_class() -> type:
 def objective(config: TextureGANConfig, data: dict[str, Any], device):
     from engine.texture.objective import TextureObjective
 
-    if not data.get("images"):
-        raise ValueError("texture training needs images: give --images PATH (an image or a folder) or a demo "
-                         "exemplar name (brick, grass, gravel)")
-    return TextureObjective(config, data["images"], device=device, flips=data["flips"], rot90=data["rot90"],
+    if bool(data.get("images")) == bool(data.get("image_arrays")):
+        raise ValueError("texture training needs exactly one source of images: --images PATH (an image or a "
+                         "folder), a demo exemplar name (brick, grass, gravel), or image_arrays sent by a client")
+    images = data["images"] or _sent_images(data["image_arrays"])
+    return TextureObjective(config, images, device=device, flips=data["flips"], rot90=data["rot90"],
                             jitter=data["jitter"], min_size=data.get("min_size"))
+
+
+def _sent_images(sent: list) -> dict[str, np.ndarray]:
+    """{name: float array in [-1, 1]} from a client's [{name, pixels}], or a ValueError saying what is wrong."""
+    from engine.texture.images import MAX_PIXELS
+
+    out = {}
+    for i, item in enumerate(sent):
+        pixels = item.get("pixels") if isinstance(item, dict) else None
+        if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) \
+                or (pixels.ndim == 3 and not 1 <= pixels.shape[2] <= 4):
+            raise ValueError(f"image_arrays[{i}] must be {{name, pixels: a uint8 HxW or HxWxC array, C 1-4}}")
+        if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
+            raise ValueError(f"image_arrays[{i}] has {pixels.shape[1]}x{pixels.shape[0]} pixels, over the limit of "
+                             f"{MAX_PIXELS / 1e6:.1f} megapixels; send a smaller image")
+        name = str(item.get("name") or f"image {i}")
+        out[name if name not in out else f"{name} ({i})"] = pixels.astype(np.float32) / 127.5 - 1
+    return out
 
 
 def load(config: dict, weights: dict, device):

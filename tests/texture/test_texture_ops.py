@@ -140,3 +140,20 @@ def test_exemplar_and_morph_to_over_the_engine_and_the_cli(engine, model):
 
     args = build_parser().parse_args(["generate", "texture", "--model", model, "--exemplar", "1", "--morph-to", "0"])
     assert (args.exemplar, args.morph_to) == (1, 0)
+
+
+def test_training_on_pixels_sent_by_a_client(engine):
+    """A client that is not on the engine's disk (the Blender add-on) sends pixels, not a path."""
+    rng = np.random.default_rng(0)
+    stripes = (np.sin(np.arange(64) / 3)[:, None] * 100 + 128 + rng.normal(0, 10, (64, 64))).clip(0, 255)
+    sent = [{"name": "Stripes.png", "pixels": stripes.astype(np.uint8)}]
+    with engine.client() as client:
+        result = client.call("train", {"kind": "texture", "name": "sent-stripes", "data": {"image_arrays": sent},
+                                       "model": TINY, "train": {"steps": 2, "batch_size": 2}}, timeout=120)
+        assert result["step"] == 2
+        info = client.call("models.info", {"name": "sent-stripes"})["metadata"]
+        assert [image["path"] for image in info["data"]["images"]] == ["Stripes.png"]
+        with pytest.raises(EngineError) as caught:
+            client.call("train", {"kind": "texture", "name": "bad", "data": {"image_arrays": [{"pixels": "x"}]},
+                                  "model": TINY, "train": {"steps": 1}}, timeout=60)
+        assert caught.value.code == "bad_params" and "uint8" in caught.value.message
