@@ -21,7 +21,8 @@ from engine.kinds import KIND_MODULES, kind_module
 from engine.ops import JobFailed, Op, vet_path
 from engine.server import engine_ops
 from engine.server.jobs import Job, Scheduler
-from engine.store.checkpoints import BUILTIN_DIR, ModelCorrupt, ModelNotFound, ModelStore
+from engine.server.model_loading import load_model
+from engine.store.checkpoints import BUILTIN_DIR, ModelStore
 
 log = logging.getLogger("atelier.engine")
 MAX_SESSIONS = 16  # per client: a session holds model state in memory
@@ -106,17 +107,7 @@ class Engine:
         """(metadata, inference model), loaded on first use and kept until unloaded."""
         with self._load_lock:
             if name not in self._loaded:
-                try:
-                    metadata, weights = self.store.load(name)
-                except ModelNotFound as e:
-                    raise JobFailed(protocol.NOT_FOUND, str(e)) from None
-                except ModelCorrupt as e:
-                    raise JobFailed(protocol.MODEL_CORRUPT, str(e)) from None
-                if metadata.get("kind") not in KIND_MODULES:
-                    raise JobFailed(protocol.UNSUPPORTED, f"model {name!r} is of kind {metadata.get('kind')!r}, "
-                                    f"which this engine cannot run (kinds: {', '.join(KIND_MODULES) or 'none'})")
-                loaded = kind_module(metadata["kind"]).load(metadata["config"], weights, self.device)
-                self._loaded[name] = (metadata, loaded)
+                self._loaded[name] = load_model(self.store, name, self.device)
             metadata, loaded = self._loaded[name]
         if kind is not None and metadata["kind"] != kind:
             raise JobFailed(protocol.BAD_PARAMS, f"model {name!r} is a {metadata['kind']} model, not a {kind} model")

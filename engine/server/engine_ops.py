@@ -7,7 +7,6 @@ implements `jobs.watch` itself because it streams another job's events.
 from __future__ import annotations
 
 import errno
-import math
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -40,53 +39,8 @@ def _models_info(engine, context: Context | None, name: str) -> dict:
 
 
 def _models_load(engine, context: Context, name: str) -> dict:
-    _check_model_size(engine, _name(name))
-    try:
-        metadata, _ = engine.model(name)
-    except (MemoryError, torch.cuda.OutOfMemoryError):
-        raise JobFailed(protocol.TOO_LARGE, f"model {name!r} does not fit in memory; unload others first "
-                        "(models.unload)") from None
-    except (ValueError, RuntimeError) as e:  # a config or weights the kind cannot build
-        raise JobFailed(protocol.MODEL_CORRUPT, f"model {name!r} cannot be loaded ({e}); delete it or train it "
-                        "again") from None
+    metadata, _ = engine.model(_name(name))
     return {"model": name, "kind": metadata["kind"], "content_hash": metadata["content_hash"]}
-
-
-def _check_model_size(engine, name: str) -> None:
-    """Before a model is loaded: its stored tensors within MAX_MODEL_PARAMETERS, and its config within
-    its bounds and matching those tensors, found by building it on the meta device (no memory)."""
-    from engine.config import ConfigOutOfBounds
-    from engine.kinds import KIND_MODULES, kind_module
-
-    try:
-        metadata = engine.store.metadata(name)
-        shapes = engine.store.tensor_shapes(name)
-    except ModelNotFound as e:
-        raise JobFailed(protocol.NOT_FOUND, str(e)) from None
-    except ModelCorrupt as e:
-        raise JobFailed(protocol.MODEL_CORRUPT, str(e)) from None
-    parameters = sum(math.prod(shape) for shape in shapes.values())
-    if parameters > MAX_MODEL_PARAMETERS:
-        raise JobFailed(protocol.TOO_LARGE, f"model {name!r} has {parameters:,} parameters, over the limit of "
-                        f"{MAX_MODEL_PARAMETERS:,}")
-    if metadata.get("kind") not in KIND_MODULES or not isinstance(metadata.get("config"), dict):
-        return  # engine.model says what is wrong
-    weights = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
-    try:
-        with torch.device("meta"):
-            kind_module(metadata["kind"]).load(metadata["config"], weights, "meta")
-    except ConfigOutOfBounds as e:
-        raise JobFailed(protocol.TOO_LARGE if e.too_large else protocol.MODEL_CORRUPT,
-                        f"model {name!r} cannot be loaded: {e}") from None
-    except RuntimeError as e:
-        if "state_dict" in str(e):
-            raise JobFailed(protocol.MODEL_CORRUPT, f"model {name!r} has a config that does not match its weights; "
-                            "delete it or train it again") from None
-    except Exception:  # a step the meta device cannot run: the real load decides
-        pass
-
-
-MAX_MODEL_PARAMETERS = 100_000_000  # 400 MB as float32; the shipped models have about 1 M
 
 
 def _models_unload(engine, context: Context, name: str | None) -> dict:

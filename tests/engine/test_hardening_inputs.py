@@ -193,8 +193,11 @@ def test_a_crafted_config_is_refused_before_the_model_is_built(engine):
             client.call("models.load", {"name": "crafted-mismatch"}, timeout=60)
         with pytest.raises(EngineError) as train:
             client.call("train", {**TINY_SHAPE_TRAINING, "name": "wide", "model": {"width": 10**6}}, timeout=60)
+        with pytest.raises(EngineError) as sample:  # every op loads through the same checks, not only models.load
+            client.call("shape.sample", {"model": "crafted-wide", "seed": 1}, timeout=60)
         assert client.call("models.load", {"name": "shape-default"}, timeout=60)["kind"] == "shape"
     print(f"refused in {seconds:.2f} s, peak RSS +{extra:.0f} MB")
+    assert sample.value.code == protocol.TOO_LARGE
     assert wide.value.code == protocol.TOO_LARGE and "width = 512" in wide.value.message and "1..64" in wide.value.message
     assert seconds < 10 and extra < 200
     assert mismatch.value.code == protocol.MODEL_CORRUPT and "does not match its weights" in mismatch.value.message

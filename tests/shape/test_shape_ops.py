@@ -176,9 +176,9 @@ def test_eval_returns_metrics_and_a_sheet(served, tmp_path):
     assert value["held_out_shapes"] == 5 and value["provenance"]["op"] == "shape.eval"
     png = write_output("shape.eval", value, tmp_path / "sheet.png")[0]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(EngineError) as error:
+    with pytest.raises(EngineError) as error:  # outside the served engine's folders: refused, existing or not
         _call(client, "shape.eval", meshes=str(tmp_path / "missing"))
-    assert error.value.code == "bad_params"
+    assert error.value.code == "path_not_allowed"
 
 
 def test_cli_output_writes_meshes(served, tmp_path):
