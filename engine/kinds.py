@@ -9,7 +9,10 @@ A kind's ops module (`engine/<kind>/ops.py`) provides:
 - `OPS`: list[Op], the kind's generation and evaluation ops (e.g. "texture.generate");
 - `CLI_OPS`: which op `atelier generate` and `atelier eval` run;
 - `write_output(op, value, out)`: the files a CLI user gets from an op's result;
-- `demo(client, model, out)`: what `atelier demo` makes with a shipped model.
+- `demo(client, model, out)`: what `atelier demo` makes with a shipped model;
+- optional, for the CLI: `DATA_SOURCES` (mutually exclusive data options: one given on the
+  command line replaces a config file's), `describe_data(summary)` (what training read and
+  skipped, in words), `describe_result(op, value, written)` (a result in words without --json).
 
 An ops module stays light to import (the engine imports all of them at start, the CLI builds
 its flags from them): torch and the heavy libraries load inside its functions.
