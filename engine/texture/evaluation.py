@@ -176,15 +176,21 @@ def texture_metrics(samples: np.ndarray | torch.Tensor, images: list[np.ndarray]
     real_a, real_b = real_sets(images, size, max(n, 8), seed, swap)
     net = RandomFeatures(c)
     out = {
-        "gram": gram_distance(fake, real_a, net) / gram_distance(real_b, real_a, net),
-        "swd": swd(fake, real_a, seed) / swd(real_b, real_a, seed),
-        "spectrum": spectrum_distance(fake, real_a) / spectrum_distance(real_b, real_a),
-        "diversity": diversity(fake, net) / diversity(real_b[:n], net),
+        "gram": _ratio(gram_distance(fake, real_a, net), gram_distance(real_b, real_a, net)),
+        "swd": _ratio(swd(fake, real_a, seed), swd(real_b, real_a, seed)),
+        "spectrum": _ratio(spectrum_distance(fake, real_a), spectrum_distance(real_b, real_a)),
+        "diversity": _ratio(diversity(fake, net), diversity(real_b[:n], net)),
     }
     if size >= 32:
-        out["nearest_patch"] = nearest_patch(fake, real_a, seed=seed) / nearest_patch(real_b, real_a, seed=seed)
+        out["nearest_patch"] = _ratio(nearest_patch(fake, real_a, seed=seed), nearest_patch(real_b, real_a, seed=seed))
     out["seam_ratio"] = seam_ratio(fake)
     return out
+
+
+def _ratio(ours: float, baseline: float) -> float:
+    """ours / baseline; NaN where the baseline is 0 (an exemplar whose halves look exactly alike, e.g. one
+    flat colour or a perfect stripe pattern): no yardstick, stored as null."""
+    return float(ours) / float(baseline) if baseline > 0 else float("nan")
 
 
 @torch.no_grad()

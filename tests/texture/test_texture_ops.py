@@ -157,3 +157,13 @@ def test_training_on_pixels_sent_by_a_client(engine):
             client.call("train", {"kind": "texture", "name": "bad", "data": {"image_arrays": [{"pixels": "x"}]},
                                   "model": TINY, "train": {"steps": 1}}, timeout=60)
         assert caught.value.code == "bad_params" and "uint8" in caught.value.message
+
+
+def test_a_flat_colour_exemplar_trains_and_its_undefined_metrics_are_null(engine):
+    """Its halves look exactly alike, so the real-vs-real yardstick is 0: no ratio, not a crash."""
+    flat = [{"name": "grey", "pixels": np.full((64, 64), 128, np.uint8)}]
+    with engine.client() as client:
+        result = client.call("train", {"kind": "texture", "name": "flat", "data": {"image_arrays": flat},
+                                       "model": TINY, "train": {"steps": 1, "batch_size": 2}}, timeout=120)
+    assert result["step"] == 1 and result["metrics"]["gram"] is None and result["metrics"]["tile_error"] < 1e-5
+
