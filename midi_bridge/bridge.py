@@ -105,12 +105,12 @@ def run(opts: Options) -> int:
 
         channel = opts.settings.channel
         reset_channels = frozenset(opts.panic_channels or (channel,)) | {channel}
-        output = ports.open_output(opts.port, opts.api, opts.virtual_name)
+        output = ports.open_output(opts.port, opts.api, opts.virtual_name, opts.realtime)
         reset(output, reset_channels, log)  # before anything else: a crashed bridge's notes stop now
         clock = MidiClock(opts.bpm) if opts.clock == "midi" else InternalClock(opts.bpm, time.monotonic() + 3600)
         scheduler = Scheduler(output.send, clock, bar_beats=opts.bar_beats,
                               latency=opts.latency_ms / 1000, max_note_beats=opts.max_note_beats,
-                              channels=reset_channels, log=log, realtime=opts.realtime)
+                              channels=reset_channels, log=log, realtime=opts.realtime, lead=output.lead)
         recorder = PhraseRecorder(opts.respond_after) if opts.respond else None
 
         def on_fatal(message: str, code: int) -> None:
@@ -141,6 +141,15 @@ def run(opts: Options) -> int:
         follows = f"following MIDI clock on {listening}" if opts.clock == "midi" else f"at {opts.bpm:g} BPM"
         log.note("ready", port=output.name, api=output.api, model=feed.model, clock=opts.clock,
                  input=inp.name if inp else None)
+        if hasattr(output, "latency"):  # the native JACK output
+            low, high = output.latency()
+            rate = output.client.samplerate
+            log.note("output", backend="jack", period=output.client.blocksize, rate=rate, lead=output.lead,
+                     port_latency=[low, high])
+            say(f"JACK: each note at its exact frame (period {output.client.blocksize} frames at {rate} Hz = "
+                f"{output.period * 1000:.1f} ms; notes handed over {output.lead * 1000:.1f} ms ahead; the port's "
+                f"playback latency {high} frames{f' = {high / rate * 1000:.1f} ms' if high else ''}, which the DAW "
+                "compensates)")
         if scheduler.priority != "realtime" and opts.realtime:
             say(f"the timing thread runs at {scheduler.priority} priority (no real-time permission); on a busy "
                 "machine sends may be late -- on Linux, give your user an rtprio limit (e.g. the 'audio' group)")
@@ -180,6 +189,8 @@ def run(opts: Options) -> int:
             reset(output, frozenset(opts.panic_channels or (opts.settings.channel,)), log)
         if output is not None:
             log.note("flushed", confirmed=output.flush(FLUSH_SECONDS))
+            if hasattr(output, "late"):
+                log.note("jack_output", cycles=output.cycles, late=output.late, dropped=output.dropped)
         if feed is not None:
             feed.close()
         for opened in (output, inp):

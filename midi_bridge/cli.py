@@ -79,8 +79,9 @@ def parser() -> argparse.ArgumentParser:
                                 epilog="Default CCs: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_CCS.items())
                                 + ".\n\n" + exits.help_text())
     g = p.add_argument_group("ports")
-    g.add_argument("--api", choices=sorted(ports.APIS), help="MIDI system (default: ALSA then JACK on Linux, "
-                   "CoreMIDI on macOS, Windows MultiMedia on Windows)")
+    g.add_argument("--api", choices=sorted(ports.APIS), help="MIDI system (default: JACK where a JACK server runs, "
+                   "else ALSA on Linux, CoreMIDI on macOS, Windows MultiMedia on Windows). 'jack' places each "
+                   "message at its exact frame; 'rtmidi-jack' sends through rtmidi, up to a period late")
     g.add_argument("--list-ports", action="store_true", help="list MIDI output and input ports, then exit")
     g.add_argument("--port", help="send to this existing output port (exact name from --list-ports); "
                    "default: create a virtual port")

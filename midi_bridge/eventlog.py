@@ -1,7 +1,7 @@
 """An optional JSON-lines log of everything the bridge sends and why (`--event-log`).
 
 Each sent message gets a sequence number, its due and actual send time on the monotonic
-clock (the same clock in every process of one machine, so a receiver can compare its own
+clock (with the native JACK output, the time it was handed over, ahead of its due time) (the same clock in every process of one machine, so a receiver can compare its own
 arrival times), and the song beat it belongs to. Other records note what happened:
 transport changes, engine loss, panics, phrases heard. The timing path only appends to a
 list; a background thread writes the file.

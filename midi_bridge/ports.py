@@ -9,7 +9,9 @@ Names as they are, on JACK: the bridge is a client named after `--virtual-name` 
 with an output port `out` -- "Atelier:out" -- and, for an input, a client "Atelier in" with
 a port `in` -- "Atelier in:in". A second bridge on the same server takes "Atelier 2:out" and
 "Atelier 2 in:in", and so on: the name is chosen before the client opens, so what the bridge
-prints is what JACK shows. On ALSA the virtual ports are "Atelier:Atelier" and "Atelier:Atelier
+prints is what JACK shows. Where a JACK server runs, the output is the native one (midi_bridge.jack_out: each message at
+its exact frame); `--api rtmidi-jack` sends through rtmidi instead, one period late, for
+comparison. On ALSA the virtual ports are "Atelier:Atelier" and "Atelier:Atelier
 in" (ALSA tells clients of the same name apart by number); on CoreMIDI, "Atelier" and "Atelier in".
 
 What ALSA and libjack print while a system is tried is held back (midi_bridge.quiet) and
@@ -28,7 +30,8 @@ import rtmidi
 from midi_bridge.quiet import held_stderr, last_lines
 
 APIS = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK, "coremidi": rtmidi.API_MACOSX_CORE,
-        "winmm": rtmidi.API_WINDOWS_MM}
+        "winmm": rtmidi.API_WINDOWS_MM, "rtmidi-jack": rtmidi.API_UNIX_JACK}
+JACKS = ("jack", "rtmidi-jack")  # "jack": the native output (midi_bridge.jack_out); "rtmidi-jack": JACK through rtmidi
 CLIENT_NAME = "Atelier"
 DEFAULT_PORT_NAME = "Atelier"
 JACK_OUT, JACK_IN = "out", "in"  # port names on JACK; the client carries the bridge's name
@@ -47,7 +50,9 @@ class Opened:
     api: str
     virtual: bool
 
-    def send(self, message: list[int]) -> None:
+    lead = 0.0  # rtmidi sends at once: the scheduler hands each message over when it is due
+
+    def send(self, message: list[int], due: float | None = None) -> None:
         self.port.send_message(message)
 
     def flush(self, timeout: float) -> bool:
@@ -85,7 +90,7 @@ def _instance(kind: type, api: str | None, jack_client: Callable[[], str] | None
     for name in names:
         with held_stderr() as said:
             try:
-                client = jack_client() if jack_client and name == "jack" else CLIENT_NAME
+                client = jack_client() if jack_client and name in JACKS else CLIENT_NAME
                 return kind(APIS[name], name=client), name
             except rtmidi.RtMidiError as e:
                 failed = f"{name}: {e}"
@@ -152,17 +157,23 @@ def find_port(listed: list[str], name: str, direction: str, api: str) -> int:
                     f"see --list-ports). {direction.capitalize()} ports there are:\n{shown}")
 
 
-def open_output(port_name: str | None, api: str | None = None, virtual_name: str = DEFAULT_PORT_NAME) -> Opened:
-    """An existing output port by exact name, or (port_name None) a new virtual port."""
+def open_output(port_name: str | None, api: str | None = None, virtual_name: str = DEFAULT_PORT_NAME,
+                realtime: bool = True):
+    """An existing output port by exact name, or (port_name None) a new virtual port: the native
+    JACK output where a JACK server runs (and api is None or "jack"), else through rtmidi."""
+    if api in (None, "jack"):
+        native = _native_jack(port_name, virtual_name, required=api == "jack", realtime=realtime)
+        if native is not None:
+            return native
     out, used = _instance(rtmidi.MidiOut, api, lambda: jack_name(virtual_name))
     if port_name is None:
         if used == "winmm":
             raise PortError("Windows cannot create virtual MIDI ports: install loopMIDI, create a port there "
                             "(e.g. 'Atelier') and pass its name with --port (see docs/MIDI_BRIDGE.md)")
-        own = JACK_OUT if used == "jack" else virtual_name
+        own = JACK_OUT if used in JACKS else virtual_name
         _open(out, None, own)
         return Opened(out, _shown(used, own, virtual_name), used, True)
-    _open(out, find_port(out.get_ports(), port_name, "output", used), JACK_OUT if used == "jack" else "out")
+    _open(out, find_port(out.get_ports(), port_name, "output", used), JACK_OUT if used in JACKS else "out")
     return Opened(out, port_name, used, False)
 
 
@@ -177,16 +188,46 @@ def open_input(port_name: str | None, api: str | None = None, virtual_name: str 
         if used == "winmm":
             raise PortError("Windows cannot create virtual MIDI ports: create one in loopMIDI and pass its "
                             "name with --input")
-        own = JACK_IN if used == "jack" else f"{virtual_name} in"
+        own = JACK_IN if used in JACKS else f"{virtual_name} in"
         _open(inp, None, own)
         return Opened(inp, _shown(used, own, virtual_name, " in"), used, True)
-    _open(inp, find_port(inp.get_ports(), port_name, "input", used), JACK_IN if used == "jack" else "in")
+    _open(inp, find_port(inp.get_ports(), port_name, "input", used), JACK_IN if used in JACKS else "in")
     return Opened(inp, port_name, used, False)
+
+
+def _native_jack(port_name: str | None, virtual_name: str, required: bool, realtime: bool = True):
+    """A JackOutput, or None where JACK-Client or libjack is missing, or (not `required`) no JACK server runs."""
+    try:
+        from midi_bridge.jack_out import JackOutput, JackOutputError
+        import jack
+    except (ImportError, OSError):  # JACK-Client, or libjack itself, is not installed: rtmidi's JACK then
+        return None
+    with held_stderr() as said:
+        try:
+            probe = jack.Client("atelier-probe", no_start_server=True)
+        except jack.JackOpenError:
+            probe = None
+    if probe is None:
+        if not required:
+            return None
+        library = last_lines(said[0])
+        raise PortError(f"cannot open a MIDI system (jack: no JACK server{' -- ' + library if library else ''}); "
+                        "start a JACK server (or PipeWire's JACK), or choose another system with --api")
+    try:
+        listed = [port.name for port in probe.get_ports(is_midi=True, is_input=True)]
+    finally:
+        probe.close()
+    destination = None if port_name is None else listed[find_port(listed, port_name, "output", "jack")]
+    with held_stderr():
+        try:
+            return JackOutput(jack_name(virtual_name), JACK_OUT, destination, realtime)
+        except JackOutputError as e:
+            raise PortError(str(e)) from None
 
 
 def _shown(api: str, port: str, virtual_name: str, suffix: str = "") -> str:
     """A virtual port's name as other programs list it."""
-    if api == "jack":
+    if api in JACKS:
         return f"{jack_name(virtual_name)}{suffix}:{port}"
     if api == "alsa":
         return f"{CLIENT_NAME}:{port}"

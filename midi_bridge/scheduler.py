@@ -7,7 +7,8 @@ starts or resumes, the stream picks up at its next bar line on the song's next b
 
 Timing: one thread sleeps until SPIN_SECONDS before the next due time (waking early when
 the queue, the clock or the transport change), then spins on the monotonic clock and
-sends. It never talks to the engine. Every note-on is sent only after its note-off is in
+sends. An output that places messages by their due time itself (the native JACK output)
+gets each one `lead` seconds early, with its due time. It never talks to the engine. Every note-on is sent only after its note-off is in
 the queue (note length capped), and every way out ends in `panic()`. No note-on is sent
 past the clock's horizon (a followed clock: its latest pulse plus one pulse): a note
 waits there until the next pulse arrives (`wake()`), so a beat the DAW did not reach never
@@ -55,10 +56,12 @@ def next_bar(beat: float, bar_beats: float) -> float:
 
 
 class Scheduler:
-    def __init__(self, send: Callable[[list[int]], None], clock: Clock, *, bar_beats: float = 4.0,
-                 latency: float = 0.0, max_note_beats: float = 8.0, channels: frozenset[int] = frozenset(),
-                 log: EventLog | None = None, realtime: bool = True):
-        self._send_raw = send
+    def __init__(self, send: Callable[[list[int], float | None], None], clock: Clock, *,
+                 bar_beats: float = 4.0, latency: float = 0.0, max_note_beats: float = 8.0,
+                 channels: frozenset[int] = frozenset(), log: EventLog | None = None, realtime: bool = True,
+                 lead: float = 0.0):
+        self._send_raw = send  # send(message, due time, or None for now)
+        self.lead = lead       # hand each message over this long before it is due (an output that timestamps)
         self.clock = clock
         self.bar_beats = bar_beats
         self.latency = latency  # seconds added to every due time (negative: send early)
@@ -227,13 +230,14 @@ class Scheduler:
                     collect_garbage()
                     self._wake.wait(MAX_SLEEP)
                     continue
-                wait = due - time.monotonic() - SPIN_SECONDS
+                hand_over = due - self.lead
+                wait = hand_over - time.monotonic() - SPIN_SECONDS
                 if wait > COLLECT_MARGIN:
                     collect_garbage()
                 if wait > 0:
                     self._wake.wait(min(wait, MAX_SLEEP))
                     continue
-                while time.monotonic() < due:
+                while time.monotonic() < hand_over:
                     pass
                 with self._lock:
                     if self._running and self._head() == head:
@@ -266,7 +270,7 @@ class Scheduler:
         self.stats["note_on"] += 1
 
     def _send(self, message: list[int], due: float | None, why: str, beat: float | None = None) -> None:
-        self._send_raw(message)
+        self._send_raw(message, due)
         sent = time.monotonic()
         self.log.sent(message, sent if due is None else due, sent, beat, why)
 

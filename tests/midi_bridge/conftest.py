@@ -10,7 +10,8 @@ import pytest
 
 sys.path.append(str(Path(__file__).parent))  # midi_rig; appended so `conftest` stays tests/conftest.py
 
-from midi_rig import Bridge, Delivery, JackServer, Receiver, Sender, match_log, start_engine_in, tiny_model  # noqa: E402
+from midi_rig import (Bridge, Delivery, FrameReceiver, JackServer, Receiver, Sender, match_log,  # noqa: E402
+                      start_engine_in, tiny_model)
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +70,13 @@ def receiver(jack, request):
 
 
 @pytest.fixture
+def frame_receiver(jack, request):
+    r = FrameReceiver(_short(request))
+    yield r
+    r.close()
+
+
+@pytest.fixture
 def sender(jack, request):
     s = Sender(_short(request))
     yield s
@@ -79,8 +87,8 @@ def sender(jack, request):
 def start_bridge(jack, tmp_path):
     started: list[Bridge] = []
 
-    def start(engine, *args: str, model: str = "tiny") -> Bridge:
-        bridge = Bridge(list(args), engine, tmp_path, jack.env, model)
+    def start(engine, *args: str, model: str = "tiny", api: str = "jack") -> Bridge:
+        bridge = Bridge(list(args), engine, tmp_path, jack.env, model, api)
         started.append(bridge)
         return bridge
 

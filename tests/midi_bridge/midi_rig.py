@@ -124,6 +124,65 @@ class Receiver:
         self.port.delete()
 
 
+class FrameReceiver:
+    """A JACK MIDI input of our own (JACK-Client) that records each message's frame -- the
+    cycle's last_frame_time plus the message's offset in it -- with the cycle's first frame
+    and its monotonic time (JACK's estimate, read in that cycle), so a due time on the
+    monotonic clock can be turned into the frame it falls on in the same cycle."""
+
+    def __init__(self, name: str):
+        import jack
+
+        from midi_bridge.jack_out import _Clock
+
+        self.client = jack.Client(f"frames-{name}", no_start_server=True)
+        self.port = self.client.midi_inports.register("in")
+        self.clock = _Clock(self.client)
+        self.rate = self.client.samplerate
+        self.events: list[tuple[float, int, int, float, list[int]]] = []  # (arrival, frame, cycle start, its time, msg)
+        self.irregular: list[int] = []  # first frames of cycles that did not follow the one before
+        self._previous: int | None = None
+        self._lock = threading.Lock()
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+        self.name = self.port.name
+
+    def _process(self, frames: int) -> None:
+        start, begins = self.client.last_frame_time, None
+        arrived = time.monotonic()
+        if self._previous is not None and start - self._previous != frames:
+            self.irregular.append(start)  # the dummy backend skipped or repeated a cycle (an xrun)
+        self._previous = start
+        for offset, data in self.port.incoming_midi_events():
+            if begins is None:
+                begins = self.clock.time_of(start)
+            with self._lock:
+                self.events.append((arrived, start + offset, start, begins, list(bytes(data))))
+
+    def after_irregular(self, arrival: float, cycles: int = 4) -> bool:
+        """Whether the cycle a message arrived in came within `cycles` periods after a skipped or
+        repeated cycle (no client could write to the frames of a skipped cycle)."""
+        with self._lock:
+            start = next(e[2] for e in self.events if e[0] == arrival)
+        period = self.client.blocksize
+        return any(0 <= start - bad <= cycles * period for bad in self.irregular)
+
+    def snapshot(self) -> list[tuple[float, list[int]]]:
+        """(arrival, message), as Receiver.snapshot gives them (for match_log)."""
+        with self._lock:
+            return [(t, m) for t, _, _, _, m in self.events]
+
+    def error_frames(self, arrival: float, due: float) -> float:
+        """How many frames after the frame of `due` the message that arrived at `arrival` came."""
+        with self._lock:
+            _, frame, start, begins, _ = next(e for e in self.events if e[0] == arrival)
+        return frame - (start + (due - begins) * self.rate)
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
 class Sender:
     """A JACK MIDI output port the bridge listens to (clock, the player's notes, CCs)."""
 
@@ -204,12 +263,12 @@ def tiny_model(folder: Path) -> Path:
 # -- the bridge process -------------------------------------------------------------------
 
 class Bridge:
-    def __init__(self, args: list[str], engine, tmp: Path, jack_env: dict, model: str = "tiny"):
+    def __init__(self, args: list[str], engine, tmp: Path, jack_env: dict, model: str = "tiny", api: str = "jack"):
         self.log_path = tmp / f"bridge-{uuid.uuid4().hex[:6]}.jsonl"
         self.stderr_path = self.log_path.with_suffix(".stderr")
         env = {**os.environ, **jack_env, "ATELIER_STATE_DIR": str(engine.state_dir), "PYTHONPATH": str(REPO)}
         with open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen([sys.executable, "-m", "midi_bridge", "--api", "jack", "--model", model,
+            self.process = subprocess.Popen([sys.executable, "-m", "midi_bridge", "--api", api, "--model", model,
                                              "--event-log", str(self.log_path), *args],
                                             stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO)
 

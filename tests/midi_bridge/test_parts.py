@@ -104,7 +104,7 @@ class Recorder:
     def __init__(self):
         self.sent: list[tuple[float, list[int]]] = []
 
-    def __call__(self, message: list[int]) -> None:
+    def __call__(self, message: list[int], due: float | None = None) -> None:
         self.sent.append((time.monotonic(), list(message)))
 
 
