@@ -107,6 +107,8 @@ def run(opts: Options) -> int:
         reset_channels = frozenset(opts.panic_channels or (channel,)) | {channel}
         output = ports.open_output(opts.port, opts.api, opts.virtual_name, opts.realtime)
         reset(output, reset_channels, log)  # before anything else: a crashed bridge's notes stop now
+        if hasattr(output, "on_connect"):  # JACK: and whenever the DAW connects (a virtual port after a restart)
+            output.on_connect = lambda: reset(output, reset_channels, log)
         clock = MidiClock(opts.bpm) if opts.clock == "midi" else InternalClock(opts.bpm, time.monotonic() + 3600)
         scheduler = Scheduler(output.send, clock, bar_beats=opts.bar_beats,
                               latency=opts.latency_ms / 1000, max_note_beats=opts.max_note_beats,

@@ -12,7 +12,9 @@ resets) go out at once, and frames never go backwards: a message is never writte
 one handed over earlier, so a panic always follows the notes it ends.
 
 `flush()` waits until the cycle that wrote the last message has run -- the confirmation the
-bridge waits for before it closes the port.
+bridge waits for before it closes the port. `on_connect` is called whenever a new connection
+of the port is live: the bridge sends its reset then, so a DAW that reconnects to a restarted
+bridge's virtual port gets its hanging notes ended.
 
 Uses the JACK-Client package (cffi, libjack); its binding lacks libjack's clock and latency
 functions, which are called through ctypes on the same client.
@@ -26,6 +28,7 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import jack
 
@@ -114,7 +117,9 @@ class JackOutput:
         # libjack makes its process thread real-time only when the server runs real-time; the bridge
         # asks for it itself (above its timing thread), where the OS allows, on the first cycle.
         self._raise = realtime
+        self.on_connect: Callable[[], None] | None = None  # called once a new connection of the port is live
         self.client.set_process_callback(self._process)
+        self.client.set_port_connect_callback(self._connected, only_available=False)
         self.client.activate()
         if destination is not None:
             try:
@@ -159,6 +164,19 @@ class JackOutput:
                 return True
             time.sleep(0.001)
         return False
+
+    def _connected(self, a: jack.Port | None, b: jack.Port | None, connect: bool) -> None:
+        """JACK's notification thread: a connection was made or broken somewhere in the graph."""
+        mine = self.port.name
+        if not connect or self.on_connect is None or mine not in (a and a.name, b and b.name):
+            return
+        other = b.name if a is not None and a.name == mine else a.name if a is not None else None
+
+        def when_live() -> None:
+            if self._wait_live(other) and self.on_connect is not None:
+                self.on_connect()
+
+        threading.Thread(target=when_live, name="atelier-midi-connect", daemon=True).start()
 
     def wait_cycles(self, count: int, timeout: float = 1.0) -> bool:
         target, deadline = self.cycles + count, time.monotonic() + timeout

@@ -84,3 +84,34 @@ def test_panic_alone_resets_the_given_channels_and_exits(music_engine, receiver,
     assert [m for _, m in receiver.snapshot()] == [[0xB0, ALL_NOTES_OFF, 0], [0xB0, ALL_SOUND_OFF, 0],
                                                     [0xB9, ALL_NOTES_OFF, 0], [0xB9, ALL_SOUND_OFF, 0]]
     assert "All Notes Off" in bridge.stderr()
+
+
+def test_a_daw_that_connects_to_a_restarted_bridge_gets_the_reset(music_engine, receiver, start_bridge):
+    """A virtual port: the DAW reconnects to a restarted bridge by itself, after it started.
+    The reset goes out once that connection is live (native JACK output)."""
+    import subprocess
+
+    crashed = start_bridge(music_engine, "--virtual-name", "Restarted", "--channel", "5")
+    crashed.wait_for("ready")
+    subprocess.run(["jack_connect", "Restarted:out", receiver.name], check=True, timeout=30)
+    wait_until_sounding(receiver)
+    crashed.process.kill()
+    crashed.process.wait()
+    time.sleep(0.3)
+    assert still_sounding([m for _, m in receiver.snapshot()])
+    fresh = start_bridge(music_engine, "--virtual-name", "Restarted", "--channel", "5", "--bpm", "40")
+    fresh.wait_for("ready")
+    since = len(receiver.snapshot())
+    connected = time.monotonic()
+    subprocess.run(["jack_connect", "Restarted:out", receiver.name], check=True, timeout=30)
+    made = time.monotonic()  # jack_connect has returned: the connection exists
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and [0xB4, ALL_NOTES_OFF, 0] not in [m for _, m in receiver.snapshot()[since:]]:
+        time.sleep(0.005)
+    arrived = next(t for t, m in receiver.snapshot()[since:] if m == [0xB4, ALL_NOTES_OFF, 0])
+    print(f"reset {(arrived - made) * 1000:.1f} ms after the connection was made "
+          f"({(arrived - connected) * 1000:.1f} ms after jack_connect was started)")
+    assert arrived - made < 0.05
+    received = [m for t, m in receiver.snapshot() if t <= arrived + 0.001]
+    assert not still_sounding(received)
+    assert fresh.stop() == 0, fresh.stderr()
