@@ -214,14 +214,73 @@ def quick_metrics(G: torch.nn.Module, images: list[np.ndarray], size: int, n: in
     return out
 
 
-def evaluate_model(model, images: list[np.ndarray], size: int | None = None, n: int = 16,
-                   seed: int = 0) -> dict[str, float]:
-    """Full evaluation of a TextureModel (engine.texture.generation) on its exemplar images."""
+EVAL_SAMPLES = 32  # samples `atelier eval` and the end of training measure (gram swung 0.2-1.9 over seeds at 16)
+EVAL_REPEATS = 4  # reference sets: seeds seed .. seed+3, halves swapped every other one
+
+# What each figure should be, and the plain verdict on a value: (ideal, [(test, verdict), ...],
+# the verdict when no test holds). Ratios are to real-vs-real: 1 = as close as another piece of the photo.
+GOOD_RATIO = 1.5  # the texture goal (issue 19): within 1.5x of real-vs-real
+_RULES = {
+    "gram": ("1", [(lambda v: v <= GOOD_RATIO, "good (≤ 1.5)"), (lambda v: v <= 2.0, "fair (1.5-2)")], "off (> 2)"),
+    "swd": ("1", [(lambda v: v <= GOOD_RATIO, "good (≤ 1.5)"), (lambda v: v <= 2.0, "fair (1.5-2)")], "off (> 2)"),
+    "spectrum": ("1", [(lambda v: v <= GOOD_RATIO, "good (≤ 1.5)"), (lambda v: v <= 2.0, "fair (1.5-2)")],
+                 "off (> 2)"),
+    "diversity": ("1", [(lambda v: v >= 0.6, "good (≥ 0.6)"), (lambda v: v >= 0.3, "low (0.3-0.6): samples alike")],
+                  "mode collapse (< 0.3)"),
+    "nearest_patch": ("1", [(lambda v: v >= 0.7, "good (≥ 0.7)")], "copies the exemplar (< 0.7)"),
+    "seam_ratio": ("1", [(lambda v: 0.9 <= v <= 1.1, "good (0.9-1.1)"), (lambda v: v < 0.9, "off (< 0.9): a lattice "
+                   "or smooth borders")], "off (> 1.1): visible seams"),
+    "tile_error": ("0", [(lambda v: v <= 1e-5, "good (≤ 1e-5)")], "off (> 1e-5): does not tile exactly"),
+}
+
+
+def ideal(metric: str) -> str | None:
+    return _RULES[metric][0] if metric in _RULES else None
+
+
+def verdict(metric: str, value: float, se: float = 0.0) -> str | None:
+    """A plain word on a figure (None for a figure without a rule); 'n/a' for NaN (no yardstick).
+    With a standard error big enough to cross a bound, it says the figure is uncertain."""
+    if metric not in _RULES:
+        return None
+    if value != value:
+        return "n/a (no yardstick: the exemplar's halves look exactly alike)"
+    _, tests, otherwise = _RULES[metric]
+    word = next((text for test, text in tests if test(value)), otherwise)
+    if se > 0 and (next((t for test, t in tests if test(value - 2 * se)), otherwise) != word
+                   or next((t for test, t in tests if test(value + 2 * se)), otherwise) != word):
+        word += ", uncertain (±2 s.e. crosses a bound)"
+    return word
+
+
+def evaluate_model(model, images: list[np.ndarray], size: int | None = None, n: int = EVAL_SAMPLES,
+                   seed: int = 0, repeats: int = EVAL_REPEATS) -> dict[str, float]:
+    """Full evaluation of a TextureModel (engine.texture.generation) on its exemplar images: n samples
+    (seeds seed .. seed+n-1) measured against `repeats` reference sets (real crops drawn with seeds
+    seed .. seed+repeats-1, the exemplar's halves swapped every other time). Each ratio is the mean
+    over the reference sets and `<name>_se` its standard error (their spread / sqrt(repeats))."""
     size = size or model.config.crop
     samples = np.stack([model.generate(size, size, seed=seed + i) for i in range(n)])
-    out = texture_metrics(samples, images, seed)
+    runs = [texture_metrics(samples, images, seed + r, swap=r % 2 == 1) for r in range(max(repeats, 1))]
+    out: dict[str, float] = {}
+    for key in runs[0]:
+        values = np.array([run[key] for run in runs], np.float64)
+        out[key] = float(values.mean())
+        if len(values) > 1 and key != "seam_ratio":  # the seam ratio does not depend on the reference
+            out[f"{key}_se"] = float(values.std(ddof=1) / np.sqrt(len(values)))
     out["tile_error"] = max(tile_error(model.G, size, seed), tile_error(model.G, 2 * size, seed + 1))
     return out
+
+
+def describe(metrics: dict[str, float]) -> list[dict]:
+    """[{metric, value, se, ideal, verdict}] for every figure with a rule, in a fixed order."""
+    rows = []
+    for key in _RULES:
+        if key in metrics:
+            se = metrics.get(f"{key}_se", 0.0)
+            rows.append({"metric": key, "value": metrics[key], "se": se, "ideal": ideal(key),
+                         "verdict": verdict(key, metrics[key], se)})
+    return rows
 
 
 def judging_sheet_image(model, images: list[np.ndarray], size: int = 256, seed: int = 0) -> np.ndarray:

@@ -93,6 +93,8 @@ class TextureObjective(Objective):
         self.nets = {"G": G, "D": D, "G_ema": G_ema}
         self.lr_scale = {"D": config.d_lr_scale}
         self._fake: tuple[dict, torch.Tensor] | None = None  # (batch, G's output) from the D step
+        self._steps = 0  # G_ema updates so far: the final calibration is measured once per state
+        self._calibrated: tuple[int, dict[str, Any]] | None = None  # (steps, the full calibration)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"D": list(self.nets["D"].parameters()), "G": list(self.nets["G"].parameters())}
@@ -149,6 +151,7 @@ class TextureObjective(Objective):
         raise ValueError(f"unknown parameter group {group!r}; the texture GAN has 'D' and 'G'")
 
     def after_step(self, step: int) -> None:
+        self._steps += 1
         decay = min(self.config.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA follows G
         ema_update(self.nets["G_ema"], unwrap(self.nets["G"]), decay)
 
@@ -161,12 +164,26 @@ class TextureObjective(Objective):
     def export_config(self, final: bool = True) -> TextureGANConfig:
         # A checkpoint while training runs gets a 1 s calibration instead of 10-30 s: nine of
         # those come out of a 10-minute budget (and a cancelled run keeps the last of them).
-        quick = {} if final else {"n": 16, "rounds": 1}
-        return dataclasses.replace(self.config, **measure(self.nets["G_ema"], self.images, **quick))
+        if not final:
+            return dataclasses.replace(self.config, **measure(self.nets["G_ema"], self.images, n=16, rounds=1))
+        return dataclasses.replace(self.config, **self._full_calibration())
+
+    def _full_calibration(self) -> dict[str, Any]:
+        """The final calibration of G_ema as it is now, measured once (evaluate and export share it)."""
+        if self._calibrated is None or self._calibrated[0] != self._steps:
+            self._calibrated = (self._steps, measure(self.nets["G_ema"], self.images))
+        return self._calibrated[1]
 
     def evaluate(self) -> dict[str, float]:
-        from engine.texture.evaluation import quick_metrics
-        return quick_metrics(self.nets["G_ema"], self.images, self.config.crop, device=self.device)
+        """What `generate` delivers: the calibrated model (G_ema with the final calibration, which
+        the export then reuses), measured as `atelier eval` measures it by default (EVAL_SAMPLES
+        samples at the crop size, seed 0), so the stored figures are the ones eval prints."""
+        from engine.texture.evaluation import EVAL_SAMPLES, evaluate_model
+        from engine.texture.generation import TextureModel
+
+        config = dataclasses.replace(self.config, **self._full_calibration())
+        model = TextureModel(config, self.nets["G_ema"], self.device)
+        return evaluate_model(model, self.images, size=self.config.crop, n=EVAL_SAMPLES, seed=0)
 
     def preview(self) -> np.ndarray:
         fake = to_uint8(self.samples(6, self.config.crop))

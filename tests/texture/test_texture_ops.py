@@ -106,6 +106,41 @@ def test_eval_returns_metrics_and_a_sheet(engine, model, tmp_path):
     assert texture_ops.write_output("texture.eval", value, tmp_path) == [tmp_path / "texture-eval.png"]
 
 
+def test_stored_metrics_are_what_eval_measures_on_the_saved_model(engine, model):
+    """The end of training measures the calibrated model `generate` uses, as `atelier eval` does by
+    default (same samples, seed and reference sets), not the raw generator."""
+    with engine.client() as client:
+        stored = client.call("models.info", {"name": model})["metadata"]["metrics"]
+        measured = client.call("texture.eval", {"model": model}, timeout=300)
+    for key in ("gram", "swd", "spectrum", "diversity", "seam_ratio"):
+        assert stored[key] == pytest.approx(measured["metrics"][key], rel=1e-3, abs=1e-4), key
+    for key in ("gram", "swd", "spectrum"):
+        assert stored[f"{key}_se"] == pytest.approx(measured["uncertainty"][key], rel=1e-2, abs=1e-4), key
+
+
+def test_eval_gives_each_figure_its_ideal_uncertainty_and_verdict(engine, model):
+    with engine.client() as client:
+        value = client.call("texture.eval", {"model": model, "samples": 6, "repeats": 3}, timeout=120)
+    assert value["samples"] == 6 and value["repeats"] == 3
+    for key in ("gram", "swd", "spectrum"):
+        assert value["ideal"][key] == "1" and value["uncertainty"][key] >= 0
+        assert value["verdicts"][key].split()[0] in ("good", "fair", "off"), value["verdicts"][key]
+    assert value["ideal"]["tile_error"] == "0" and value["verdicts"]["tile_error"].startswith("good")
+    text = texture_ops.describe_result("texture.eval", value, [])
+    gram = next(line for line in text.splitlines() if line.strip().startswith("gram"))
+    assert "±" in gram and "ideal 1" in gram and value["verdicts"]["gram"] in gram
+    assert "1 = as close as another piece of the photo" in text
+
+
+def test_verdicts():
+    from engine.texture.evaluation import verdict
+
+    assert verdict("gram", 1.2).startswith("good") and verdict("gram", 1.7).startswith("fair")
+    assert verdict("swd", 3.35).startswith("off") and "uncertain" in verdict("gram", 1.4, se=0.2)
+    assert verdict("diversity", 0.1).startswith("mode collapse") and verdict("gram", float("nan")).startswith("n/a")
+    assert verdict("seam_ratio", 0.6).startswith("off") and verdict("tile_error", 1e-7).startswith("good")
+
+
 def test_cli_files_and_demo(engine, model, tmp_path):
     with engine.client() as client:
         written = texture_ops.demo(client, model, tmp_path)
