@@ -103,8 +103,6 @@ def finish(job: Job, undo: bool = False) -> None:
         state.error = f"{job.label} failed: {job.error}"
     elif job.state == "cancelled":
         state.message = f"{job.label}: cancelled"
-    for cleanup in job.context.get("cleanup", []):
-        cleanup()
 
 
 def record_history(job: Job, created: list[str]) -> None:

@@ -6,16 +6,13 @@ use: it waits for the engine and places the result before returning, as one undo
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 
 import bpy
 import numpy as np
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from . import apply, jobs, png, preferences, provenance, worker
+from . import apply, jobs, preferences, provenance, worker
 from .props import MAX_SEED
 from .worker import Job
 
@@ -452,42 +449,35 @@ class ATELIER_OT_train_texture(_NeedsEngine, bpy.types.Operator, _Blocking):
 
     def execute(self, context):
         s = _settings(context)
-        job = Job("train", {}, f"Train {s.train_name}")
-        image = s.train_image
-        if s.train_image_path.strip():
-            source = bpy.path.abspath(s.train_image_path)
-        elif image is not None and image.filepath and not image.packed_file and not image.is_dirty \
-                and os.path.isfile(bpy.path.abspath(image.filepath)):
-            source = bpy.path.abspath(image.filepath)
-        elif image is not None:
+        image, loaded = s.train_image, None
+        if s.train_image_path.strip():  # an image on disk: Blender reads it, the engine gets its pixels
+            try:
+                image = loaded = bpy.data.images.load(bpy.path.abspath(s.train_image_path), check_existing=False)
+            except RuntimeError:
+                return self._fail(f"Could not open the image {s.train_image_path!r}")
+        if image is None:
+            return self._fail("Choose an exemplar image (in this file or on disk)")
+        try:
             width, height = image.size
             if not width or not height:
-                jobs.state.error = f"Image {image.name!r} has no pixels"
-                self.report({"ERROR"}, jobs.state.error)
-                return {"CANCELLED"}
+                return self._fail(f"Image {image.name!r} has no pixels")
             pixels = np.empty(width * height * 4, np.float32)
             image.pixels.foreach_get(pixels)
-            rgb = np.round(pixels.reshape(height, width, 4)[::-1, :, :3] * 255).astype(np.uint8)
-            folder = tempfile.mkdtemp(prefix="atelier-train-")
-            source = os.path.join(folder, f"{''.join(c if c.isalnum() else '_' for c in image.name)}.png")
-
-            def write(job: Job, rgb=rgb, source=source) -> None:  # worker thread
-                with open(source, "wb") as f:
-                    f.write(png.encode(rgb))
-
-            job.before = write
-            job.context["cleanup"] = [lambda: shutil.rmtree(folder, ignore_errors=True)]
-        else:
-            jobs.state.error = "Choose an exemplar image (in this file or on disk)"
-            self.report({"ERROR"}, jobs.state.error)
-            return {"CANCELLED"}
+            name = image.name
+        finally:
+            if loaded is not None:
+                bpy.data.images.remove(loaded)
+        rgb = np.round(pixels.reshape(height, width, 4)[::-1, :, :3].clip(0, 1) * 255).astype(np.uint8)
         try:
-            job.params = _train_params(s, "texture", {"images": source})
+            params = _train_params(s, "texture", {"image_arrays": [{"name": name, "pixels": rgb}]})
         except ValueError as e:
-            jobs.state.error = str(e)
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
-        return self.submit(context, job)
+            return self._fail(str(e))
+        return self.submit(context, Job("train", params, f"Train {params['name']} on {name}"))
+
+    def _fail(self, message: str) -> set[str]:
+        jobs.state.error = message
+        self.report({"ERROR"}, message)
+        return {"CANCELLED"}
 
 
 # ---- provenance -------------------------------------------------------------------------------

@@ -60,7 +60,6 @@ class Job:
     prepare: Callable[["Job"], Any] | None = None  # worker thread: heavy work that needs no bpy
     context: dict = field(default_factory=dict)  # main-thread data for on_result (names, locations)
     model_kind: str = ""  # params["model"] empty: the first model of this kind on the engine
-    before: Callable[["Job"], None] | None = None  # worker thread, before sending (e.g. write files)
     state: str = "queued"  # queued | running | done | failed | cancelled
     progress: float = 0.0
     message: str = ""
@@ -315,12 +314,6 @@ class Worker:
                                    "section, or install Atelier's default models.")
                 return
             job.params["model"] = name
-        try:
-            if job.before is not None:
-                job.before(job)
-        except Exception as e:
-            self._finish(job, "failed", error=f"could not prepare the request: {e}", code="client")
-            return
         job.state = "running"
         job.message = "sent"
 

@@ -760,6 +760,27 @@ def _():
     return {"data": data}
 
 
+@check("train_texture_sends_pixels_not_a_path")
+def _():
+    """The engine reads no paths a client names (it may run elsewhere): the panel sends the pixels."""
+    image = bpy.data.images.new("Stripes exemplar", 64, 64)
+    stripes = np.repeat(np.repeat((np.arange(64) // 4 % 2).astype(np.float32), 64)[:, None], 4, 1).ravel()
+    image.pixels.foreach_set(stripes)
+    st = s()
+    st.train_image, st.train_image_path = image, ""
+    st.train_name, st.train_steps = "tex-from-blender", 2
+    shape_config, st.train_config = st.train_config, json.dumps(CONFIG["texture_config"])
+    try:
+        assert bpy.ops.atelier.train_texture(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    finally:
+        st.train_config = shape_config
+    with engine_client() as client:
+        info = client.call("models.info", {"name": "tex-from-blender"})["metadata"]
+    assert [i["path"] for i in info["data"]["images"]] == ["Stripes exemplar"], info["data"]
+    assert info["step"] == 2
+    return {"data": info["data"]}
+
+
 @check("cancel_stops_running_job")
 def _():
     select_only(bpy.data.objects[shared["shape"]])

@@ -132,7 +132,7 @@ def scenario(addon_zip, tmp_path_factory) -> dict:
                         timeout=300)
         config = {"zip": str(addon_zip), "host": ready["host"], "port": ready["port"],
                   "token_file": ready["token_file"], "texture_model": "tex-tiny", "shape_model": "shape-tiny",
-                  "shape_config": SHAPE_TINY, "engine_python": sys.executable,
+                  "shape_config": SHAPE_TINY, "texture_config": TEXTURE_TINY, "engine_python": sys.executable,
                   "own_engine_dir": str(tmp / "own-engine"), "artifacts": str(ARTIFACTS),
                   "texture_sides": [MIN_SIDE, MAX_SIDE],
                   "results": str(tmp / "results.json")}
@@ -161,7 +161,7 @@ CHECKS = ["install_and_enable", "register_unregister_clean", "panel_ranges_follo
           "two_mesh_preview_slider_moved_five_times", "variations_keep_size_and_rotation",
           "objects_land_in_the_active_collection", "regenerate_shape_from_provenance", "regenerate_texture_from_provenance",
           "history_lists_everything_with_thumbnails", "panel_draws_every_section",
-          "train_shape_from_selection_sends_meshes", "cancel_stops_running_job",
+          "train_shape_from_selection_sends_meshes", "train_texture_sends_pixels_not_a_path", "cancel_stops_running_job",
           "cancelled_training_model_never_chosen",
           "engine_down_clear_message_nothing_half_made", "render_generated_mesh_wearing_generated_texture",
           "start_restart_stop_engine_from_panel", "stop_engine_started_elsewhere", "unregister_leaves_nothing"]
