@@ -122,13 +122,15 @@ def _train(args: argparse.Namespace) -> int:
             bar.close()
             bar = None
         report = _data_report(args.module, session, value["model"])
+        warning = session.call("models.info", {"name": value["model"]})["metadata"].get("warning")
     finally:
         if bar:
             bar.close()
         session.close()
-    output(args, {**value, **({"data": report[0]} if report else {})},
+    output(args, {**value, **({"data": report[0]} if report else {}), **({"warning": warning} if warning else {})},
            (report[1] + "\n" if report else "") + f"saved {value['model']} at step {value['step']}; "
-           f"metrics {json.dumps(value['metrics'])}; loss curve and samples in {value['run_dir']}")
+           f"metrics {json.dumps(value['metrics'])}; loss curve and samples in {value['run_dir']}"
+           + (f"\nwarning: {warning}" if warning else ""))
     return 0
 
 

@@ -22,6 +22,11 @@ from engine.texture.model import Discriminator, Generator, TextureGANConfig, d_l
 from engine.train.objective import Objective
 
 
+# Steps the recipe (engine/recipes/texture.toml) reaches in its 10 minutes on a 2-core CPU (~6300 measured;
+# docs/BENCHMARKS.md). A finished run with fewer than half of them is called short (`run_warning`).
+RECIPE_STEPS = 6000
+
+
 def unwrap(net: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (the trainer may wrap nets for distributed training)."""
     return getattr(net, "module", net)
@@ -184,6 +189,19 @@ class TextureObjective(Objective):
         config = dataclasses.replace(self.config, **self._full_calibration())
         model = TextureModel(config, self.nets["G_ema"], self.device)
         return evaluate_model(model, self.images, size=self.config.crop, n=EVAL_SAMPLES, seed=0)
+
+    def run_warning(self, step: int, train: Any) -> str | None:
+        """Plain words for a finished run that stopped far short of the recipe's steps (None otherwise)."""
+        if step >= RECIPE_STEPS // 2:
+            return None
+        if train.minutes > 0 and step < train.steps:
+            why = f"its {train.minutes:g}-minute time budget ran out"
+        else:
+            why = f"it reached its step cap of {train.steps}"
+        return (f"short run: training stopped at {step} steps ({why}), far short of the ~{RECIPE_STEPS} steps the "
+                f"recipe reaches in 10 minutes on a 2-core CPU; expect a texture less like the exemplar than the "
+                f"recipe's. Train longer (e.g. --minutes 10 --steps 100000, so the time budget ends the run) or "
+                f"continue with --resume")
 
     def preview(self) -> np.ndarray:
         fake = to_uint8(self.samples(6, self.config.crop))

@@ -216,6 +216,7 @@ def _eval(engine, context: Context, **params) -> dict:
             "ideal": {r["metric"]: r["ideal"] for r in rows}, "verdicts": {r["metric"]: r["verdict"] for r in rows},
             "samples": params["samples"], "repeats": params["repeats"], "size": size,
             "sheet": sheet, "exemplars": [p for p, _ in report.used],
+            **({"warning": metadata["warning"]} if metadata.get("warning") else {}),
             "provenance": provenance(metadata, "texture.eval", params)}
 
 

@@ -240,6 +240,12 @@ def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int
         # for --resume, listed as partial, never chosen as anyone's default model.
         "partial": not final,
     }
+    # A kind may say plainly that a finished run stopped far short of what its recipe reaches
+    # (an optional `run_warning(step, train_config)` on the objective); shown by train and models info.
+    warning = getattr(objective, "run_warning", None)
+    warning = warning(step, cfg) if final and warning else None
+    if warning:
+        metadata["warning"] = warning
     return run.store.save(run.name, _net_tensors(objective, objective.export_nets or None), metadata)
 
 

@@ -132,6 +132,30 @@ def test_eval_gives_each_figure_its_ideal_uncertainty_and_verdict(engine, model)
     assert "1 = as close as another piece of the photo" in text
 
 
+def test_a_short_run_says_so_in_its_metadata_and_eval(engine, model):
+    with engine.client() as client:
+        info = client.call("models.info", {"name": model})["metadata"]
+        value = client.call("texture.eval", {"model": model, "samples": 4, "repeats": 2}, timeout=120)
+    assert info["warning"].startswith("short run: training stopped at 3 steps (it reached its step cap of 3)")
+    assert "6000" in info["warning"] and value["warning"] == info["warning"]
+    assert "warning: short run" in texture_ops.describe_result("texture.eval", value, [])
+
+
+def test_atelier_train_prints_the_short_run_warning(tmp_path, capsys):
+    import json
+
+    from engine.cli.main import build_parser
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"model": TINY, "train": {"batch_size": 2}}))
+    args = build_parser().parse_args(["train", "texture", "--images", "gravel", "--name", "short", "--config",
+                                      str(config), "--minutes", "0.001", "--steps", "50",
+                                      "--models-dir", str(tmp_path / "models")])
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    assert "warning: short run: training stopped at" in out and "minute time budget ran out" in out
+
+
 def test_verdicts():
     from engine.texture.evaluation import verdict
 
