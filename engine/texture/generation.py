@@ -43,15 +43,23 @@ def load(config: dict[str, Any], weights: dict[str, torch.Tensor], device: str |
     return TextureModel(cfg, G.to(device).eval(), device)
 
 
-def morph_weights(cells: int, stride: int, tileable: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def morph_weights(cells: int, stride: int, tileable: bool, start: int = 0, span: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """How far a morph is from a to b at each noise cell column and at each pixel column (the
     same curve through the cells' centres, so the tone it blends has no step at cell borders).
-    Tileable: a -> b -> a, periodic; else linear from the first cell's centre to the last's."""
-    def weight(pos: torch.Tensor) -> torch.Tensor:  # pos in cells
-        return (1 - torch.cos(2 * math.pi * pos / cells)) / 2 if tileable else (pos / max(cells - 1, 1)).clamp(0, 1)
+    Tileable: a -> b -> a, periodic; else linear across the `span` px shown from pixel column
+    `start` (default: all of it), from the centre of its first cell to its last's, pure a before
+    it and pure b after it."""
+    span = cells * stride if span is None else span
 
-    pixels = (torch.arange(cells * stride, dtype=torch.float32) + 0.5) / stride - 0.5
-    return weight(torch.arange(cells, dtype=torch.float32)), weight(pixels)
+    def weight(pos: torch.Tensor) -> torch.Tensor:  # pos in pixels, at pixel or cell centres
+        if tileable:
+            return (1 - torch.cos(2 * math.pi * pos / (cells * stride))) / 2
+        return ((pos - start - stride / 2) / max(span - stride, 1)).clamp(0, 1)
+
+    pixels = torch.arange(cells * stride, dtype=torch.float32) + 0.5
+    centres = (torch.arange(cells, dtype=torch.float32) + 0.5) * stride
+    return weight(centres), weight(pixels)
 
 
 class TextureModel:
@@ -69,13 +77,24 @@ class TextureModel:
 
     def size_for(self, width: int, height: int, tileable: bool) -> tuple[int, int]:
         """The size to synthesise for a width x height result; a ValueError says why one is impossible."""
+        return self._layout(width, height, tileable)[:2]
+
+    def margin(self) -> int:
+        """Non-tileable: px synthesised beyond each side of the result and cropped away, so its two
+        ends are this far apart twice over around the (periodic) synthesis and do not wrap: one
+        training crop, the generator's whole view and more, or the stride at least."""
+        return max(self.config.crop, self.stride)
+
+    def _layout(self, width: int, height: int, tileable: bool) -> tuple[int, int, int, int]:
+        """(synthesised width, height, x and y of the result in it)."""
         if tileable:
             self.G.grid(height, width)  # raises a clear ValueError
-            return width, height
+            return width, height, 0, 0
         if width < 1 or height < 1:
             raise ValueError(f"size must be positive, got {width}x{height}")
-        s = self.stride
-        return -(-width // s) * s, -(-height // s) * s  # generate larger, crop afterwards
+        s, m = self.stride, self.margin()
+        w, h = -(-(width + 2 * m) // s) * s, -(-(height + 2 * m) // s) * s  # generate larger, crop afterwards
+        return w, h, (w - width) // 2, (h - height) // 2
 
     def _exemplar(self, exemplar: int | None, seed: int) -> int:
         if exemplar is None:
@@ -90,26 +109,27 @@ class TextureModel:
 
     @torch.inference_mode()
     def _image(self, z: torch.Tensor, width: int, height: int,
-               tone: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
-        """The calibrated picture of noise z, cropped; `tone()` gives the moments of its codes
-        (called only for a model that sets each picture's tone)."""
+               tone: Callable[[], tuple[torch.Tensor, torch.Tensor]], x0: int = 0, y0: int = 0) -> np.ndarray:
+        """The calibrated picture of noise z, cropped to width x height at (x0, y0); `tone()` gives the
+        moments of its codes (called only for a model that sets each picture's tone)."""
         with intra_op_threads(interactive_threads()):
             moments = tone() if self.config.image_moments else None
-            return to_uint8(calibrate(self.G.synthesize(z), z, self.config, moments))[0, :height, :width]
+            picture = calibrate(self.G.synthesize(z), z, self.config, moments)
+            return to_uint8(picture[..., y0:y0 + height, x0:x0 + width])[0]
 
     def generate(self, width: int, height: int, seed: int = 0, tileable: bool = True, *,
                  exemplar: int | None = None, progress: ProgressFn | None = None) -> np.ndarray:
         """One texture, uint8 [height, width, channels]. With tileable=True the size must be a
         multiple of `stride` and the result wraps seamlessly; otherwise any size is cropped from
-        a larger tile."""
-        w, h = self.size_for(width, height, tileable)
+        the middle of a larger one (`margin` px more on every side), so its ends do not wrap."""
+        w, h, x0, y0 = self._layout(width, height, tileable)
         which = self._exemplar(exemplar, seed)
         if progress:
             progress(0.0, "generating")
         z_local, z_global, phase = self._noise(w, h, seed)
         with torch.inference_mode():
             img = self._image(self.G.noise(z_local, z_global, phase, which), width, height,
-                              lambda: code_moments(self.G, z_global, phase, which))
+                              lambda: code_moments(self.G, z_global, phase, which), x0, y0)
         if progress:
             progress(1.0, "done")
         return img
@@ -121,14 +141,14 @@ class TextureModel:
         the width; local noise and wave phases stay seed_a's. Tileable: a -> b at the centre -> a
         at the edges (a periodic blend, so the result still wraps exactly); else a linear a -> b
         from left to right, which does not wrap. Exemplars default as in `generate`."""
-        w, h = self.size_for(width, height, tileable)
+        w, h, x0, y0 = self._layout(width, height, tileable)
         which_a, which_b = self._exemplar(exemplar_a, seed_a), self._exemplar(exemplar_b, seed_b)
         if progress:
             progress(0.0, "morphing")
         z_local, g_a, phase = self._noise(w, h, seed_a)
         g_b = self._noise(w, h, seed_b)[1]
         blend, per_pixel = (t.to(self.device).view(1, 1, 1, -1)
-                            for t in morph_weights(z_local.shape[-1], self.stride, tileable))
+                            for t in morph_weights(z_local.shape[-1], self.stride, tileable, x0, width))
 
         def tone() -> tuple[torch.Tensor, torch.Tensor]:  # each column's moments blend as the codes around it do
             a, b = code_moments(self.G, g_a, phase, which_a), code_moments(self.G, g_b, phase, which_b)
@@ -136,7 +156,7 @@ class TextureModel:
 
         with torch.inference_mode():
             z = torch.lerp(self.G.noise(z_local, g_a, phase, which_a), self.G.noise(z_local, g_b, phase, which_b), blend)
-            img = self._image(z, width, height, tone)
+            img = self._image(z, width, height, tone, x0, y0)
         if progress:
             progress(1.0, "done")
         return img
@@ -153,7 +173,7 @@ class TextureModel:
         """
         if frames < 1:
             raise ValueError(f"frames must be at least 1, got {frames}")
-        w, h = self.size_for(width, height, tileable)
+        w, h, x0, y0 = self._layout(width, height, tileable)
         which = self._exemplar(exemplar, seed)
         a, b = self._noise(w, h, seed), self._noise(w, h, seed + 1_000_003)
         out = np.empty((frames, height, width, self.channels), np.uint8)
@@ -164,7 +184,7 @@ class TextureModel:
             z_global = c * a[1] + s * b[1]
             with torch.inference_mode():
                 z = self.G.noise(c * a[0] + s * b[0], z_global, phase, which)
-                out[i] = self._image(z, width, height, lambda: code_moments(self.G, z_global, phase, which))
+                out[i] = self._image(z, width, height, lambda: code_moments(self.G, z_global, phase, which), x0, y0)
             if on_frame:
                 on_frame(i, out[i])
             if progress:

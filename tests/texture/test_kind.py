@@ -206,6 +206,43 @@ def test_two_exemplars_each_get_their_code_and_morph_into_each_other(tmp_path):
     assert judging_sheet_image(model, [light, dark], size=32).shape[2] == 3
 
 
+def _column_differences(image: np.ndarray) -> tuple[float, float, float]:
+    """(mean |first column - last column|, mean |difference| of column pairs a quarter of the width or
+    more apart, mean |difference| of neighbouring columns)."""
+    x = image.astype(np.float32)
+    width = x.shape[1]
+    far = [(i, j) for i in range(width) for j in range(i + width // 4, width)]
+    unrelated = np.mean([np.abs(x[:, i] - x[:, j]).mean() for i, j in far])
+    return float(np.abs(x[:, 0] - x[:, -1]).mean()), float(unrelated), float(np.abs(np.diff(x, axis=1)).mean())
+
+
+@pytest.mark.parametrize("width", [128, 100])  # a multiple of the stride, and not
+def test_a_non_tileable_strip_does_not_wrap(trained, width):
+    """Its two ends differ as much as any two unrelated columns do (cropped from a larger texture,
+    with a margin on every side); a tileable one's ends are neighbours."""
+    obj, _ = trained
+    model = load(dataclasses.asdict(obj.config), export(obj))
+    ends, unrelated, _ = np.mean([_column_differences(model.generate(width, 32, seed=s, tileable=False))
+                                  for s in range(8)], 0)
+    assert ends > 0.75 * unrelated, (ends, unrelated)
+    tiled = np.mean([_column_differences(model.generate(128, 32, seed=s)) for s in range(8)], 0)
+    assert tiled[0] < 0.75 * tiled[1] and abs(tiled[0] - tiled[2]) < 0.5 * tiled[2]  # the control: it wraps
+    w, h = model.size_for(width, 32, tileable=False)
+    assert w >= width + 2 * model.margin() and w % model.stride == 0 and h % model.stride == 0
+
+
+def test_a_non_tileable_morph_starts_as_pure_a(trained):
+    """The left end of a non-tileable morph is seed_a's texture (no b leaking in around the wrap):
+    the same pixels, within a little, as a plain non-tileable texture of seed_a."""
+    obj, _ = trained
+    model = load(dataclasses.asdict(obj.config), export(obj))
+    for seed in range(3):
+        strip = model.morph(128, 32, seed, seed + 10, tileable=False).astype(np.float32)
+        plain = model.generate(128, 32, seed=seed, tileable=False).astype(np.float32)
+        left = np.abs(strip[:, :4] - plain[:, :4]).mean()
+        assert left < 0.25 * np.abs(strip[:, -4:] - plain[:, -4:]).mean() + 1, seed
+
+
 def test_n_exemplars_must_match_the_images():
     two = [procedural("bricks", 64), procedural("blobs", 64)]
     with pytest.raises(ValueError, match="n_exemplars is 3 but 2"):
