@@ -228,8 +228,8 @@ _RULES = {
     "diversity": ("1", [(lambda v: v >= 0.6, "good (≥ 0.6)"), (lambda v: v >= 0.3, "low (0.3-0.6): samples alike")],
                   "mode collapse (< 0.3)"),
     "nearest_patch": ("1", [(lambda v: v >= 0.7, "good (≥ 0.7)")], "copies the exemplar (< 0.7)"),
-    "seam_ratio": ("1", [(lambda v: 0.9 <= v <= 1.1, "good (0.9-1.1)"), (lambda v: v < 0.9, "off (< 0.9): a lattice "
-                   "or smooth borders")], "off (> 1.1): visible seams"),
+    "seam_ratio": ("1", [(lambda v: 0.9 <= v <= 1.1, "good (0.9-1.1)"),
+                         (lambda v: v < 0.9, "off (< 0.9): a lattice or smooth borders")], "off (> 1.1): visible seams"),
     "tile_error": ("0", [(lambda v: v <= 1e-5, "good (≤ 1e-5)")], "off (> 1e-5): does not tile exactly"),
 }
 
@@ -243,7 +243,7 @@ def verdict(metric: str, value: float, se: float = 0.0) -> str | None:
     With a standard error big enough to cross a bound, it says the figure is uncertain."""
     if metric not in _RULES:
         return None
-    if value != value:
+    if np.isnan(value):
         return "n/a (no yardstick: the exemplar's halves look exactly alike)"
     _, tests, otherwise = _RULES[metric]
     word = next((text for test, text in tests if test(value)), otherwise)

@@ -280,9 +280,9 @@ def describe_result(op: str, value: dict, written: list[Path]) -> str:
         return json.dumps({k: f"<{v.dtype} array {'x'.join(map(str, v.shape))}>" if isinstance(v, np.ndarray)
                            else v for k, v in value.items()}, default=str)
     metrics, se, verdicts = value["metrics"], value.get("uncertainty", {}), value.get("verdicts", {})
-    lines = [f"{value.get('samples', '?')} samples of {value.get('size', '?')} px against "
-             f"{value.get('repeats', '?')} real-vs-real reference sets; ratios: 1 = as close as another piece "
-             "of the photo, larger is worse"]
+    lines = [(f"{value.get('samples', '?')} samples of {value.get('size', '?')} px against "
+              f"{value.get('repeats', '?')} real-vs-real reference sets; ratios: 1 = as close as another piece "
+              "of the photo, larger is worse")]
     for key, figure in metrics.items():
         error = f" ± {se[key]:.2f}" if key in se else ""
         shown = f"{figure:.2e}" if key == "tile_error" else f"{figure:.2f}"
