@@ -1,7 +1,11 @@
 """Shared fixtures: real engine processes on loopback, each with its own state and models folders."""
 from __future__ import annotations
 
+import json
 import os
+import resource
+import select
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,23 @@ def launch(tmp: Path, extra_env: dict | None = None) -> RunningEngine:
     process, ready = start_engine("cpu", state, {"ATELIER_MODELS_DIR": str(models), **(extra_env or {})})
     token = Path(ready["token_file"]).read_text().strip()
     return RunningEngine(ready["host"], ready["port"], token, models, state, process)
+
+
+def serve_with(tmp: Path, *flags: str, fd_limit: int | None = None) -> RunningEngine:
+    """`atelier serve` in a process of its own with extra flags (and, optionally, a lower open-file limit)."""
+    state, models = tmp / "state", tmp / "models"
+    state.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "ATELIER_STATE_DIR": str(state), "ATELIER_MODELS_DIR": str(models)}
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))) if fd_limit else None
+    with open(state / "engine.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0", "--json", "--device",
+                                    "cpu", *flags], stdout=subprocess.PIPE, stderr=log, env=env, preexec_fn=limit)
+    ready, _, _ = select.select([process.stdout], [], [], 60)
+    line = process.stdout.readline() if ready else b""
+    assert line, (state / "engine.log").read_text()
+    info = json.loads(line)
+    return RunningEngine(info["host"], info["port"], Path(info["token_file"]).read_text().strip(), models, state,
+                         process)
 
 
 def stop(engine: RunningEngine) -> int:

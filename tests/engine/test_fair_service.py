@@ -1,38 +1,16 @@
 """One client cannot starve the others: backpressure on unread replies, a connection cap, shared watch streams."""
-import json
-import os
-import resource
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import RunningEngine, launch, stop
+from conftest import RunningEngine, launch, serve_with, stop
 from support.wire import RawConnection
 
 from engine import protocol
 from engine.client import EngineError
-
-
-def serve_with(tmp: Path, *flags: str, fd_limit: int | None = None) -> RunningEngine:
-    """`atelier serve` with extra flags (the shared `launch` takes none)."""
-    state, models = tmp / "state", tmp / "models"
-    state.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ATELIER_STATE_DIR": str(state), "ATELIER_MODELS_DIR": str(models)}
-    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))) if fd_limit else None
-    with open(state / "engine.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0", "--json", "--device",
-                                    "cpu", *flags], stdout=subprocess.PIPE, stderr=log, env=env, preexec_fn=limit)
-    ready, _, _ = select.select([process.stdout], [], [], 60)
-    line = process.stdout.readline() if ready else b""
-    assert line, (state / "engine.log").read_text()
-    info = json.loads(line)
-    return RunningEngine(info["host"], info["port"], Path(info["token_file"]).read_text().strip(), models, state,
-                         process)
 
 
 def rss_mb(pid: int) -> float:

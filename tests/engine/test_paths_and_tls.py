@@ -1,7 +1,6 @@
 """Paths on a leash over the socket, the in-process CLI trusted; --host needs TLS; TLS clients."""
 import json
 import os
-import select
 import shutil
 import ssl
 import subprocess
@@ -10,27 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RunningEngine, stop
+from conftest import serve_with, stop
 from PIL import Image
 
 from engine import protocol
 from engine.client import Client, EngineError
-
-
-def serve_with(tmp: Path, *flags: str) -> RunningEngine:
-    """`atelier serve` with extra flags (the shared `launch` takes none)."""
-    state, models = tmp / "state", tmp / "models"
-    state.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ATELIER_STATE_DIR": str(state), "ATELIER_MODELS_DIR": str(models)}
-    with open(state / "engine.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0", "--json", "--device",
-                                    "cpu", *flags], stdout=subprocess.PIPE, stderr=log, env=env)
-    ready, _, _ = select.select([process.stdout], [], [], 60)
-    line = process.stdout.readline() if ready else b""
-    assert line, (state / "engine.log").read_text()
-    info = json.loads(line)
-    return RunningEngine(info["host"], info["port"], Path(info["token_file"]).read_text().strip(), models, state,
-                         process)
 
 
 def noise_png(path: Path, side: int = 32) -> Path:

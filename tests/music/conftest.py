@@ -104,3 +104,21 @@ def step_logprobs():
     with the recurrent state carried by hand (no batching, no padding):
     step_logprobs(model, frame, prev, t, state) -> (log p per token, STEP_END included; state)."""
     return _step_logprobs
+
+
+@pytest.fixture
+def bar_positions(monkeypatch) -> list[int]:
+    """The position in the bar each time step the generating network opens is conditioned on, in order."""
+    from engine.music import sampling
+
+    seen, real = [], sampling.fast_net
+
+    def recording(model):
+        net = real(model)
+        opened = net.open
+        net.open = lambda state, pos, prev: (seen.append(pos), opened(state, pos, prev))[1]
+        return net
+
+    monkeypatch.setattr(sampling, "fast_net", recording)
+    return seen
+
