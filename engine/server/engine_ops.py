@@ -19,14 +19,7 @@ from engine.store.checkpoints import ModelCorrupt, ModelNotFound, check_name
 
 
 def _models_list(engine, context: Context | None) -> dict:
-    models = engine.store.list()
-    for entry in models:  # saved by a run that did not complete: kept for resume, never a default
-        if "error" not in entry:
-            try:
-                entry["partial"] = bool(engine.store.metadata(entry["name"]).get("partial"))
-            except Exception:
-                entry["partial"] = False
-    return {"models": models, "loaded": engine.loaded_models()}
+    return {"models": engine.store.list(), "loaded": engine.loaded_models()}
 
 
 def _models_info(engine, context: Context | None, name: str) -> dict:

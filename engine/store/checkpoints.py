@@ -37,7 +37,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_METADATA_BYTES = 256 << 10
 MAX_METADATA_DEPTH = 16  # replies may nest 32 deep; the reply's envelope takes a few levels
 MAX_LISTED_BYTES = 4 << 10  # per listed field (metrics): a listing of hundreds of models fits a reply
-LISTED = ("kind", "created", "step", "metrics", "content_hash")
+LISTED = ("kind", "created", "step", "metrics", "content_hash", "partial")
 
 
 class ModelNotFound(LookupError):
@@ -248,4 +248,5 @@ def _listed(metadata: dict[str, Any]) -> dict[str, Any]:
         if size > MAX_LISTED_BYTES:
             raise ModelCorrupt(f"its {key!r} takes {size} bytes, over the listing's limit of {MAX_LISTED_BYTES}; "
                                "it was not written by Atelier: delete it")
+    entry["partial"] = bool(entry["partial"])  # saved by a run that did not finish: kept for resume, never a default
     return entry
