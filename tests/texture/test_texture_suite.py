@@ -1,0 +1,75 @@
+"""The texture development suite in bench/data/textures/ (issue 19, point 1) is what SOURCES.md says it is."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+SUITE = Path(__file__).resolve().parents[2] / "bench" / "data" / "textures"
+FULL_PBR = ("Color", "NormalGL", "Roughness", "Displacement")
+NAMING = re.compile(r"^(?P<material>[a-z0-9_]+)_(?P<map>Color|NormalGL|Roughness|Displacement|Metalness|"
+                    r"AmbientOcclusion)\.(jpg|png)$")
+
+
+def table(heading: str) -> list[dict[str, str]]:
+    """Rows of the markdown table under `## heading` in SOURCES.md, as dicts by column name."""
+    text = (SUITE / "SOURCES.md").read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+@pytest.fixture(scope="module")
+def files() -> list[dict[str, str]]:
+    return table("Files")
+
+
+def test_every_file_is_listed_and_every_listed_file_exists(files):
+    on_disk = {p.relative_to(SUITE).as_posix() for p in SUITE.rglob("*") if p.is_file() and p.name != "SOURCES.md"}
+    listed = {row["file"] for row in files}
+    assert on_disk == listed
+    for row in files:
+        folder, name = row["file"].split("/")
+        match = NAMING.match(name)
+        assert match and match["material"] == folder == row["material"], row["file"]
+
+
+def test_sizes_are_at_most_1024_and_as_listed(files):
+    for row in files:
+        with Image.open(SUITE / row["file"]) as img:  # reads the header only
+            assert max(img.size) <= 1024, row["file"]
+            assert f"{img.width}x{img.height}" == row["size"], row["file"]
+            assert min(img.size) >= 256, row["file"]  # big enough for the bench's 256-px crops
+
+
+def test_maps_of_one_material_share_a_size(files):
+    sizes: dict[str, set[str]] = {}
+    for row in files:
+        sizes.setdefault(row["material"], set()).add(row["size"])
+    assert all(len(s) == 1 for s in sizes.values()), sizes
+
+
+def test_at_least_12_materials_4_full_pbr_sets_and_every_category(files):
+    maps: dict[str, set[str]] = {}
+    categories: dict[str, set[str]] = {}
+    for row in files:
+        maps.setdefault(row["material"], set()).add(NAMING.match(row["file"].split("/")[1])["map"])
+        categories.setdefault(row["category"], set()).add(row["material"])
+    assert len(maps) >= 12
+    assert all("Color" in m for m in maps.values())
+    assert sum(all(k in m for k in FULL_PBR) for m in maps.values()) >= 4
+    assert set(categories) == {"stochastic", "structured", "flowing"}
+    assert all(len(names) >= 3 for names in categories.values()), categories
+    shows = " ".join(row["what it shows"] + " " + row["material"] for row in files).lower()
+    for kind in ("grass", "sand", "gravel", "ground", "brick", "tiles", "planks", "fabric", "marble", "bark"):
+        assert kind in shows, kind
+
+
+def test_every_source_is_a_pinned_cc0_repository(files):
+    repos = {row["repository"].removeprefix("https://github.com/"): row for row in table("Source repositories")}
+    assert all(re.fullmatch(r"`[0-9a-f]{40}`", r["commit"]) and "CC0 1.0" in r["licence"] for r in repos.values())
+    assert {row["source repository"] for row in files} <= set(repos)
+    assert all(re.match(r"(ambientCG|Poly Haven) \S+$", row["original asset"]) for row in files)
