@@ -73,8 +73,11 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="JSON or TOML file with 'model' and 'train' sections")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set channels=64 --set train.lr=1e-3 (repeatable)")
+    helps = {"minutes": "time budget: the run ends here, its learning-rate schedule spans it (default: the kind's)",
+             "steps": "end the run after this many steps, if its time budget has not ended it first"}
     for name, kind in TRAIN_SHORTCUTS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"trainer setting {name}")
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind,
+                            help=helps.get(name, f"trainer setting {name}"))
     parser.add_argument("--resume", action="store_true", help="continue from the model's last checkpoint")
     parser.add_argument("--detach", action="store_true",
                         help="with --engine: keep training after this command exits (see `atelier jobs`)")

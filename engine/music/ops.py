@@ -37,7 +37,7 @@ DATA_PARAMS = {
 
 # Trainer settings of a plain `atelier train music`: the shipped model's schedule and budget
 # (engine/recipes/music.toml; tests/music/test_train_command.py checks they agree).
-TRAIN_DEFAULTS = {"steps": 3000, "minutes": 20.0, "batch_size": 16, "optimizer": "adam", "lr": 3e-3,
+TRAIN_DEFAULTS = {"minutes": 20.0, "batch_size": 16, "optimizer": "adam", "lr": 3e-3,
                   "schedule": "cosine", "warmup_steps": 50, "grad_clip": 1.0, "checkpoint_every": 200,
                   "log_every": 20, "seed": 0}
 DATA_SOURCES = ("midi", "corpus", "jsb")  # one of them: a source given on the command line replaces a config file's

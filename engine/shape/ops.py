@@ -41,6 +41,11 @@ MESH_PARAMS = {
 }
 
 
+# Trainer settings of a plain `atelier train shape`: the shipped model's schedule, over a 15-minute budget.
+TRAIN_DEFAULTS = {"minutes": 15.0, "batch_size": 16, "optimizer": "adam", "lr": 2e-3, "schedule": "cosine",
+                  "warmup_steps": 20, "grad_clip": 5.0, "checkpoint_every": 200}
+
+
 def config_class() -> type:
     from engine.shape.model import ShapeVAEConfig
 

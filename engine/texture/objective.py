@@ -194,14 +194,13 @@ class TextureObjective(Objective):
         """Plain words for a finished run that stopped far short of the recipe's steps (None otherwise)."""
         if step >= RECIPE_STEPS // 2:
             return None
-        if train.minutes > 0 and step < train.steps:
-            why = f"its {train.minutes:g}-minute time budget ran out"
+        if train.steps and step >= train.steps:
+            why, advice = f"it reached its step cap of {train.steps}", "drop --steps so the time budget ends the run"
         else:
-            why = f"it reached its step cap of {train.steps}"
+            why, advice = f"its {train.minutes:g}-minute time budget ran out", "give it more --minutes"
         return (f"short run: training stopped at {step} steps ({why}), far short of the ~{RECIPE_STEPS} steps the "
                 f"recipe reaches in 10 minutes on a 2-core CPU; expect a texture less like the exemplar than the "
-                f"recipe's. Train longer (e.g. --minutes 10 --steps 100000, so the time budget ends the run) or "
-                f"continue with --resume")
+                f"recipe's. Train longer ({advice}) or continue with --resume")
 
     def preview(self) -> np.ndarray:
         fake = to_uint8(self.samples(6, self.config.crop))

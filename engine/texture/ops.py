@@ -36,8 +36,8 @@ DATA_PARAMS = {
 
 # GANs train badly with Adam's default beta1 = 0.9 (momentum chases a moving target). Sample
 # grids every 100 steps land in the model's run folder (and as previews in progress events).
-TRAIN_DEFAULTS = {"beta1": 0.5, "beta2": 0.99, "lr": 2e-4, "batch_size": 8, "preview_every": 100,
-                  "checkpoint_every": 250}
+TRAIN_DEFAULTS = {"minutes": 10.0, "schedule": "cosine", "beta1": 0.5, "beta2": 0.99, "lr": 2e-4, "batch_size": 8,
+                  "preview_every": 100, "checkpoint_every": 250}
 
 
 def config_class() -> type:

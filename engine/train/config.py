@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000
-    minutes: float = 0.0  # time budget; 0 means none
+    # A run ends at its time budget; a step count, when given, only ends it earlier. 0 means none.
+    steps: int = 0
+    minutes: float = 10.0
     batch_size: int = 16  # global: split across processes under torchrun
     optimizer: str = "adam"  # sgd | adam | adamw
     lr: float = 2e-4
@@ -29,8 +30,12 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
+        for key in ("batch_size", "checkpoint_every", "log_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.steps < 0 or self.minutes < 0:
+            raise ValueError(f"steps and minutes cannot be negative, got {self.steps} and {self.minutes}")
+        if not self.steps and not self.minutes:
+            raise ValueError("a run needs an end: give a time budget (minutes) or a step count (steps)")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")

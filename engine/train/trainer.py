@@ -46,7 +46,7 @@ class TrainRun:
 
 def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Progress | None = None,
           check: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Train until `cfg.steps` or the time budget; return the saved model's metadata.
+    """Train until the time budget or `cfg.steps`, whichever ends first; return the saved model's metadata.
 
     `check` is called every step and may raise (e.g. jobs.Cancelled) to stop: the trainer then
     saves a checkpoint and lets the exception through, so the run can be resumed.
@@ -61,7 +61,10 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
     _wrap_for_ddp(objective, run)
 
     run_dir = run.store.run_dir(run.name)
-    started = time.monotonic()
+    # A resumed run goes on with the clock where it stopped: the budget and schedule span the whole run.
+    resumed_seconds = next((row["seconds"] for row in reversed(history) if "seconds" in row), 0.0)
+    started = time.monotonic() - resumed_seconds
+    of_steps = f"/{cfg.steps}" if cfg.steps else ""
     step = start_step
     local_size = cfg.batch_size // world.size
     if local_size * world.size != cfg.batch_size:
@@ -69,7 +72,7 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
 
     def save(final: bool) -> dict[str, Any]:
         if final and progress and world.is_main:
-            progress(1.0, f"step {step}/{cfg.steps}: evaluating and saving the model", None)
+            progress(1.0, f"step {step}{of_steps}: evaluating and saving the model", None)
         metrics = _evaluate(objective) if final and world.is_main else {}
         if world.is_main:
             _save_resume(objective, optimizers, cfg, run, step, history)
@@ -80,7 +83,7 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
     try:
         for net in objective.nets.values():
             net.train()
-        while step < cfg.steps:
+        while not cfg.steps or step < cfg.steps:
             # Every process goes by the slowest one's clock, so they agree on the schedule and the stop.
             elapsed = distributed.max_across(world, time.monotonic() - started, run.device)
             if cfg.minutes > 0 and elapsed >= cfg.minutes * 60:
@@ -100,14 +103,11 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
                 history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
             if world.is_main and cfg.preview_every and step % cfg.preview_every == 0:
                 preview = _preview(objective, run_dir, step)
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            if step % cfg.checkpoint_every == 0 and step != cfg.steps:
                 save(final=False)
             if progress and world.is_main:
-                fraction = step / cfg.steps
-                if cfg.minutes > 0:
-                    fraction = max(fraction, elapsed / (cfg.minutes * 60))
                 loss_text = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
-                progress(min(fraction, 1.0), f"step {step}/{cfg.steps} {loss_text}", preview)
+                progress(min(run_fraction(cfg, step, elapsed), 1.0), f"step {step}{of_steps} {loss_text}", preview)
     except BaseException:
         if step > start_step:
             save(final=False)
@@ -119,14 +119,20 @@ def learning_rate(cfg: TrainConfig, step: int, elapsed: float = 0.0) -> float:
     """Warm-up by steps, then the schedule follows whichever runs out first: steps or the time budget."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    if cfg.minutes > 0:
-        progress = max(progress, elapsed / (cfg.minutes * 60))
+    progress = run_fraction(cfg, step - cfg.warmup_steps, elapsed, cfg.steps - cfg.warmup_steps)
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     if cfg.schedule == "linear":
         return cfg.lr * max(0.0, 1 - progress)
     return cfg.lr
+
+
+def run_fraction(cfg: TrainConfig, step: int, elapsed: float, steps: int | None = None) -> float:
+    """How far the run is: the larger of its share of the steps (if capped) and of the time budget."""
+    steps = cfg.steps if steps is None else steps
+    by_steps = step / max(1, steps) if cfg.steps else 0.0
+    by_time = elapsed / (cfg.minutes * 60) if cfg.minutes else 0.0
+    return max(by_steps, by_time)
 
 
 def sample_keys(seed: int, step: int, count: int) -> torch.Tensor:

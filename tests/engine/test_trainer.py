@@ -83,6 +83,32 @@ def test_time_budget_stops_early_and_saves(tmp_path):
     assert 0 < metadata["step"] < 10**7 and metadata["train_seconds"] < 30
 
 
+def test_without_a_step_count_the_budget_ends_the_run_and_the_schedule_spans_it(tmp_path):
+    store = ModelStore(tmp_path, builtin=None)
+    config = TrainConfig(minutes=0.02, batch_size=4, lr=1.0, schedule="linear", log_every=1)
+    assert config.steps == 0, "the default is no step cap: a plain run is the recipe for its time budget"
+    fractions = []
+    metadata = train(ToyObjective(), config, TrainRun(store, "toy", "toy", CPU),
+                     progress=lambda f, m, p: fractions.append(f))
+    assert metadata["step"] > 5 and 1.0 <= metadata["train_seconds"] < 30
+    assert fractions[-2] > 0.9 and fractions == sorted(fractions), "progress follows the clock to the end"
+    assert learning_rate(config, 10**6, elapsed=0.6) == pytest.approx(0.5), "steps alone never decay the rate"
+    with pytest.raises(ValueError, match="needs an end"):
+        TrainConfig(steps=0, minutes=0)
+
+
+def test_a_resumed_run_goes_on_with_the_clock_where_it_stopped(tmp_path):
+    store = ModelStore(tmp_path, builtin=None)
+    config = TrainConfig(minutes=0.05, batch_size=4, log_every=1, checkpoint_every=10**6)
+    with pytest.raises(Cancelled):
+        train(ToyObjective(), config, TrainRun(store, "toy", "toy", CPU), check=stop_at(20))
+    stopped_at = log_rows(store, "toy")[-1]["seconds"]
+    train(ToyObjective(), config, TrainRun(store, "toy", "toy", CPU, resume=True))
+    rows = log_rows(store, "toy")
+    resumed = [r["seconds"] for r in rows if r["step"] > 20]
+    assert resumed[0] >= stopped_at and resumed[-1] < 3.0 + 1.0, "the budget spans both parts of the run"
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_each_optimizer_learns(tmp_path, optimizer):
     store = ModelStore(tmp_path, builtin=None)
