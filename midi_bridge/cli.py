@@ -65,6 +65,10 @@ def _ranged(kind, low, high):
 def _add_control(group: argparse._ArgumentGroup, name: str) -> None:
     """A flag for one of the engine's music controls, checked against its declared range."""
     spec = MUSIC_CONTROLS[name]
+    if spec.type == "bool":  # absent: the engine's default
+        group.add_argument(f"--{name.replace('_', '-')}", action="store_true", default=None,
+                           help=spec.doc.replace("%", "%%"))
+        return
     kind = {"int": int, "float": float}.get(spec.type, str)
     parse = _ranged(kind, spec.min, spec.max) if spec.min is not None and spec.max is not None else kind
     limits = f"{spec.min:g}..{spec.max:g}; " if parse is not kind else ""

@@ -18,6 +18,7 @@ from engine.music.jsb import load_jsb
 from engine.music.keys import bar_steps
 from engine.music.midi_files import MAX_PIECE_STEPS, MidiSkip, read_midi
 from engine.music.output import render_wav, roll_to_midi, save_png
+from engine.music.phrase import Phrase
 from engine.music.piece import N_KEYS, Piece
 from engine.music.sampling import Controls, Stepper
 from engine.music.session import MusicSession, NoteEvent
@@ -73,6 +74,7 @@ class MusicModel:
         with one_blas_thread():  # small matrix-vector products: threads only wait on a busy machine
             for frame in head:
                 stepper.force(frame)
+            stepper.hear(Phrase.of(head))
             for step in range(steps):
                 body.append(stepper.sample(controls, rng, allowed))
                 if progress and (step + 1) % bar == 0:

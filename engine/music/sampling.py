@@ -1,20 +1,21 @@
 """Running a music network (token or frame) one time step at a time, with the user's controls.
 
 `Stepper` keeps what continuing needs (RNN state, the previous step's keys, the step
-count), so generation and live sessions share it. Controls act on the masked logits of
-each token: scale lock and pitch range ban keys, max polyphony bans everything but
-STEP_END once reached, density scales the odds of ending a step, then temperature and
-top-p (nucleus) sampling.
+count), so generation and live sessions share it. Controls act on each token: scale lock
+and pitch range ban keys, max polyphony bans everything but STEP_END once reached,
+temperature divides the logits; then, on the probabilities, the pull of the phrase being
+continued (phrase.py, unless `free`) chooses among the keys that may start a note, density
+scales the chance of starting notes, and top-p (nucleus) sampling draws the token.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from engine.music.fast import FastRNN, fast_net  # noqa: F401 (FastRNN: re-exported)
+from engine.music.phrase import Phrase
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
 
 TONICS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
@@ -52,7 +53,8 @@ class Controls:
     low: int = LOWEST            # lowest MIDI pitch allowed
     high: int = LOWEST + N_KEYS - 1
     max_polyphony: int = 0       # 0: no limit
-    density: float = 1.0         # >1 more notes per step, <1 fewer
+    density: float = 1.0         # >1 more new notes, <1 fewer
+    free: bool = False           # True: no pull toward the key and register of the phrase continued
 
     def checked(self) -> "Controls":
         if not self.temperature > 0:
@@ -95,6 +97,20 @@ class Stepper:
         self.prev = np.zeros(N_KEYS, np.int8)
         self.step = 0
         self.bar_phase = bar_phase
+        self.phrase: Phrase | None = None  # what the music continues (phrase.py): new notes are pulled toward it
+        self._pulls: dict[bool, np.ndarray] = {}
+
+    def hear(self, phrase: Phrase | None) -> None:
+        """From now on, start notes under the pull of this phrase (None: no pull)."""
+        self.phrase, self._pulls = phrase, {}
+
+    def _pull(self, controls: Controls) -> np.ndarray | None:
+        if self.phrase is None or controls.free:
+            return None
+        with_key = controls.key is None  # a scale lock decides the key
+        if with_key not in self._pulls:
+            self._pulls[with_key] = self.phrase.pull(with_key)
+        return self._pulls[with_key]
 
     def snapshot(self) -> tuple:
         return self.state, self.prev.copy(), self.step  # states are never changed in place
@@ -136,11 +152,15 @@ class Stepper:
         spelled = np.concatenate([np.ones(n, bool), self.prev > 0]) if lay.holds else np.ones(n, bool)
         open_keys = spelled & ~ban_keys
         key_col = np.arange(len(ban_keys)) % n
+        starts = np.zeros(lay.vocab_size, bool)  # tokens that start a note (density and the pull act on them)
+        starts[:n] = True if lay.holds else self.prev == 0
+        pull = self._pull(controls)
+        if pull is not None:
+            pull = np.exp(np.concatenate([pull] * (lay.vocab_size // n) + [[0]]))[starts]
         any_required = bool(required.any())
         cursor = self._open()
         frame = np.zeros(n, np.int8)
         floor, count = 0, 0
-        log_density = math.log(controls.density)
         while True:
             logits = cursor.logits()
             need = np.flatnonzero(required[floor:]) if any_required else ()
@@ -152,10 +172,16 @@ class Stepper:
                 if not (controls.max_polyphony and count >= controls.max_polyphony):
                     ok[:-1] = open_keys & (key_col >= floor)
                 ok[-1] = True
-                logits[-1] -= log_density
                 if controls.temperature != 1.0:
                     logits = logits / controls.temperature
-                token = _sample(np.where(ok, logits, -np.inf), controls.top_p, rng)
+                p = _softmax(np.where(ok, logits, -np.inf))
+                if pull is not None:
+                    p = _pull_starts(p, starts, pull)
+                # Fewer notes: fewer steps that start any (a chord once begun completes as the model likes,
+                # else 0.25 thins chords too and leaves a tenth of the notes); more: more notes everywhere.
+                if controls.density > 1 or (controls.density < 1 and not (frame == ONSET).any()):
+                    p = _scale_starts(p, starts, controls.density)
+                token = _sample(p, controls.top_p, rng)
             if token == lay.step_end:
                 break
             cursor.read(token)
@@ -166,9 +192,36 @@ class Stepper:
         return frame
 
 
-def _sample(logits: np.ndarray, top_p: float, rng: np.random.Generator) -> int:
+def _softmax(logits: np.ndarray) -> np.ndarray:
     p = np.exp(logits - logits.max())
-    p /= p.sum()
+    return p / p.sum()
+
+
+def _pull_starts(p: np.ndarray, starts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Token probabilities with the chance of starting a note shared among the keys again, each
+    key's share weighted by `weights`: the pull chooses which notes start, not how many."""
+    mass = p[starts]
+    total, pulled = mass.sum(), mass * weights
+    if not pulled.sum() > 0:
+        return p
+    out = p.copy()
+    out[starts] = pulled * (total / pulled.sum())
+    return out
+
+
+def _scale_starts(p: np.ndarray, starts: np.ndarray, density: float) -> np.ndarray:
+    """Token probabilities with the chance of starting a note (any token in `starts`) scaled by
+    `density` below 1, and its odds above 1 (a chance cannot pass 1); holding notes and ending
+    the step share the rest in their own proportions."""
+    mass = float(p[starts].sum())
+    if not 0.0 < mass < 1.0:
+        return p
+    scaled = density * mass if density < 1 else density * mass / (1 + (density - 1) * mass)
+    return np.where(starts, p * (scaled / mass), p * ((1 - scaled) / (1 - mass)))
+
+
+def _sample(p: np.ndarray, top_p: float, rng: np.random.Generator) -> int:
+    """A token drawn from probabilities `p`, within the top-p nucleus."""
     if top_p < 1.0:
         order = np.argsort(-p)
         sorted_p = p[order]

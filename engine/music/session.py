@@ -15,6 +15,7 @@ import numpy as np
 
 from engine.music.blas import one_blas_thread
 from engine.music.frame_model import MusicFrameRNN
+from engine.music.phrase import Phrase
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
 from engine.music.sampling import Controls, Stepper
 from engine.music.token_model import MusicRNN
@@ -98,6 +99,7 @@ class MusicSession:
         with one_blas_thread():
             for frame in phrase:
                 self.stepper.force(frame)
+        self.stepper.hear(Phrase.of(phrase))
         self.snaps = {self.horizon: self.stepper.snapshot()}
 
     def next_beats(self, n: float) -> list[NoteEvent]:

@@ -194,3 +194,38 @@ def test_piano_roll_has_a_pitch_axis_and_numbered_bar_lines():
     lines = [x for x in range(roll_area.shape[1]) if roll_area[:, x].min() >= 70]
     assert lines == [0, 1, 2, 3, 48, 49, 50, 51, 96, 97, 98, 99, 144, 145, 146, 147]  # every 12 steps
     assert img[:HEADER_PX, AXIS_PX:AXIS_PX + 12].max() > 150  # "1" over the first bar
+
+
+def _d_major_primer() -> np.ndarray:
+    """Two bars of a D major arpeggio in 8ths, as MIDI file bytes (no key signature)."""
+    import io
+
+    track = mido.MidiTrack()
+    for i in range(16):
+        pitch = (62, 66, 69, 74, 69, 66)[i % 6]
+        track += [mido.Message("note_on", note=pitch, velocity=90, time=0),
+                  mido.Message("note_off", note=pitch, velocity=0, time=240)]
+    buffer = io.BytesIO()
+    mido.MidiFile(type=1, ticks_per_beat=480, tracks=[track]).save(file=buffer)
+    return np.frombuffer(buffer.getvalue(), np.uint8)
+
+
+def _in_key_shares(client, free: bool) -> list[float]:
+    shares = []
+    for seed in range(6):
+        value = client.call("music.generate", {"model": "music-default", "bars": 4, "seed": seed, "temperature": 1.0,
+                                               "primer": _d_major_primer(), "free": free}, timeout=120)
+        notes = roll_notes(value["roll"][value["primer_steps"]:])
+        shares.append(np.mean([(LOWEST + k) % 12 in scale_pitch_classes("D major") for _, _, k in notes]))
+    return shares
+
+
+def test_a_primed_continuation_stays_in_the_primers_key_unless_free(engine):
+    """Issue 21: a continuation of a D major primer on the shipped model stays >= 90 % in D major at
+    temperature 1 (each of 6 seeds); free=true drops the pull toward the primer's key."""
+    client = engine.client("key")
+    pulled, free = _in_key_shares(client, False), _in_key_shares(client, True)
+    client.close()
+    print(f"notes in D major: pulled {np.round(pulled, 3)}, free {np.round(free, 3)}")
+    assert min(pulled) >= 0.9, pulled
+    assert np.mean(free) < np.mean(pulled) - 0.05, (free, pulled)

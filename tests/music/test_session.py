@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -72,3 +73,65 @@ def test_a_session_in_three_four_hears_twelve_step_bars(tiny_model, bar_position
     s = tiny_model.session(seed=1, meter=(3, 4))
     s.next_beats(6)  # two bars of 3/4 (and the look-ahead past them)
     assert s.bar_steps == 12 and bar_positions[:24] == [t % 12 for t in range(24)]
+
+
+# -- the shipped model through a real engine ------------------------------------------------
+
+SHIPPED = "music-default"
+HIGH_PHRASE = [84, 88, 91, 96, 91, 88, 84, 86, 88, 91, 89, 86, 84, 79, 84, 88]  # 8ths around C6
+
+
+def _session(client, **params) -> str:
+    return client.call("music.session.open", {"model": SHIPPED, **params})["session"]
+
+
+def _next(client, session: str, beats: float) -> np.ndarray:
+    return client.call("music.session.next", {"session": session, "beats": beats})["events"]
+
+
+def test_density_scales_new_notes_per_bar_from_the_next_beat(engine):
+    """Issue 22/21: density 0.25 against 4 on the shipped model differ at least 3x in notes per bar."""
+    client = engine.client("density")
+    per_bar = {}
+    for density in (0.25, 1.0, 4.0):
+        counts = []
+        for seed in range(3):
+            sid = _session(client, seed=seed)
+            _next(client, sid, 4)  # a bar at the default, then the change
+            client.call("music.session.set", {"session": sid, "density": density})
+            counts.append(len(_next(client, sid, 16)) / 4)
+            client.call("music.session.close", {"session": sid})
+        per_bar[density] = float(np.mean(counts))
+    client.close()
+    print(f"notes per bar over 4 bars, seeds 0-2: {per_bar}")
+    assert per_bar[0.25] < per_bar[1.0] < per_bar[4.0]
+    assert per_bar[4.0] >= 3 * per_bar[0.25], per_bar
+
+
+def _answer_offsets(client, free: bool) -> list[float]:
+    """Mean pitch of the answer minus the phrase's, fed in a running session and as priming."""
+    notes = np.array([[i * 240, 240, p, 90, 0] for i, p in enumerate(HIGH_PHRASE)], np.int32)
+    offsets = []
+    for seed in range(3):
+        fed = _session(client, seed=seed, free=free)
+        _next(client, fed, 4)
+        client.call("music.session.feed", {"session": fed, "notes": notes})
+        primed = _session(client, seed=seed, free=free, priming=notes)
+        for sid in (fed, primed):
+            answer = _next(client, sid, 8)
+            assert len(answer) >= 4, "the answer is (nearly) silent"
+            offsets.append(float(answer[:, 2].mean() - np.mean(HIGH_PHRASE)))
+            client.call("music.session.close", {"session": sid})
+    return offsets
+
+
+def test_an_answer_to_a_high_phrase_stays_in_its_register_unless_free(engine):
+    """Issue 21: the answer to a phrase two octaves above middle C has its mean pitch within 7
+    semitones of the phrase's; free=true drops the pull (the shipped chorale model answers an
+    octave and more below)."""
+    client = engine.client("register")
+    pulled, free = _answer_offsets(client, False), _answer_offsets(client, True)
+    client.close()
+    print(f"answer mean pitch - phrase mean pitch: pulled {np.round(pulled, 1)}, free {np.round(free, 1)}")
+    assert max(abs(o) for o in pulled) <= 7, pulled
+    assert np.mean(free) < -10, free
