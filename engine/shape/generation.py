@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from engine.config import build
 from engine.device import intra_op_threads
@@ -30,6 +31,8 @@ from engine.shape.voxels import voxelise
 # engine.ops.Cancelled once the op is cancelled) to stop them.
 Progress = Callable[[float, str], None] | None
 SeedOrLatent = int | np.ndarray
+DEFAULT_RESOLUTION = 128  # side of the occupancy volume that results are meshed from
+MAX_RESOLUTION = 256
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -44,8 +47,9 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 
 
 class ShapeModel:
-    """A trained shape VAE for generation. Every mesh option (level, keep, smooth,
-    decimate) is passed through to `grid_to_mesh`."""
+    """A trained shape VAE for generation. Every method that returns meshes takes `resolution`
+    (the side of the occupancy volume meshed: 64 for previews, 128 by default, up to 256) and
+    passes every other mesh option (level, keep, smooth, decimate, ...) to `grid_to_mesh` as is."""
 
     def __init__(self, vae: ShapeVAE, device: str | torch.device = "cpu"):
         self.vae = vae.to(device).eval()
@@ -103,13 +107,22 @@ class ShapeModel:
     # On this 2-core CPU the small 3D convolutions of one shape run slower on two OpenMP threads
     # than on one, and 3-10x slower when another job keeps a core busy (bench/shape_bench.py).
     @torch.no_grad()
-    def decode_grids(self, latents: np.ndarray, batch: int = 16) -> np.ndarray:
-        """Occupancy probabilities (N×R×R×R float32) for latents N×latent_dim."""
+    def decode_grids(self, latents: np.ndarray, batch: int = 16, resolution: int | None = None) -> np.ndarray:
+        """Occupancy probabilities (N×R×R×R float32) for latents N×latent_dim, at `resolution`
+        (default: the model's). A grid decoder's own grid is upsampled trilinearly."""
         z = torch.as_tensor(np.asarray(latents, np.float32)).reshape(-1, self.config.latent_dim)
+        res = resolution or self.config.resolution
+        if not 4 <= res <= MAX_RESOLUTION:
+            raise ValueError(f"resolution must be between 4 and {MAX_RESOLUTION}, got {res}")
         with intra_op_threads(1):
-            out = [torch.sigmoid(self.vae.decode(z[i:i + batch].to(self.device)))[:, 0].cpu()
-                   for i in range(0, len(z), batch)]
+            out = [self._decode_batch(z[i:i + batch].to(self.device), res).cpu() for i in range(0, len(z), batch)]
         return torch.cat(out).numpy()
+
+    def _decode_batch(self, z: torch.Tensor, res: int) -> torch.Tensor:
+        probs = torch.sigmoid(self.vae.decode(z))
+        if res != probs.shape[-1]:
+            probs = F.interpolate(probs, size=(res,) * 3, mode="trilinear", align_corners=False)
+        return probs[:, 0]
 
     @torch.no_grad()
     def encode_grids(self, grids: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -136,27 +149,28 @@ class ShapeModel:
         """The latent (float32, latent_dim) of a mesh given as arrays."""
         return self.encode_grids(self.voxelise(vertices, faces)[None])[0]
 
-    def decode(self, latent: np.ndarray, **mesh_options: Any) -> Mesh:
-        return grid_to_mesh(self.decode_grids(latent)[0], **mesh_options)
+    def decode(self, latent: np.ndarray, resolution: int = DEFAULT_RESOLUTION, **mesh_options: Any) -> Mesh:
+        """The mesh of one latent, extracted from a resolution³ occupancy volume."""
+        return grid_to_mesh(self.decode_grids(latent, resolution=resolution)[0], **mesh_options)
 
-    def _meshes(self, latents: np.ndarray, progress: Progress,
-                what: str, mesh_options: dict) -> list[Mesh]:
+    def _meshes(self, latents: np.ndarray, progress: Progress, what: str, mesh_options: dict,
+                resolution: int = DEFAULT_RESOLUTION) -> list[Mesh]:
         out = []
         for i, z in enumerate(latents):
-            out.append(self.decode(z, **mesh_options))
+            out.append(self.decode(z, resolution, **mesh_options))
             if progress is not None:
                 progress((i + 1) / len(latents), f"{what} {i + 1}/{len(latents)}")
         return out
 
-    def sample(self, seed: int, count: int = 1, *, temperature: float = 1.0,
-               progress: Progress = None, **mesh_options: Any) -> list[Mesh]:
+    def sample(self, seed: int, count: int = 1, *, temperature: float = 1.0, progress: Progress = None,
+               resolution: int = DEFAULT_RESOLUTION, **mesh_options: Any) -> list[Mesh]:
         """`count` new shapes; the same seed always gives the same shapes."""
         return self._meshes(self.sample_latents(seed, count, temperature), progress,
-                            "sample", mesh_options)
+                            "sample", mesh_options, resolution)
 
     def interpolate(self, a: SeedOrLatent | Mesh, b: SeedOrLatent | Mesh, *, steps: int = 5,
                     t: float | list[float] | None = None, spherical: bool = True,
-                    progress: Progress = None,
+                    progress: Progress = None, resolution: int = DEFAULT_RESOLUTION,
                     **mesh_options: Any) -> list[Mesh]:
         """Shapes between `a` and `b` — each a seed (int), a latent (array) or a mesh
         (vertices, faces). `steps` evenly spaced including both ends, or the given t values."""
@@ -165,16 +179,16 @@ class ShapeModel:
         if len(ts) < 1:
             raise ValueError("interpolate needs steps >= 1 or at least one t")
         latents = np.stack([self.blend(za, zb, float(ti), spherical) for ti in ts])
-        return self._meshes(latents, progress, "interpolate", mesh_options)
+        return self._meshes(latents, progress, "interpolate", mesh_options, resolution)
 
     def variations(self, vertices: np.ndarray, faces: np.ndarray, n: int = 4, *, seed: int = 0,
-                   spread: float = 0.3, progress: Progress = None,
+                   spread: float = 0.3, progress: Progress = None, resolution: int = DEFAULT_RESOLUTION,
                    **mesh_options: Any) -> list[Mesh]:
         """`n` shapes near a mesh: its latent plus `spread` × a seeded step of the sampling
         Gaussian's shape (0 = the mesh as the model sees it, 1 = as far as shapes spread)."""
         z = self.encode(vertices, faces)
         latents = (z + spread * self.noise(seed, n) @ self.prior[1].T).astype(np.float32)
-        return self._meshes(latents, progress, "variations", mesh_options)
+        return self._meshes(latents, progress, "variations", mesh_options, resolution)
 
 
 def load(config: dict, weights: dict[str, torch.Tensor], device: str | torch.device = "cpu") -> ShapeModel:
