@@ -4,10 +4,9 @@ binding is kept in a small JSON file for the next run.
 
 Value ranges (CC value 0-127):
 - temperature: 0.1 .. 2.0, linear (about 1.0 at 60)
-- density: the engine's whole range (0.05 .. 20), exponential (1.0 at 64). The engine's
-  density scales the odds of ending a time step, and a model that has learned its style
-  well moves little for it (the shipped model: 15 vs 20 notes per bar at 0.25 vs 4), so the
-  knob spans all of it: 2 to 22 notes per bar with the shipped model
+- density: 0.25 .. 4, exponential (1.0 at 64). The engine's density scales the chance of
+  starting new notes: with the shipped model about 5, 17 and 28 notes per bar at 0.25, 1
+  and 4 (the whole engine range, 0.05 .. 20, stays with --density)
 - key: 25 zones: lowest = no key lock, then C .. B major, then C .. B minor
 - mute: on at 64 and above; regenerate, respond: fire when the value rises through 64
 """
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from engine import paths
-from engine.music.ops import CONTROLS as ENGINE_CONTROLS
 
 CONTINUOUS = ("temperature", "density", "key")
 SWITCHES = ("mute", "regenerate", "respond")
@@ -38,8 +36,11 @@ def temperature(value: int) -> float:
     return round(0.1 + 1.9 * value / 127, 3)
 
 
+DENSITY_RANGE = (0.25, 4.0)
+
+
 def density(value: int) -> float:
-    low, high = ENGINE_CONTROLS["density"].min, ENGINE_CONTROLS["density"].max
+    low, high = DENSITY_RANGE
     return round(low * (high / low) ** (value / 127), 3)
 
 

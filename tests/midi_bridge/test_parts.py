@@ -175,7 +175,7 @@ def test_a_followed_clock_lets_no_note_on_past_its_last_pulse_plus_one():
 
 def test_controls_map_values_and_learn_binds_the_next_cc():
     assert controls.temperature(0) == 0.1 and controls.temperature(127) == 2.0
-    assert controls.density(0) == 0.05 and controls.density(127) == 20.0 and 1.0 <= controls.density(64) < 1.1
+    assert controls.density(0) == 0.25 and controls.density(127) == 4.0 and 1.0 <= controls.density(64) < 1.05
     assert controls.key(0) == "" and controls.key(6) == "C major" and controls.key(127) == "B minor"
     cmap = controls.ControlMap()
     assert cmap.interpret(20, 127) == ("temperature", 2.0)
@@ -217,6 +217,7 @@ def test_music_flags_take_their_ranges_and_defaults_from_the_engine():
         for outside in (spec.min - 1, spec.max + 1):
             with pytest.raises(SystemExit):
                 p.parse_args([flag, str(outside)])
+    assert p.parse_args(["--free"]).free is True  # a switch; absent (None): the engine's default
     defaults = p.parse_args([])
     assert (defaults.seed, defaults.velocity) == (SESSION_PARAMS["seed"].default, SESSION_PARAMS["velocity"].default)
     assert defaults.channel == SESSION_PARAMS["channel"].default + 1  # 1-based, as in a DAW
