@@ -18,6 +18,14 @@ their next-token distributions is itself a distribution, and the mixture's frame
 
 The shipped model (engine/weights/music-default.safetensors, 16th-note grid with onset
 tokens) is also timed streaming, since that is the one the MIDI bridge plays.
+
+With --suite it runs the music style suite instead (bench/music_style.py): corpora music21 ships,
+exported to MIDI folders (bench/music_suite.py), each trained with the plain `atelier train music
+--midi DIR --name N`, generated from with the music.generate op's defaults, and scored for style
+against the held-out pieces beside the independent-Bernoulli baseline trained on the same folder:
+
+    nice -n 10 .venv/bin/python bench/music_bench.py --suite                 # the default time budget
+    nice -n 10 .venv/bin/python bench/music_bench.py --suite essen --minutes 3   # shorter, while developing
 """
 from __future__ import annotations
 
@@ -105,10 +113,15 @@ def member_name(index: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jsb", type=Path, default=jsb_dir(), required=jsb_dir() is None,
-                    help="folder of the JSB split (default: $ATELIER_JSB_DIR)")
+    ap.add_argument("--jsb", type=Path, default=jsb_dir(), help="folder of the JSB split (default: $ATELIER_JSB_DIR)")
+    ap.add_argument("--suite", nargs="*", metavar="CORPUS",
+                    help="run the style suite on these corpora (none named: all) instead of the JSB benchmark")
+    ap.add_argument("--cache-dir", type=Path, help="style suite: where the exported corpora are kept "
+                    "(default ~/.cache/atelier/music_suite)")
+    ap.add_argument("--seeds", type=int, default=16, help="style suite: pieces generated per model")
     ap.add_argument("--steps", type=int, default=3000, help="trainer steps (the cosine schedule ends here)")
-    ap.add_argument("--minutes", type=float, default=0.0, help="time budget; 0 = none")
+    ap.add_argument("--minutes", type=float, default=0.0,
+                    help="time budget; 0 = none (style suite: 0 = the default command's own budget)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--hidden", type=int, default=256)
@@ -126,10 +139,17 @@ def main() -> None:
                          "token-by-token mixture too")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per member")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--models-dir", type=Path, help="where the run is kept (default: a temporary folder)")
+    ap.add_argument("--models-dir", type=Path, help="where the run is kept (default: a temporary folder; the "
+                    "style suite keeps each corpus's models in a folder of its name under it)")
     ap.add_argument("--reuse", action="store_true",
                     help="measure the models already trained in --models-dir instead of training again")
     args = ap.parse_args()
+    if args.suite is not None:
+        from music_style import run_suite  # bench/, beside this file
+
+        return run_suite(args)
+    if args.jsb is None:
+        ap.error("give --jsb FOLDER (or set ATELIER_JSB_DIR), or run --suite")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="music-bench-") as tmp:
         models_dir = args.models_dir or Path(tmp)
