@@ -131,7 +131,8 @@ def table(corpus, real: dict, ours: dict, base: dict) -> str:
             ("pitch range (semitones)", *(f"{s['pitch_range']:.1f}" for s in (real, ours, base))),
             ("steps with > 4 notes %", *(_pct(s["over_4_notes"]) for s in (real, ours, base)))]
     if corpus.part_writing:
-        rows.append(("parallel 5ths/8ves per 100 changes", *(f"{s['parallels_per_100']:.1f}" for s in (real, ours, base))))
+        rows.append(("parallel 5ths/8ves per 100 changes",
+                     *(f"{s['parallels_per_100']:.1f}" for s in (real, ours, base))))
     for h in HISTOGRAMS:
         rows.append((f"{h} TV to real", "0", *(f"{total_variation(s[h], real[h]):.3f}" for s in (ours, base))))
     lengths = [s["note_lengths"] / max(1, s["note_lengths"].sum()) for s in (real, ours, base)]

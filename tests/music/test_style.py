@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING, Piece
+from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING, Piece, roll_notes
 from engine.music.style import (
     key_confidence, note_lengths, notes_in_key, onset_positions, parallels, pitch_range, polyphony, repeated_bars,
     style_goals, style_of, total_variation,
@@ -103,3 +103,30 @@ def test_style_of_pools_pieces_and_the_goals_compare_with_real_and_baseline():
     goals = style_goals(real, noisy, real)
     assert not goals["notes_in_key within 5 points"][0] and not goals["single_16th within 10 points"][0]
     assert not goals["note_lengths TV <= half the baseline's"][0]
+
+
+def test_the_style_suite_exports_a_score_with_its_meter_tempo_key_and_pickup():
+    """bench/music_suite.py writes a music21 score as a user's MIDI file would be: read back as a Piece,
+    a 6/8 tune in B minor at 90 BPM with an eighth-note pickup keeps all four."""
+    import sys
+    from pathlib import Path
+
+    from music21 import key, meter, note, stream, tempo
+
+    from engine.music.midi_files import piece_from_midi
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from music_suite import score_to_midi
+
+    pickup = stream.Measure(number=0)
+    pickup.append([meter.TimeSignature("6/8"), key.Key("b"), tempo.MetronomeMark(number=90),
+                   note.Note("F#4", quarterLength=0.5)])
+    bar = stream.Measure(number=1)
+    bar.append([note.Note(p, quarterLength=0.5) for p in ("B4", "C#5", "D5", "B4", "C#5", "D5")])
+    part = stream.Part()
+    part.append([pickup, bar])
+    midi, info = score_to_midi(stream.Score([part]))
+    p = piece_from_midi(midi, "tune")
+    assert (p.meter, p.bpm, p.key, p.steps_per_bar) == ((6, 8), 90.0, "Bm", 12)
+    assert p.bar_phase == 10 and info["pickup_quarters"] == 2.5  # the pickup is the bar's last eighth
+    assert [s for s, _, _ in roll_notes(p.roll)] == [0, 2, 4, 6, 8, 10, 12]
