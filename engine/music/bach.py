@@ -1,5 +1,10 @@
 """The Bach chorales bundled with music21: the product's default corpus.
 
+Chorales only: the four-part chorales music21 lists by Riemenschneider number (its Bach
+folder also holds a keyboard prelude, bwv846, and chorale movements with instrumental parts),
+one file each (.mxl before .krn), and a chorale whose notes repeat an earlier one's up to
+transposition is skipped, so no held-out chorale is a training one in another key.
+
 Parsing every score takes ~80 s cold, so each score is converted once into a small .npz
 in the user cache directory ($ATELIER_CACHE_DIR, else $XDG_CACHE_HOME/atelier, else
 ~/.cache/atelier) and read from there afterwards.
@@ -25,9 +30,25 @@ def cache_dir() -> Path:
 
 
 def chorale_paths() -> list[Path]:
-    """The Bach score files music21 ships, sorted."""
+    """One score file per four-part chorale music21 ships (Riemenschneider's list), sorted."""
     from music21 import corpus  # imported late: music21 takes a second to import
-    return sorted(Path(p) for p in corpus.getComposer("bach") if Path(p).suffix.lower() in SCORE_SUFFIXES)
+    from music21.corpus import chorales
+
+    listed = {name.split("/")[-1] for name in chorales.Iterator(returnType="filename")}
+    by_name: dict[str, Path] = {}
+    for path in sorted((Path(p) for p in corpus.getComposer("bach")), key=lambda p: SCORE_SUFFIXES.index(
+            p.suffix.lower()) if p.suffix.lower() in SCORE_SUFFIXES else len(SCORE_SUFFIXES)):
+        if path.suffix.lower() in SCORE_SUFFIXES and path.stem in listed:
+            by_name.setdefault(path.stem, path)
+    return sorted(by_name.values())
+
+
+def _notes_fingerprint(roll: np.ndarray) -> bytes:
+    """The sounding notes, moved down to the lowest key used: equal for a piece and its transpositions."""
+    sounding = roll > 0
+    keys = np.flatnonzero(sounding.any(axis=0))
+    block = sounding[:, keys[0]:keys[-1] + 1] if len(keys) else sounding[:, :0]
+    return np.packbits(block).tobytes() + repr(block.shape).encode()
 
 
 def score_to_piece(path: Path, steps_per_quarter: int) -> Piece:
@@ -69,6 +90,15 @@ def load_bach(steps_per_quarter: int = 4, limit: int | None = None,
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     pieces, skipped = [], []
+    seen: dict[bytes, str] = {}
+
+    def keep(piece: Piece, name: str) -> None:
+        first = seen.setdefault(_notes_fingerprint(piece.roll), piece.name)
+        if first == piece.name:
+            pieces.append(piece)
+        else:
+            skipped.append((name, f"repeats {first} (up to transposition)"))
+
     for i, path in enumerate(paths):
         cached = folder / f"{path.stem}-{steps_per_quarter}.npz"
         if progress and not cached.is_file():
@@ -78,8 +108,8 @@ def load_bach(steps_per_quarter: int = 4, limit: int | None = None,
             if "error" in z:
                 skipped.append((path.name, str(z["error"])))
                 continue
-            pieces.append(Piece(path.stem, z["roll"], steps_per_quarter, int(z["steps_per_bar"]),
-                                int(z["bar_phase"]), True))
+            keep(Piece(path.stem, z["roll"], steps_per_quarter, int(z["steps_per_bar"]), int(z["bar_phase"]), True),
+                 path.name)
             continue
         try:
             piece = score_to_piece(path, steps_per_quarter)
@@ -91,5 +121,5 @@ def load_bach(steps_per_quarter: int = 4, limit: int | None = None,
         tmp = cached.with_suffix(".tmp.npz")  # write then rename: a killed run leaves no half file
         np.savez_compressed(tmp, roll=piece.roll, steps_per_bar=piece.steps_per_bar, bar_phase=piece.bar_phase)
         tmp.replace(cached)
-        pieces.append(piece)
+        keep(piece, path.name)
     return pieces, skipped

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,31 @@ def test_bach_corpus_converts_and_caches(tmp_path, monkeypatch):
     assert all(np.array_equal(p.roll, q.roll) for p, q in zip(pieces, again))
     p = pieces[0]
     assert p.has_onsets and (p.roll == 2).any() and p.steps_per_bar in (12, 16)
+
+
+def test_the_bach_corpus_is_chorales_only_one_file_each():
+    from engine.music.bach import chorale_paths
+
+    paths = chorale_paths()
+    names = [p.stem for p in paths]
+    assert len(names) == len(set(names)) >= 340, "one file per chorale"
+    assert "bwv846" not in names, "the C major prelude is not a chorale"
+    assert "bwv1.6" not in names, "a chorale movement with instrumental parts is not a four-part chorale"
+
+
+def test_a_chorale_repeating_another_in_another_key_is_skipped(tmp_path, monkeypatch):
+    from engine.music import bach
+
+    monkeypatch.setenv("ATELIER_CACHE_DIR", str(tmp_path))
+    bach.cache_dir().mkdir(parents=True)
+    roll = np.zeros((8, 88), np.int8)
+    roll[:4, 40], roll[4:, 44], roll[:, 30] = 2, 2, 1
+    for name, shift in (("first", 0), ("again", 5), ("other", 0)):
+        moved = np.roll(roll, shift, axis=1)
+        if name == "other":
+            moved[6, 50] = 2
+        np.savez(bach.cache_dir() / f"{name}-4.npz", roll=moved, steps_per_bar=16, bar_phase=0)
+    monkeypatch.setattr(bach, "chorale_paths", lambda: [Path(f"{n}.mxl") for n in ("first", "again", "other")])
+    pieces, skipped = bach.load_bach(4)
+    assert [p.name for p in pieces] == ["first", "other"]
+    assert skipped == [("again.mxl", "repeats first (up to transposition)")]
