@@ -29,6 +29,7 @@ from midi_bridge.notes import program_change, reset_messages
 from midi_bridge.respond import PhraseRecorder
 from midi_bridge.scheduler import HELPER_PRIORITY, Scheduler, raise_priority
 
+COMPENSATE_EVERY = 0.5  # seconds between readings of the output's latency (connections change it)
 PREROLL = 0.25       # seconds between the buffer being full and the internal clock's first beat
 FLUSH_SECONDS = 0.5  # the longest wait for the MIDI system to deliver the last messages before the port closes
 ALL_CHANNELS = tuple(range(16))
@@ -143,6 +144,9 @@ def run(opts: Options) -> int:
         follows = f"following MIDI clock on {listening}" if opts.clock == "midi" else f"at {opts.bpm:g} BPM"
         log.note("ready", port=output.name, api=output.api, model=feed.model, clock=opts.clock,
                  input=inp.name if inp else None)
+        follows_daw = isinstance(clock, MidiClock) and hasattr(output, "behind_audio")
+        if follows_daw:
+            _compensate(output, scheduler, log)
         if hasattr(output, "latency"):  # the native JACK output
             low, high = output.latency()
             rate = output.client.samplerate
@@ -151,7 +155,8 @@ def run(opts: Options) -> int:
             say(f"JACK: each note at its exact frame (period {output.client.blocksize} frames at {rate} Hz = "
                 f"{output.period * 1000:.1f} ms; notes handed over {output.lead * 1000:.1f} ms ahead; the port's "
                 f"playback latency {high} frames{f' = {high / rate * 1000:.1f} ms' if high else ''}, which the DAW "
-                "compensates)")
+                "compensates" + (f"; notes go {scheduler.compensation * 1000:.1f} ms early, heard with the DAW's "
+                                 "audio" if scheduler.compensation else "") + ")")
         if scheduler.priority != "realtime" and opts.realtime:
             say(f"the timing thread runs at {scheduler.priority} priority (no real-time permission); on a busy "
                 "machine sends may be late -- on Linux, give your user an rtprio limit (e.g. the 'audio' group)")
@@ -159,9 +164,13 @@ def run(opts: Options) -> int:
             f"{', answering phrases on ' + listening if recorder else ''}"
             f"{', controls (CCs) on ' + listening if inp and not recorder and opts.clock != 'midi' else ''}"
             "; Ctrl+C stops")
+        compensated = 0.0
         while not stop.wait(0.05):
             if scheduler.error:
                 raise scheduler.error
+            if follows_daw and time.monotonic() - compensated > COMPENSATE_EVERY:  # the DAW may reconnect us
+                compensated = time.monotonic()
+                _compensate(output, scheduler, log)
             if isinstance(clock, MidiClock) and clock.check_timeout(time.monotonic()):
                 scheduler.transport_stopped("clock lost")
         if fatal:
@@ -201,6 +210,15 @@ def run(opts: Options) -> int:
         log.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _compensate(output, scheduler: Scheduler, log: EventLog) -> None:
+    """Following a DAW's clock on JACK: send notes early by as much as the port's path is heard
+    after the DAW's audio (a synth's latency), so they land on the DAW's beat."""
+    early = output.behind_audio()
+    if abs(early - scheduler.compensation) > 1e-6:
+        scheduler.compensation = early
+        log.note("compensation", ms=round(early * 1000, 3))
 
 
 def reset(output: ports.Opened, channels: frozenset[int], log: EventLog) -> None:

@@ -188,6 +188,14 @@ class JackOutput:
         """The port's playback latency range in frames, as JACK reports it (what a DAW compensates)."""
         return self.clock.playback_latency(self.port)
 
+    def behind_audio(self) -> float:
+        """How much later than audio written in the same frame to the system's outputs a message
+        written now is heard, in seconds (the port's playback latency beyond theirs, e.g. a
+        synth's): what a bridge following a DAW's clock sends early. Never negative."""
+        outputs = self.client.get_ports(is_audio=True, is_input=True, is_physical=True)
+        audio = max((self.clock.playback_latency(port)[1] for port in outputs), default=0)
+        return max(0, self.latency()[1] - audio) / self.client.samplerate
+
     def close(self) -> None:
         try:
             self.client.deactivate()

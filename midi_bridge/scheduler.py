@@ -12,7 +12,10 @@ gets each one `lead` seconds early, with its due time. It never talks to the eng
 the queue (note length capped), and every way out ends in `panic()`. No note-on is sent
 past the clock's horizon (a followed clock: its latest pulse plus one pulse): a note
 waits there until the next pulse arrives (`wake()`), so a beat the DAW did not reach never
-plays.
+plays. Following a DAW's clock, `compensation` makes up for an output path slower than the
+DAW's audio (a synth's latency): notes go that much early, to be heard with the DAW's audio of
+their beat, and the horizon moves by as much -- nothing is heard past the DAW's audio of its
+latest pulse plus one pulse.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ HELPER_PRIORITY = 10     # the bridge's other threads: they share the interprete
 
 class Clock(Protocol):
     running: bool
+    bpm: float
 
     def time_at(self, beat: float) -> float: ...
 
@@ -65,6 +69,7 @@ class Scheduler:
         self.clock = clock
         self.bar_beats = bar_beats
         self.latency = latency  # seconds added to every due time (negative: send early)
+        self.compensation = 0.0  # seconds the output is heard after the DAW's audio: sent that much early
         self.max_note_beats = max_note_beats
         self._channels = set(channels)
         self.log = log or EventLog(None)
@@ -208,7 +213,8 @@ class Scheduler:
         """The next event's stream beat and whether it is a note-off (note-offs first on ties).
         A note-on past the clock's horizon waits (for the next pulse); note-offs do not."""
         on = self._ons[0][0] if self._ons else None
-        if on is not None and on + self._offset > self.clock.horizon() + 1e-9:
+        early = self.compensation * self.clock.bpm / 60 if self.compensation else 0.0  # in beats
+        if on is not None and on + self._offset > self.clock.horizon() + early + 1e-9:
             on = None
         if self._offs and (on is None or self._offs[0][0] <= on):
             return self._offs[0][0], True
@@ -225,7 +231,8 @@ class Scheduler:
                 self._wake.clear()
                 with self._lock:
                     head = self._head() if self._running else None
-                    due = self.clock.time_at(head[0] + self._offset) + self.latency if head else None
+                    due = (self.clock.time_at(head[0] + self._offset) + self.latency - self.compensation
+                           if head else None)
                 if due is None:
                     collect_garbage()
                     self._wake.wait(MAX_SLEEP)

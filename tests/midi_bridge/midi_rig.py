@@ -128,9 +128,15 @@ class FrameReceiver:
     """A JACK MIDI input of our own (JACK-Client) that records each message's frame -- the
     cycle's last_frame_time plus the message's offset in it -- with the cycle's first frame
     and its monotonic time (JACK's estimate, read in that cycle), so a due time on the
-    monotonic clock can be turned into the frame it falls on in the same cycle."""
+    monotonic clock can be turned into the frame it falls on in the same cycle.
 
-    def __init__(self, name: str):
+    With `extra_latency` (frames) its port reports that much more playback latency than the
+    system's audio outputs, as a synth heard that long after audio written in the same frame
+    would (JACK-Client has no latency callback: ctypes)."""
+
+    def __init__(self, name: str, extra_latency: int = 0):
+        import ctypes
+
         import jack
 
         from midi_bridge.jack_out import _Clock
@@ -138,6 +144,20 @@ class FrameReceiver:
         self.client = jack.Client(f"frames-{name}", no_start_server=True)
         self.port = self.client.midi_inports.register("in")
         self.clock = _Clock(self.client)
+        if extra_latency:
+            audio = self.client.get_ports(is_audio=True, is_input=True, is_physical=True)
+            latency = extra_latency + max((self.clock.playback_latency(p)[1] for p in audio), default=0)
+            lib, port = self.clock._lib, ctypes.c_void_p(int(jack._ffi.cast("uintptr_t", self.port._ptr)))
+            span = (ctypes.c_uint32 * 2)(latency, latency)
+            lib.jack_port_set_latency_range.argtypes = [ctypes.c_void_p, ctypes.c_int,
+                                                        ctypes.POINTER(ctypes.c_uint32 * 2)]
+
+            def on_latency(mode: int, _arg) -> None:
+                if mode == 1:  # JackPlaybackLatency
+                    lib.jack_port_set_latency_range(port, 1, ctypes.byref(span))
+
+            self._on_latency = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p)(on_latency)  # kept alive
+            lib.jack_set_latency_callback(self.clock._ptr, self._on_latency, None)
         self.rate = self.client.samplerate
         self.events: list[tuple[float, int, int, float, list[int]]] = []  # (arrival, frame, cycle start, its time, msg)
         self.irregular: list[int] = []  # first frames of cycles that did not follow the one before
@@ -205,8 +225,34 @@ class Sender:
         self.port.delete()
 
 
+class ClockSource:
+    """Sends MIDI beat clock from a thread, on time (sleep, then spin), logging each pulse."""
 
+    def __init__(self, sender):
+        self.sender = sender
+        self.pulses: list[tuple[float, int | None]] = []  # (sent at, song position in pulses or None)
+        self.marks: dict[str, float] = {}
+        self._next = time.monotonic() + 0.05
 
+    def pulses_at(self, bpm: float, count: int, position: int | None) -> int | None:
+        period = 60 / bpm / 24
+        for _ in range(count):
+            while time.monotonic() < self._next - 0.002:
+                time.sleep(0.001)
+            while time.monotonic() < self._next:
+                pass
+            t = self.sender.send([0xF8])
+            self.pulses.append((t, position))
+            if position is not None:
+                position += 1
+            self._next += period
+        return position
+
+    def mark(self, name: str, message: list[int]) -> None:
+        self.marks[name] = self.sender.send(message)
+
+    def time_of(self, position: int) -> float:
+        return next(t for t, p in self.pulses if p == position)
 
 
 # -- the engine ---------------------------------------------------------------------------
@@ -312,6 +358,7 @@ class Bridge:
 @dataclass
 class Delivery:
     pairs: list[tuple[dict, float]]  # (logged send, arrival time), in order
+    indices: list[int]               # where each pair's arrival is in the received list
     lost: int                        # logged sends that never arrived
     unlogged: int                    # arrivals that match no logged send (duplicated or garbled)
     incidents: int                   # separate moments at which the streams differ
@@ -328,10 +375,11 @@ def match_log(received: list[tuple[float, list[int]]], sent: list[dict], period:
     a = [tuple(m) for _, m in received]
     b = [tuple(r["msg"]) for r in sent]
     matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
-    pairs, lost, unlogged, times, lines, missing = [], 0, 0, [], [], []
+    pairs, indices, lost, unlogged, times, lines, missing = [], [], 0, 0, [], [], []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             pairs.extend((sent[j1 + k], received[i1 + k][0]) for k in range(i2 - i1))
+            indices.extend(range(i1, i2))
             continue
         lost, unlogged = lost + (j2 - j1), unlogged + (i2 - i1)
         missing.extend(r["msg"] for r in sent[j1:j2])
@@ -340,7 +388,7 @@ def match_log(received: list[tuple[float, list[int]]], sent: list[dict], period:
                      f"{[(r['seq'], r['msg']) for r in sent[j1:j2]]}")
     times.sort()
     incidents = sum(1 for k, t in enumerate(times) if k == 0 or t - times[k - 1] > 2 * period)
-    return Delivery(pairs, lost, unlogged, incidents, "\n".join(lines[:12]), missing)
+    return Delivery(pairs, indices, lost, unlogged, incidents, "\n".join(lines[:12]), missing)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from midi_rig import percentile
+from midi_rig import ClockSource, FrameReceiver, percentile
 
 from midi_bridge.notes import still_sounding
 
@@ -44,3 +44,50 @@ def test_each_message_arrives_at_its_intended_frame(music_engine, frame_receiver
     assert not still_sounding([m for _, m in frame_receiver.snapshot()])
     flushed = [r for r in bridge.records() if r.get("event") == "flushed"]
     assert flushed and flushed[0]["confirmed"], "the JACK output did not confirm the panic left"
+
+
+SYNTH_FRAMES = 960  # a synth heard 20 ms after audio written in the same frame (48 kHz)
+
+
+def test_following_a_daws_clock_notes_go_early_by_what_the_output_adds_to_the_daws_latency(
+        music_engine, sender, start_bridge, check_delivery, request):
+    """Issue 22: the DAW's clock offset compensated. The bridge's port leads to a synth whose
+    playback latency is SYNTH_FRAMES beyond the system's audio outputs: following the DAW's
+    clock, each note is written that many frames before the DAW's pulse of its beat, so it is
+    heard with the DAW's audio of that beat. The same JACK client records pulses and notes."""
+    synth = FrameReceiver(f"synth{request.node.name[-6:]}", extra_latency=SYNTH_FRAMES)
+    try:
+        synth.client.connect(sender.name, synth.name)  # the DAW's clock, as the bridge hears it
+        bridge = start_bridge(music_engine, "--port", synth.name, "--input", sender.name, "--clock", "midi")
+        bridge.wait_for("ready")
+        compensation = bridge.wait_for("compensation")
+        clock = ClockSource(sender)
+        clock.pulses_at(120, 24, None)  # the transport is stopped: tempo only
+        clock.mark("start", [0xFA])
+        clock.pulses_at(120, 24 * 8, 0)  # 8 beats at 120 BPM
+        clock.mark("stop", [0xFC])
+        time.sleep(0.3)
+        assert bridge.stop() == 0, bridge.stderr()
+        events = [e for e in synth.events if e[4] != [0xF8]]
+        pulses = [(arrival, frame) for arrival, frame, _, _, m in synth.events if m == [0xF8]]
+        delivery = check_delivery([(e[0], e[4]) for e in events], bridge.sent())
+    finally:
+        synth.close()
+
+    def pulse_frame(position: int) -> int:  # the first pulse to arrive after it was sent
+        sent = clock.time_of(position)
+        return next(frame for arrival, frame in pulses if arrival >= sent)
+
+    errors = [events[i][1] - pulse_frame(round(r["beat"] * 24))
+              for (r, _), i in zip(delivery.pairs, delivery.indices)
+              if r["msg"][0] & 0xF0 == 0x90 and r.get("why") is None and r["beat"] * 24 < 24 * 8]
+    assert len(errors) >= 10, f"too few notes: {len(errors)}\n{bridge.stderr()}"
+    median = percentile(errors, 50)
+    print(f"note frame - its pulse's frame over {len(errors)} notes: median {median:.0f}, p10 "
+          f"{percentile(errors, 10):.0f}, p90 {percentile(errors, 90):.0f} (compensation {compensation['ms']} ms = "
+          f"{SYNTH_FRAMES} frames)")
+    assert compensation["ms"] == SYNTH_FRAMES / synth.rate * 1000
+    # Pulses reach the bridge through rtmidi, read when its thread wakes in the pulse's cycle: the
+    # bridge hears them a few ms late (4 ms here under load; the clock test allows up to 30 ms).
+    # Without the compensation the notes would come that much *after* their pulse.
+    assert -SYNTH_FRAMES - 128 <= median <= -SYNTH_FRAMES + 480, f"notes {median:.0f} frames from their pulse"

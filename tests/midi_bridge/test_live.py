@@ -11,7 +11,7 @@ import signal
 import time
 
 import pytest
-from midi_rig import Delivery, Engine, percentile, start_engine_in
+from midi_rig import ClockSource, Delivery, Engine, percentile, start_engine_in
 
 from midi_bridge.notes import ALL_NOTES_OFF, ALL_SOUND_OFF, still_sounding
 
@@ -60,36 +60,6 @@ def test_notes_arrive_in_order_with_their_scheduled_spacing(music_engine, receiv
     (r0, _), (r1, _) = ons[0], ons[-1]
     assert abs((r1["due"] - r0["due"]) - (r1["beat"] - r0["beat"]) * 60 / 150) < 1e-3
     assert_silent(received, sent, delivery)
-
-
-class ClockSource:
-    """Sends MIDI beat clock from a thread, on time (sleep, then spin), logging each pulse."""
-
-    def __init__(self, sender):
-        self.sender = sender
-        self.pulses: list[tuple[float, int | None]] = []  # (sent at, song position in pulses or None)
-        self.marks: dict[str, float] = {}
-        self._next = time.monotonic() + 0.05
-
-    def pulses_at(self, bpm: float, count: int, position: int | None) -> int | None:
-        period = 60 / bpm / 24
-        for _ in range(count):
-            while time.monotonic() < self._next - 0.002:
-                time.sleep(0.001)
-            while time.monotonic() < self._next:
-                pass
-            t = self.sender.send([0xF8])
-            self.pulses.append((t, position))
-            if position is not None:
-                position += 1
-            self._next += period
-        return position
-
-    def mark(self, name: str, message: list[int]) -> None:
-        self.marks[name] = self.sender.send(message)
-
-    def time_of(self, position: int) -> float:
-        return next(t for t, p in self.pulses if p == position)
 
 
 def test_follows_midi_clock_in_phase_through_a_tempo_change_stop_and_continue(music_engine, receiver, sender,
