@@ -2,8 +2,8 @@
 
 A key signature names a tonic and major or minor; `estimate_key` finds one from the notes
 (Krumhansl-Kessler profiles against the pitch classes weighted by how long they sound) for
-clips that carry none. `signature_of` turns a scale lock such as "Bb dorian" into the nearest
-signature: its tonic, major or minor by the mode's third.
+clips that carry none. `scale_pitch_classes` reads a scale lock such as "Bb dorian";
+`signature_of` turns one into the nearest signature: its tonic, major or minor by the mode's third.
 """
 from __future__ import annotations
 
@@ -20,6 +20,32 @@ _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39,
 _MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 DENOMINATORS = (1, 2, 4, 8, 16, 32)
+
+TONICS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+MODES = {
+    "major": (0, 2, 4, 5, 7, 9, 11), "ionian": (0, 2, 4, 5, 7, 9, 11),
+    "minor": (0, 2, 3, 5, 7, 8, 10), "aeolian": (0, 2, 3, 5, 7, 8, 10),
+    "harmonic minor": (0, 2, 3, 5, 7, 8, 11), "melodic minor": (0, 2, 3, 5, 7, 9, 11),
+    "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
+    "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
+    "major pentatonic": (0, 2, 4, 7, 9), "minor pentatonic": (0, 3, 5, 7, 10), "blues": (0, 3, 5, 6, 7, 10),
+    "chromatic": tuple(range(12)),
+}
+
+
+def scale_pitch_classes(key: str) -> set[int]:
+    """Pitch classes of a key such as "C", "F# minor", "Bb dorian", "e harmonic minor"."""
+    text = key.strip().lower().replace("♯", "#").replace("♭", "b")
+    if not text or text[0] not in TONICS:
+        raise ValueError(f"cannot read key {key!r}: start with a tonic A-G, e.g. 'F# minor' or 'Bb major'")
+    tonic, rest = TONICS[text[0]], text[1:]
+    while rest[:1] in ("#", "b"):
+        tonic += 1 if rest[0] == "#" else -1
+        rest = rest[1:]
+    mode = " ".join(rest.replace("-", " ").split()) or "major"
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} in key {key!r}; known: {', '.join(sorted(MODES))}")
+    return {(tonic + i) % 12 for i in MODES[mode]}
 
 
 def estimate_key(roll: np.ndarray) -> str | None:
@@ -40,8 +66,6 @@ def estimate_key(roll: np.ndarray) -> str | None:
 
 def signature_of(key: str) -> str | None:
     """The key signature for a scale lock ("F# minor", "Bb dorian", "A"); None for chromatic."""
-    from engine.music.sampling import MODES, TONICS, scale_pitch_classes  # the scale lock's reading (and torch)
-
     scale_pitch_classes(key)  # raises ValueError, as the scale lock does
     text = key.strip().lower().replace("♯", "#").replace("♭", "b")
     tonic, rest, accidentals = TONICS[text[0]], text[1:], ""

@@ -15,34 +15,9 @@ import numpy as np
 import torch
 
 from engine.music.fast import FastRNN, fast_net  # noqa: F401 (FastRNN: re-exported)
+from engine.music.keys import scale_pitch_classes
 from engine.music.phrase import Phrase
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
-
-TONICS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
-MODES = {
-    "major": (0, 2, 4, 5, 7, 9, 11), "ionian": (0, 2, 4, 5, 7, 9, 11),
-    "minor": (0, 2, 3, 5, 7, 8, 10), "aeolian": (0, 2, 3, 5, 7, 8, 10),
-    "harmonic minor": (0, 2, 3, 5, 7, 8, 11), "melodic minor": (0, 2, 3, 5, 7, 9, 11),
-    "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
-    "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
-    "major pentatonic": (0, 2, 4, 7, 9), "minor pentatonic": (0, 3, 5, 7, 10), "blues": (0, 3, 5, 6, 7, 10),
-    "chromatic": tuple(range(12)),
-}
-
-
-def scale_pitch_classes(key: str) -> set[int]:
-    """Pitch classes of a key such as "C", "F# minor", "Bb dorian", "e harmonic minor"."""
-    text = key.strip().lower().replace("♯", "#").replace("♭", "b")
-    if not text or text[0] not in TONICS:
-        raise ValueError(f"cannot read key {key!r}: start with a tonic A-G, e.g. 'F# minor' or 'Bb major'")
-    tonic, rest = TONICS[text[0]], text[1:]
-    while rest[:1] in ("#", "b"):
-        tonic += 1 if rest[0] == "#" else -1
-        rest = rest[1:]
-    mode = " ".join(rest.replace("-", " ").split()) or "major"
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r} in key {key!r}; known: {', '.join(sorted(MODES))}")
-    return {(tonic + i) % 12 for i in MODES[mode]}
 
 
 @dataclass
