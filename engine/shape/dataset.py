@@ -1,17 +1,19 @@
-"""Voxel training sets from a mesh folder, from procedural shapes, or from arrays.
+"""Voxel training sets from a mesh folder, from procedural shapes, or from arrays; with
+`points=K`, also K labelled points per shape for the implicit decoder (engine/shape/points.py).
 
 A folder's voxel grids are cached on disk, one entry per source file, keyed by the
 file's relative path and validated by a hash of its bytes: an unchanged file is
 never re-read, an edited one is voxelised again. Skipped files are cached with
 their reason, so they are reported on every load without being parsed again.
 
-    build_from_folder("~/meshes", resolution=32)  -> ShapeSet
-    build_procedural(500, seed=0, resolution=32)  -> ShapeSet
+    build_from_folder("~/meshes", resolution=32)             -> ShapeSet
+    build_procedural(500, seed=0, resolution=32, points=8192) -> ShapeSet with .points, .inside
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +29,12 @@ from engine.shape.meshes import (
     mesh_from_arrays,
     normalise,
 )
+from engine.shape.points import labelled_points
 from engine.shape.procedural import procedural_meshes
 from engine.shape.voxels import voxelise
 
-# Bump when voxelisation or cleaning changes, so old cache entries are rebuilt.
-CACHE_VERSION = 2
+# Bump when voxelisation, cleaning or point sampling changes, so old cache entries are rebuilt.
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -41,6 +44,8 @@ class ShapeSet:
     skipped: list[Skipped] = field(default_factory=list)
     cache_hits: int = 0
     cache_misses: int = 0
+    points: np.ndarray | None = None  # (N, K, 3) float16 in the unit cube, when asked for
+    inside: np.ndarray | None = None  # (N, K) bool: is each point inside its shape
 
     def __len__(self) -> int:
         return len(self.names)
@@ -56,8 +61,27 @@ class ShapeSet:
         held[stride - 1::stride] = True
         if held.sum() < min_holdout:
             held[-min_holdout:] = True
-        pick = lambda mask: ShapeSet(self.grids[mask], [nm for nm, m in zip(self.names, mask) if m])
+        pick = lambda mask: ShapeSet(self.grids[mask], [nm for nm, m in zip(self.names, mask) if m],
+                                     points=None if self.points is None else self.points[mask],
+                                     inside=None if self.inside is None else self.inside[mask])
         return pick(~held), pick(held)
+
+
+def _shape(mesh, resolution: int, points: int, seed: int) -> tuple[np.ndarray, tuple | None]:
+    """The grid of a normalised mesh and, when points > 0, its labelled points."""
+    grid = voxelise(mesh.vertices, mesh.faces, resolution)
+    if not points or not grid.any():
+        return grid, None
+    return grid, labelled_points(mesh.vertices, mesh.faces, points, seed)
+
+
+def _stack(out: ShapeSet, grids: list, labelled: list, points: int) -> ShapeSet:
+    if grids:
+        out.grids = np.stack(grids)
+        if points:
+            out.points = np.stack([p for p, _ in labelled])
+            out.inside = np.stack([i for _, i in labelled])
+    return out
 
 
 def default_cache_dir() -> Path:
@@ -68,25 +92,32 @@ def _entry_path(cache: Path, name: str) -> Path:
     return cache / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".npz")
 
 
-def _read_entry(path: Path, source_hash: str) -> tuple[np.ndarray | None, str | None] | None:
-    """(grid, None) or (None, skip reason) from a valid cache entry; None when stale or unreadable."""
+def _read_entry(path: Path, source_hash: str, points: int) -> tuple | None:
+    """(grid, labelled points or None, None) or (None, None, skip reason) from a valid cache entry;
+    None when stale, unreadable, or without the points asked for."""
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["source_hash"]) != source_hash or int(z["version"]) != CACHE_VERSION:
                 return None
             if str(z["skip_reason"]):
-                return None, str(z["skip_reason"])
+                return None, None, str(z["skip_reason"])
+            if points and len(z["points"]) != points:
+                return None
             res = int(z["resolution"])
-            return np.unpackbits(z["bits"])[: res ** 3].reshape(res, res, res).astype(bool), None
+            grid = np.unpackbits(z["bits"])[: res ** 3].reshape(res, res, res).astype(bool)
+            labelled = (z["points"], np.unpackbits(z["inside"])[:points].astype(bool)) if points else None
+            return grid, labelled, None
     except (OSError, KeyError, ValueError):
         return None
 
 
-def _write_entry(path: Path, source_hash: str, resolution: int, grid: np.ndarray | None, reason: str) -> None:
+def _write_entry(path: Path, source_hash: str, resolution: int, grid: np.ndarray | None,
+                 labelled: tuple | None, reason: str) -> None:
     bits = np.packbits(grid.ravel()) if grid is not None else np.zeros(0, np.uint8)
+    points, inside = labelled or (np.zeros((0, 3), np.float16), np.zeros(0, bool))
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, source_hash=source_hash, version=CACHE_VERSION, resolution=resolution,
-             skip_reason=reason, bits=bits)
+             skip_reason=reason, bits=bits, points=points, inside=np.packbits(inside))
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written entry
 
 
@@ -99,8 +130,9 @@ def _file_hash(path: Path) -> str:
 
 
 def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "z",
-                      cache_dir: str | Path | None = None) -> ShapeSet:
-    """Voxelise every mesh under `folder`, reusing cached grids of unchanged files."""
+                      cache_dir: str | Path | None = None, points: int = 0) -> ShapeSet:
+    """Voxelise every mesh under `folder` (and label `points` points of each), reusing the cached
+    entries of unchanged files."""
     folder = Path(folder).expanduser().resolve()
     files = list_mesh_files(folder)
     if not files:
@@ -109,7 +141,7 @@ def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "z",
     cache = Path(cache_dir or default_cache_dir()) / key
     cache.mkdir(parents=True, exist_ok=True)
     out = ShapeSet(np.zeros((0,) + (resolution,) * 3, bool), [])
-    grids = []
+    grids, labelled_all = [], []
     for path in files:
         name = path.relative_to(folder).as_posix()
         try:
@@ -118,13 +150,13 @@ def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "z",
             out.skipped.append(Skipped(name, f"could not read the file ({e.strerror or e})"))
             continue
         entry = _entry_path(cache, name)
-        cached = _read_entry(entry, source_hash)
+        cached = _read_entry(entry, source_hash, points)
         if cached is None:
             out.cache_misses += 1
-            grid, reason = None, ""
+            grid, labelled, reason = None, None, ""
             try:
                 mesh = normalise(load_mesh_file(path), up)
-                grid = voxelise(mesh.vertices, mesh.faces, resolution)
+                grid, labelled = _shape(mesh, resolution, points, zlib.crc32(name.encode()))
                 if not grid.any():
                     grid, reason = None, "voxelises to nothing: open or paper-thin surface with no inside"
             except MeshError as e:
@@ -133,31 +165,30 @@ def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "z",
                 raise
             except Exception as e:  # one malformed file must not stop training on the others
                 reason = f"could not use the mesh ({type(e).__name__}: {str(e)[:200]})"
-            _write_entry(entry, source_hash, resolution, grid, reason)
-            cached = (grid, reason or None)
+            _write_entry(entry, source_hash, resolution, grid, labelled, reason)
+            cached = (grid, labelled, reason or None)
         else:
             out.cache_hits += 1
-        grid, reason = cached
+        grid, labelled, reason = cached
         if reason:
             out.skipped.append(Skipped(name, reason))
         else:
             grids.append(grid)
+            labelled_all.append(labelled)
             out.names.append(name)
-    if grids:
-        out.grids = np.stack(grids)
-    return out
+    return _stack(out, grids, labelled_all, points)
 
 
 def build_from_arrays(meshes: list[tuple[np.ndarray, np.ndarray]], resolution: int = 32,
-                      names: list[str] | None = None) -> ShapeSet:
+                      names: list[str] | None = None, points: int = 0) -> ShapeSet:
     """Voxelise in-memory meshes (vertices, faces), e.g. objects sent from Blender (Z up)."""
     names = names or [f"mesh_{i}" for i in range(len(meshes))]
     out = ShapeSet(np.zeros((0,) + (resolution,) * 3, bool), [])
-    grids = []
-    for name, (v, f) in zip(names, meshes):
+    grids, labelled_all = [], []
+    for i, (name, (v, f)) in enumerate(zip(names, meshes)):
         try:
             mesh = normalise(mesh_from_arrays(v, f))
-            grid = voxelise(mesh.vertices, mesh.faces, resolution)
+            grid, labelled = _shape(mesh, resolution, points, i)
         except MeshError as e:
             out.skipped.append(Skipped(name, str(e)))
             continue
@@ -170,31 +201,36 @@ def build_from_arrays(meshes: list[tuple[np.ndarray, np.ndarray]], resolution: i
             out.skipped.append(Skipped(name, "voxelises to nothing: open or paper-thin surface with no inside"))
             continue
         grids.append(grid)
+        labelled_all.append(labelled)
         out.names.append(name)
-    if grids:
-        out.grids = np.stack(grids)
-    return out
+    return _stack(out, grids, labelled_all, points)
 
 
 def build_procedural(count: int, seed: int = 0, resolution: int = 32,
-                     cache_dir: str | Path | None = None, cache: bool = True) -> ShapeSet:
-    """`count` procedural shapes (see procedural_shapes), cached as one file per (count, seed, R)."""
+                     cache_dir: str | Path | None = None, cache: bool = True, points: int = 0) -> ShapeSet:
+    """`count` procedural shapes (see procedural_shapes), cached as one file per (count, seed, R, points)."""
     path = None
     if cache:
-        path = Path(cache_dir or default_cache_dir()) / f"procedural_v{CACHE_VERSION}_{count}_{seed}_{resolution}.npz"
+        path = Path(cache_dir or default_cache_dir()) / \
+            f"procedural_v{CACHE_VERSION}_{count}_{seed}_{resolution}_{points}.npz"
         if path.exists():
             with np.load(path, allow_pickle=False) as z:
                 grids = np.unpackbits(z["bits"], axis=1)[:, : resolution ** 3].reshape((count,) + (resolution,) * 3)
-                return ShapeSet(grids.astype(bool), [str(n) for n in z["names"]], cache_hits=1)
-    names, grids = [], []
-    for name, mesh in procedural_meshes(count, seed):
-        mesh = normalise(mesh)
-        grids.append(voxelise(mesh.vertices, mesh.faces, resolution))
+                out = ShapeSet(grids.astype(bool), [str(n) for n in z["names"]], cache_hits=1)
+                if points:
+                    out.points, out.inside = z["points"], np.unpackbits(z["inside"], axis=1)[:, :points].astype(bool)
+                return out
+    names, grids, labelled = [], [], []
+    for i, (name, mesh) in enumerate(procedural_meshes(count, seed)):
+        grid, pts = _shape(normalise(mesh), resolution, points, i)
+        grids.append(grid)
+        labelled.append(pts)
         names.append(name)
-    out = ShapeSet(np.stack(grids), names, cache_misses=1)
+    out = _stack(ShapeSet(np.zeros(0), names, cache_misses=1), grids, labelled, points)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, bits=np.packbits(out.grids.reshape(count, -1), axis=1), names=np.array(names))
+        extra = {"points": out.points, "inside": np.packbits(out.inside, axis=1)} if points else {}
+        np.savez(tmp, bits=np.packbits(out.grids.reshape(count, -1), axis=1), names=np.array(names), **extra)
         os.replace(tmp, path)
     return out

@@ -1,4 +1,4 @@
-"""Shapes from a trained voxel VAE.
+"""Shapes from a trained shape VAE (engine/shape/model.py), meshed at any resolution.
 
     model = load(config_dict, {"vae.encoder.0.weight": ..., ...}, "cpu")
     model.sample(seed=1, count=4)                 -> [Mesh(vertices, faces), ...]
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from engine.config import build
 from engine.device import intra_op_threads
+from engine.shape.implicit import extract
 from engine.shape.meshes import MeshError, mesh_from_arrays, normalise
 from engine.shape.meshing import Mesh, grid_to_mesh
 from engine.shape.model import ShapeVAE, ShapeVAEConfig
@@ -119,10 +120,20 @@ class ShapeModel:
         return torch.cat(out).numpy()
 
     def _decode_batch(self, z: torch.Tensor, res: int) -> torch.Tensor:
-        probs = torch.sigmoid(self.vae.decode(z))
+        decoded = self.vae.decode(z)
+        if self.vae.head is not None:
+            return torch.stack([extract(self._logits_at(grid[None]), res) for grid in decoded])
+        probs = torch.sigmoid(decoded)
         if res != probs.shape[-1]:
             probs = F.interpolate(probs, size=(res,) * 3, mode="trilinear", align_corners=False)
         return probs[:, 0]
+
+    def _logits_at(self, features: torch.Tensor, chunk: int = 1 << 16) -> Callable[[torch.Tensor], torch.Tensor]:
+        def logits(points: torch.Tensor) -> torch.Tensor:
+            points = points.to(self.device)
+            return torch.cat([self.vae.occupancy(features, points[i:i + chunk][None])[0].cpu()
+                              for i in range(0, len(points), chunk)])
+        return logits
 
     @torch.no_grad()
     def encode_grids(self, grids: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -193,6 +204,7 @@ class ShapeModel:
 
 def load(config: dict, weights: dict[str, torch.Tensor], device: str | torch.device = "cpu") -> ShapeModel:
     """A ShapeModel from a stored config and weights keyed "vae.<parameter name>"."""
+    config = {"decoder": "grid", **config}  # models saved before the implicit decoder have grid decoders
     vae = ShapeVAE(build(ShapeVAEConfig, config))
     prefix = "vae."
     state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}

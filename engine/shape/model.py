@@ -1,9 +1,17 @@
-"""A 3D convolutional β-VAE over voxel occupancy grids.
+"""A 3D convolutional β-VAE: voxel occupancy grids in, occupancy anywhere out.
 
-    config = ShapeVAEConfig(resolution=32, latent_dim=128)
+    config = ShapeVAEConfig(resolution=32, latent_dim=64)           # decoder="implicit"
     vae = ShapeVAE(config)
-    logits, mu, logvar = vae(grids)                 # grids: B×1×R×R×R in {0, 1}
-    loss, parts = vae_loss(logits, grids, mu, logvar, kl_weight(step, config), config)
+    logits, mu, logvar = vae(grids, points)          # grids B×1×R×R×R in {0, 1}, points B×P×3
+    loss, parts = vae_loss(logits, labels, mu, logvar, kl_weight(step, config), config)
+
+    ShapeVAE(ShapeVAEConfig(decoder="grid"))(grids)  # the older decoder: logits B×1×R×R×R
+
+Two decoders share the encoder and the latent space. "implicit" (engine/shape/implicit.py)
+decodes the latent into a coarse feature grid (R/2)³ × `features` and a small MLP gives the
+occupancy logit at any point from the features there and the point's Fourier encoding; it is
+trained on points near and away from each shape's surface and meshed at any resolution.
+"grid" ends in one logit per voxel of the R³ grid.
 
 Encoder: the grid folded 2×2×2 voxels into 8 channels (space-to-depth, lossless), a 3³
 convolution at half resolution, stride-2 4³ convolutions down to 4³, then a linear layer
@@ -13,11 +21,12 @@ one occupancy logit per voxel (depth-to-space). Folding keeps every convolution 
 full-resolution grid, where 1-channel 3D convolutions are slow on CPUs: it is about 6×
 faster to train than a full-resolution stem and output layer, at the same latent size.
 
-Occupancy is sparse (a chair fills ~5 % of its cube), so plain BCE learns "empty".
+Grid decoder: occupancy is sparse (a chair fills ~5 % of its cube), so plain BCE learns "empty".
 Two remedies: focal loss (Lin et al. 2017), which down-weights the many easy empty
 voxels, or BCE with a larger weight on occupied voxels (Brock et al. 2016). Both
 are summed over voxels so the KL term, summed over latent dimensions, is on the
-same per-shape scale; β multiplies the KL and rises linearly from 0 over
+same per-shape scale (the implicit decoder's BCE is summed over the shape's points, half of
+them near its surface, which is already balanced); β multiplies the KL and rises linearly from 0 over
 `kl_warmup_steps` so the decoder learns to use the latent before it is squeezed.
 """
 from __future__ import annotations
@@ -28,6 +37,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from engine.shape.implicit import PointHead
 
 
 @dataclass
@@ -42,6 +53,10 @@ class ShapeVAEConfig:
     focal_gamma: float = 2.0
     focal_alpha: float = 0.6   # weight of occupied voxels in the focal loss
     pos_weight: float = 3.0    # weight of occupied voxels in "bce"
+    decoder: str = "implicit"  # "implicit" (occupancy at any point) or "grid" (one logit per voxel)
+    features: int = 32         # implicit: channels of the (R/2)³ feature grid, and width of the point MLP
+    frequencies: int = 4       # implicit: Fourier octaves of the point's position
+    points: int = 1024         # implicit: training points per shape and step (half near the surface)
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -51,6 +66,8 @@ class ShapeVAEConfig:
             raise ValueError("latent_dim and width must be positive")
         if self.loss not in ("focal", "bce"):
             raise ValueError(f"loss must be 'focal' or 'bce', got {self.loss!r}")
+        if self.decoder not in ("implicit", "grid"):
+            raise ValueError(f"decoder must be 'implicit' or 'grid', got {self.decoder!r}")
 
     @property
     def levels(self) -> int:
@@ -107,7 +124,9 @@ class ShapeVAE(nn.Module):
         for i in reversed(range(c.levels - 1)):
             up += [nn.ConvTranspose3d(c.channels(i + 1), c.channels(i), 4, stride=2, padding=1),
                    _norm(c.channels(i)), nn.SiLU()]
-        self.decoder = nn.Sequential(*up, Conv3d(c.channels(0), 8, 3, padding=1))
+        out = c.features if c.decoder == "implicit" else 8  # features per cell, or 8 voxel logits to unfold
+        self.decoder = nn.Sequential(*up, Conv3d(c.channels(0), out, 3, padding=1))
+        self.head = PointHead(c.features, c.frequencies) if c.decoder == "implicit" else None
         # What sampling draws from, set by `fit_prior` and saved with the weights: the training
         # shapes' posteriors (K×latent means and standard deviations; none before fitting), and
         # one Gaussian over them (N(0, I) before fitting) for the centre and spread of the codes.
@@ -154,14 +173,22 @@ class ShapeVAE(nn.Module):
         return mu, logvar.clamp(-12.0, 8.0)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Occupancy logits B×1×R×R×R for latents B×latent."""
+        """For latents B×latent: the feature grid B×features×(R/2)³ ("implicit"), or occupancy
+        logits B×1×R×R×R ("grid")."""
         top = self.config.channels(self.config.levels - 1)
-        return unfold(self.decoder(self.from_latent(z).view(-1, top, 4, 4, 4)))
+        out = self.decoder(self.from_latent(z).view(-1, top, 4, 4, 4))
+        return out if self.head is not None else unfold(out)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def occupancy(self, features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Occupancy logits B×P at points B×P×3 (unit cube, [x, y, z]) of decoded feature grids."""
+        return self.head(features, points)
+
+    def forward(self, x: torch.Tensor, points: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
-        return self.decode(z), mu, logvar
+        decoded = self.decode(z)
+        return (decoded if self.head is None else self.occupancy(decoded, points)), mu, logvar
 
 
 def kl_weight(step: int, config: ShapeVAEConfig) -> float:
@@ -172,7 +199,9 @@ def kl_weight(step: int, config: ShapeVAEConfig) -> float:
 
 
 def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, config: ShapeVAEConfig) -> torch.Tensor:
-    """Per-shape reconstruction loss (B), summed over voxels."""
+    """Per-shape reconstruction loss (B), summed over voxels (grid) or points (implicit)."""
+    if config.decoder == "implicit":
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
     if config.loss == "bce":
         weight = 1.0 + (config.pos_weight - 1.0) * target
         per_voxel = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")

@@ -1,5 +1,7 @@
-"""What the shared trainer trains for the shape kind: `ShapeObjective`, the voxel VAE on a mesh
+"""What the shared trainer trains for the shape kind: `ShapeObjective`, the shape VAE on a mesh
 folder, procedural shapes or meshes sent by a client, with augmentation and held-out metrics.
+The implicit decoder also learns from each shape's labelled points: every step takes
+`config.points` of its cached pool, moved by the same augmentation as its grid.
 
     objective = ShapeObjective(ShapeVAEConfig(), procedural=500, device="cpu")
 """
@@ -15,8 +17,10 @@ from engine.shape.dataset import build_from_arrays, build_from_folder, build_pro
 from engine.shape.evaluation import evaluate_model, report_sheet
 from engine.shape.generation import ShapeModel
 from engine.shape.model import ShapeVAE, ShapeVAEConfig, kl_weight, vae_loss
-from engine.shape.voxels import augment
+from engine.shape.voxels import augment, augmentation, transform
 from engine.train.objective import Objective
+
+POINT_POOL = 8192  # labelled points cached per shape; each step draws config.points of them
 
 
 def _sent_mesh(index: int, mesh: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -43,22 +47,27 @@ class ShapeObjective(Objective):
                              "(meshes sent by a client)")
         self.config = config
         self.device = torch.device(device)
+        pool = POINT_POOL if config.decoder == "implicit" else 0
         if mesh_arrays is not None:
             data = build_from_arrays([_sent_mesh(i, m) for i, m in enumerate(mesh_arrays)], config.resolution,
-                                     names=[str(m.get("name", f"mesh_{i}")) for i, m in enumerate(mesh_arrays)])
+                                     names=[str(m.get("name", f"mesh_{i}")) for i, m in enumerate(mesh_arrays)],
+                                     points=pool)
             if len(data) == 0:
                 raise ValueError(f"none of the {len(mesh_arrays)} meshes sent is usable; send closed meshes "
                                  f"({'; '.join(f'{k.source}: {k.reason}' for k in data.skipped[:5])})")
         elif meshes is not None:
-            data = build_from_folder(meshes, config.resolution, up=up, cache_dir=cache_dir)
+            data = build_from_folder(meshes, config.resolution, up=up, cache_dir=cache_dir, points=pool)
             if len(data) == 0:
                 reasons = "; ".join(f"{s.source}: {s.reason}" for s in data.skipped[:5])
                 raise ValueError(f"no usable meshes in {meshes} ({reasons})")
         else:
-            data = build_procedural(procedural, seed, config.resolution, cache_dir=cache_dir)
+            data = build_procedural(procedural, seed, config.resolution, cache_dir=cache_dir, points=pool)
         self.data = data
         self.train_set, self.held_out = data.split(holdout)
         self._grids = torch.from_numpy(self.train_set.grids)
+        if pool:
+            self._points = torch.from_numpy(self.train_set.points)
+            self._inside = torch.from_numpy(self.train_set.inside)
         self.augmentation = {"rotate": rotate, "mirror": mirror, "scale": scale}
         if mesh_arrays is not None:
             self.source = {"sent_meshes": [m.get("name") for m in mesh_arrays]}
@@ -71,13 +80,26 @@ class ShapeObjective(Objective):
         net = self.nets["vae"]
         return getattr(net, "module", net)  # unwrap DDP
 
-    def batch(self, keys: torch.Tensor) -> torch.Tensor:
-        x = self._grids[keys % len(self._grids)].float()[:, None]
-        return augment(x, keys, **self.augmentation).to(self.device)
+    def batch(self, keys: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        shapes = keys % len(self._grids)
+        x = self._grids[shapes].float()[:, None]
+        if self.config.decoder == "grid":
+            return augment(x, keys, **self.augmentation).to(self.device)
+        mats = augmentation(x, keys, **self.augmentation)
+        pool = self._points.shape[1]
+        pick = torch.stack([torch.randperm(pool, generator=torch.Generator().manual_seed(int(k)))[:self.config.points]
+                            for k in keys])
+        points = torch.gather(self._points[shapes].float(), 1, pick[:, :, None].expand(-1, -1, 3))
+        points = points @ torch.from_numpy(mats).float().transpose(1, 2)
+        return {"grids": transform(x, mats), "points": points,
+                "inside": torch.gather(self._inside[shapes], 1, pick).float()}
 
-    def loss(self, group: str, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, mu, logvar = self.nets["vae"](batch)
-        return vae_loss(logits, batch, mu, logvar, kl_weight(step, self.config), self.config)
+    def loss(self, group: str, batch: torch.Tensor | dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.config.decoder == "grid":
+            logits, mu, logvar = self.nets["vae"](batch)
+            return vae_loss(logits, batch, mu, logvar, kl_weight(step, self.config), self.config)
+        logits, mu, logvar = self.nets["vae"](batch["grids"], batch["points"])
+        return vae_loss(logits, batch["inside"], mu, logvar, kl_weight(step, self.config), self.config)
 
     def model(self) -> ShapeModel:
         """The net being trained, wrapped for generation (shares weights; sets eval mode)."""
@@ -110,6 +132,7 @@ class ShapeObjective(Objective):
         return {
             "source": self.source,
             "resolution": self.config.resolution,
+            "decoder": self.config.decoder,
             "train_shapes": len(self.train_set),
             "held_out_shapes": len(self.held_out),
             "skipped": [{"source": s.source, "reason": s.reason} for s in self.data.skipped],

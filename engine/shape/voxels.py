@@ -121,6 +121,13 @@ def augment(grids: torch.Tensor, keys: torch.Tensor, *, rotate: str = "quarter",
     cube after rotating and scaling is shrunk until it does.
     Nearest-voxel resampling: unlike trilinear-then-threshold it never erodes thin parts.
     """
+    return transform(grids, augmentation(grids, keys, rotate=rotate, mirror=mirror, scale=scale))
+
+
+def augmentation(grids: torch.Tensor, keys: torch.Tensor, *, rotate: str = "quarter",
+                 mirror: bool = True, scale: float = 0.1) -> np.ndarray:
+    """The linear maps (B×3×3, unit-cube [x, y, z] in -> out) that `augment` applies; points
+    p of a shape move to mats[i] @ p."""
     if rotate not in ("none", "quarter", "free"):
         raise ValueError(f"rotate must be 'none', 'quarter' or 'free', got {rotate!r}")
     b, res = grids.shape[0], grids.shape[-1]
@@ -146,11 +153,15 @@ def augment(grids: torch.Tensor, keys: torch.Tensor, *, rotate: str = "quarter",
         half[:, ax] = np.maximum(((hi - lo + 1) / res).numpy(), 1.0 / res)
     new_half = np.abs(mats) @ half[:, :, None]
     fit = np.minimum(1.0, 1.0 / new_half[:, :, 0].max(1))
-    mats *= fit[:, None, None]
+    return mats * fit[:, None, None]
+
+
+def transform(grids: torch.Tensor, mats: np.ndarray) -> torch.Tensor:
+    """Grids B×1×R×R×R resampled (nearest voxel) under the maps `mats` (B×3×3, in -> out)."""
+    b = grids.shape[0]
     # grid_sample wants output->input coordinates, and orders them (z, y, x) for our [x, y, z].
     inv = np.linalg.inv(mats)[:, ::-1, ::-1]
     theta = torch.zeros(b, 3, 4, dtype=grids.dtype)
     theta[:, :, :3] = torch.from_numpy(inv.copy()).to(grids.dtype)
     flow = F.affine_grid(theta.to(grids.device), list(grids.shape), align_corners=False)
-    out = F.grid_sample(grids, flow, mode="nearest", padding_mode="zeros", align_corners=False)
-    return out
+    return F.grid_sample(grids, flow, mode="nearest", padding_mode="zeros", align_corners=False)

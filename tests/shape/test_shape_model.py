@@ -13,7 +13,7 @@ from engine.shape.meshing import export_mesh, grid_to_mesh
 from engine.shape.model import Conv3d, ShapeVAE, ShapeVAEConfig, kl_weight
 from engine.shape.objective import ShapeObjective
 
-TINY = ShapeVAEConfig(resolution=16, latent_dim=64, width=8, kl_warmup_steps=100)
+TINY = ShapeVAEConfig(resolution=16, latent_dim=64, width=8, kl_warmup_steps=100, decoder="grid")
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,12 @@ def test_config_rejects_bad_values():
 
 
 def test_vae_shapes_at_64():
-    vae = ShapeVAE(ShapeVAEConfig(resolution=64, latent_dim=64, width=4))
+    vae = ShapeVAE(ShapeVAEConfig(resolution=64, latent_dim=64, width=4, decoder="grid"))
     logits, mu, logvar = vae(torch.zeros(2, 1, 64, 64, 64))
     assert logits.shape == (2, 1, 64, 64, 64) and mu.shape == logvar.shape == (2, 64)
+    implicit = ShapeVAE(ShapeVAEConfig(resolution=64, latent_dim=64, width=4, features=8))
+    logits, mu, logvar = implicit(torch.zeros(2, 1, 64, 64, 64), torch.rand(2, 100, 3) - 0.5)
+    assert logits.shape == (2, 100) and implicit.decode(mu).shape == (2, 8, 32, 32, 32)
 
 
 def test_the_inference_convolution_equals_torchs_for_one_shape():
