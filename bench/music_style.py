@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,8 +148,10 @@ def table(corpus, real: dict, ours: dict, base: dict) -> str:
 def run_corpus(corpus, args: argparse.Namespace, models: Path) -> dict:
     root = export(corpus, args.cache_dir or CACHE)
     manifest = json.loads((root / "manifest.json").read_text())
+    meters = Counter(p["meter"] for p in manifest["pieces"]).most_common(4)
     print(f"\n== {corpus.name}: {corpus.about}\n   {manifest['train']} pieces to train on, {manifest['heldout']} held "
-          f"out (seed {manifest['seed']}), {len(manifest['skipped'])} skipped; {root}", flush=True)
+          f"out (seed {manifest['seed']}), {len(manifest['skipped'])} skipped; meters "
+          f"{', '.join(f'{m} {n}' for m, n in meters)}; {root}", flush=True)
     name, store = f"suite-{corpus.name}", ModelStore(models, builtin=None)
     env = {**os.environ, "ATELIER_MODELS_DIR": str(models)}
     minutes = None
