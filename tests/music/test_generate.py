@@ -229,3 +229,24 @@ def test_a_primed_continuation_stays_in_the_primers_key_unless_free(engine):
     print(f"notes in D major: pulled {np.round(pulled, 3)}, free {np.round(free, 3)}")
     assert min(pulled) >= 0.9, pulled
     assert np.mean(free) < np.mean(pulled) - 0.05, (free, pulled)
+
+
+def test_a_phrase_pulls_new_notes_toward_its_key_and_register(tiny_model):
+    from engine.music.phrase import KEY_PULL, Phrase
+    from engine.music.piece import Piece
+
+    roll = np.zeros((32, 88), np.int8)
+    for i, pitch in enumerate([86, 90, 93, 98] * 2):  # D major, an octave and more above middle C
+        roll[i * 4, pitch - LOWEST], roll[i * 4 + 1:i * 4 + 4, pitch - LOWEST] = 2, 1
+    phrase = Phrase.of(roll)
+    assert phrase.key == "D" and phrase.centre == 91.75 and Phrase.of(np.zeros((8, 88), np.int8)) is None
+    pull, register = phrase.pull(), phrase.pull(with_key=False)
+    in_key = np.isin((LOWEST + np.arange(88)) % 12, sorted(scale_pitch_classes("D major")))
+    assert np.allclose(pull - register, np.where(in_key, 0, -KEY_PULL))
+    assert register[91 - LOWEST] > register[79 - LOWEST] > register[60 - LOWEST] + 5  # nearer the phrase: likelier
+    primer = Piece("high", roll)
+    pulled = tiny_model.generate(bars=2, primer=primer, seed=3)
+    free = tiny_model.generate(bars=2, primer=primer, seed=3, controls=Controls(free=True))
+    assert not np.array_equal(pulled, free)
+    share = lambda r: np.mean([in_key[k] for _, _, k in roll_notes(r[32:])])  # noqa: E731
+    assert share(pulled) > share(free) + 0.2  # even an untrained net keeps to the key
