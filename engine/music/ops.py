@@ -49,8 +49,8 @@ CONTROLS = {
     "low": Param("int", 21, min=21, max=108, doc="lowest MIDI pitch allowed"),
     "high": Param("int", 108, min=21, max=108, doc="highest MIDI pitch allowed"),
     "max_polyphony": Param("int", 0, min=0, max=88, doc="most notes sounding at once; 0 = no limit"),
-    "density": Param("float", 1.0, min=0.05, max=20.0, doc="new notes: >1 more, <1 fewer (0.25: about a third "
-                     "as many per bar, 4: about 1.6x)"),
+    "density": Param("float", 1.0, min=0.05, max=20.0, doc="new notes: >1 more, <1 fewer (the shipped model at "
+                     "0.25: about a third as many per bar, at 4: about 1.6x)"),
     "free": Param("bool", False, doc="no pull toward the key and register of the music continued (primer, "
                   "priming or the player's phrase)"),
 }
