@@ -25,15 +25,32 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
             if command != "train" and op is None:
                 continue
             sub = kinds.add_parser(kind, parents=[common], help=(module.__doc__ or kind).strip().splitlines()[0])
+            params = module.DATA_PARAMS if command == "train" else op.params
+            if command == "generate":
+                params = _with_input_ops(module, params)
+                if hasattr(module, "cli_flags"):
+                    module.cli_flags(sub)
             # generate and eval use the model that ships for the kind unless told otherwise
-            _add_param_flags(sub, module.DATA_PARAMS if command == "train" else op.params,
-                             shipped_model=None if command == "train" else f"{kind}-default")
+            _add_param_flags(sub, params, shipped_model=None if command == "train" else f"{kind}-default")
             if command == "train":
                 _add_train_flags(sub)
                 sub.set_defaults(handler=_train, module=module)
             else:
                 sub.add_argument("--out", type=Path, help="file or folder to write the result to")
-                sub.set_defaults(handler=_run_op, module=module, op=op)
+                request = getattr(module, "cli_request", None) if command == "generate" else None
+                sub.set_defaults(handler=_run_op, module=module, op=op, flags=list(params), request=request)
+
+
+def _with_input_ops(module, params: dict[str, Param]) -> dict[str, Param]:
+    """The generate op's params, and those of the ops a kind runs on input files (CLI_INPUTS), except the
+    params the files fill (CLI_FROM_FILES); the first op to declare a name gives its flag."""
+    ops = {o.name: o for o in module.OPS}
+    merged = dict(params)
+    for name in getattr(module, "CLI_INPUTS", {}).values():
+        for key, param in ops[name].params.items():
+            if key not in merged and param.type != "array" and key not in getattr(module, "CLI_FROM_FILES", ()):
+                merged[key] = param
+    return merged
 
 
 def _add_param_flags(parser: argparse.ArgumentParser, params: dict[str, Param],
@@ -163,8 +180,15 @@ def _run_op(args: argparse.Namespace) -> int:
     from engine.cli.progress import ProgressBar
     from engine.cli.session import open_session, output
 
-    op = args.op
-    params = {name: getattr(args, name) for name in op.params if getattr(args, name, None) is not None}
+    op, params = args.op, {}
+    if args.request:  # a kind that runs other ops on input files (shape --encode MESH)
+        name, params = args.request(args)
+        op = {o.name: o for o in args.module.OPS}[name]
+    stray = [name for name in args.flags if name not in op.params and getattr(args, name, None) is not None]
+    if stray:
+        raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in stray)}: not a setting of {op.name}; "
+                         f"see `atelier generate {args.kind} --help`")
+    params.update({name: getattr(args, name) for name in op.params if getattr(args, name, None) is not None})
     session = open_session(args)
     bar = None if args.json else ProgressBar(op.name)
     try:

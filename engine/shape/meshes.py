@@ -12,8 +12,10 @@ three or four edges are closed, and only while the boundary is small); voxelisat
 meshes that would cost too much (engine.shape.voxels.MAX_RAY_PAIRS). Inside a `cancellable`
 block every stage ends at a `checkpoint`, which raises once the op is cancelled.
 
-Conventions: Z is up (Blender's). Normalised meshes are centred on their bounding
-box and scaled so the longest side is 1, i.e. they fit [-0.5, 0.5]³ keeping aspect.
+Conventions: Z is up (Blender's). Files of the formats that are Y up by convention (glTF by
+its specification, OBJ by custom; Atelier writes both Y up) are turned Z up when read with
+up="auto". Normalised meshes are centred on their bounding box and scaled so the longest
+side is 1, i.e. they fit [-0.5, 0.5]³ keeping aspect.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import trimesh
 
 MESH_SUFFIXES = (".obj", ".stl", ".ply", ".glb", ".gltf", ".off")
 UP_AXES = ("z", "y")
+Y_UP_SUFFIXES = (".glb", ".gltf", ".obj")
 MAX_VERTICES = 1_000_000
 MAX_FACES = 1_000_000
 MAX_FILE_BYTES = 64 << 20  # a text mesh format takes about 30-60 bytes per face
@@ -147,6 +150,32 @@ def small_hole_patches(mesh: trimesh.Trimesh) -> np.ndarray:
             if len(cycle) == 4:
                 patches.append([cycle[0], cycle[2], cycle[3]])
     return np.array(patches, np.int64).reshape(-1, 3)
+
+
+def file_up(path: str | Path, up: str = "auto") -> str:
+    """The up axis of a mesh file: `up` itself, or for "auto" its format's convention."""
+    if up == "auto":
+        return "y" if Path(path).suffix.lower() in Y_UP_SUFFIXES else "z"
+    if up not in UP_AXES:
+        raise ValueError(f"up axis must be auto or one of {UP_AXES}, got {up!r}")
+    return up
+
+
+def z_up(vertices: np.ndarray, up: str) -> np.ndarray:
+    """Vertices turned Z up from `up`: Y up (x, y, z) becomes (x, -z, y), a rotation about X."""
+    v = np.asarray(vertices)
+    return np.stack([v[:, 0], -v[:, 2], v[:, 1]], axis=1) if up == "y" else v
+
+
+def read_mesh_arrays(path: str | Path, up: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """A mesh file as the arrays a client sends: float32 vertices (Z up, the file's size and place kept)
+    and int32 triangles. Raises MeshError (with the file's name) when it cannot be read or used."""
+    try:
+        mesh = load_mesh_file(path)
+    except MeshError as e:
+        raise type(e)(f"{Path(path).name}: {e}") from None
+    vertices = z_up(np.asarray(mesh.vertices), file_up(path, up))
+    return np.ascontiguousarray(vertices, np.float32), np.ascontiguousarray(mesh.faces, np.int32)
 
 
 def normalise(mesh: trimesh.Trimesh, up: str = "z") -> trimesh.Trimesh:

@@ -3,9 +3,11 @@
 Marching cubes (scikit-image, Lewiner's topologically consistent variant) runs on the
 grid padded with one layer of empty voxels, so the surface always closes. The mesh
 lives in the unit cube [-0.5, 0.5]³ (Z up), faces wound counter-clockwise seen from
-outside. Optional: keep only the largest component, Taubin smoothing (shrinks far
-less than Laplacian smoothing), and decimation with manifold3d, which keeps the
-mesh closed and moves the surface by less than the tolerance.
+outside. Optional: keep only the largest component (counting the parts dropped), Taubin
+smoothing (shrinks far less than Laplacian smoothing), simplification with manifold3d
+(keeps the mesh closed and moves the surface by less than a tolerance, raised until a face
+budget is met), and UVs from xatlas (engine.shape.uv), carried per face corner so the mesh
+stays welded; files get seam vertices split when written.
 """
 from __future__ import annotations
 
@@ -19,12 +21,30 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.measure import marching_cubes
 
+from engine.shape.meshes import Y_UP_SUFFIXES
+from engine.shape.uv import split_seams, unwrap
+
 EXPORT_SUFFIXES = (".glb", ".obj", ".ply")
 
 
-class Mesh(NamedTuple):
+class _Surface(NamedTuple):
     vertices: np.ndarray  # float32 N×3
     faces: np.ndarray     # int32 M×3
+
+
+class Mesh(_Surface):
+    """A triangle mesh. It unpacks as (vertices, faces), the two arrays every shape op takes, and
+    carries its UVs per face corner (float32 M×3×2 in [0, 1], or None) and how many parts were
+    dropped when only the largest was kept."""
+
+    face_uvs: np.ndarray | None = None
+    dropped_parts: int = 0
+
+    def __new__(cls, vertices: np.ndarray, faces: np.ndarray, face_uvs: np.ndarray | None = None,
+                dropped_parts: int = 0) -> "Mesh":
+        mesh = super().__new__(cls, vertices, faces)
+        mesh.face_uvs, mesh.dropped_parts = face_uvs, dropped_parts
+        return mesh
 
     @property
     def empty(self) -> bool:
@@ -41,41 +61,51 @@ def _signed_volumes(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0
 
 
-def _largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The connected piece of largest enclosed volume. Marching-cubes meshes share vertices
-    between a piece's triangles, so vertex connectivity finds the pieces (and is ~50× faster
-    than trimesh's split, which builds a mesh per piece)."""
+def _largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The connected piece of largest enclosed volume, and how many others there were.
+    Marching-cubes meshes share vertices between a piece's triangles, so vertex connectivity
+    finds the pieces (and is ~50× faster than trimesh's split, which builds a mesh per piece)."""
     n = len(vertices)
     edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
     graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
     count, labels = connected_components(graph, directed=False)
     if count <= 1:
-        return vertices, faces
+        return vertices, faces, 0
     face_label = labels[faces[:, 0]]
     volumes = np.bincount(face_label, weights=_signed_volumes(vertices, faces), minlength=count)
     kept = faces[face_label == int(np.argmax(np.abs(volumes)))]
     used = np.unique(kept)
     remap = np.full(n, -1, np.int64)
     remap[used] = np.arange(len(used))
-    return vertices[used], remap[kept]
+    # Marching cubes makes no vertex without a face: a piece's vertices are those of its faces.
+    return vertices[used], remap[kept], count - 1
 
 
-def _decimate(mesh: trimesh.Trimesh, tolerance: float) -> trimesh.Trimesh:
-    solid = manifold3d.Manifold(manifold3d.Mesh(np.asarray(mesh.vertices, np.float32),
-                                                np.asarray(mesh.faces, np.uint32)))
+def _simplify(vertices: np.ndarray, faces: np.ndarray, tolerance: float,
+              max_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Simplified within `tolerance`; then, while over `max_faces` (0 = no budget), again at a
+    tolerance half as large again each time (the surface moves by at most ~3× the last one)."""
+    solid = manifold3d.Manifold(manifold3d.Mesh(np.asarray(vertices, np.float32), np.asarray(faces, np.uint32)))
     if solid.status() != manifold3d.Error.NoError:
-        return mesh  # not a manifold (should not happen for marching cubes output); leave as is
-    out = solid.simplify(tolerance).to_mesh()
-    return trimesh.Trimesh(np.asarray(out.vert_properties)[:, :3], np.asarray(out.tri_verts), process=False)
+        return vertices, faces  # not a manifold (should not happen for marching cubes output); leave as is
+    if tolerance > 0:
+        solid = solid.simplify(tolerance)
+    step = max(tolerance, 1e-4)
+    while max_faces and solid.num_tri() > max_faces and step < 0.5:
+        step *= 1.5
+        solid = solid.simplify(step)
+    out = solid.to_mesh()
+    return np.asarray(out.vert_properties)[:, :3], np.asarray(out.tri_verts)
 
 
-def grid_to_mesh(occupancy: np.ndarray, *, level: float = 0.5, keep: str = "largest",
-                 smooth: int = 0, decimate: float = 0.0) -> Mesh:
+def grid_to_mesh(occupancy: np.ndarray, *, level: float = 0.5, keep: str = "largest", smooth: int = 0,
+                 decimate: float = 0.0, max_faces: int = 0, uvs: bool = False) -> Mesh:
     """Surface of `occupancy` (R×R×R probabilities or 0/1, [x, y, z]) at `level`.
 
-    keep: "largest" (one component) or "all". smooth: Taubin iterations (0 = none).
-    decimate: tolerance in unit-cube units (e.g. 0.005; 0 = none).
-    Returns an empty Mesh when nothing reaches `level`.
+    keep: "largest" (one component; the Mesh counts the parts dropped) or "all".
+    smooth: Taubin iterations (0 = none). decimate: tolerance in unit-cube units (e.g. 0.001;
+    0 = none). max_faces: simplify further until at most this many triangles (0 = no budget).
+    uvs: unwrap (xatlas) into per-corner UVs. Returns an empty Mesh when nothing reaches `level`.
     """
     if keep not in ("largest", "all"):
         raise ValueError(f"keep must be 'largest' or 'all', got {keep!r}")
@@ -92,23 +122,21 @@ def grid_to_mesh(occupancy: np.ndarray, *, level: float = 0.5, keep: str = "larg
     faces = np.asarray(faces, np.int64)  # marching cubes already shares vertices
     if _signed_volumes(verts, faces).sum() < 0:
         faces = faces[:, ::-1]  # wind counter-clockwise seen from outside
+    dropped = 0
     if keep == "largest":
-        verts, faces = _largest_component(verts, faces)
-    if smooth > 0 or decimate > 0:
+        verts, faces, dropped = _largest_component(verts, faces)
+    if smooth > 0:
         mesh = trimesh.Trimesh(verts, faces, process=False)
-        if smooth > 0:
-            trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=int(smooth))
-        if decimate > 0:
-            mesh = _decimate(mesh, decimate)
-        verts, faces = mesh.vertices, mesh.faces
-    return Mesh(np.ascontiguousarray(verts, np.float32), np.ascontiguousarray(faces, np.int32))
+        trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=int(smooth))
+        verts = mesh.vertices
+    if decimate > 0 or max_faces > 0:
+        verts, faces = _simplify(verts, faces, decimate, max_faces)
+    verts, faces = np.ascontiguousarray(verts, np.float32), np.ascontiguousarray(faces, np.int32)
+    return Mesh(verts, faces, unwrap(verts, faces) if uvs else None, dropped)
 
 
-# Formats whose convention is Y up: glTF by its specification, OBJ by custom (Blender's
-# importers turn both to Z up). PLY has no convention; Blender reads it Z up, so it stays.
-Y_UP_SUFFIXES = (".glb", ".obj")
-
-
+# GLB and OBJ are written Y up (engine.shape.meshes.Y_UP_SUFFIXES: glTF by its specification, OBJ by
+# custom; Blender's importers turn both to Z up). PLY has no convention; Blender reads it Z up, so it stays.
 def to_y_up(vertices: np.ndarray) -> np.ndarray:
     """Z-up (x, y, z) to Y-up (x, z, -y): a rotation, so winding and volume are kept."""
     v = np.asarray(vertices)
@@ -117,7 +145,8 @@ def to_y_up(vertices: np.ndarray) -> np.ndarray:
 
 def export_mesh(mesh: Mesh, path: str | Path) -> Path:
     """Write `mesh` (Z up) as GLB, OBJ or PLY, chosen by the file suffix; GLB and OBJ are
-    written Y up, as those formats expect, so the shape stands upright wherever it opens."""
+    written Y up, as those formats expect, so the shape stands upright wherever it opens.
+    UVs, where the mesh has them, go in as texture coordinates (vertices split on seams)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
@@ -125,6 +154,11 @@ def export_mesh(mesh: Mesh, path: str | Path) -> Path:
     if mesh.empty:
         raise ValueError("cannot export an empty mesh (the shape decoded to nothing)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    vertices = to_y_up(mesh.vertices) if suffix in Y_UP_SUFFIXES else mesh.vertices
-    trimesh.Trimesh(vertices, mesh.faces, process=False).export(path)
+    vertices, faces, visual = mesh.vertices, mesh.faces, None
+    if mesh.face_uvs is not None:
+        vertices, faces, uv = split_seams(vertices, faces, mesh.face_uvs)
+        visual = trimesh.visual.TextureVisuals(uv=uv)
+    if suffix in Y_UP_SUFFIXES:
+        vertices = to_y_up(vertices)
+    trimesh.Trimesh(vertices, faces, visual=visual, process=False).export(path)
     return path

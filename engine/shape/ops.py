@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from engine.ops import MODEL, Context, JobFailed, Op, Param, provenance
-from engine.protocol import BAD_PARAMS, TOO_LARGE
+from engine.protocol import BAD_PARAMS, MAX_ARRAYS, TOO_LARGE
 
 if TYPE_CHECKING:
     from engine.shape.model import ShapeVAEConfig
@@ -26,7 +26,8 @@ DATA_PARAMS = {
     "procedural": Param("int", min=8, max=100_000, doc="train on this many seeded procedural shapes"),
     "meshes": Param("str", path=True, doc="folder of meshes (OBJ, STL, PLY, GLB/GLTF, OFF) to train on"),
     "mesh_arrays": Param("list", doc="meshes sent by a client: [{name, vertices float N×3, faces int M×3}] (Z up)"),
-    "up": Param("str", "z", choices=("z", "y"), doc="up axis of the meshes (glTF and most OBJ: y)"),
+    "up": Param("str", "z", choices=("z", "y"), doc="up axis of the mesh files: z (Blender, STL, PLY) or y "
+                "(glTF/GLB and OBJ, as Atelier writes them); meshes sent as arrays are always Z up"),
     "data_seed": Param("int", 0, doc="seed of the procedural shapes and the held-out split"),
     "rotate": Param("str", "quarter", choices=("none", "quarter", "free"),
                     doc="augment by turns about the up axis: none, quarter turns, or any angle"),
@@ -34,10 +35,20 @@ DATA_PARAMS = {
     "scale": Param("float", 0.05, min=0.0, max=0.3, doc="augment by anisotropic scaling of up to ± this"),
 }
 
+# What an artist gets by default: a 128³ surface simplified within 1/1000 of the shape's size (a
+# 128³ marching-cubes chair: 56,000 -> 3,200 triangles, the same surface) and unwrapped; unwrapping
+# the full 56,000 triangles took 8x longer than simplifying and unwrapping (docs/PROTOCOL.md).
 MESH_PARAMS = {
+    "resolution": Param("int", 128, min=32, max=256, doc="marching-cubes resolution of the surface: 64 for "
+                        "previews, 128 for results, up to 256"),
     "smooth": Param("int", 0, min=0, max=100, doc="Taubin smoothing iterations"),
-    "decimate": Param("float", 0.0, min=0.0, max=0.1, doc="simplify within this distance (unit cube); 0 keeps all"),
-    "keep": Param("str", "largest", choices=("largest", "all"), doc="keep the largest part or all parts"),
+    "decimate": Param("float", 0.001, min=0.0, max=0.1, doc="simplify within this distance (a share of the shape's "
+                      "size); 0 keeps every marching-cubes triangle"),
+    "max_faces": Param("int", 0, min=0, max=MAX_FACES, doc="simplify further until at most this many triangles; "
+                       "0 = no budget"),
+    "uvs": Param("bool", True, doc="unwrap UVs (charts packed without overlap, one texel density)"),
+    "keep": Param("str", "largest", choices=("largest", "all"), doc="keep the largest part (the result counts the "
+                  "parts dropped) or all parts"),
 }
 
 
@@ -87,12 +98,50 @@ def mesh_arrays(op: str, vertices: Any, faces: Any, which: str = "") -> tuple[np
     return vertices.astype(np.float32), faces.astype(np.int64)
 
 
-def _meshes_value(meshes: list, metadata: dict, op: str, params: dict) -> dict:
-    return {"meshes": [{"vertices": m.vertices.astype(np.float32), "faces": m.faces.astype(np.int32)}
-                       for m in meshes], "provenance": provenance(metadata, op, params)}
+def frame_of(vertices: np.ndarray, faces: np.ndarray) -> dict:
+    """A mesh's frame: the centre and longest side of the bounding box of the vertices its faces
+    use. The model sees every mesh moved and scaled from its frame into the unit cube
+    (engine.shape.meshes.normalise); a result put back into it has the input's size and place."""
+    used = vertices[np.unique(faces)].astype(np.float64)
+    low, high = used.min(0), used.max(0)
+    return {"centre": ((low + high) / 2).tolist(), "size": float((high - low).max())}
 
 
-def _mesh_options(params: dict) -> dict:
+def _blend_frames(a: dict, b: dict, t: float) -> dict:
+    return {"centre": [(1 - t) * x + t * y for x, y in zip(a["centre"], b["centre"])],
+            "size": (1 - t) * a["size"] + t * b["size"]}
+
+
+def _mesh_value(mesh, frame: dict | None) -> dict:
+    """A mesh as it travels: {vertices, faces, uvs (per corner, M×3×2) where unwrapped, dropped_parts}."""
+    vertices = mesh.vertices.astype(np.float64)
+    if frame is not None:
+        vertices = vertices * frame["size"] + np.asarray(frame["centre"])
+    value = {"vertices": vertices.astype(np.float32), "faces": mesh.faces.astype(np.int32)}
+    if mesh.face_uvs is not None:
+        value["uvs"] = mesh.face_uvs.astype(np.float32)
+    value["dropped_parts"] = int(mesh.dropped_parts)
+    return value
+
+
+def _meshes_value(meshes: list, metadata: dict, op: str, params: dict, frames: list | None = None) -> dict:
+    frames = frames or [None] * len(meshes)
+    return {"meshes": [_mesh_value(m, f) for m, f in zip(meshes, frames)],
+            "provenance": provenance(metadata, op, params)}
+
+
+def meshes_per_reply(uvs: bool) -> int:
+    """How many meshes one reply can carry: the protocol's arrays per frame over the arrays of a mesh."""
+    return MAX_ARRAYS // (3 if uvs else 2)
+
+
+def _mesh_options(op: str, params: dict, count: int) -> dict:
+    """The mesh options of a request for `count` meshes, once it is known that they fit one reply."""
+    most = meshes_per_reply(params["uvs"])
+    if count > most:
+        raise JobFailed(TOO_LARGE, f"{op}: {count} meshes do not fit one reply: a frame carries {MAX_ARRAYS} "
+                        f"arrays, so at most {most} meshes {'with UVs' if params['uvs'] else 'without UVs'} "
+                        f"({meshes_per_reply(False)} with uvs=false); ask for them in several requests")
     return {k: params[k] for k in MESH_PARAMS}
 
 
@@ -112,9 +161,10 @@ def _mesh_work(op: str, context: Context) -> Iterator[None]:
 
 
 def _sample(engine, context: Context, **params) -> dict:
+    options = _mesh_options("shape.sample", params, params["count"])
     metadata, model = engine.model(params["model"], "shape")
     meshes = model.sample(params["seed"], params["count"], temperature=params["temperature"],
-                          progress=context.progress, **_mesh_options(params))
+                          progress=context.progress, **options)
     return _meshes_value(meshes, metadata, "shape.sample", params)
 
 
@@ -125,39 +175,66 @@ def _endpoint(op: str, params: dict, which: str) -> Any:
 
 
 def _interpolate(engine, context: Context, **params) -> dict:
+    ts = [params["t"]] if params["t"] is not None else np.linspace(0, 1, params["steps"]).tolist()
+    options = _mesh_options("shape.interpolate", params, len(ts))
     metadata, model = engine.model(params["model"], "shape")
     a, b = _endpoint("shape.interpolate", params, "a"), _endpoint("shape.interpolate", params, "b")
+    # Between two meshes the results move and grow from a's frame to b's; from one mesh, they keep its frame.
+    fa, fb = (frame_of(*x) if isinstance(x, tuple) else None for x in (a, b))
+    frames = [_blend_frames(fa or fb, fb or fa, t) for t in ts] if fa or fb else None
     with _mesh_work("shape.interpolate", context):
         meshes = model.interpolate(a, b, steps=params["steps"], t=params["t"], spherical=params["spherical"],
-                                   progress=context.progress, **_mesh_options(params))
-    return _meshes_value(meshes, metadata, "shape.interpolate", params)
+                                   progress=context.progress, **options)
+    return _meshes_value(meshes, metadata, "shape.interpolate", params, frames)
 
 
 def _encode(engine, context: Context, **params) -> dict:
+    options = _mesh_options("shape.encode", params, 1)
     metadata, model = engine.model(params["model"], "shape")
     vertices, faces = mesh_arrays("shape.encode", params["vertices"], params["faces"])
     with _mesh_work("shape.encode", context):
         latent = model.encode(vertices, faces)
-    return {"latent": latent.astype(np.float32),
-            "provenance": provenance(metadata, "shape.encode", params)}
+    frame = frame_of(vertices, faces)
+    value = {"latent": latent.astype(np.float32), "frame": frame}
+    if params["decode"]:
+        value["meshes"] = [_mesh_value(model.decode(latent, **options), frame)]
+    return {**value, "provenance": provenance(metadata, "shape.encode", params)}
+
+
+def _given_frame(frame: Any) -> dict | None:
+    """shape.decode's frame, checked: {centre: 3 numbers, size: a positive number}, as shape.encode returns it."""
+    if frame is None:
+        return None
+    try:
+        centre, size = np.asarray(frame["centre"], np.float64), float(frame["size"])
+        if centre.shape == (3,) and np.isfinite(centre).all() and np.isfinite(size) and size > 0:
+            return {"centre": centre.tolist(), "size": size}
+    except (KeyError, TypeError, ValueError):
+        pass
+    raise JobFailed(BAD_PARAMS, "shape.decode: 'frame' must be {\"centre\": [x, y, z], \"size\": a positive "
+                    f"number}}, as shape.encode returns it; got {str(frame)[:100]}")
 
 
 def _decode(engine, context: Context, **params) -> dict:
+    options = _mesh_options("shape.decode", params, 1)
+    frame = _given_frame(params["frame"])
     metadata, model = engine.model(params["model"], "shape")
     latent = np.asarray(params["latent"], np.float32).reshape(-1)
     if latent.shape[0] != model.config.latent_dim or not np.isfinite(latent).all():
         raise JobFailed(BAD_PARAMS, f"shape.decode: 'latent' must hold {model.config.latent_dim} finite numbers "
                         f"for this model, got {latent.shape[0]}")
-    return _meshes_value([model.decode(latent, **_mesh_options(params))], metadata, "shape.decode", params)
+    return _meshes_value([model.decode(latent, **options)], metadata, "shape.decode", params, [frame])
 
 
 def _variations(engine, context: Context, **params) -> dict:
+    options = _mesh_options("shape.variations", params, params["count"])
     metadata, model = engine.model(params["model"], "shape")
     vertices, faces = mesh_arrays("shape.variations", params["vertices"], params["faces"])
     with _mesh_work("shape.variations", context):
         meshes = model.variations(vertices, faces, params["count"], seed=params["seed"], spread=params["spread"],
-                                  progress=context.progress, **_mesh_options(params))
-    return _meshes_value(meshes, metadata, "shape.variations", params)
+                                  progress=context.progress, **options)
+    frame = frame_of(vertices, faces)
+    return _meshes_value(meshes, metadata, "shape.variations", params, [frame] * len(meshes))
 
 
 def _eval(engine, context: Context, **params) -> dict:
@@ -204,8 +281,13 @@ OPS = [
         "t": Param("float", min=0.0, max=1.0, doc="one shape at this point instead of steps"),
         "spherical": Param("bool", True, doc="slerp (true) or a straight line in latent space"),
         **MESH_PARAMS}, doc="shapes between two seeds or two meshes"),
-    Op("shape.encode", _encode, {"model": MODEL, **_MESH}, doc="a mesh's latent code"),
+    Op("shape.encode", _encode, {"model": MODEL, **_MESH,
+                                 "decode": Param("bool", False, doc="also return the mesh decoded from the code, "
+                                                 "in the input's frame (a round trip)"),
+                                 **MESH_PARAMS}, doc="a mesh's latent code and frame (bounding-box centre, size)"),
     Op("shape.decode", _decode, {"model": MODEL, "latent": Param("array", required=True, doc="latent code"),
+                                 "frame": Param("dict", doc="put the mesh here: {centre: [x, y, z], size}, as "
+                                                "shape.encode returns it; default the unit cube"),
                                  **MESH_PARAMS}, doc="the mesh of a latent code"),
     Op("shape.variations", _variations, {
         "model": MODEL, **_MESH,
@@ -219,25 +301,81 @@ OPS = [
         doc="IoU, Chamfer-L1, F-score, watertightness, coverage/MMD, and a PNG sheet"),
 ]
 CLI_OPS = {"generate": "shape.sample", "eval": "shape.eval"}
+# `atelier generate shape` runs shape.sample; each of these flags runs the op it names instead, on mesh files
+# read here, in the client, and sent as arrays (as the Blender add-on sends meshes). The params in
+# CLI_FROM_FILES come from those files and --out, never from flags of their own.
+CLI_INPUTS = {"encode": "shape.encode", "variations_of": "shape.variations", "interpolate": "shape.interpolate"}
+CLI_FROM_FILES = {"vertices", "faces", "vertices_a", "faces_a", "vertices_b", "faces_b", "seed_a", "seed_b", "decode"}
+MESH_FILE_SUFFIXES = (".glb", ".obj", ".ply")  # what write_output writes (engine.shape.meshing.EXPORT_SUFFIXES)
+
+
+def cli_flags(parser) -> None:
+    """The flags of `atelier generate shape` that name mesh files (CLI_INPUTS) and their up axis."""
+    parser.add_argument("--encode", metavar="MESH", help="a mesh file's latent code: --out CODE.npy writes it; "
+                        "--out NAME.glb|.obj|.ply writes the mesh decoded from it, in the file's size and place, "
+                        "and the code beside it (NAME.npy)")
+    parser.add_argument("--variations-of", dest="variations_of", metavar="MESH", help="--count shapes near this "
+                        "mesh file (--spread: how far), at its size and place")
+    parser.add_argument("--interpolate", nargs=2, metavar=("A", "B"), help="--steps shapes from A to B (or one at "
+                        "--t), each a mesh file or a seed; between two files they grow from A's size and place to B's")
+    parser.add_argument("--up", choices=("auto", "z", "y"), default="auto", help="up axis of those mesh files "
+                        "(default auto: y for glTF/GLB and OBJ, as Atelier writes them; z for PLY, STL, OFF); "
+                        "written files follow the same conventions")
+
+
+def cli_request(args) -> tuple[str, dict]:
+    """(op, params read from files) for `atelier generate shape`: shape.sample, or the op of the CLI_INPUTS
+    flag given."""
+    from engine.shape.meshes import read_mesh_arrays
+
+    given = [name for name in CLI_INPUTS if getattr(args, name, None)]
+    if len(given) > 1:
+        raise ValueError("give one of --encode, --variations-of and --interpolate, not " + " and ".join(
+            "--" + name.replace("_", "-") for name in given))
+    if not given:
+        return "shape.sample", {}
+    op = CLI_INPUTS[given[0]]
+    if op == "shape.interpolate":
+        params = {}
+        for which, source in zip("ab", args.interpolate):
+            if source.isdigit() and not Path(source).exists():
+                params[f"seed_{which}"] = int(source)
+            else:
+                params[f"vertices_{which}"], params[f"faces_{which}"] = read_mesh_arrays(source, args.up)
+        return op, params
+    vertices, faces = read_mesh_arrays(getattr(args, given[0]), args.up)
+    params = {"vertices": vertices, "faces": faces}
+    if op == "shape.encode":
+        params["decode"] = bool(args.out) and Path(args.out).suffix.lower() in MESH_FILE_SUFFIXES
+    return op, params
 
 
 def write_output(op: str, value: dict, out: Path) -> list[Path]:
-    """Meshes as GLB/OBJ/PLY (by the suffix of `out`, else GLB files in the folder `out`); sheets as PNG."""
+    """Meshes as GLB/OBJ/PLY (by the suffix of `out`, else GLB files in the folder `out`), with their UVs;
+    a latent code as .npy (beside the mesh decoded from it, if any); sheets as PNG."""
     from engine.train.plots import save_png
 
     if "sheet" in value:
         path = out if out.suffix == ".png" else out / "shape-eval.png"
         save_png(value["sheet"], path)
         return [path]
+    written = []
+    if "latent" in value:
+        path = out if out.suffix == ".npy" else (out.with_suffix(".npy") if out.suffix else out / "latent.npy")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, value["latent"])
+        written.append(path)
+        if out.suffix == ".npy" or not value.get("meshes"):
+            return written
     from engine.shape.meshing import Mesh, export_mesh
 
-    meshes = [Mesh(m["vertices"], m["faces"]) for m in value["meshes"]]
+    meshes = [Mesh(m["vertices"], m["faces"], m.get("uvs")) for m in value["meshes"]]
     if out.suffix and len(meshes) == 1:
-        return [export_mesh(meshes[0], out)]
+        return written + [export_mesh(meshes[0], out)]
     suffix = out.suffix or ".glb"
     folder = out.with_suffix("") if out.suffix else out
     folder.mkdir(parents=True, exist_ok=True)
-    return [export_mesh(mesh, folder / f"shape-{i:02d}{suffix}") for i, mesh in enumerate(meshes)]
+    return written + [export_mesh(mesh, folder / f"shape-{i:02d}{suffix}") for i, mesh in enumerate(meshes)]
 
 
 def demo(client, model: str, out: Path) -> list[Path]:

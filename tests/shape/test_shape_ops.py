@@ -46,8 +46,13 @@ def _mesh(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mesh.vertices, mesh.faces
 
 
+MESH_OPS = ("shape.sample", "shape.interpolate", "shape.encode", "shape.decode", "shape.variations")
+
+
 def _call(client, op: str, **params):
-    return client.call(op, {"model": MODEL, **params}, timeout=120)
+    """The op on the tiny model; meshes at 32³ unless asked (the 16³ model has no finer detail)."""
+    fast = {"resolution": 32} if op in MESH_OPS else {}
+    return client.call(op, {"model": MODEL, **fast, **params}, timeout=120)
 
 
 def test_sample_gives_closed_consistently_wound_meshes_with_provenance(served):
@@ -64,6 +69,7 @@ def test_sample_gives_closed_consistently_wound_meshes_with_provenance(served):
     prov = value["provenance"]
     assert prov["model"] == MODEL and prov["model_hash"] == stored["content_hash"] and prov["op"] == "shape.sample"
     assert prov["params"]["seed"] == 3 and prov["params"]["count"] == 2 and prov["params"]["smooth"] == 2
+    assert prov["params"]["resolution"] == 32 and prov["params"]["uvs"] is True
 
     again = _call(client, "shape.sample", **prov["params"])  # provenance is enough to make it again
     for a, b in zip(value["meshes"], again["meshes"]):
@@ -80,9 +86,89 @@ def test_encode_then_decode_reconstructs_a_training_shape(served):
         vertices, faces = _mesh(grid)
         latent = _call(client, "shape.encode", vertices=vertices, faces=faces)["latent"]
         assert latent.dtype == np.float32 and latent.shape == (TINY.latent_dim,)
-        mesh = _call(client, "shape.decode", latent=latent, keep="all")["meshes"][0]
+        mesh = _call(client, "shape.decode", latent=latent, keep="all")["meshes"][0]  # in the unit cube
         ious.append(voxel_iou(voxelise(mesh["vertices"], mesh["faces"], TINY.resolution), grid))
     assert np.mean(ious) >= 0.75, ious
+
+
+def _frame(vertices: np.ndarray) -> tuple[np.ndarray, float]:
+    low, high = vertices.min(0), vertices.max(0)
+    return (low + high) / 2, float((high - low).max())
+
+
+def test_results_keep_the_input_meshs_size_place_and_up_axis(served):
+    """A 3 m tall mesh standing 10 m away gives 3 m shapes standing there, through every mesh op."""
+    _, client, grids = served
+    vertices, faces = _mesh(grids[2])
+    centre, size = _frame(vertices)
+    placed = ((vertices - centre) * (3.0 / size) + np.array([10.0, -4.0, 1.5])).astype(np.float32)
+    tall = int(np.argmax(np.ptp(placed, axis=0)))
+
+    def in_frame(mesh: dict) -> None:
+        """About 3 m, standing the same way, inside the 3 m cube the model's unit cube maps onto."""
+        v = mesh["vertices"]
+        assert 2.4 < _frame(v)[1] < 3.2, _frame(v)
+        margin = 3.0 / TINY.resolution
+        assert (v.min(0) > np.array([8.5, -5.5, 0.0]) - margin).all() and (v.max(0) < [11.5, -2.5, 3.0 + margin]).all()
+        assert int(np.argmax(np.ptp(v, axis=0))) == tall
+
+    variations = _call(client, "shape.variations", vertices=placed, faces=faces, count=2, spread=0.2)["meshes"]
+    encoded = _call(client, "shape.encode", vertices=placed, faces=faces, decode=True)
+    assert np.allclose(encoded["frame"]["centre"], [10.0, -4.0, 1.5], atol=1e-4)
+    assert encoded["frame"]["size"] == pytest.approx(3.0, rel=1e-5)
+    decoded = _call(client, "shape.decode", latent=encoded["latent"], frame=encoded["frame"])["meshes"][0]
+    assert np.allclose(decoded["vertices"], encoded["meshes"][0]["vertices"], atol=1e-5)  # the same round trip
+    for mesh in variations + encoded["meshes"]:
+        in_frame(mesh)
+    # Between a 3 m mesh and the same shape at 1 m elsewhere, sizes and places go from one to the other.
+    small = ((vertices - centre) * (1.0 / size)).astype(np.float32)
+    path = _call(client, "shape.interpolate", vertices_a=placed, faces_a=faces, vertices_b=small, faces_b=faces,
+                 steps=3)["meshes"]
+    in_frame(path[0])
+    assert abs(_frame(path[1]["vertices"])[1] - 2.0) < 0.3 and abs(_frame(path[2]["vertices"])[1] - 1.0) < 0.15
+    assert np.abs(_frame(path[2]["vertices"])[0]).max() < 0.15
+    with pytest.raises(EngineError) as error:
+        _call(client, "shape.decode", latent=encoded["latent"], frame={"centre": [0, 0], "size": 1})
+    assert error.value.code == "bad_params" and "frame" in error.value.message
+
+
+def test_an_open_input_mesh_gives_closed_results(served):
+    """A mesh with its whole top missing (no hole filling closes it) still has an inside to the voxeliser's
+    majority vote: what comes back is one closed piece."""
+    _, client, grids = served
+    vertices, faces = _mesh(grids[0])
+    top = vertices[faces].mean(1)[:, 2] > np.percentile(vertices[:, 2], 85)
+    open_faces = faces[~top]
+    assert not trimesh.Trimesh(vertices, open_faces).is_watertight
+    for mesh in _call(client, "shape.variations", vertices=vertices, faces=open_faces, count=2)["meshes"]:
+        tm = trimesh.Trimesh(mesh["vertices"], mesh["faces"], process=False)
+        assert tm.is_watertight and tm.is_winding_consistent and tm.body_count == 1 and tm.volume > 0
+
+
+def test_every_mesh_carries_uvs_and_its_dropped_parts(served):
+    _, client, _ = served
+    meshes = _call(client, "shape.sample", seed=1, count=3)["meshes"]
+    for mesh in meshes:
+        assert mesh["uvs"].dtype == np.float32 and mesh["uvs"].shape == (len(mesh["faces"]), 3, 2)
+        assert 0 <= mesh["uvs"].min() and mesh["uvs"].max() <= 1
+        assert isinstance(mesh["dropped_parts"], int) and mesh["dropped_parts"] >= 0
+    bare = _call(client, "shape.sample", seed=1, count=1, uvs=False, keep="all")["meshes"][0]
+    assert "uvs" not in bare and bare["dropped_parts"] == 0
+
+
+def test_more_meshes_than_one_reply_carries_get_a_clear_error(served):
+    """A frame carries 64 arrays: 21 meshes with UVs, 32 without. More is refused before any work,
+    on a connection that stays up (a reply over the cap used to cost the client its connection)."""
+    running, client, _ = served
+    for op, params in (("shape.sample", {"count": 22}), ("shape.variations", {"count": 40}),
+                       ("shape.interpolate", {"steps": 64}), ("shape.sample", {"count": 33, "uvs": False})):
+        if op == "shape.variations":
+            params = {**params, **dict(zip(("vertices", "faces"), _box()))}
+        with pytest.raises(EngineError) as error:
+            _call(client, op, **params)
+        assert error.value.code == "too_large" and "64 arrays" in error.value.message, error.value.message
+    assert len(_call(client, "shape.sample", count=32, uvs=False, decimate=0.0)["meshes"]) == 32  # the cap fits
+    assert running.process.poll() is None
 
 
 def test_interpolation_endpoints_are_the_encoded_shapes(served):
@@ -92,8 +178,9 @@ def test_interpolation_endpoints_are_the_encoded_shapes(served):
                  steps=3, keep="all")["meshes"]
     assert len(path) == 3
     for end, (v, f) in ((path[0], (va, fa)), (path[-1], (vb, fb))):
-        latent = _call(client, "shape.encode", vertices=v, faces=f)["latent"]
-        decoded = _call(client, "shape.decode", latent=latent, keep="all")["meshes"][0]
+        encoded = _call(client, "shape.encode", vertices=v, faces=f)
+        decoded = _call(client, "shape.decode", latent=encoded["latent"], frame=encoded["frame"],
+                        keep="all")["meshes"][0]
         assert end["vertices"].shape == decoded["vertices"].shape
         assert np.allclose(end["vertices"], decoded["vertices"], atol=1e-5)
     # Seed endpoints are the seeds' samples.
@@ -111,8 +198,7 @@ def test_variations_of_a_mesh_sent_as_arrays(served):
     assert len(value["meshes"]) == 3 and all(len(m["faces"]) > 0 for m in value["meshes"])
     assert value["provenance"]["params"]["spread"] == 0.5 and "vertices" not in value["provenance"]["params"]
     same = _call(client, "shape.variations", vertices=vertices, faces=faces, count=1, spread=0.0, keep="all")
-    latent = _call(client, "shape.encode", vertices=vertices, faces=faces)["latent"]
-    decoded = _call(client, "shape.decode", latent=latent, keep="all")["meshes"][0]
+    decoded = _call(client, "shape.encode", vertices=vertices, faces=faces, decode=True, keep="all")["meshes"][0]
     assert np.allclose(same["meshes"][0]["vertices"], decoded["vertices"], atol=1e-5)
 
 

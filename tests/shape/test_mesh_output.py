@@ -1,0 +1,124 @@
+"""Meshes an artist can use (issue 20, point 3): UVs whose islands do not overlap and keep one texel
+density, files that carry them, a face budget, one watertight piece with the dropped parts counted."""
+import numpy as np
+import pytest
+import trimesh
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from engine.shape.meshes import normalise
+from engine.shape.meshing import export_mesh, grid_to_mesh
+from engine.shape.procedural import make_shape
+from engine.shape.uv import signed_uv_areas, split_seams
+from engine.shape.voxels import voxelise
+
+
+@pytest.fixture(scope="module")
+def chair():
+    """A procedural chair at 40³, smoothed and simplified, unwrapped: legs, seat and back make many charts."""
+    mesh = normalise(make_shape("chair", 3))
+    grid = voxelise(mesh.vertices, mesh.faces, 40).astype(np.float32)
+    return grid_to_mesh(grid, smooth=2, decimate=0.002, uvs=True)
+
+
+def uv_islands(mesh) -> np.ndarray:
+    """Per face, its UV island: faces joined where they share a vertex with the same UV."""
+    vertices, faces, _ = split_seams(mesh.vertices, mesh.faces, mesh.face_uvs)
+    edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    n = len(vertices)
+    _, labels = connected_components(coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)),
+                                     directed=False)
+    return labels[faces[:, 0]]
+
+
+def rasterise(face_uvs: np.ndarray, labels: np.ndarray, size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(how many triangles cover each texel centre of a size² texture, where two islands do);
+    a centre on a shared edge belongs to neither triangle (strict insideness)."""
+    hits = np.zeros((size, size), np.int32)
+    owner = np.full((size, size), -1, np.int64)
+    shared = np.zeros((size, size), bool)
+    for tri, label in zip(face_uvs.astype(np.float64) * size - 0.5, labels):
+        lo = np.clip(np.floor(tri.min(0)).astype(int) + 1, 0, size)
+        hi = np.clip(np.ceil(tri.max(0)).astype(int), 0, size)
+        x, y = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
+        (ax, ay), (bx, by), (cx, cy) = tri
+        sign = np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
+        inside = ((sign * ((bx - ax) * (y - ay) - (by - ay) * (x - ax)) > 1e-9)
+                  & (sign * ((cx - bx) * (y - by) - (cy - by) * (x - bx)) > 1e-9)
+                  & (sign * ((ax - cx) * (y - cy) - (ay - cy) * (x - cx)) > 1e-9))
+        xs, ys = x[inside], y[inside]
+        hits[xs, ys] += 1
+        before = owner[xs, ys]
+        shared[xs, ys] |= (before >= 0) & (before != label)
+        owner[xs, ys] = np.where(before < 0, label, before)
+    return hits, shared
+
+
+def test_uvs_cover_every_corner_inside_the_unit_square(chair):
+    assert chair.face_uvs.shape == (len(chair.faces), 3, 2) and chair.face_uvs.dtype == np.float32
+    assert chair.face_uvs.min() >= 0 and chair.face_uvs.max() <= 1
+    tm = trimesh.Trimesh(chair.vertices, chair.faces, process=False)
+    assert tm.is_watertight and tm.is_winding_consistent and tm.body_count == 1  # UVs leave the mesh welded
+
+
+def test_uv_islands_do_not_overlap_and_face_up(chair):
+    labels = uv_islands(chair)
+    assert len(np.unique(labels)) > 5  # a chair is cut into charts
+    hits, shared = rasterise(chair.face_uvs, labels)
+    assert not shared.any(), f"two UV islands cover the same {shared.sum()} texels"
+    covered = hits > 0
+    assert covered.mean() > 0.3  # packed, not a speck in a corner
+    # Within an island, a rare sliver may fold over its neighbour; never more than a few texels.
+    assert (hits > 1).sum() <= 0.001 * covered.sum()
+    areas = signed_uv_areas(chair.face_uvs)
+    assert (areas > 0).mean() >= 0.99  # counter-clockwise like the faces seen from outside: not mirrored
+
+
+def test_uvs_keep_one_texel_density(chair):
+    """A texture maps without stretching: each face's UV area over its surface area is about the same."""
+    tri = chair.vertices[chair.faces].astype(np.float64)
+    area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1) / 2
+    uv_area = np.abs(signed_uv_areas(chair.face_uvs.astype(np.float64)))
+    scale = np.sqrt(uv_area / area) / np.sqrt(uv_area.sum() / area.sum())
+    within = (scale > 0.8) & (scale < 1.25)
+    assert area[within].sum() / area.sum() >= 0.95
+
+
+@pytest.mark.parametrize("suffix", [".glb", ".obj", ".ply"])
+def test_files_carry_the_uvs_split_on_seams_only(chair, tmp_path, suffix):
+    back = trimesh.load(export_mesh(chair, tmp_path / f"chair{suffix}"), force="mesh", process=False)
+    assert len(back.faces) == len(chair.faces)
+    uv = np.asarray(back.visual.uv)
+    assert uv.shape == (len(back.vertices), 2)
+    # The same corner UVs (OBJ and PLY may flip v; glTF keeps it) and the same welded solid once seams merge.
+    corner_uv = uv[back.faces]
+    assert np.allclose(corner_uv[..., 0], chair.face_uvs[..., 0], atol=1e-5)
+    assert len(chair.vertices) < len(back.vertices) < 3 * len(chair.faces)
+    welded = trimesh.Trimesh(back.vertices, back.faces)  # merges the seam copies
+    assert welded.is_watertight and len(welded.vertices) == len(chair.vertices)
+
+
+def test_a_face_budget_keeps_one_closed_piece():
+    mesh = normalise(make_shape("table", 2))
+    grid = voxelise(mesh.vertices, mesh.faces, 48).astype(np.float32)
+    full = grid_to_mesh(grid, smooth=2)
+    budget = grid_to_mesh(grid, smooth=2, max_faces=500)
+    assert len(full.faces) > 2000 and 100 <= len(budget.faces) <= 500
+    tm = trimesh.Trimesh(budget.vertices, budget.faces, process=False)
+    assert tm.is_watertight and tm.is_winding_consistent and tm.body_count == 1 and tm.volume > 0
+    assert abs(tm.volume - trimesh.Trimesh(full.vertices, full.faces).volume) < 0.05 * tm.volume
+
+
+def test_parts_dropped_by_keep_largest_are_counted():
+    grid = np.zeros((24, 24, 24), np.float32)
+    grid[4:20, 4:20, 2:14] = 1.0  # the body
+    grid[2:4, 2:4, 20:22] = 1.0   # two specks apart from it
+    grid[20:22, 20:22, 20:22] = 1.0
+    largest = grid_to_mesh(grid)
+    assert largest.dropped_parts == 2
+    assert trimesh.Trimesh(largest.vertices, largest.faces, process=False).body_count == 1
+    every = grid_to_mesh(grid, keep="all")
+    assert every.dropped_parts == 0
+    assert trimesh.Trimesh(every.vertices, every.faces, process=False).body_count == 3
+    vertices, faces = largest  # a mesh still unpacks as the two arrays the shape ops take
+    assert vertices is largest.vertices and faces is largest.faces
