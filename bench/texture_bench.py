@@ -10,8 +10,21 @@ nearest upsampling it used before (the same pictures, slower), every quality met
 engine.texture.evaluation as a ratio to real-vs-real (1 = as close to the exemplar as another
 piece of it) for the model as the engine runs it, for its raw generator (without the
 calibration of engine/texture/calibration.py) and for quilting, the seam ratio across the
-wrap-around border (1 = seamless), how far single pictures are from the photo (`gram/picture`),
+wrap-around border (1 = seamless), how far single pictures are from the photo (`gram/picture`), the
+lattice measure (gradient energy on 4/8/16-px lines over elsewhere, ideal 1.00 ± 0.05),
 our tiling error, and the training minutes the model used. The machine is shared and noisy: compare ratios, not seconds.
+
+    python bench/texture_bench.py --suite [--minutes 2] [--only bricks,sand] [--models-dir DIR --reuse]
+
+trains every exemplar of the development suite (bench/data/textures, issue 19) with the plain
+default command, `atelier train texture --images <colour map> --name N` (--minutes shortens the
+runs while developing, and the output says so), and prints per exemplar and as the suite median
+and worst: gram, swd, spectrum and elements (the shapes of connected components) as ratios to
+real-vs-real at 256², the same four at a coarse scale (1024² outputs and the exemplar both
+downsampled 4x, so structure larger than the discriminator's view counts), the lattice measure,
+seam ratio, tiling error, steps reached and training minutes, for our model, for image quilting
+and for the exemplar's own crops (the floor), then the issue's goals as PASS/FAIL. One contact
+sheet per exemplar (exemplar | ours | quilting | ours tiled 2x2, 1:1) goes to docs/textures/.
 """
 from __future__ import annotations
 
@@ -454,14 +467,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite:
         args.samples = min(args.samples, 16)
         return run_suite(args)
-    from engine.texture.evaluation import seam_ratio, texture_metrics, tile_error
+    from engine.texture.evaluation import lattice, seam_ratio, texture_metrics, tile_error
     from engine.texture.generation import TextureModel, to_uint8
     from engine.texture.images import ImageCrops
     from engine.texture.objective import resolve_images
 
     metadata, model = load_model(args.model, args.models_dir, args.device)
     source = exemplar_source(metadata, args.images)
-    images, _ = resolve_images(source, model.channels, min_size=2 * args.eval_size)
+    images, _ = resolve_images(source, model.channels, min_size=model.config.crop)
+    args.eval_size = min(args.eval_size, eval_side(images[0]))  # any exemplar >= the crop: smaller samples
     exemplar01 = (images[0] + 1) / 2
     quilter = Quilter(exemplar01)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -510,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, samples in draw(k).items():
             scores.setdefault(name, []).extend(
                 {**texture_metrics(samples, images, seed=k, swap=swap),
-                 "gram/picture": gram_per_picture(samples, images, k, swap)} for swap in (False, True))
+                 "gram/picture": gram_per_picture(samples, images, k, swap), "lattice": lattice(samples)}
+                for swap in (False, True))
     print(f"\nquality at {s}x{s}: {args.draws} draws of {n} samples per method, each against both halves; "
           "ratios to real-vs-real (ideal 1; diversity and nearest_patch << 1 mean collapse or copying), "
           "mean ± standard error over the draws")
