@@ -3,6 +3,9 @@
 A tiny model (16³, width 8) is fitted in this process with the shared trainer, straight into
 the models folder of an engine started for this module; the engine loads it on first use.
 """
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -296,3 +299,46 @@ def test_training_on_meshes_sent_over_the_protocol_skips_and_reports_broken_ones
     with pytest.raises(EngineError) as caught:
         client.call("train", {"kind": "shape", "name": "none", "data": {"mesh_arrays": [sent[-1]]}}, timeout=120)
     assert caught.value.code == "bad_params" and "none of the 1 meshes" in caught.value.message
+
+
+def test_cli_encode_variations_and_interpolate_write_mesh_files(served, tmp_path, capsys):
+    """`atelier generate shape` reads mesh files itself and sends arrays, as Blender does; the files it writes
+    keep the input file's size, place and up axis (GLB is Y up) and carry UVs."""
+    from engine.cli.main import main
+    from engine.shape.meshing import Mesh, export_mesh
+
+    running, _, grids = served
+    token = tmp_path / "token"
+    token.write_text(running.token)
+    vertices, faces = _mesh(grids[2])
+    centre, size = _frame(vertices)
+    chair = export_mesh(Mesh(((vertices - centre) * (3.0 / size) + [0.0, 0.0, 1.5]).astype(np.float32), faces),
+                        tmp_path / "chair.glb")
+    tall = int(np.argmax(np.ptp(vertices, axis=0)))  # Z up; written Y up, (x, y, z) -> (x, z, -y)
+    assert int(np.argmax(trimesh.load(chair, force="mesh").extents)) == (0, 2, 1)[tall]
+    engine = ["--engine", f"{running.host}:{running.port}", "--token-file", str(token), "--model", MODEL,
+              "--resolution", "32", "--json"]
+
+    def generate(*args: str) -> dict:
+        assert main(["generate", "shape", *args, *engine]) == 0, capsys.readouterr().err
+        return json.loads(capsys.readouterr().out)
+
+    made = generate("--encode", str(chair), "--out", str(tmp_path / "round.glb"))
+    assert made["files"] == [str(tmp_path / "round.npy"), str(tmp_path / "round.glb")]
+    assert np.load(tmp_path / "round.npy").shape == (TINY.latent_dim,)
+    generate("--encode", str(chair), "--out", str(tmp_path / "code.npy"))
+    assert np.array_equal(np.load(tmp_path / "code.npy"), np.load(tmp_path / "round.npy"))
+    made = generate("--variations-of", str(chair), "--count", "2", "--spread", "0.2", "--out", str(tmp_path / "v.obj"))
+    assert [Path(p).name for p in made["files"]] == ["shape-00.obj", "shape-01.obj"]
+    made = generate("--interpolate", str(chair), "5", "--steps", "3", "--out", str(tmp_path / "path.ply"))
+    assert len(made["files"]) == 3
+    for path in [tmp_path / "round.glb", *map(Path, made["files"][:1]), tmp_path / "v" / "shape-00.obj"]:
+        back = trimesh.load(path, force="mesh")
+        assert len(back.faces) > 0 and back.visual.uv.shape == (len(back.vertices), 2), path
+        assert trimesh.Trimesh(back.vertices, back.faces).is_watertight, path
+        y_up = path.suffix in (".glb", ".obj")  # PLY is written Z up, as Blender reads it
+        assert int(np.argmax(back.extents)) == ((0, 2, 1)[tall] if y_up else tall), path
+        assert 2.4 < back.extents.max() < 3.2 and abs(back.bounds[:, 1 if y_up else 2].mean() - 1.5) < 0.5, path
+
+    assert main(["generate", "shape", "--variations-of", str(chair), "--temperature", "0.5", *engine]) == 1
+    assert "--temperature: not a setting of shape.variations" in capsys.readouterr().out
