@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -73,3 +74,24 @@ def test_every_source_is_a_pinned_cc0_repository(files):
     assert all(re.fullmatch(r"`[0-9a-f]{40}`", r["commit"]) and "CC0 1.0" in r["licence"] for r in repos.values())
     assert {row["source repository"] for row in files} <= set(repos)
     assert all(re.match(r"(ambientCG|Poly Haven) \S+$", row["original asset"]) for row in files)
+
+
+def test_the_bench_quilting_takes_any_exemplar_at_least_the_crop_and_never_crashes():
+    """Issue 19: the bench refused exemplars under 512 px and its quilting crashed on a dots photo for 2 of
+    4 seeds. Flat-colour dots (exact ties, where float cancellation can make the best overlap error
+    slightly negative and leave no candidate), an exemplar narrower than a block, and a grey one."""
+    import sys
+
+    sys.path.insert(0, str(SUITE.parents[1]))
+    from texture_bench import Quilter
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:200, :200]
+    dots = np.full((200, 200, 3), 0.9, np.float32)
+    for cy, cx in rng.uniform(0, 200, (60, 2)):
+        dots[(yy - cy) ** 2 + (xx - cx) ** 2 <= 36] = (0.9, 0.5, 0.1)  # flat colours: many exact ties
+    for exemplar in (dots, dots[:96, :130], rng.random((40, 300, 1), dtype=np.float32)):
+        quilter = Quilter(exemplar)
+        for seed in range(4):
+            out = quilter.synthesize(160, 128, seed=seed)
+            assert out.shape == (160, 128, exemplar.shape[2]) and np.isfinite(out).all()
