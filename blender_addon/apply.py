@@ -268,8 +268,9 @@ def _wire_into(material, images: dict, use_uv: bool, unit: float, scale: float, 
 
 
 # ---- meshes -----------------------------------------------------------------------------------
-def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray):
-    """A mesh datablock from float N×3 vertices and int M×3 triangles, smooth shaded."""
+def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None = None):
+    """A mesh datablock from float N×3 vertices and int M×3 triangles, smooth shaded; with the
+    engine's per-corner UVs (M×3×2) as its UV map (a triangle's loops are its three corners in order)."""
     vertices = np.ascontiguousarray(vertices, np.float32).reshape(-1, 3)
     faces = np.ascontiguousarray(faces, np.int32).reshape(-1, 3)
     mesh = bpy.data.meshes.new(name)
@@ -280,6 +281,8 @@ def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray):
         mesh.loops.foreach_set("vertex_index", faces.ravel())
         mesh.polygons.add(len(faces))
         mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+        if uvs is not None:
+            mesh.uv_layers.new(name="UVMap").data.foreach_set("uv", np.ascontiguousarray(uvs, np.float32).ravel())
         mesh.update(calc_edges=True)
         mesh.shade_smooth()
     except Exception:
@@ -370,7 +373,8 @@ def apply_meshes(job: Job) -> list[str]:
     meshes = _fitted(meshes, indices, frame, prov.get("params") or {})
     replace = bpy.data.objects.get(ctx.get("replace") or "")
     if replace is not None:  # a preview, or Regenerate in place: same object, new mesh
-        mesh = mesh_from_arrays(replace.data.name, meshes[indices[0]]["vertices"], meshes[indices[0]]["faces"])
+        chosen = meshes[indices[0]]
+        mesh = mesh_from_arrays(replace.data.name, chosen["vertices"], chosen["faces"], chosen.get("uvs"))
         for material in replace.data.materials:
             mesh.materials.append(material)
         provenance.stamp(mesh, prov, index=indices[0], inputs=inputs)
@@ -393,7 +397,7 @@ def apply_meshes(job: Job) -> list[str]:
         objects = []
         for n, i in enumerate(indices):
             name = base if len(indices) == 1 else f"{base} {i + 1}"
-            mesh = mesh_from_arrays(name, meshes[i]["vertices"], meshes[i]["faces"])
+            mesh = mesh_from_arrays(name, meshes[i]["vertices"], meshes[i]["faces"], meshes[i].get("uvs"))
             made.append(mesh)
             provenance.stamp(mesh, prov, index=i, inputs=inputs)
             obj = bpy.data.objects.new(name, mesh)

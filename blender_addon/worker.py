@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from ._vendor import client as engine_client
 from ._vendor import paths as engine_paths
+from ._vendor import protocol as engine_protocol
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,24 @@ def artist_message(message: str, code: str = "") -> str:
     if code == "too_many_connections":
         return "The engine is busy with too many connections; close other Atelier windows and press Connect."
     return message
+
+
+def arrays_in(value: Any) -> int:
+    """How many arrays a request's params would carry (each mesh sent is two)."""
+    if isinstance(value, dict):
+        return sum(arrays_in(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(arrays_in(v) for v in value)
+    return int(hasattr(value, "shape") and hasattr(value, "dtype"))
+
+
+def too_many_arrays(params: dict) -> str:
+    """Why a request cannot be sent (more arrays than a frame carries), or ""."""
+    count, most = arrays_in(params), engine_protocol.MAX_ARRAYS
+    if count <= most:
+        return ""
+    return (f"That is too much to send to the engine at once: at most {most // 2} meshes go in one request "
+            f"(this one has {count // 2}). Select fewer meshes.")
 
 
 class Worker:
@@ -314,6 +333,10 @@ class Worker:
                                    "section, or install Atelier's default models.")
                 return
             job.params["model"] = name
+        too_many = too_many_arrays(job.params)
+        if too_many:  # the engine would refuse the frame without saying which request it was
+            self._finish(job, "failed", error=too_many, code="too_large")
+            return
         job.state = "running"
         job.message = "sent"
 
