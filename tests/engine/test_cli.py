@@ -50,6 +50,8 @@ def test_client_and_protocol_work_without_numpy():
     (["train"], ["KIND", "--json"]),
     (["jobs"], ["detached", "--engine"]),
     (["demo"], ["--out"]),
+    (["generate", "shape"], ["--encode", "--variations-of", "--interpolate", "--up", "--resolution", "--max-faces",
+                             "--uvs", "--spread", "--steps"]),
 ])
 def test_every_command_explains_itself(command, words):
     result = atelier(*command, "--help")
@@ -153,3 +155,15 @@ def test_demo_says_plainly_what_it_made_and_what_is_missing(tmp_path):
         assert bool(gaps) != bool(files), f"{kind}: either made or said missing, never both or neither"
         assert all(gap["why"] for gap in gaps)
     assert set(os.listdir(tmp_path / "out")) == {os.path.basename(p) for p in made}
+
+
+def test_generate_shape_names_what_is_wrong_with_its_mesh_files(tmp_path):
+    env = {"ATELIER_MODELS_DIR": str(tmp_path)}
+    missing = atelier("generate", "shape", "--variations-of", str(tmp_path / "nope.glb"), "--json", env=env)
+    assert missing.returncode == 1 and "nope.glb" in json.loads(missing.stdout)["message"]
+    (tmp_path / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3\nf 2 4 3\n")
+    flat = atelier("generate", "shape", "--encode", str(tmp_path / "flat.obj"), "--json", env=env)
+    assert flat.returncode == 1 and "flat.obj: flat mesh" in json.loads(flat.stdout)["message"]
+    both = atelier("generate", "shape", "--encode", "a.glb", "--variations-of", "b.glb", env=env)
+    assert both.returncode == 1 and "not --encode and --variations-of" in both.stderr
+
