@@ -350,6 +350,23 @@ def cli_request(args) -> tuple[str, dict]:
     return op, params
 
 
+def describe_result(op: str, value: dict, written: list[Path]) -> str:
+    """A shape result in words: each mesh's triangles, size and UVs, and the parts "keep largest" dropped."""
+    import json
+
+    if "meshes" not in value:
+        return json.dumps({k: v for k, v in value.items() if not isinstance(v, np.ndarray)}, default=str)
+    lines = []
+    for i, mesh in enumerate(value["meshes"]):
+        size = float(np.ptp(mesh["vertices"], axis=0).max()) if len(mesh["vertices"]) else 0.0
+        dropped = mesh.get("dropped_parts", 0)
+        lines.append(f"mesh {i + 1}: {len(mesh['faces']):,} triangles, {size:.3g} across, "
+                     f"{'with UVs' if 'uvs' in mesh else 'no UVs'}"
+                     + (f"; {dropped} separate part{'s' * (dropped > 1)} dropped (--keep all keeps them)" if dropped
+                        else ""))
+    return "\n".join(lines)
+
+
 def write_output(op: str, value: dict, out: Path) -> list[Path]:
     """Meshes as GLB/OBJ/PLY (by the suffix of `out`, else GLB files in the folder `out`), with their UVs;
     a latent code as .npy (beside the mesh decoded from it, if any); sheets as PNG."""
