@@ -268,3 +268,22 @@ def test_the_timing_thread_collects_garbage_when_automatic_collection_is_off():
     finally:
         gc.enable()
     assert len(kept) == threshold + 100
+
+
+def test_compensation_sends_early_and_moves_the_horizon_by_as_much():
+    """Issue 22: following a DAW's clock with an output heard 125 ms after the DAW's audio (a
+    quarter beat at 120 BPM), a note may go a quarter beat past the pulse horizon, no further."""
+    rng, clock = random.Random(3), MidiClock()
+    t, _ = feed_pulses(clock, 10.0, 120, 4, 0, rng)
+    clock.message([START], t)
+    feed_pulses(clock, t, 120, 24, 0, rng)  # the horizon is beat 1
+    scheduler = Scheduler(Recorder(), clock, bar_beats=4.0)
+    scheduler.transport_started(0.0)
+    scheduler._offset = 0.0
+    scheduler.push([Note(1.25, 0.5, 62, 90, 0)])
+    assert scheduler._head() is None
+    scheduler.compensation = 60 / clock.bpm / 4
+    assert scheduler._head() == (1.25, False)
+    scheduler.push([Note(1.3, 0.5, 64, 90, 0)])
+    heapq.heappop(scheduler._ons)
+    assert scheduler._head() is None  # past the moved horizon: waits
