@@ -501,6 +501,11 @@ def _():
     closed, faces = watertight(obj)
     assert closed, "mesh is not watertight"
     assert all(p.use_smooth for p in obj.data.polygons)
+    uv_map = obj.data.uv_layers.active  # the engine's per-corner UVs, one per loop
+    assert uv_map is not None and len(uv_map.data) == len(obj.data.loops), "the engine's UVs made no UV map"
+    uv = np.empty(len(uv_map.data) * 2, np.float32)
+    uv_map.data.foreach_get("uv", uv)
+    assert 0 <= uv.min() and uv.max() <= 1 and np.ptp(uv) > 0.5, (uv.min(), uv.max())
     assert bpy.context.view_layer.objects.active == obj and obj.select_get()
     assert json.loads(obj.data["atelier_provenance"])["op"] == "shape.sample"
     shared["shape"] = obj.name
