@@ -349,6 +349,16 @@ def print_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) 
         print(f"{label:>12}" + "".join(f"{c:>11.3g}" for c in cells))
 
 
+def steps_per_minute(run: Path) -> float:
+    """Training throughput from the run's log (the stored training minutes also count the final
+    calibration and evaluation, minutes on a busy machine)."""
+    import json
+
+    lines = (run / "log.jsonl").read_text().splitlines() if (run / "log.jsonl").exists() else []
+    last = json.loads(lines[-1]) if lines else {}
+    return 60 * last["step"] / last["seconds"] if last.get("seconds") else float("nan")
+
+
 def run_suite(args) -> int:
     import tempfile
 
@@ -380,7 +390,7 @@ def run_suite(args) -> int:
         m = measure(model, images, quilter, args.samples, args.big)
         measured = (time.time() - start) / 60
         steps, minutes = metadata.get("step"), metadata.get("train_seconds", 0) / 60
-        m["ours"].update(steps=steps, min=minutes)
+        m["ours"].update(steps=steps, min=minutes, **{"steps/min": steps_per_minute(models / f"suite-{name}.run")})
         note = (f"{category}; ours trained {minutes:.1f} min, {steps} steps, {model.channels} channel(s); "
                 f"quilting: block {quilter.block}")
         m["sheet"] = contact_sheet(name, colour, model, quilter, note)
@@ -405,7 +415,8 @@ def report(results: dict[str, dict], args) -> None:
           "elements: the shapes of connected components. lattice: gradient energy on 4/8/16-px lines over elsewhere "
           "(ideal 1.00 ± 0.05)")
     for method in ("ours", "quilting", "crops"):
-        keys = quality + ["lattice"] + (["seam", "tile", "s/1024", "steps", "min"] if method == "ours" else [])
+        keys = quality + ["lattice"] + (["seam", "tile", "s/1024", "steps", "steps/min", "min"]
+                                        if method == "ours" else [])
         keys += ["s/1024"] if method == "quilting" else []
         print_table({"ours": "ours (the model as generate delivers it)", "quilting": "image quilting (same exemplars)",
                      "crops": "the exemplar's own crops (the floor: what a perfect model scores)"}[method],
