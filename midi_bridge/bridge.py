@@ -95,7 +95,7 @@ def run(opts: Options) -> int:
             inp = ports.open_input(opts.input, opts.api, opts.virtual_name)
         if opts.learn:
             messages: queue.Queue[list[int]] = queue.Queue()
-            inp.port.set_callback(lambda event, _: messages.put(list(event[0])))
+            inp.listen(lambda message, _t: messages.put(message))
             try:
                 learn(messages, opts.learn, control_map, say=say)
             except TimeoutError as e:
@@ -136,7 +136,7 @@ def run(opts: Options) -> int:
             clock.start_time = time.monotonic() + PREROLL
             scheduler.transport_started(0.0)
         if inp is not None:
-            inp.port.set_callback(_input_handler(clock, scheduler, feed, recorder, control_map))
+            inp.listen(_input_handler(clock, scheduler, feed, recorder, control_map))
         where = (f"a new {output.api.upper() if output.api != 'coremidi' else 'CoreMIDI'} port {output.name!r} "
                  "(connect it to an instrument in your DAW)" if output.virtual
                  else f"{output.name!r} ({output.api})")
@@ -193,7 +193,7 @@ def run(opts: Options) -> int:
         for sig in previous:  # a second Ctrl+C must not cut the cleanup short
             signal.signal(sig, signal.SIG_IGN)
         if inp is not None:
-            inp.port.cancel_callback()
+            inp.listen(None)
         if scheduler is not None:
             scheduler.close("exit")
         elif output is not None:
@@ -263,11 +263,11 @@ def _raise_stop(signum: int, _frame) -> None:
 
 def _input_handler(clock, scheduler: Scheduler, feed: EngineFeed, recorder: PhraseRecorder | None,
                    control_map: ControlMap):
-    """The input callback (runs on the MIDI system's thread): clock, the player's notes, CCs."""
+    """The input listener (runs on the MIDI system's thread): clock, the player's notes, CCs; `t` is
+    when the message came (on JACK: the time of its frame)."""
     follow = isinstance(clock, MidiClock)
 
-    def handle(event, _data) -> None:
-        message, t = event[0], time.monotonic()
+    def handle(message: list[int], t: float) -> None:
         status = message[0]
         if status >= 0xF0:
             if follow:

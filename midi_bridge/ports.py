@@ -9,9 +9,10 @@ Names as they are, on JACK: the bridge is a client named after `--virtual-name` 
 with an output port `out` -- "Atelier:out" -- and, for an input, a client "Atelier in" with
 a port `in` -- "Atelier in:in". A second bridge on the same server takes "Atelier 2:out" and
 "Atelier 2 in:in", and so on: the name is chosen before the client opens, so what the bridge
-prints is what JACK shows. Where a JACK server runs, the output is the native one (midi_bridge.jack_out: each message at
-its exact frame); `--api rtmidi-jack` sends through rtmidi instead, one period late, for
-comparison. On ALSA the virtual ports are "Atelier:Atelier" and "Atelier:Atelier
+prints is what JACK shows. Where a JACK server runs, the output and input are the native
+ones (midi_bridge.jack_out: each message at its exact frame; midi_bridge.jack_in: each
+message timed at its frame); `--api rtmidi-jack` goes through rtmidi instead, a period late,
+for comparison. On ALSA the virtual ports are "Atelier:Atelier" and "Atelier:Atelier
 in" (ALSA tells clients of the same name apart by number); on CoreMIDI, "Atelier" and "Atelier in".
 
 What ALSA and libjack print while a system is tried is held back (midi_bridge.quiet) and
@@ -24,10 +25,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import rtmidi
 
 from midi_bridge.quiet import held_stderr, last_lines
+
+if TYPE_CHECKING:
+    from midi_bridge.jack_in import JackInput
 
 APIS = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK, "coremidi": rtmidi.API_MACOSX_CORE,
         "winmm": rtmidi.API_WINDOWS_MM, "rtmidi-jack": rtmidi.API_UNIX_JACK}
@@ -54,6 +59,13 @@ class Opened:
 
     def send(self, message: list[int], due: float | None = None) -> None:
         self.port.send_message(message)
+
+    def listen(self, listener: Callable[[list[int], float], None] | None) -> None:
+        """An input: call `listener(message, time it was read)` for each message (None: stop)."""
+        if listener is None:
+            self.port.cancel_callback()
+        else:
+            self.port.set_callback(lambda event, _: listener(list(event[0]), time.monotonic()))
 
     def flush(self, timeout: float) -> bool:
         """Wait until what was sent has left. rtmidi cannot tell when that is: wait `timeout`
@@ -177,11 +189,18 @@ def open_output(port_name: str | None, api: str | None = None, virtual_name: str
     return Opened(out, port_name, used, False)
 
 
-def open_input(port_name: str | None, api: str | None = None, virtual_name: str = DEFAULT_PORT_NAME) -> Opened:
+def open_input(port_name: str | None, api: str | None = None, virtual_name: str = DEFAULT_PORT_NAME
+               ) -> Opened | JackInput:
     """An existing input port by exact name, or (port_name None) a new virtual input port
     ("<virtual_name> in"; on JACK the client "<name> in" with the port "in").
 
-    Clock and other realtime messages are let through (rtmidi ignores them by default)."""
+    Clock and other realtime messages are let through (rtmidi ignores them by default). Where a
+    JACK server runs (and api is None or "jack") the input is the native one (midi_bridge.jack_in:
+    each message timed at its own frame)."""
+    if api in (None, "jack"):
+        native = _native_jack(port_name, virtual_name, required=api == "jack", direction="input")
+        if native is not None:
+            return native
     inp, used = _instance(rtmidi.MidiIn, api, lambda: jack_name(virtual_name) + " in")
     inp.ignore_types(sysex=True, timing=False, active_sense=True)
     if port_name is None:
@@ -195,9 +214,12 @@ def open_input(port_name: str | None, api: str | None = None, virtual_name: str 
     return Opened(inp, port_name, used, False)
 
 
-def _native_jack(port_name: str | None, virtual_name: str, required: bool, realtime: bool = True):
-    """A JackOutput, or None where JACK-Client or libjack is missing, or (not `required`) no JACK server runs."""
+def _native_jack(port_name: str | None, virtual_name: str, required: bool, realtime: bool = True,
+                 direction: str = "output"):
+    """A JackOutput (or, for direction "input", a JackInput), or None where JACK-Client or libjack
+    is missing, or (not `required`) no JACK server runs."""
     try:
+        from midi_bridge.jack_in import JackInput
         from midi_bridge.jack_out import JackOutput, JackOutputError
         import jack
     except (ImportError, OSError):  # JACK-Client, or libjack itself, is not installed: rtmidi's JACK then
@@ -213,14 +235,17 @@ def _native_jack(port_name: str | None, virtual_name: str, required: bool, realt
         library = last_lines(said[0])
         raise PortError(f"cannot open a MIDI system (jack: no JACK server{' -- ' + library if library else ''}); "
                         "start a JACK server (or PipeWire's JACK), or choose another system with --api")
-    try:
-        listed = [port.name for port in probe.get_ports(is_midi=True, is_input=True)]
+    output = direction == "output"
+    try:  # an output connects to input ports, an input from output ports
+        listed = [port.name for port in probe.get_ports(is_midi=True, is_input=output, is_output=not output)]
     finally:
         probe.close()
-    destination = None if port_name is None else listed[find_port(listed, port_name, "output", "jack")]
+    other = None if port_name is None else listed[find_port(listed, port_name, direction, "jack")]
     with held_stderr():
         try:
-            return JackOutput(jack_name(virtual_name), JACK_OUT, destination, realtime)
+            if output:
+                return JackOutput(jack_name(virtual_name), JACK_OUT, other, realtime)
+            return JackInput(jack_name(virtual_name) + " in", JACK_IN, other)
         except JackOutputError as e:
             raise PortError(str(e)) from None
 

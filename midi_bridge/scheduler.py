@@ -14,8 +14,8 @@ past the clock's horizon (a followed clock: its latest pulse plus one pulse): a 
 waits there until the next pulse arrives (`wake()`), so a beat the DAW did not reach never
 plays. Following a DAW's clock, `compensation` makes up for an output path slower than the
 DAW's audio (a synth's latency): notes go that much early, to be heard with the DAW's audio of
-their beat, and the horizon moves by as much -- nothing is heard past the DAW's audio of its
-latest pulse plus one pulse.
+their beat, and the horizon moves by as much plus the hand-over (`lead`): a clock that stops
+without a Stop can then leave up to that much more music to be heard.
 """
 from __future__ import annotations
 
@@ -213,7 +213,8 @@ class Scheduler:
         """The next event's stream beat and whether it is a note-off (note-offs first on ties).
         A note-on past the clock's horizon waits (for the next pulse); note-offs do not."""
         on = self._ons[0][0] if self._ons else None
-        early = self.compensation * self.clock.bpm / 60 if self.compensation else 0.0  # in beats
+        # Compensating, a note leaves that much (and the hand-over) before its beat: the horizon moves as far.
+        early = (self.compensation + self.lead) * self.clock.bpm / 60 if self.compensation else 0.0  # in beats
         if on is not None and on + self._offset > self.clock.horizon() + early + 1e-9:
             on = None
         if self._offs and (on is None or self._offs[0][0] <= on):
