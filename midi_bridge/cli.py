@@ -85,7 +85,8 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("ports")
     g.add_argument("--api", choices=sorted(ports.APIS), help="MIDI system (default: JACK where a JACK server runs, "
                    "else ALSA on Linux, CoreMIDI on macOS, Windows MultiMedia on Windows). 'jack' places each "
-                   "message at its exact frame; 'rtmidi-jack' sends through rtmidi, up to a period late")
+                   "message at its exact frame and times each incoming one at its frame; 'rtmidi-jack' goes "
+                   "through rtmidi, up to a period late")
     g.add_argument("--list-ports", action="store_true", help="list MIDI output and input ports, then exit")
     g.add_argument("--port", help="send to this existing output port (exact name from --list-ports); "
                    "default: create a virtual port")
