@@ -30,8 +30,7 @@ tiled picture.
 """
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -64,24 +63,67 @@ def _rfft_radius(h: int, w: int, device: torch.device) -> torch.Tensor:
     return (torch.fft.fftfreq(h, device=device)[:, None] ** 2 + torch.fft.rfftfreq(w, device=device)[None] ** 2).sqrt()
 
 
-@functools.lru_cache(maxsize=4)
-def _gain_amplitude(h: int, w: int, gain: tuple[float, ...], device: torch.device) -> torch.Tensor:
+_AMPLITUDES: dict[tuple, torch.Tensor] = {}  # the last few `_gain_amplitude`s
+
+
+def _gain_amplitude(h: int, w: int, gain: tuple[float, ...], device: torch.device,
+                    check: Callable[[], None] | None = None) -> torch.Tensor:
     """The amplitude scale of each h x w rfft2 coefficient; cached because building it took as
-    long as the two FFTs (10 ms at 1024^2), and a model is asked for the same sizes again."""
-    with torch.inference_mode(False):  # an ordinary tensor, usable in and out of inference mode
-        amplitude = 10 ** (_radial_table(_rfft_radius(h, w, device), gain) / 2)
-        amplitude[0, 0] = 1.0
-    return amplitude
+    long as the two FFTs (10 ms at 1024^2), and a model is asked for the same sizes again. With
+    `check`, built a band of rows at a time, calling it between bands."""
+    key = (h, w, gain, device)
+    if key not in _AMPLITUDES:
+        with torch.inference_mode(False):  # an ordinary tensor, usable in and out of inference mode
+            fy, fx = torch.fft.fftfreq(h, device=device)[:, None] ** 2, torch.fft.rfftfreq(w, device=device)[None] ** 2
+            bands = fy.split(max(1, CHUNK // w) if check else h)
+            amplitude = torch.cat([_checked(10 ** (_radial_table((band + fx).sqrt(), gain) / 2), check) for band in bands])
+            amplitude[0, 0] = 1.0
+        while len(_AMPLITUDES) >= 4:
+            _AMPLITUDES.pop(next(iter(_AMPLITUDES)))
+        _AMPLITUDES[key] = amplitude
+    return _AMPLITUDES[key]
 
 
-def apply_gain(x: torch.Tensor, gain: Sequence[float]) -> torch.Tensor:
-    """Images [B, C, H, W] in [-1, 1] with each frequency's power scaled by 10**gain (the mean kept)."""
+CHUNK = 1 << 20  # values per piece of a 2-D FFT (or of a pointwise step) done in pieces
+
+
+def _rfft2(x: torch.Tensor, check: Callable[[], None] | None) -> torch.Tensor:
+    """torch.fft.rfft2(x), or with `check` the same in pieces of rows, then of columns, calling
+    check() between them (a 4096^2 FFT takes about a second on 2 CPU cores)."""
+    if check is None:
+        return torch.fft.rfft2(x)
     h, w = x.shape[-2:]
-    spectrum = torch.fft.rfft2(x.float()) * _gain_amplitude(h, w, tuple(gain), x.device)
-    return torch.fft.irfft2(spectrum, s=(h, w)).clamp(-1, 1).to(x.dtype)
+    rows = torch.cat([_checked(torch.fft.rfft(part, dim=-1), check) for part in x.split(max(1, CHUNK // w), -2)], -2)
+    return torch.cat([_checked(torch.fft.fft(part, dim=-2), check) for part in rows.split(max(1, CHUNK // h), -1)], -1)
 
 
-def noise_field(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: int) -> torch.Tensor:
+def _irfft2(spectrum: torch.Tensor, size: tuple[int, int], check: Callable[[], None] | None) -> torch.Tensor:
+    """torch.fft.irfft2(spectrum, s=size), in pieces with `check` as `_rfft2`."""
+    if check is None:
+        return torch.fft.irfft2(spectrum, s=size)
+    h, w = size
+    cols = torch.cat([_checked(torch.fft.ifft(part, dim=-2), check)
+                      for part in spectrum.split(max(1, CHUNK // h), -1)], -1)
+    return torch.cat([_checked(torch.fft.irfft(part, n=w, dim=-1), check) for part in cols.split(max(1, CHUNK // w), -2)],
+                     -2)
+
+
+def _checked(x: torch.Tensor, check: Callable[[], None] | None) -> torch.Tensor:
+    if check:
+        check()
+    return x
+
+
+def apply_gain(x: torch.Tensor, gain: Sequence[float], check: Callable[[], None] | None = None) -> torch.Tensor:
+    """Images [B, C, H, W] in [-1, 1] with each frequency's power scaled by 10**gain (the mean kept);
+    `check` as in `_rfft2`."""
+    h, w = x.shape[-2:]
+    spectrum = _rfft2(x.float(), check) * _gain_amplitude(h, w, tuple(gain), x.device, check)
+    return _irfft2(spectrum, (h, w), check).clamp(-1, 1).to(x.dtype)
+
+
+def noise_field(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: int,
+                check: Callable[[], None] | None = None) -> torch.Tensor:
     """A smooth field [B, C, H, W] (H, W = stride x the grid of z [B, n, h, w]) from the noise's
     first channel: its band-limited interpolation (amplitude 1 keeps the cells' values) with each
     radial frequency scaled by `amplitude[c]`, zero at the mean and from the cells' Nyquist
@@ -96,7 +138,7 @@ def noise_field(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: i
     spectrum = coeffs.new_zeros(b, len(amplitude), height, width // 2 + 1)
     k = torch.arange(h, device=z.device)
     spectrum[:, :, torch.where(k <= h // 2, k, height - h + k), : w // 2 + 1] = coeffs
-    return torch.fft.irfft2(spectrum, s=(height, width)) * (height * width / (h * w))
+    return _irfft2(spectrum, (height, width), check) * (height * width / (h * w))
 
 
 def apply_tone(x: torch.Tensor, curve: Sequence[Sequence[float]]) -> torch.Tensor:
@@ -146,20 +188,33 @@ def match_moments(x: torch.Tensor, moments: tuple[torch.Tensor, torch.Tensor], t
 
 
 def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
-              moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+              moments: tuple[torch.Tensor, torch.Tensor] | None = None, channels: slice = slice(None),
+              check: Callable[[], None] | None = None) -> torch.Tensor:
     """The generator's images x made from noise z, with whatever calibration `config` carries;
-    `moments` are those of x's codes (`code_moments`), needed when config has image_moments."""
+    `moments` are those of x's codes (`code_moments`), needed when config has image_moments.
+    x may hold only the generator's `channels` (each step treats channels alone: a large
+    picture is calibrated a few channels at a time, and gives the same pixels). With `check`,
+    the Fourier transforms run in pieces, calling it between them (it may raise to stop)."""
+    pick = lambda rows: list(rows)[channels]  # noqa: E731
+    pointwise = (lambda f, t: _by_rows(f, t, check)) if check else (lambda f, t: f(t))  # noqa: E731
     if config.image_moments:
         if moments is None:
             raise ValueError("this model sets each picture's tone: pass the code_moments of its global codes")
-        x = match_moments(x, moments, config.image_moments)
+        picked, target = (moments[0][:, channels], moments[1][:, channels]), pick(config.image_moments)
+        x = pointwise(lambda t: match_moments(t, picked, target), x)
     if config.spectrum_gain:
-        x = apply_gain(x, config.spectrum_gain)
+        x = apply_gain(x, config.spectrum_gain, check)
     if config.field_gain:
-        x = (x + noise_field(z, config.field_gain, config.stride)).clamp(-1, 1)
+        x = (x + noise_field(z, pick(config.field_gain), config.stride, check)).clamp_(-1, 1)
     if config.tone_curve:
-        x = apply_tone(x, config.tone_curve)
+        curve = pick(config.tone_curve)
+        x = pointwise(lambda t: apply_tone(t, curve), x)
     return x
+
+
+def _by_rows(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, check: Callable[[], None]) -> torch.Tensor:
+    """A pointwise f of images x, a band of rows at a time, calling check() between bands."""
+    return torch.cat([_checked(f(part), check) for part in x.split(max(1, CHUNK // x.shape[-1]), -2)], -2)
 
 
 def _channel_power(x: torch.Tensor) -> np.ndarray:

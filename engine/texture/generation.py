@@ -17,11 +17,22 @@ import torch
 from engine.config import build
 from engine.device import interactive_threads, intra_op_threads
 from engine.texture.calibration import calibrate, code_moments
-from engine.texture.model import Generator, TextureGANConfig
+from engine.texture.model import MAPS, Generator, TextureGANConfig
 
 # Long calls report through `progress(fraction, message)`, which may raise (the engine's raises
 # engine.ops.Cancelled once the op is cancelled) to stop them.
 ProgressFn = Callable[[float, str], None]
+
+# Pictures over LARGE pixels are synthesised a band of each layer's rows at a time (about BAND
+# multiply-adds, Generator.synthesize), with a progress report (and so a chance to cancel) after
+# each band: a fraction of a second each on 2 CPU cores, where one layer of a 4096^2 picture took
+# seconds. Smaller ones
+# are made in one pass as before (bands give the same pixels: exactly for "lowpass" models, to
+# float rounding, ~1e-6, for the others).
+LARGE = 1024 * 1024
+BAND = 1 << 28
+CONVERT_ROWS = 512  # rows of a large picture turned to uint8 between two progress reports
+SYNTHESIS_SHARE = 0.85  # of a picture's progress; calibrating it is the rest
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -74,6 +85,15 @@ class TextureModel:
         self.config, self.G, self.device = config, G.eval(), torch.device(device)
         self.channels, self.stride = config.channels, config.stride
         self.n_exemplars = max(config.n_exemplars, 1)
+        # Where each map sits among the generator's channels: "image" (the colour), then config.maps.
+        self.layout, start = {"image": slice(0, config.channels)}, config.channels
+        for name in config.maps:
+            self.layout[name], start = slice(start, start + MAPS[name]), start + MAPS[name]
+
+    @property
+    def maps(self) -> tuple[str, ...]:
+        """The surface maps this model makes beside its colour ("normal", "roughness", ...)."""
+        return self.config.maps
 
     def size_for(self, width: int, height: int, tileable: bool) -> tuple[int, int]:
         """The size to synthesise for a width x height result; a ValueError says why one is impossible."""
@@ -108,35 +128,77 @@ class TextureModel:
         return self.G.sample_noise(1, height, width, torch.Generator().manual_seed(seed), self.device)
 
     @torch.inference_mode()
-    def _image(self, z: torch.Tensor, width: int, height: int,
-               tone: Callable[[], tuple[torch.Tensor, torch.Tensor]], x0: int = 0, y0: int = 0) -> np.ndarray:
-        """The calibrated picture of noise z, cropped to width x height at (x0, y0); `tone()` gives the
-        moments of its codes (called only for a model that sets each picture's tone)."""
+    def _picture(self, z: torch.Tensor, width: int, height: int,
+                 tone: Callable[[], tuple[torch.Tensor, torch.Tensor]], x0: int = 0, y0: int = 0,
+                 progress: ProgressFn | None = None) -> np.ndarray:
+        """Every channel of the calibrated picture of noise z, uint8 [height, width, out_channels],
+        cropped at (x0, y0); `tone()` gives the moments of its codes (called only for a model that
+        sets each picture's tone). Normal vectors come out unit length."""
+        report = progress or (lambda fraction, message: None)
         with intra_op_threads(interactive_threads()):
             moments = tone() if self.config.image_moments else None
-            picture = calibrate(self.G.synthesize(z), z, self.config, moments)
-            return to_uint8(picture[..., y0:y0 + height, x0:x0 + width])[0]
+            report(0.0, "synthesising")
+            large = z.shape[-2] * z.shape[-1] * self.stride ** 2 > LARGE
+            raw = self.G.synthesize(z, lambda f: report(SYNTHESIS_SHARE * f, "synthesising"), BAND if large else 0)
+            out = np.empty((height, width, self.config.out_channels), np.uint8)
+            groups = [self.layout["normal"]] if "normal" in self.layout else []
+            groups += [slice(c, c + 1) for c in range(self.config.out_channels)
+                       if not any(g.start <= c < g.stop for g in groups)]
+            for i, group in enumerate(groups):  # one at a time: bounded memory, and a chance to stop
+                fraction = SYNTHESIS_SHARE + (1 - SYNTHESIS_SHARE) * i / len(groups)
+                check = (lambda: report(fraction, "calibrating")) if large else None
+                part = calibrate(raw[:, group], z, self.config, moments, group, check)
+                part = part[0, :, y0:y0 + height, x0:x0 + width]
+                for r in range(0, height, CONVERT_ROWS if large else height):  # to uint8 in bands of rows
+                    rows = part[:, r:r + CONVERT_ROWS] if large else part
+                    if group == self.layout.get("normal"):
+                        rows = rows.clone()
+                        rows[2].clamp_(min=1e-3)  # facing out of the surface, never a zero vector
+                        rows = rows / rows.norm(dim=0, keepdim=True)
+                    out[r:r + rows.shape[1], :, group] = to_uint8(rows[None])[0]
+                    if large:
+                        check()
+                report(SYNTHESIS_SHARE + (1 - SYNTHESIS_SHARE) * (i + 1) / len(groups), "calibrating")
+        return out
 
-    def generate(self, width: int, height: int, seed: int = 0, tileable: bool = True, *,
-                 exemplar: int | None = None, progress: ProgressFn | None = None) -> np.ndarray:
-        """One texture, uint8 [height, width, channels]. With tileable=True the size must be a
-        multiple of `stride` and the result wraps seamlessly; otherwise any size is cropped from
-        the middle of a larger one (`margin` px more on every side), so its ends do not wrap."""
+    def split(self, picture: np.ndarray) -> dict[str, np.ndarray]:
+        """{"image": HxWxC, "normal": HxWx3, "roughness": HxW, ...} from a picture of every channel."""
+        return {name: picture[..., part] if part.stop - part.start > 1 or name == "image" else picture[..., part.start]
+                for name, part in self.layout.items()}
+
+    def generate_maps(self, width: int, height: int, seed: int = 0, tileable: bool = True, *,
+                      exemplar: int | None = None, progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
+        """`generate`'s texture as "image" and every surface map the model makes, from the same noise
+        (uint8: normal HxWx3 unit vectors in the OpenGL convention, the others HxW)."""
         w, h, x0, y0 = self._layout(width, height, tileable)
         which = self._exemplar(exemplar, seed)
         if progress:
             progress(0.0, "generating")
         z_local, z_global, phase = self._noise(w, h, seed)
         with torch.inference_mode():
-            img = self._image(self.G.noise(z_local, z_global, phase, which), width, height,
-                              lambda: code_moments(self.G, z_global, phase, which), x0, y0)
+            picture = self._picture(self.G.noise(z_local, z_global, phase, which), width, height,
+                                    lambda: code_moments(self.G, z_global, phase, which), x0, y0, progress)
         if progress:
             progress(1.0, "done")
-        return img
+        return self.split(picture)
+
+    def generate(self, width: int, height: int, seed: int = 0, tileable: bool = True, *,
+                 exemplar: int | None = None, progress: ProgressFn | None = None) -> np.ndarray:
+        """One texture, uint8 [height, width, channels]. With tileable=True the size must be a
+        multiple of `stride` and the result wraps seamlessly; otherwise any size is cropped from
+        the middle of a larger one (`margin` px more on every side), so its ends do not wrap."""
+        return self.generate_maps(width, height, seed, tileable, exemplar=exemplar, progress=progress)["image"]
 
     def morph(self, width: int, height: int, seed_a: int, seed_b: int, tileable: bool = True, *,
               exemplar_a: int | None = None, exemplar_b: int | None = None,
               progress: ProgressFn | None = None) -> np.ndarray:
+        """`morph_maps`' texture, uint8 [height, width, channels]."""
+        return self.morph_maps(width, height, seed_a, seed_b, tileable, exemplar_a=exemplar_a, exemplar_b=exemplar_b,
+                               progress=progress)["image"]
+
+    def morph_maps(self, width: int, height: int, seed_a: int, seed_b: int, tileable: bool = True, *,
+                   exemplar_a: int | None = None, exemplar_b: int | None = None,
+                   progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
         """Blend the global code of (seed_a, exemplar_a) into that of (seed_b, exemplar_b) across
         the width; local noise and wave phases stay seed_a's. Tileable: a -> b at the centre -> a
         at the edges (a periodic blend, so the result still wraps exactly); else a linear a -> b
@@ -156,10 +218,10 @@ class TextureModel:
 
         with torch.inference_mode():
             z = torch.lerp(self.G.noise(z_local, g_a, phase, which_a), self.G.noise(z_local, g_b, phase, which_b), blend)
-            img = self._image(z, width, height, tone, x0, y0)
+            picture = self._picture(z, width, height, tone, x0, y0, progress)
         if progress:
             progress(1.0, "done")
-        return img
+        return self.split(picture)
 
     def animate(self, width: int, height: int, frames: int, seed: int = 0, tileable: bool = True,
                 loop: bool = True, *, exemplar: int | None = None, progress: ProgressFn | None = None,
@@ -184,7 +246,8 @@ class TextureModel:
             z_global = c * a[1] + s * b[1]
             with torch.inference_mode():
                 z = self.G.noise(c * a[0] + s * b[0], z_global, phase, which)
-                out[i] = self._image(z, width, height, lambda: code_moments(self.G, z_global, phase, which), x0, y0)
+                picture = self._picture(z, width, height, lambda: code_moments(self.G, z_global, phase, which), x0, y0)
+                out[i] = picture[..., self.layout["image"]]
             if on_frame:
                 on_frame(i, out[i])
             if progress:
@@ -192,26 +255,51 @@ class TextureModel:
         return out
 
 
-def pbr_maps(image: np.ndarray, strength: float = 2.0, tileable: bool = True) -> dict[str, np.ndarray]:
+def pbr_maps(image: np.ndarray, strength: float = 2.0, tileable: bool = True,
+             progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
     """Height, normal (OpenGL convention, +Y up, as Blender expects) and roughness maps from a
     uint8 texture, all uint8: height and roughness HxW, normal HxWx3. The height estimate is the
-    blurred luminance; with tileable=True all filters wrap, so the maps tile like the texture."""
-    from scipy.ndimage import gaussian_filter
+    blurred luminance; with tileable=True all filters wrap, so the maps tile like the texture.
+    `progress` hears of every step, each a fraction of a second at 4096^2 (it may raise to stop)."""
+    from scipy.ndimage import gaussian_filter1d
+    report = progress or (lambda fraction, message: None)
+    mode = "wrap" if tileable else "reflect"
+    done = [0]
+
+    def step(message: str) -> None:
+        done[0] += 1
+        report(min(done[0] / 10, 1.0), message)
+
+    def blur(x: np.ndarray, sigma: float) -> np.ndarray:  # scipy's gaussian_filter, one axis at a time
+        x = gaussian_filter1d(x, sigma, axis=0, mode=mode)
+        step("blurring")
+        return gaussian_filter1d(x, sigma, axis=1, mode=mode)
+
     img = image.astype(np.float32) / 255.0
     img = img[..., None] if img.ndim == 2 else img
     lum = img[..., 0] if img.shape[-1] < 3 else img[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
-    mode = "wrap" if tileable else "reflect"
-    height = gaussian_filter(lum, 1.0, mode=mode)
+    step("estimating height")
+    height = blur(lum, 1.0)
     height = (height - height.min()) / max(float(height.max() - height.min()), 1e-6)
+    step("estimating height")
     if tileable:
         dx = (np.roll(height, -1, 1) - np.roll(height, 1, 1)) / 2
+        step("estimating normals")
         dy = (np.roll(height, -1, 0) - np.roll(height, 1, 0)) / 2
     else:
         dy, dx = np.gradient(height)
-    normal = np.stack([-dx * strength * 8, dy * strength * 8, np.ones_like(height)], -1)  # rows grow downwards
-    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
-    detail = np.abs(lum - gaussian_filter(lum, 2.0, mode=mode))
+    step("estimating normals")
+    u8 = lambda x: np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)  # noqa: E731
+    normal = np.empty(height.shape + (3,), np.uint8)
+    rows = max(1, (1 << 21) // height.shape[1])
+    for r in range(0, len(height), rows):  # pointwise, a band of rows at a time
+        part = np.stack([-dx[r:r + rows] * strength * 8, dy[r:r + rows] * strength * 8,
+                         np.ones_like(dx[r:r + rows])], -1)  # rows grow downwards
+        normal[r:r + rows] = u8((part / np.linalg.norm(part, axis=-1, keepdims=True) + 1) / 2)
+        report(done[0] / 10, "estimating normals")
+    detail = np.abs(lum - blur(lum, 2.0))
     detail = detail / max(float(detail.max()), 1e-6)
-    roughness = np.clip(0.55 + 0.35 * (1 - height) + 0.25 * detail - 0.15, 0.0, 1.0)  # cavities rougher
-    u8 = lambda x: np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
-    return {"height": u8(height), "normal": u8((normal + 1) / 2), "roughness": u8(roughness)}
+    step("estimating roughness")
+    roughness = u8(np.clip(0.55 + 0.35 * (1 - height) + 0.25 * detail - 0.15, 0.0, 1.0))  # cavities rougher
+    step("estimating roughness")
+    return {"height": u8(height), "normal": normal, "roughness": roughness}

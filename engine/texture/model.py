@@ -12,12 +12,26 @@ The discriminator is a plain patch discriminator: it returns a map of logits, on
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+# Surface maps a model can make beside its colour, in the order they are stacked, and their channels.
+# A normal map's three channels are its unit vector (OpenGL convention: +x right, +y up, +z out).
+MAPS = {"normal": 3, "roughness": 1, "height": 1, "metallic": 1, "ao": 1}
+UPSAMPLE = ("lowpass", "nearest", "bilinear", "pixel_shuffle")
+LOWPASS_REACH = 4  # input cells each side that a "lowpass" upsampled pixel reads
+LOWPASS_BETA = 6.0  # Kaiser window shape: a=3 or beta 4 left a lattice of 0.9 on untrained generators
+# "lowpass" makes its last 2x step, to the image, by circular bilinear interpolation: the sinc there
+# cost twice the layer's convolution at full resolution (memory-bound), and the last step's period-2
+# pattern is faint (an untrained generator's lattice ratios at 2/4/8/16 px: 0.98-1.04 this way).
+LOWPASS_LAST = "bilinear"
 
 
 @dataclass
@@ -25,7 +39,10 @@ class TextureGANConfig:
     # Defaults are the measured recipe (docs/BENCHMARKS.md, "Why the recipe is what it is"): a plain
     # `atelier train texture --images X` gets them; engine/recipes/texture.toml only adds what
     # the shipped gravel model needs on top (one channel).
-    channels: int = 3        # 1 (gray), 3 (RGB) or 4 (RGBA)
+    channels: int = 0        # colour channels: 1 (grey), 3 (RGB) or 4 (RGBA); 0 = as the training images are
+    # Surface maps made beside the colour, stacked after it in MAPS order (a PBR set trained together,
+    # so every map belongs to the same surface); () for a colour-only model.
+    maps: tuple[str, ...] = ()
     n_local: int = 8         # noise channels drawn i.i.d. per cell
     n_global: int = 16       # noise channels shared by the whole image
     n_periodic: int = 4      # plane-wave channels (PSGAN)
@@ -42,12 +59,14 @@ class TextureGANConfig:
     r1_gamma: float = 0.1    # R1 gradient penalty on real images (Mescheder et al. 2018); with 1 D barely learned
     d_lr_scale: float = 4.0  # D's learning rate over G's (TTUR, Heusel et al. 2017)
     ema_decay: float = 0.999
-    # How every 2x step upsamples: "nearest" (resize, then a circular conv), "bilinear" (circular,
-    # so tiling stays exact), or "pixel_shuffle" (the first layout: nearest in the blocks, a
-    # sub-pixel conv as the last step, which left a 2x2 pixel grid: spectrum ratio 12.9 against
-    # nearest's 5.7 after 500 gravel steps; bilinear learned only big smooth blobs, 29.2). The
-    # table is in docs/BENCHMARKS.md.
-    upsample: str = "nearest"
+    # How every 2x step upsamples: "lowpass" (zeros between the pixels, then a Kaiser-windowed sinc
+    # over LOWPASS_REACH cells each side, circular), "nearest" (resize, then a circular conv),
+    # "bilinear" (circular), or "pixel_shuffle" (nearest in the blocks, a sub-pixel conv as the last
+    # step). "lowpass" makes the last step, to the image, bilinear (LOWPASS_LAST). Nearest copies each cell into a 2x2 block, and every step's copies stay in the output
+    # as a lattice: gradients 20-35 % lower on every 4th, 8th and 16th pixel line of trained models,
+    # 65-80 % lower on an untrained generator (evaluation.lattice 0.2-0.35; bilinear 0.91-0.98,
+    # lowpass within 1 +- 0.05). Models saved with another mode keep it.
+    upsample: str = "lowpass"
     # Several exemplars: one learned global code each, added to the global noise, and a
     # projection discriminator (Miyato & Koyama 2018) told which exemplar a crop came from, so
     # that code i makes exemplar i's texture and codes can be blended across an image (morphing).
@@ -66,12 +85,15 @@ class TextureGANConfig:
     tone_curve: list[list[float]] | None = None
 
     def __post_init__(self):
-        if self.channels not in (1, 3, 4):
-            raise ValueError(f"channels must be 1, 3 or 4, got {self.channels}")
+        if self.channels not in (0, 1, 3, 4):
+            raise ValueError(f"channels must be 1, 3 or 4 (or 0: as the training images are), got {self.channels}")
+        self.maps = tuple(self.maps)
+        if list(self.maps) != [m for m in MAPS if m in self.maps]:
+            raise ValueError(f"maps must be distinct names among {list(MAPS)}, in that order; got {list(self.maps)}")
         if self.loss not in ("hinge", "nonsat"):
             raise ValueError(f"loss must be 'hinge' or 'nonsat', got {self.loss!r}")
-        if self.upsample not in ("bilinear", "nearest", "pixel_shuffle"):
-            raise ValueError(f"upsample must be 'bilinear', 'nearest' or 'pixel_shuffle', got {self.upsample!r}")
+        if self.upsample not in UPSAMPLE:
+            raise ValueError(f"upsample must be one of {', '.join(map(repr, UPSAMPLE))}, got {self.upsample!r}")
         if self.n_exemplars < 0:
             raise ValueError(f"n_exemplars must be 0 or more, got {self.n_exemplars}")
         if self.g_blocks < 1 or self.d_layers < 1:
@@ -88,6 +110,11 @@ class TextureGANConfig:
     def n_noise(self) -> int:
         return self.n_local + self.n_global + self.n_periodic
 
+    @property
+    def out_channels(self) -> int:
+        """Channels the generator makes: the colour's, then each map's."""
+        return self.channels + sum(MAPS[m] for m in self.maps)
+
 
 def conv3(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="circular")
@@ -101,14 +128,59 @@ class PixelNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
 
 
+def wrap_pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
+    """Circular padding that may be wider than the tensor (a 1-cell grid padded by 4 cells)."""
+    h, w = x.shape[-2:]
+    if max(left, right) <= w and max(top, bottom) <= h:
+        return F.pad(x, (left, right, top, bottom), mode="circular")
+    rows = torch.arange(-top, h + bottom, device=x.device) % h
+    cols = torch.arange(-left, w + right, device=x.device) % w
+    return x[..., rows[:, None], cols]
+
+
+@functools.lru_cache(maxsize=None)
+def lowpass_taps(reach: int = LOWPASS_REACH, beta: float = LOWPASS_BETA) -> torch.Tensor:
+    """[2, 2 * reach + 1] taps of a 2x interpolator: output pixel 2i + p lies at input position
+    i - 1/4 + p/2 (as bilinear's, align_corners=False) and reads inputs i - reach .. i + reach
+    through a Kaiser-windowed sinc, each phase's taps summing to 1."""
+    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
+
+    def kernel(d: torch.Tensor) -> torch.Tensor:
+        inside = (1 - (d / reach).clamp(-1, 1) ** 2).sqrt()
+        window = torch.special.i0(beta * inside) / torch.special.i0(torch.tensor(beta, dtype=torch.float64))
+        return torch.sinc(d) * window * (d.abs() < reach)
+
+    phases = torch.stack([kernel(-0.25 - offsets), kernel(0.25 - offsets)])
+    return (phases / phases.sum(1, keepdim=True)).float()
+
+
+def lowpass_up(x: torch.Tensor) -> torch.Tensor:
+    """2x upsampling on the torus by a windowed sinc, along the width then the height: a pixel's
+    value no longer depends on where it sits in its 2x2 block, so no lattice is left."""
+    b, c, h, w = x.shape
+    taps = lowpass_taps().to(x)
+    a = (taps.shape[1] - 1) // 2
+    y = F.conv2d(wrap_pad(x, a, a, 0, 0), taps.view(2, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    y = y.view(b, c, 2, h, w).permute(0, 1, 3, 4, 2).reshape(b, c, h, 2 * w)
+    y = F.conv2d(wrap_pad(y, 0, 0, a, a), taps.view(2, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    return y.view(b, c, 2, h, 2 * w).permute(0, 1, 3, 2, 4).reshape(b, c, 2 * h, 2 * w)
+
+
 def upsample2(x: torch.Tensor, mode: str) -> torch.Tensor:
     """2x upsampling on the torus. Bilinear interpolation reads one neighbour on each side, so
     the input is padded circularly by one cell first and the extra output cropped: the result
     is exactly what an infinitely tiled input would give."""
+    if mode == "lowpass":
+        return lowpass_up(x)
     if mode != "bilinear":
         return F.interpolate(x, scale_factor=2, mode="nearest")
     x = F.interpolate(F.pad(x, (1, 1, 1, 1), mode="circular"), scale_factor=2, mode="bilinear", align_corners=False)
     return x[..., 2:-2, 2:-2]
+
+
+def up_reach(mode: str) -> int:
+    """Input rows each side that one 2x step plus its 3x3 conv reads (with a row to spare)."""
+    return (LOWPASS_REACH if mode == "lowpass" else 1) + 2
 
 
 # Which input rows (cols) a 3x3 tap reads after nearest 2x upsampling: output row 2i+p reads rows
@@ -158,6 +230,9 @@ def _nearest(side: int, stride: int) -> str:
 class Generator(nn.Module):
     def __init__(self, cfg: TextureGANConfig):
         super().__init__()
+        if not cfg.channels:
+            raise ValueError("the config's channels is 0 (as the training images are): training sets it; "
+                             "set 1, 3 or 4 to build a generator without images")
         self.cfg = cfg
         widths = [min(cfg.g_width * 2 ** (cfg.g_blocks - 1 - i), cfg.g_max_width) for i in range(cfg.g_blocks)]
         # Wave vectors (radians per noise cell, two per periodic channel) from the global code.
@@ -168,7 +243,7 @@ class Generator(nn.Module):
         # resolution (the same multiply-adds per output pixel as the old sub-pixel conv at half
         # resolution, which gave each pixel of a 2x2 cell its own filter: a visible grid).
         self.subpixel = cfg.upsample == "pixel_shuffle"
-        self.out = conv3(widths[-1], (4 if self.subpixel else 1) * cfg.channels)
+        self.out = conv3(widths[-1], (4 if self.subpixel else 1) * cfg.out_channels)
         self.codes = nn.Parameter(torch.randn(cfg.n_exemplars, cfg.n_global)) if cfg.n_exemplars > 1 else None
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
@@ -235,14 +310,48 @@ class Generator(nn.Module):
         """Image [B, C, h*stride, w*stride] in [-1, 1] from the raw inputs of `sample_noise`."""
         return self.synthesize(self.noise(z_local, z_global, phase, exemplar))
 
-    def synthesize(self, z: torch.Tensor) -> torch.Tensor:
-        """Image from an already built spatial noise tensor (used for morphing between codes)."""
-        x = F.leaky_relu(self.head(z), 0.2)
+    def synthesize(self, z: torch.Tensor, check: Callable[[float], None] | None = None, band: int = 0
+                   ) -> torch.Tensor:
+        """Image from an already built spatial noise tensor (used for morphing between codes).
+
+        band > 0: each layer is computed a band of rows costing about `band` multiply-adds at a
+        time, its input rows read with a margin that covers the layer's reach, and `check(fraction
+        of the layers done)` is called after every band (it may raise to stop). Each layer is the
+        same function of its input rows, so the result is the one-pass result (to float rounding),
+        and a 4096^2 picture can be stopped within a fraction of a second."""
+        done, layers = [0], len(self.blocks) + 2
+
+        def rows(layer: Callable, x: torch.Tensor, scale: int, reach: int, cout: int) -> torch.Tensor:
+            h, w = x.shape[-2:]
+            cost = w * scale * scale * x.shape[1] * (cout + 16)  # per input row: its multiply-adds, and 16 for
+            step = max(1, band // cost) if band else h  # the resampling and normalising passes over its input
+            if step >= h:
+                out = layer(x)
+            else:  # rows r0 - reach .. r1 + reach (wrapping) make output rows r0 .. r1 exactly
+                out = None
+                for r0 in range(0, h, step):
+                    r1 = min(r0 + step, h)
+                    index = torch.arange(r0 - reach, r1 + reach, device=x.device) % h
+                    part = layer(x[..., index, :])[..., reach * scale:(reach + r1 - r0) * scale, :]
+                    if out is None:
+                        out = part.new_empty(part.shape[:-2] + (h * scale, part.shape[-1]))
+                    out[..., r0 * scale:r1 * scale, :] = part
+                    if check:
+                        check((done[0] + r1 / h) / layers)
+            done[0] += 1
+            if check:
+                check(done[0] / layers)
+            return out
+
+        mode = self.cfg.upsample
+        x = rows(lambda t: F.leaky_relu(self.head(t), 0.2), z, 1, 2, self.head.out_channels)
         for block in self.blocks:
-            x = block(x)
+            x = rows(block, x, 2, up_reach(mode), block.conv.out_channels)
+        c = self.cfg.out_channels
         if self.subpixel:
-            return torch.tanh(F.pixel_shuffle(self.out(x), 2))
-        return torch.tanh(up_conv(x, self.out, self.cfg.upsample))
+            return rows(lambda t: torch.tanh(F.pixel_shuffle(self.out(t), 2)), x, 2, 2, c)
+        last = LOWPASS_LAST if mode == "lowpass" else mode
+        return rows(lambda t: torch.tanh(up_conv(t, self.out, last)), x, 2, up_reach(last), c)
 
 
 class Discriminator(nn.Module):
@@ -252,7 +361,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: TextureGANConfig):
         super().__init__()
         sn = nn.utils.parametrizations.spectral_norm if cfg.spectral_norm else (lambda m: m)
-        layers, cin = [], cfg.channels
+        layers, cin = [], cfg.out_channels
         for i in range(cfg.d_layers):
             cout = min(cfg.d_width * 2 ** i, cfg.d_max_width)
             layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]

@@ -17,7 +17,7 @@ from torch import nn
 
 from engine.texture.calibration import measure
 from engine.texture.generation import to_uint8
-from engine.texture.images import DEMO_EXEMPLARS, ImageCrops, LoadReport, exemplar, load_images, to_channels
+from engine.texture.images import DEMO_EXEMPLARS, ImageCrops, LoadReport, assemble, exemplar, load_images
 from engine.texture.model import Discriminator, Generator, TextureGANConfig, d_loss, ema_update, g_loss, make_ema
 from engine.train.objective import Objective
 
@@ -32,12 +32,15 @@ def unwrap(net: nn.Module) -> nn.Module:
     return getattr(net, "module", net)
 
 
-def resolve_images(images: str | Path | np.ndarray | list[np.ndarray] | dict[str, np.ndarray], channels: int,
+def resolve_images(images: str | Path | np.ndarray | list[np.ndarray] | dict[str, np.ndarray], channels: int | None,
                    min_size: int) -> tuple[list[np.ndarray], LoadReport]:
     """Exemplar arrays in [-1, 1] from a path, a demo name ('brick', 'grass', 'gravel') or arrays in
-    [-1, 1] (a dict names them)."""
+    [-1, 1] (a dict names them: named like a material's maps, they are stacked as a folder's are).
+    channels None or 0: the colour channels follow the pictures (grey, colour, alpha); the report
+    says which, and which maps are stacked after the colour."""
+    channels = channels or None
     if isinstance(images, (str, Path)) and not Path(images).expanduser().exists() and str(images) in DEMO_EXEMPLARS:
-        arrays, report = [exemplar(str(images))], LoadReport(used=[(f"skimage:{images}", (512, 512))])
+        named = [(f"skimage:{images}", (exemplar(str(images)) + 1) / 2)]
     elif isinstance(images, (str, Path)):
         if not Path(images).expanduser().exists():
             raise FileNotFoundError(f"no such file or folder: {images} (or name a demo exemplar: "
@@ -49,19 +52,19 @@ def resolve_images(images: str | Path | np.ndarray | list[np.ndarray] | dict[str
         else:
             arrays = [images] if isinstance(images, np.ndarray) else list(images)
             names = [f"array[{i}]" for i in range(len(arrays))]
-        report = LoadReport(used=[(name, a.shape[:2]) for name, a in zip(names, arrays)])
-    out = []
-    for a in arrays:
-        a = np.asarray(a, np.float32)
-        a = a[..., None] if a.ndim == 2 else a
-        if min(a.shape[:2]) < min_size:
-            raise ValueError(f"exemplar of size {a.shape[1]}x{a.shape[0]} is smaller than {min_size} px")
-        out.append(to_channels((a + 1) / 2, channels) * 2 - 1)
+        named = []
+        for name, a in zip(names, arrays):
+            a = np.asarray(a, np.float32)
+            named.append((name, (a[..., None] if a.ndim == 2 else a) * 0.5 + 0.5))
+    report = LoadReport()
+    out = assemble(named, channels, report, min_std=-1.0, min_size=min_size)  # a flat picture sent on purpose trains
+    if not out:
+        raise ValueError(f"no usable exemplars:\n{report.summary()}")
     return out, report
 
 
 def grid_rgb(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
-    """uint8 [N, H, W, C] -> one uint8 HxWx3 picture, images in rows of `cols`."""
+    """uint8 [N, H, W, C] (C = 1, 3 or 4) -> one uint8 HxWx3 picture, images in rows of `cols`."""
     n, h, w, c = images.shape
     rgb = np.repeat(images, 3, -1) if c == 1 else images[..., :3]
     rows = math.ceil(n / cols)
@@ -80,6 +83,11 @@ class TextureObjective(Objective):
                  jitter: float = 0.0, min_size: int | None = None, seed: int = 0):
         self.device, self.seed = torch.device(device), seed
         self.images, self.report = resolve_images(images, config.channels, min_size or config.crop)
+        if config.maps and config.maps != self.report.maps:
+            raise ValueError(f"the config asks for maps {list(config.maps)} but the images give "
+                             f"{list(self.report.maps) or 'none'}; leave maps unset: a material's maps are found "
+                             "by their file names")
+        config = dataclasses.replace(config, channels=self.report.channels, maps=self.report.maps)
         n = len(self.images)
         if config.n_exemplars == 0 and n > 1:  # one learned code per exemplar (morphing between them)
             config = dataclasses.replace(config, n_exemplars=n)
@@ -87,7 +95,9 @@ class TextureObjective(Objective):
             raise ValueError(f"n_exemplars is {config.n_exemplars} but {n} usable image(s) were found; leave "
                              f"it at 0 (one code per image) or set 1 to pool them")
         self.config = config
-        self.crops = ImageCrops(self.images, config.crop, flips=flips, rot90=rot90, jitter=jitter, seed=seed)
+        normal = config.channels if "normal" in config.maps else None  # the normal map comes first after colour
+        self.crops = ImageCrops(self.images, config.crop, flips=flips, rot90=rot90, jitter=jitter, seed=seed,
+                                colour=config.channels, normal=normal)
         self.options = dict(flips=flips, rot90=rot90, jitter=jitter, seed=seed)
         # The trained nets are channels_last: a training step is ~15% faster in that layout on a
         # CPU (oneDNN). The EMA copy, which is exported, keeps the plain layout safetensors saves.
@@ -188,7 +198,8 @@ class TextureObjective(Objective):
 
         config = dataclasses.replace(self.config, **self._full_calibration())
         model = TextureModel(config, self.nets["G_ema"], self.device)
-        return evaluate_model(model, self.images, size=self.config.crop, n=EVAL_SAMPLES, seed=0)
+        colour = [image[..., :config.channels] for image in self.images]  # generate's image against the photo's
+        return evaluate_model(model, colour, size=self.config.crop, n=EVAL_SAMPLES, seed=0)
 
     def run_warning(self, step: int, train: Any) -> str | None:
         """Plain words for a finished run that stopped far short of the recipe's steps (None otherwise)."""
@@ -203,11 +214,13 @@ class TextureObjective(Objective):
                 f"recipe's. Train longer ({advice}) or continue with --resume")
 
     def preview(self) -> np.ndarray:
-        fake = to_uint8(self.samples(6, self.config.crop))
-        real = to_uint8(self.crops.batch(torch.arange(2, dtype=torch.int64)))
+        colour = self.config.channels
+        fake = to_uint8(self.samples(6, self.config.crop)[:, :colour])
+        real = to_uint8(self.crops.batch(torch.arange(2, dtype=torch.int64))[:, :colour])
         return grid_rgb(np.concatenate([real, fake]), cols=4)
 
     def data_summary(self) -> dict[str, Any]:
         return {"images": [{"path": p, "height": int(s[0]), "width": int(s[1])} for p, s in self.report.used],
                 "skipped": [{"path": p, "reason": r} for p, r in self.report.skipped],
-                "channels": self.config.channels, "crop": self.config.crop, **self.options}
+                "notes": list(self.report.notes), "channels": self.config.channels, "maps": list(self.config.maps),
+                "crop": self.config.crop, **self.options}

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 MIN_SIDE, MAX_SIDE = 16, 4096
 MAX_ANIMATION_PIXELS = 64 * 1024 * 1024  # frames x height x width: 64 frames of 1024², 192 MB of RGB
 PREVIEW_SIDE = 96
+MAP_NAMES = ("normal", "roughness", "height", "metallic", "ao")  # the value keys of maps beside "image"
 DEMO_NAMES = ("brick", "grass", "gravel")  # exemplars that ship with scikit-image, named instead of a path
 
 DATA_PARAMS = {
@@ -123,18 +124,19 @@ def _generate(engine, context: Context, **params) -> dict:
     metadata, model = engine.model(params["model"], "texture")
     width, height = _size("texture.generate", model, params)
     _check_exemplars("texture.generate", model, params, "exemplar", "morph_to")
-    progress = lambda f, msg: context.progress(0.8 * f if params["pbr"] else f, msg)  # noqa: E731
+    estimate = params["pbr"] and not {"normal", "roughness", "height"} <= set(model.maps)
+    progress = lambda f, msg: context.progress(0.8 * f if estimate else f, msg)  # noqa: E731
     if params["morph_to"] is None:
-        image = model.generate(width, height, params["seed"], params["tileable"], exemplar=params["exemplar"],
-                               progress=progress)
+        value: dict[str, Any] = model.generate_maps(width, height, params["seed"], params["tileable"],
+                                                    exemplar=params["exemplar"], progress=progress)
     else:
-        image = model.morph(width, height, params["seed"], params["seed"], params["tileable"],
-                            exemplar_a=params["exemplar"], exemplar_b=params["morph_to"], progress=progress)
-    value: dict[str, Any] = {"image": image}
-    if params["pbr"]:
+        value = model.morph_maps(width, height, params["seed"], params["seed"], params["tileable"],
+                                 exemplar_a=params["exemplar"], exemplar_b=params["morph_to"], progress=progress)
+    if estimate:  # a model of a photo alone: maps estimated from its colour, beside any it makes
         context.progress(0.85, "deriving normal and roughness maps")
-        maps = pbr_maps(image, strength=params["normal_strength"], tileable=params["tileable"])
-        value.update(normal=maps["normal"], roughness=maps["roughness"], height=maps["height"])
+        estimated = pbr_maps(value["image"], strength=params["normal_strength"], tileable=params["tileable"],
+                             progress=lambda f, msg: context.progress(0.85 + 0.15 * f, msg))
+        value.update({k: v for k, v in estimated.items() if k not in value})
     value["provenance"] = provenance(metadata, "texture.generate", params)
     return value
 
@@ -144,9 +146,9 @@ def _morph(engine, context: Context, **params) -> dict:
     width, height = _size("texture.morph", model, params)
     _check_exemplars("texture.morph", model, params, "exemplar", "morph_to")
     context.progress(0.0, f"morphing seed {params['seed_a']} into {params['seed_b']}")
-    image = model.morph(width, height, params["seed_a"], params["seed_b"], params["tileable"],
-                        exemplar_a=params["exemplar"], exemplar_b=params["morph_to"], progress=context.progress)
-    return {"image": image, "provenance": provenance(metadata, "texture.morph", params)}
+    value = model.morph_maps(width, height, params["seed_a"], params["seed_b"], params["tileable"],
+                             exemplar_a=params["exemplar"], exemplar_b=params["morph_to"], progress=context.progress)
+    return {**value, "provenance": provenance(metadata, "texture.morph", params)}
 
 
 def _preview(frame: np.ndarray) -> np.ndarray:
@@ -204,6 +206,7 @@ def _eval(engine, context: Context, **params) -> dict:
     except (ValueError, FileNotFoundError) as e:
         raise _bad(f"texture.eval: {e} (evaluation at {size} px needs exemplars of at least {2 * size} px, "
                    "split into two halves)") from None
+    images = [image[..., :model.channels] for image in images]  # a material's colour: what generate's image is
     context.progress(0.15, f"measuring {params['samples']} samples of {size}x{size} against {params['repeats']} "
                            "real-vs-real reference sets")
     metrics = evaluate_model(model, images, size=size, n=params["samples"], seed=params["seed"],
@@ -242,15 +245,18 @@ OPS = [
         "model": MODEL, **_size_params(512), "seed": _SEED, "tileable": _TILEABLE, "exemplar": _EXEMPLAR,
         "morph_to": _morph_to("morph across the width from `exemplar` into this exemplar's texture (a model "
                               "trained on several images; tileable: there and back, so it still wraps)"),
-        "pbr": Param("bool", False, doc="also return normal, roughness and height maps"),
+        "pbr": Param("bool", False, doc="also return normal, roughness and height maps: estimated from the colour "
+                     "where the model does not make them (a model trained on a material's maps returns them always)"),
         "normal_strength": Param("float", 2.0, min=0.0, max=20.0, doc="bumpiness of the normal map")},
-        doc="a seamless texture, uint8 HxWxC (and PBR maps when asked)"),
+        doc="a seamless texture, uint8 HxWxC as 'image', and every map the model makes from the same noise "
+            "('normal' HxWx3 unit vectors, OpenGL convention; 'roughness', 'height', 'metallic', 'ao' HxW)"),
     Op("texture.morph", _morph, {
         "model": MODEL, **_size_params(1024), "seed_a": _SEED,
         "seed_b": Param("int", 1, min=0, max=2**31 - 1, doc="the look to blend into"), "tileable": _TILEABLE,
         "exemplar": _EXEMPLAR, "morph_to": _morph_to("the exemplar to blend into (default: seed_b modulo their "
                                                      "number); set seed_b = seed_a to change only the exemplar")},
-        doc="one texture blending the look of seed_a (and exemplar) into seed_b (and morph_to) across its width"),
+        doc="one texture blending the look of seed_a (and exemplar) into seed_b (and morph_to) across its width, "
+            "with every map the model makes"),
     Op("texture.animate", _animate, {
         "model": MODEL, **_size_params(256), "seed": _SEED, "tileable": _TILEABLE, "exemplar": _EXEMPLAR,
         "frames": Param("int", 16, min=1, max=600, doc="how many frames"),
@@ -270,6 +276,17 @@ OPS = [
             "ideal, a standard error and a verdict; tiling error, seam ratio, and a PNG judging sheet"),
 ]
 CLI_OPS = {"generate": "texture.generate", "eval": "texture.eval"}
+
+
+def describe_data(summary: dict) -> str:
+    """The CLI's words for what training read: images used and skipped, conversions, channels, maps."""
+    lines = [f"trained on {len(summary.get('images', []))} image(s): "
+             f"{ {1: 'grey', 3: 'colour', 4: 'colour with alpha'}.get(summary.get('channels'), '?') }"
+             + (f" with {', '.join(summary['maps'])} maps" if summary.get("maps") else "")]
+    lines += [f"  used {image['path']} ({image['width']}x{image['height']})" for image in summary.get("images", [])]
+    lines += [f"  skipped {item['path']}: {item['reason']}" for item in summary.get("skipped", [])]
+    lines += [f"  note: {note}" for note in summary.get("notes", [])]
+    return "\n".join(lines)
 
 
 def describe_result(op: str, value: dict, written: list[Path]) -> str:
@@ -305,7 +322,8 @@ def _save(image: np.ndarray, path: Path) -> Path:
 
 def write_output(op: str, value: dict, out: Path) -> list[Path]:
     """Textures as PNG (`out` a .png file, or a folder), PBR maps beside them as NAME_normal.png,
-    NAME_roughness.png and NAME_height.png; animations as numbered PNGs; eval sheets as PNG."""
+    NAME_roughness.png, NAME_height.png, NAME_metallic.png and NAME_ao.png; animations as numbered
+    PNGs; eval sheets as PNG."""
     out = Path(out)
     if "sheet" in value:
         return [_save(value["sheet"], out if out.suffix == ".png" else out / "texture-eval.png")]
@@ -314,7 +332,7 @@ def write_output(op: str, value: dict, out: Path) -> list[Path]:
         return [_save(frame, folder / f"frame-{i:04d}.png") for i, frame in enumerate(value["frames"])]
     path = out if out.suffix == ".png" else out / f"{op.split('.')[-1]}.png"
     written = [_save(value["image"], path)]
-    for name in ("normal", "roughness", "height"):
+    for name in MAP_NAMES:
         if name in value:
             written.append(_save(value[name], path.with_name(f"{path.stem}_{name}.png")))
     return written

@@ -170,7 +170,7 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
     assert histogram_gap(calibrated) < 0.5 * histogram_gap(raw)  # (many samples: an untrained G's vary a lot)
     a = calibrated.generate(32, 32, seed=3)
     z_local, z_global, phase = calibrated._noise(32, 32, 3)  # the same noise, tiled 2x2: the image tiles
-    big = calibrated._image(calibrated.G.noise(z_local, z_global, phase).repeat(1, 1, 2, 2), 64, 64,
+    big = calibrated._picture(calibrated.G.noise(z_local, z_global, phase).repeat(1, 1, 2, 2), 64, 64,
                             lambda: code_moments(calibrated.G, z_global, phase))
     assert np.abs(np.tile(a, (2, 2, 1)).astype(int) - big.astype(int)).max() <= 1  # uint8 rounding
     assert dataclasses.asdict(config) == dataclasses.asdict(dataclasses.replace(
@@ -179,7 +179,9 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
 
 def test_measuring_again_after_the_tone_curve_brings_the_spectrum_closer():
     exemplar = procedural("waves", 128, seed=2, channels=1)  # (blobs: quantisation noise swamps the spectrum)
-    obj = TextureObjective(TINY, [exemplar], seed=0)
+    # measured on the nearest-upsampling generator (an untrained "lowpass" one, much smoother, reads 1.26
+    # against 1.23 after one round: there the rounds neither help nor harm)
+    obj = TextureObjective(dataclasses.replace(TINY, upsample="nearest"), [exemplar], seed=0)
     target = ImageCrops([exemplar], 128, flips=False, rot90=False, fair_edges=True, seed=9).batch(np.arange(64))
 
     def distance(rounds: int) -> float:  # fresh samples, not the ones measured

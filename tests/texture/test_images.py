@@ -39,7 +39,9 @@ def test_folder_is_cleaned_and_every_skip_is_reported(folder):
     assert reasons["tiny.png"].startswith("too small: 30x20")
     assert reasons["constant.png"].startswith("constant")
     assert "tiny.png" in report.summary()
-    assert all(im.shape == (96, 96, 3) and im.dtype == np.float32 for im in images)  # gray16 -> RGB
+    # alpha.png is see-through (alpha 200 of 255): its alpha is kept, and the others get an opaque one
+    assert report.channels == 4 and all(im.shape == (96, 96, 4) and im.dtype == np.float32 for im in images)
+    assert any("rgb.png: has no alpha; given an opaque one" in note for note in report.notes)
     assert min(im.min() for im in images) >= -1 and max(im.max() for im in images) <= 1
 
 
@@ -51,6 +53,30 @@ def test_16_bit_keeps_precision_and_channels_convert(folder):
     assert np.abs((gray[..., 0] + 1) / 2 - expected).max() < 1e-4  # finer than 8-bit steps
     assert np.abs((tif + 1) / 2 - (procedural("blobs", 96, seed=1) + 1) / 2).max() < 1e-4
     assert gray.shape[-1] == 1 and tif.shape[-1] == 3 and rgba.shape[-1] == 4
+
+
+def _save(path, pixels):
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_channels_follow_the_pictures(tmp_path):
+    """No channels given (the default): colour stays colour, grey stays grey, alpha is kept when it is
+    used and dropped, with a note, when it is opaque everywhere."""
+    tex = _u8((procedural("blobs", 96, seed=1, channels=3) + 1) / 2)
+    grey = tex[..., :1].repeat(3, -1)
+    opaque = np.concatenate([tex, np.full((96, 96, 1), 255, np.uint8)], -1)
+    cut = opaque.copy()
+    cut[:20, :, 3] = 0
+    cases = {"colour.png": (tex, 3, None), "grey.png": (tex[..., 0], 1, None),
+             "grey-as-rgb.jpg": (grey, 1, "stored as RGB but grey"), "opaque.png": (opaque, 3, "alpha dropped (opaque"),
+             "cut-out.png": (cut, 4, None), "grey-alpha.png": (np.stack([tex[..., 0], cut[..., 3]], -1), 4, None)}
+    for name, (pixels, channels, note) in cases.items():
+        (image,), report = load_images(_save(tmp_path / name, pixels))
+        assert report.channels == channels and image.shape == (96, 96, channels), name
+        assert note is None or any(note in n for n in report.notes), (name, report.notes)
+    (image,), report = load_images(tmp_path / "cut-out.png", channels=3)
+    assert image.shape[-1] == 3 and any("alpha dropped (the model has no alpha)" in n for n in report.notes)
 
 
 def test_nothing_usable_says_why(tmp_path):
