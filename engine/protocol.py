@@ -30,7 +30,7 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_FRAME_BYTES = 512 << 20
 MAX_UNAUTHENTICATED_FRAME_BYTES = 64 << 10
 MAX_JSON_DEPTH = 32
-MAX_ARRAYS = 64
+MAX_ARRAYS = 4096  # descriptors live in the header, so its 1 MB cap bounds them too
 
 # Stable error codes: clients branch on these, humans read the message.
 BAD_FRAME = "bad_frame"  # framing broken: the connection closes
@@ -61,11 +61,12 @@ DTYPES = {
 class ProtocolError(Exception):
     """A message that breaks the protocol. `fatal` means the byte stream is no longer in sync."""
 
-    def __init__(self, code: str, message: str, fatal: bool = False):
+    def __init__(self, code: str, message: str, fatal: bool = False, request_id: Any = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.fatal = fatal
+        self.request_id = request_id  # known when the header parsed: the reply goes to the request
 
 
 @dataclass
@@ -89,6 +90,9 @@ def encode_frame(header: dict, arrays: list | None = None) -> bytes:
         dtype, shape, data = _array_bytes(array)
         descriptors.append({"dtype": dtype, "shape": list(shape)})
         blobs.append(data)
+    if len(descriptors) > MAX_ARRAYS:
+        raise ValueError(f"a message carries at most {MAX_ARRAYS} arrays, this one has {len(descriptors)}: "
+                         "send them in several requests")
     if descriptors:
         header = {**header, "arrays": descriptors}
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
@@ -137,6 +141,14 @@ def split_prefix(prefix: bytes, limit: int = MAX_FRAME_BYTES) -> tuple[int, int]
 def decode_body(head: bytes, attachments: bytes) -> dict:
     """Parse a header and its attachments; arrays come back as numpy arrays (or RawArrays)."""
     header = _parse_header(head)
+    try:
+        return _with_arrays(header, attachments)
+    except ProtocolError as e:
+        e.request_id = header.get("id")
+        raise
+
+
+def _with_arrays(header: dict, attachments: bytes) -> dict:
     descriptors = header.pop("arrays", [])
     if not isinstance(descriptors, list) or len(descriptors) > MAX_ARRAYS:
         raise ProtocolError(BAD_MESSAGE, f"'arrays' must be a list of at most {MAX_ARRAYS} descriptors")

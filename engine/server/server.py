@@ -312,7 +312,8 @@ class Server:
             try:
                 header = await read_frame(reader, protocol.MAX_FRAME_BYTES)
             except protocol.ProtocolError as e:
-                connection.send(protocol.error_header(None, e.code, e.message))
+                request_id = e.request_id if _valid_id(e.request_id) else None
+                connection.send(protocol.error_header(request_id, e.code, e.message))
                 if e.fatal:
                     return
                 continue

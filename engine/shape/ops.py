@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from engine.ops import MODEL, Context, JobFailed, Op, Param, provenance
-from engine.protocol import BAD_PARAMS, MAX_ARRAYS, TOO_LARGE
+from engine.protocol import BAD_PARAMS, TOO_LARGE
 
 if TYPE_CHECKING:
     from engine.shape.model import ShapeVAEConfig
@@ -130,18 +130,7 @@ def _meshes_value(meshes: list, metadata: dict, op: str, params: dict, frames: l
             "provenance": provenance(metadata, op, params)}
 
 
-def meshes_per_reply(uvs: bool) -> int:
-    """How many meshes one reply can carry: the protocol's arrays per frame over the arrays of a mesh."""
-    return MAX_ARRAYS // (3 if uvs else 2)
-
-
-def _mesh_options(op: str, params: dict, count: int) -> dict:
-    """The mesh options of a request for `count` meshes, once it is known that they fit one reply."""
-    most = meshes_per_reply(params["uvs"])
-    if count > most:
-        raise JobFailed(TOO_LARGE, f"{op}: {count} meshes do not fit one reply: a frame carries {MAX_ARRAYS} "
-                        f"arrays, so at most {most} meshes {'with UVs' if params['uvs'] else 'without UVs'} "
-                        f"({meshes_per_reply(False)} with uvs=false); ask for them in several requests")
+def _mesh_options(params: dict) -> dict:
     return {k: params[k] for k in MESH_PARAMS}
 
 
@@ -161,7 +150,7 @@ def _mesh_work(op: str, context: Context) -> Iterator[None]:
 
 
 def _sample(engine, context: Context, **params) -> dict:
-    options = _mesh_options("shape.sample", params, params["count"])
+    options = _mesh_options(params)
     metadata, model = engine.model(params["model"], "shape")
     meshes = model.sample(params["seed"], params["count"], temperature=params["temperature"],
                           progress=context.progress, **options)
@@ -176,7 +165,7 @@ def _endpoint(op: str, params: dict, which: str) -> Any:
 
 def _interpolate(engine, context: Context, **params) -> dict:
     ts = [params["t"]] if params["t"] is not None else np.linspace(0, 1, params["steps"]).tolist()
-    options = _mesh_options("shape.interpolate", params, len(ts))
+    options = _mesh_options(params)
     metadata, model = engine.model(params["model"], "shape")
     a, b = _endpoint("shape.interpolate", params, "a"), _endpoint("shape.interpolate", params, "b")
     # Between two meshes the results move and grow from a's frame to b's; from one mesh, they keep its frame.
@@ -189,7 +178,7 @@ def _interpolate(engine, context: Context, **params) -> dict:
 
 
 def _encode(engine, context: Context, **params) -> dict:
-    options = _mesh_options("shape.encode", params, 1)
+    options = _mesh_options(params)
     metadata, model = engine.model(params["model"], "shape")
     vertices, faces = mesh_arrays("shape.encode", params["vertices"], params["faces"])
     with _mesh_work("shape.encode", context):
@@ -216,7 +205,7 @@ def _given_frame(frame: Any) -> dict | None:
 
 
 def _decode(engine, context: Context, **params) -> dict:
-    options = _mesh_options("shape.decode", params, 1)
+    options = _mesh_options(params)
     frame = _given_frame(params["frame"])
     metadata, model = engine.model(params["model"], "shape")
     latent = np.asarray(params["latent"], np.float32).reshape(-1)
@@ -227,7 +216,7 @@ def _decode(engine, context: Context, **params) -> dict:
 
 
 def _variations(engine, context: Context, **params) -> dict:
-    options = _mesh_options("shape.variations", params, params["count"])
+    options = _mesh_options(params)
     metadata, model = engine.model(params["model"], "shape")
     vertices, faces = mesh_arrays("shape.variations", params["vertices"], params["faces"])
     with _mesh_work("shape.variations", context):

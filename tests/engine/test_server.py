@@ -1,4 +1,5 @@
 """The engine over real sockets: handshake, auth, bad input, jobs, cancel, many clients."""
+import json
 import stat
 import struct
 import threading
@@ -94,6 +95,24 @@ def test_malformed_header_is_answered_and_the_connection_stays_usable(engine):
     raw.send_header({"type": "request", "id": 2, "op": "ping"})
     _, final = raw.read_until_final(2)
     assert final["type"] == "result"
+
+
+def test_a_request_whose_arrays_do_not_parse_gets_its_answer_by_id(engine):
+    raw = RawConnection(engine.host, engine.port)
+    raw.hello(engine.token)
+    head = json.dumps({"type": "request", "id": 7, "op": "ping",
+                       "arrays": [{"dtype": "float32", "shape": [4]}]}).encode()
+    raw.send(struct.pack(">II", 4 + len(head) + 8, len(head)) + head + b"\0" * 8)  # 8 of the 16 bytes it declares
+    reply = raw.read()
+    assert reply["id"] == 7 and reply["code"] == protocol.BAD_MESSAGE and "declares 16 bytes" in reply["message"]
+    raw.send_header({"type": "request", "id": 8, "op": "ping"})
+    _, final = raw.read_until_final(8)
+    assert final["type"] == "result"
+
+
+def test_a_message_with_more_arrays_than_a_frame_carries_is_refused_before_sending():
+    with pytest.raises(ValueError, match=f"at most {protocol.MAX_ARRAYS} arrays"):
+        protocol.encode_frame({"type": "request"}, [np.zeros(1, np.float32)] * (protocol.MAX_ARRAYS + 1))
 
 
 def test_unknown_op_suggests_the_right_one(engine):

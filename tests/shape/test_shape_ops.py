@@ -159,21 +159,6 @@ def test_every_mesh_carries_uvs_and_its_dropped_parts(served):
     assert "uvs" not in bare and bare["dropped_parts"] == 0
 
 
-def test_more_meshes_than_one_reply_carries_get_a_clear_error(served):
-    """A frame carries 64 arrays: 21 meshes with UVs, 32 without. More is refused before any work,
-    on a connection that stays up (a reply over the cap used to cost the client its connection)."""
-    running, client, _ = served
-    for op, params in (("shape.sample", {"count": 22}), ("shape.variations", {"count": 40}),
-                       ("shape.interpolate", {"steps": 64}), ("shape.sample", {"count": 33, "uvs": False})):
-        if op == "shape.variations":
-            params = {**params, **dict(zip(("vertices", "faces"), _box()))}
-        with pytest.raises(EngineError) as error:
-            _call(client, op, **params)
-        assert error.value.code == "too_large" and "64 arrays" in error.value.message, error.value.message
-    assert len(_call(client, "shape.sample", count=32, uvs=False, decimate=0.0)["meshes"]) == 32  # the cap fits
-    assert running.process.poll() is None
-
-
 def test_interpolation_endpoints_are_the_encoded_shapes(served):
     _, client, grids = served
     (va, fa), (vb, fb) = _mesh(grids[0]), _mesh(grids[1])
