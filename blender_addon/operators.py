@@ -355,7 +355,8 @@ def preview_interpolation(context) -> Job | None:
         jobs.state.error = endpoints
         return None
     params, inputs = endpoints
-    params.update(t=s.interp_t, **_mesh_options(s))
+    # A preview is for the eye while the slider moves: a coarser surface and no UVs come back fastest.
+    params.update(t=s.interp_t, **_mesh_options(s), resolution=64, uvs=False)
 
     def landed(job: Job) -> list[str]:
         made = apply.apply_meshes(job)
