@@ -2,6 +2,11 @@
 
     python bench/shape_bench.py                          # the shipped model, engine/weights/shape-default
     python bench/shape_bench.py --weights my.safetensors --held-out 100
+    python bench/shape_bench.py --collection [--minutes 3]   # the real-mesh collection
+
+--collection trains our model (the implicit decoder, default config) and the 32³ grid VAE with the
+plain default command on the train split of bench/data/meshes, fits PCA-64 to the same meshes,
+and measures all three on the held-out split (`collection` below).
 
 Prints, for the VAE and for PCA on voxels (fitted to the VAE's own training shapes, with a
 Gaussian over its component scores to sample from):
@@ -31,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from engine.shape.dataset import build_procedural  # noqa: E402
 from engine.shape.evaluation import evaluate_model  # noqa: E402
 from engine.shape.generation import ShapeModel, load  # noqa: E402
-from engine.shape.meshing import grid_to_mesh  # noqa: E402
+from engine.shape.meshing import Mesh, grid_to_mesh  # noqa: E402
 from engine.shape.model import ShapeVAE, ShapeVAEConfig  # noqa: E402
 from engine.store.checkpoints import load_file  # noqa: E402
 
@@ -111,13 +116,187 @@ def machine() -> str:
     return f"{name}, {len(__import__('os').sched_getaffinity(0))} cores (the VAE runs on one torch thread, as in the ops)"
 
 
+# -- the real-mesh collection (issue 20) ------------------------------------------------------
+COLLECTION = ROOT / "bench" / "data" / "meshes"
+DOCS = ROOT / "docs" / "shapes"
+
+
+def _train(name: str, folder: Path, models: Path, minutes: float | None, *extra: str) -> None:
+    """The plain default command a user types, plus `extra` (the grid VAE's one setting)."""
+    if (models / f"{name}.safetensors").exists():
+        return
+    command = [sys.executable, "-m", "engine", "train", "shape", "--meshes", str(folder), "--up", "y",
+               "--name", name, "--models-dir", str(models), "--device", "cpu", *extra]
+    if minutes is not None:
+        command += ["--minutes", str(minutes)]
+    print("training:", " ".join(command[2:]), flush=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+def _surface(mesh, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Area-uniform surface points and their face normals."""
+    import trimesh
+
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    points, face = trimesh.sample.sample_surface(tm, count, seed=seed)
+    return np.asarray(points), np.asarray(tm.face_normals[face])
+
+
+def _compare(out, ref, ref_grid64: np.ndarray, points: int = 4096) -> dict[str, float]:
+    """IoU at 64³ (both voxelised by the same code), Chamfer-L1, normal consistency, F-score@1 %."""
+    from scipy.spatial import cKDTree
+
+    from engine.shape.evaluation import voxel_iou
+    from engine.shape.voxels import voxelise
+
+    if out.empty:
+        return {"iou64": 0.0, "chamfer_l1": 1.0, "normal_consistency": 0.0, "fscore_1pct": 0.0}
+    pa, na = _surface(out, points)
+    pb, nb = _surface(ref, points)
+    da, ia = cKDTree(pb).query(pa)
+    db, ib = cKDTree(pa).query(pb)
+    precision, recall = (da < 0.01).mean(), (db < 0.01).mean()
+    return {"iou64": float(voxel_iou(voxelise(out.vertices, out.faces, 64), ref_grid64)),
+            "chamfer_l1": 0.5 * float(da.mean() + db.mean()),
+            "normal_consistency": 0.5 * float(np.abs((na * nb[ia]).sum(1)).mean() + np.abs((nb * na[ib]).sum(1)).mean()),
+            "fscore_1pct": float(2 * precision * recall / max(precision + recall, 1e-12))}
+
+
+def _upsampled(grids: np.ndarray, res: int) -> np.ndarray:
+    x = torch.from_numpy(np.asarray(grids, np.float32))[:, None]
+    return torch.nn.functional.interpolate(x, size=(res,) * 3, mode="trilinear", align_corners=False)[:, 0].numpy()
+
+
+def collection(minutes: float | None, work: Path, samples: int, repeats: int) -> int:
+    import json
+    import os
+
+    from engine.shape.evaluation import is_clean
+    from engine.shape.meshes import load_mesh_file, normalise
+    from engine.shape.render import render_grids, sheet
+    from engine.shape.voxels import voxelise
+    from engine.train.plots import save_png
+
+    split = json.loads((COLLECTION / "split.json").read_text())
+    budget = "default (the kind's TRAIN_DEFAULTS)" if minutes is None else f"{minutes} min"
+    work = work / ("default" if minutes is None else f"{minutes}min")
+    train_dir, models = work / "train", work / "models"
+    train_dir.mkdir(parents=True, exist_ok=True)
+    for name in split["train"]:
+        if not (train_dir / name).exists():
+            os.symlink(COLLECTION / name, train_dir / name)
+    started = time.perf_counter()
+    _train("implicit", train_dir, models, minutes)
+    _train("grid32", train_dir, models, minutes, "--set", "decoder=grid")
+    print(f"trained (or reused) both models in {(time.perf_counter() - started) / 60:.1f} min; budget: {budget}")
+
+    loaded = {}
+    for name in ("implicit", "grid32"):
+        metadata, weights = load_file(models / f"{name}.safetensors")
+        loaded[name] = (metadata, load(metadata["config"], weights, "cpu"))
+    ours = loaded["implicit"][1]
+    train_grids = np.stack([voxelise(*_arrays(normalise(load_mesh_file(COLLECTION / n), "y")), 32)
+                            for n in split["train"]])
+    pca = PCABaseline(train_grids, 64)
+
+    held = [(n, normalise(load_mesh_file(COLLECTION / n), "y")) for n in split["held_out"]]
+    rows = {k: [] for k in ("ours", "grid32", "pca")}
+    renders = {k: [] for k in ("input", "ours", "grid32", "pca")}
+    for i, (name, mesh) in enumerate(held):
+        v, f = _arrays(mesh)
+        ref = Mesh(v.astype(np.float32), f.astype(np.int32))
+        ref64 = voxelise(v, f, 64)
+        grid32 = voxelise(v, f, 32)
+        if not grid32.any():
+            print(f"skipped {name}: no inside at 32³")
+            continue
+        volumes = {"ours": ours.decode_grids(ours.encode(v, f), resolution=128)[0],
+                   "grid32": loaded["grid32"][1].decode_grids(loaded["grid32"][1].encode(v, f), resolution=128)[0],
+                   "pca": _upsampled(pca.reconstruct_grids(grid32[None]), 128)[0]}
+        for key, volume in volumes.items():
+            rows[key].append(_compare(grid_to_mesh(volume), ref, ref64))
+        if len(renders["input"]) < 8:
+            renders["input"].append(voxelise(v, f, 128).astype(np.float32))
+            for key, volume in volumes.items():
+                renders[key].append(volume)
+
+    # Samples: watertight and one piece as decoded (every part) and as delivered (largest part).
+    sampled = [ours.decode_grids(ours.sample_latents(i, 1), resolution=128)[0] for i in range(samples)]
+    raw = [grid_to_mesh(g, keep="all") for g in sampled]
+    import trimesh
+
+    one_piece = np.mean([not m.empty and trimesh.Trimesh(m.vertices, m.faces, process=False).body_count == 1
+                         for m in raw])
+    clean_raw = np.mean([is_clean(m) for m in raw])
+    clean_delivered = np.mean([is_clean(grid_to_mesh(g)) for g in sampled])
+
+    v, f = _arrays(held[0][1])
+    times = {}
+    for res in (64, 128, 256):
+        times[f"sample→mesh {res}³"] = {k: latency_ms(lambda i, m=m, r=res: m.sample(i, 1, resolution=r), repeats)
+                                        for k, m in (("ours", ours), ("grid32", loaded["grid32"][1]))}
+        times[f"encode→mesh {res}³"] = {k: latency_ms(lambda i, m=m, r=res: m.decode(m.encode(v, f), r), repeats)
+                                        for k, m in (("ours", ours), ("grid32", loaded["grid32"][1]))}
+
+    DOCS.mkdir(parents=True, exist_ok=True)
+    size = 128
+    save_png(sheet([render_grids(np.stack(renders[k]), size=size) for k in ("input", "ours", "grid32", "pca")]),
+             DOCS / "reconstructions.png")
+    save_png(sheet([render_grids(np.stack(sampled[:8]), size=size)]), DOCS / "samples.png")
+    a, b = ours.encode(*_arrays(held[1][1])), ours.encode(*_arrays(held[2][1]))
+    path = np.stack([ours.blend(a, b, t) for t in np.linspace(0, 1, 9)])
+    save_png(sheet([render_grids(ours.decode_grids(path, resolution=128), size=size)]), DOCS / "interpolation.png")
+
+    print(f"machine: {machine()}")
+    print(f"held-out: {len(held)} meshes of bench/data/meshes (split.json); train: {len(split['train'])}; "
+          f"budget: {budget}")
+    for key in ("implicit", "grid32"):
+        md = loaded[key][0]
+        print(f"{key}: {md['config'].get('decoder', 'grid')} decoder, trained "
+              f"{md.get('train_seconds', 0) / 60:.1f} min ({md.get('step')} steps), "
+              f"held-out share at train time {md['data'].get('held_out_shapes')}/"
+              f"{md['data'].get('held_out_shapes', 0) + md['data'].get('train_shapes', 0)}")
+    print(f"\n{'metric':<22}{'ours':>10}{'grid 32³':>10}{'PCA-64':>10}{'ours/grid':>10}{'ours/PCA':>10}")
+    mean = {k: {m: float(np.mean([r[m] for r in rs])) for m in rs[0]} for k, rs in rows.items()}
+    for m in mean["ours"]:
+        o, g, p = mean["ours"][m], mean["grid32"][m], mean["pca"][m]
+        print(f"{m:<22}{o:10.4f}{g:10.4f}{p:10.4f}{o / max(g, 1e-12):10.2f}{o / max(p, 1e-12):10.2f}")
+    print(f"\n{'ms (median)':<22}{'ours':>10}{'grid 32³':>10}{'ratio':>10}")
+    for label, t in times.items():
+        print(f"{label:<22}{t['ours']:10.1f}{t['grid32']:10.1f}{t['ours'] / t['grid32']:10.2f}")
+    print(f"\nsamples ({samples}): one piece as decoded {one_piece:.0%}; watertight, wound, one piece as decoded "
+          f"{clean_raw:.0%}, as delivered {clean_delivered:.0%}")
+    train_minutes = loaded["implicit"][0].get("train_seconds", 0) / 60
+    goals = [("IoU ≥ 0.80", mean["ours"]["iou64"] >= 0.80),
+             ("IoU ≥ PCA + 0.10", mean["ours"]["iou64"] >= mean["pca"]["iou64"] + 0.10),
+             ("Chamfer-L1 ≤ 0.6 × grid 32³", mean["ours"]["chamfer_l1"] <= 0.6 * mean["grid32"]["chamfer_l1"]),
+             ("≥ 90 % of samples one piece", one_piece >= 0.9),
+             ("100 % watertight delivered", clean_delivered == 1.0),
+             ("sample→mesh 128³ ≤ 300 ms", times["sample→mesh 128³"]["ours"] <= 300),
+             ("sample→mesh 64³ ≤ 60 ms", times["sample→mesh 64³"]["ours"] <= 60),
+             ("≤ 15 training minutes", train_minutes <= 15.5)]
+    print("goals: " + "; ".join(f"{goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals))
+    print(f"renders: {', '.join(str(p.relative_to(ROOT)) for p in sorted(DOCS.glob('*.png')))}")
+    return 0
+
+
+def _arrays(mesh) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=ROOT / "engine" / "weights" / "shape-default.safetensors")
     parser.add_argument("--held-out", type=int, default=100, help="unseen procedural shapes to measure on")
     parser.add_argument("--samples", type=int, default=32, help="samples for watertightness and coverage")
     parser.add_argument("--repeats", type=int, default=20, help="timed sample → mesh calls per figure")
+    parser.add_argument("--collection", action="store_true", help="measure on the real-mesh collection instead")
+    parser.add_argument("--minutes", type=float, help="--collection: training budget per model (default: the kind's)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/atelier-shape-bench"),
+                        help="--collection: folder for the trained models (reused when present)")
     args = parser.parse_args(argv)
+    if args.collection:
+        return collection(args.minutes, args.work, args.samples, max(3, args.repeats // 4))
 
     metadata, weights = load_file(args.weights)
     model = load(metadata["config"], weights, "cpu")

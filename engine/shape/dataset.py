@@ -29,7 +29,7 @@ from engine.shape.meshes import (
     mesh_from_arrays,
     normalise,
 )
-from engine.shape.points import labelled_points
+from engine.shape.points import label_resolution, labelled_points
 from engine.shape.procedural import procedural_meshes
 from engine.shape.voxels import voxelise
 
@@ -72,7 +72,7 @@ def _shape(mesh, resolution: int, points: int, seed: int) -> tuple[np.ndarray, t
     grid = voxelise(mesh.vertices, mesh.faces, resolution)
     if not points or not grid.any():
         return grid, None
-    return grid, labelled_points(mesh.vertices, mesh.faces, points, seed)
+    return grid, labelled_points(mesh.vertices, mesh.faces, points, seed, label_resolution(resolution))
 
 
 def _stack(out: ShapeSet, grids: list, labelled: list, points: int) -> ShapeSet:
