@@ -16,8 +16,8 @@ MINOR_NAMES = ("Cm", "C#m", "Dm", "Ebm", "Em", "Fm", "F#m", "Gm", "G#m", "Am", "
 # mido's spellings: one name per signature, plus the enharmonic ones it also accepts.
 SIGNATURES = set(MAJOR_NAMES + MINOR_NAMES) | {"C#", "Cb", "Gb", "A#m", "Abm", "D#m", "Db", "Bb"}
 
-_MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 DENOMINATORS = (1, 2, 4, 8, 16, 32)
 
@@ -57,7 +57,7 @@ def estimate_key(roll: np.ndarray) -> str | None:
     np.add.at(classes, (LOWEST + np.arange(len(sounding))) % 12, sounding)
     best, name = -2.0, None
     for tonic in range(12):
-        for profile, names in ((_MAJOR_PROFILE, MAJOR_NAMES), (_MINOR_PROFILE, MINOR_NAMES)):
+        for profile, names in ((MAJOR_PROFILE, MAJOR_NAMES), (MINOR_PROFILE, MINOR_NAMES)):
             r = np.corrcoef(classes, np.roll(profile, tonic))[0, 1]
             if np.isfinite(r) and r > best:
                 best, name = r, names[tonic]

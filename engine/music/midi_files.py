@@ -116,9 +116,7 @@ def piece_from_midi(mid: mido.MidiFile, name: str, steps_per_quarter: int = 4, k
         raise MidiSkip(f"invalid ticks per beat {mid.ticks_per_beat}")
     notes = []
     for track in mid.tracks:
-        found = _track_notes(track)
-        if not found:
-            dropped["empty tracks"] = dropped.get("empty tracks", 0) + 1
+        found = _track_notes(track)  # a track without notes (a tempo map, a name) holds nothing to drop
         for n in found:
             if n[2] == DRUM_CHANNEL and not keep_drums:
                 dropped["drum notes"] = dropped.get("drum notes", 0) + 1
@@ -127,7 +125,7 @@ def piece_from_midi(mid: mido.MidiFile, name: str, steps_per_quarter: int = 4, k
             else:
                 notes.append(n)
     if not notes:
-        raise MidiSkip("no notes left after dropping empty tracks, drums and out-of-range notes")
+        raise MidiSkip("no notes left after dropping drums and out-of-range notes")
     _check_size(notes, mid.ticks_per_beat, steps_per_quarter, max_steps)
     step_ticks = mid.ticks_per_beat / steps_per_quarter
     spans = [(int(round(s / step_ticks)), int(round(e / step_ticks)), p - LOWEST) for s, e, _, p in notes]

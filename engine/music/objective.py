@@ -82,7 +82,7 @@ class MusicObjective(Objective):
         self._summary = {**summary, "train_pieces": len(self.train_pieces), "valid_pieces": len(self.valid_pieces),
                          "train_steps": int(sum(p.steps for p in self.train_pieces)),
                          "steps_per_quarter": cfg.steps_per_quarter, "holds": cfg.model.holds,
-                         **({"notes": notes} if notes else {})}
+                         **usual_style(self.train_pieces), **({"notes": notes} if notes else {})}
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {name: list(net.parameters()) for name, net in self.nets.items()}
@@ -125,6 +125,16 @@ class MusicObjective(Objective):
 
     def data_summary(self) -> dict[str, Any]:
         return self._summary
+
+
+def usual_style(pieces: list) -> dict[str, Any]:
+    """The meter most of the music is in (by length) and its median tempo: what generation plays
+    when neither the request nor a primer says."""
+    steps_by_meter: dict[tuple[int, int], int] = {}
+    for piece in pieces:
+        steps_by_meter[piece.meter] = steps_by_meter.get(piece.meter, 0) + piece.steps
+    meter = max(steps_by_meter, key=steps_by_meter.get)
+    return {"meter": f"{meter[0]}/{meter[1]}", "bpm": round(float(np.median([p.bpm for p in pieces])), 1)}
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:

@@ -146,7 +146,7 @@ def _generate(engine, context: Context, **params) -> dict:
     metadata, model = engine.model(params["model"], "music")
     controls = _controls(op, params)
     primer = _primer(op, model, params["primer"])
-    meter, bpm, key = _style(op, params, primer, controls)
+    meter, bpm, key = _style(op, params, primer, controls, metadata.get("data") or {})
     context.progress(0.0, f"playing {params['bars']:g} bars of {meter[0]}/{meter[1]}")
     roll = model.generate(params["bars"], controls, seed=params["seed"], primer=primer, meter=meter,
                           progress=context.progress)
@@ -158,16 +158,18 @@ def _generate(engine, context: Context, **params) -> dict:
             "bpm": bpm, "meter": f"{meter[0]}/{meter[1]}", "key": key, "provenance": provenance(metadata, op, params)}
 
 
-def _style(op: str, params: dict, primer, controls) -> tuple[tuple[int, int], float, str | None]:
+def _style(op: str, params: dict, primer, controls, trained_on: dict) -> tuple[tuple[int, int], float, str | None]:
     """(meter, bpm, key signature) of the music made: what the params say, else the primer's
-    (its key signature, or the key its notes imply), else 4/4 at 120 BPM with no key."""
+    (its key signature, or the key its notes imply), else the meter and tempo most of the
+    training music had (4/4 at 120 BPM for models that did not record them), with no key."""
     from engine.music.keys import estimate_key, parse_meter, signature_of
 
     try:
-        meter = parse_meter(params["meter"]) if params["meter"] else primer.meter if primer is not None else (4, 4)
+        meter = (parse_meter(params["meter"]) if params["meter"] else primer.meter if primer is not None
+                 else parse_meter(trained_on.get("meter") or "4/4"))
     except ValueError as e:
         raise _bad(op, str(e)) from None
-    bpm = params["bpm"] or (primer.bpm if primer is not None else 120.0)
+    bpm = params["bpm"] or (primer.bpm if primer is not None else float(trained_on.get("bpm") or 120.0))
     if controls.key is not None:
         key = signature_of(controls.key)
     else:
@@ -335,7 +337,8 @@ OPS = [
         "model": MODEL, "bars": Param("float", 8.0, min=0.25, max=256, doc="length of the new music in bars"),
         "seed": _SEED, **CONTROLS,
         "bpm": Param("float", min=20, max=400, doc="tempo of the MIDI file (default: the primer's, else 120)"),
-        "meter": Param("str", doc="time signature, e.g. '3/4' or '6/8' (default: the primer's, else 4/4)"),
+        "meter": Param("str", doc="time signature, e.g. '3/4' or '6/8' (default: the primer's, else the one most of "
+                       "the model's training music is in)"),
         "primer": Param("array", doc="a MIDI clip to continue: the file's bytes as a uint8 array; the music "
                         "keeps its tempo, meter and key unless told otherwise")},
         doc="new music (or a continuation of a primer) as a piano roll and a MIDI file"),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.music.keys import _MAJOR_PROFILE, _MINOR_PROFILE
+from engine.music.keys import MAJOR_PROFILE, MINOR_PROFILE
 from engine.music.piece import LOWEST, Piece, roll_notes
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
@@ -61,7 +61,7 @@ def key_confidence(piece: Piece) -> float | None:
     if not classes.std():
         return None
     best = max(np.corrcoef(classes, np.roll(profile, tonic))[0, 1]
-               for profile in (_MAJOR_PROFILE, _MINOR_PROFILE) for tonic in range(12))
+               for profile in (MAJOR_PROFILE, MINOR_PROFILE) for tonic in range(12))
     return float(best)
 
 

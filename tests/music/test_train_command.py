@@ -74,3 +74,27 @@ def test_config_combines_with_midi(tmp_path, midi_folder, capsys):
     metadata, _ = ModelStore(tmp_path / "models", builtin=None).load("tiny")
     assert metadata["config"]["model"]["d_hidden"] == 16 and metadata["config"]["seq_steps"] == 16
     assert metadata["config"]["model"]["arch"] == "frame" and metadata["train"]["lr"] == 3e-3  # the rest: defaults
+
+
+def test_generation_plays_in_the_meter_and_tempo_the_training_music_was_in(tmp_path, midi_writer, capsys):
+    import mido
+
+    folder = tmp_path / "waltzes"
+    folder.mkdir()
+    for i in range(5):  # 3/4 at 90 BPM: a bass note and two chords a bar
+        notes = [(b * 1440 + beat * 480, 480, p + i) for b in range(8) for beat, p in ((0, 48), (1, 64), (2, 67))]
+        path = midi_writer(folder / f"waltz{i}.mid", notes)
+        midi = mido.MidiFile(path)
+        midi.tracks[0][:0] = [mido.MetaMessage("time_signature", numerator=3, denominator=4),
+                              mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(90))]
+        midi.save(path)
+    tiny = ["--set", "model.d_hidden=16", "--set", "model.d_decoder=16", "--set", "seq_steps=16"]
+    assert main(_train(tmp_path, "--midi", str(folder), "--name", "waltz", "--steps", "2", *tiny)) == 0
+    metadata, _ = ModelStore(tmp_path / "models", builtin=None).load("waltz")
+    assert (metadata["data"]["meter"], metadata["data"]["bpm"]) == ("3/4", 90.0)
+    out = tmp_path / "take.mid"
+    assert main(["generate", "music", "--models-dir", str(tmp_path / "models"), "--device", "cpu", "--model", "waltz",
+                 "--bars", "2", "--out", str(out)]) == 0
+    meta = {m.type: m for m in mido.MidiFile(out).tracks[0] if m.is_meta}
+    assert (meta["time_signature"].numerator, meta["time_signature"].denominator) == (3, 4)
+    assert round(mido.tempo2bpm(meta["set_tempo"].tempo)) == 90
