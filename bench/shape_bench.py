@@ -179,8 +179,8 @@ def collection(minutes: float | None, work: Path, samples: int, repeats: int) ->
 
     split = json.loads((COLLECTION / "split.json").read_text())
     budget = "default (the kind's TRAIN_DEFAULTS)" if minutes is None else f"{minutes} min"
-    work = work / ("default" if minutes is None else f"{minutes}min")
-    train_dir, models = work / "train", work / "models"
+    train_dir = work / "train"  # one folder for every budget: its voxel and point cache is reused
+    models = work / ("default" if minutes is None else f"{minutes}min") / "models"
     train_dir.mkdir(parents=True, exist_ok=True)
     for name in split["train"]:
         if not (train_dir / name).exists():

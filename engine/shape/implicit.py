@@ -7,9 +7,10 @@ the point itself.
     logits = head(feature_grid, points)           # B×C×G×G×G, B×P×3 in [-0.5, 0.5]³ -> B×P
 
 `extract` evaluates it coarse-to-fine on the voxel centres of an R³ volume: every voxel of a
-coarse lattice, then, level by level, only the children of voxels whose neighbourhood comes
-near the 0.5 level; the rest is filled from the level above (trilinear), which is exact in
-sign away from the surface.
+32³ lattice, then, level by level, only the children of voxels whose neighbourhood straddles
+the 0.5 level; the rest is filled from the level above (trilinear), which is exact in sign away
+from the surface. On 12 samples of a collection model this decided every voxel at 64³ (and one
+at 128³) as evaluating all of them did, from 5-20 % of the points (bench/shape_bench.py).
 """
 from __future__ import annotations
 
@@ -61,12 +62,12 @@ def centres(res: int, index: torch.Tensor) -> torch.Tensor:
 
 
 def extract(logits_at: Callable[[torch.Tensor], torch.Tensor], res: int, coarse: int = 32,
-            band: float = 1.0) -> torch.Tensor:
+            band: float = 0.0) -> torch.Tensor:
     """Occupancy probabilities R×R×R of one shape, evaluating `logits_at` (K×3 points -> K logits)
     on every voxel at `coarse`³ and, at each doubling up to `res`, only near the surface.
 
-    A voxel is refined when the values in its 3³ neighbourhood straddle the 0.5 level or come
-    within `band` logits of it; its 8 children are evaluated, every other child takes the
+    A voxel is refined when the logits in its 3³ neighbourhood straddle 0 (probability 0.5) or
+    come within `band` of it; its 8 children are evaluated, every other child takes the
     trilinear upsampling of the level above.
     """
     r = min(coarse, res)
