@@ -19,7 +19,7 @@ import numpy as np
 from . import png, provenance
 from .worker import Job
 
-TEXTURE_MAPS = ("image", "normal", "roughness", "height")
+TEXTURE_MAPS = ("image", "normal", "roughness", "height", "metallic", "ao")
 MAP_NAMES = {"image": "color"}  # how a map is called in file and image names
 
 
@@ -202,9 +202,10 @@ def set_texture_scale(material, scale: float) -> bool:
 
 
 def _wire_into(material, images: dict, use_uv: bool, unit: float, scale: float, fresh: bool = False) -> bool:
-    """Atelier's nodes, in a frame of their own, into the material: colour to Base Color,
-    roughness to Roughness, normal through a Normal Map node to Normal, height through a
-    Displacement node to the output; all through one Mapping node that sets the texture's
+    """Atelier's nodes, in a frame of their own, into the material: colour to Base Color (times
+    the ambient occlusion, where the model makes it: Principled BSDF has no AO input), roughness
+    to Roughness, metallic to Metallic, normal through a Normal Map node to Normal, height
+    through a Displacement node to the output; all through one Mapping node that sets the texture's
     real size. What an earlier texture put there is replaced, nothing else is touched.
     False (and nothing changed) when an existing material has no Principled BSDF."""
     if material.node_tree is None:
@@ -241,7 +242,7 @@ def _wire_into(material, images: dict, use_uv: bool, unit: float, scale: float, 
     coords = add("ShaderNodeTexCoord", "Atelier coordinates", -600, 0)
     mapping = add("ShaderNodeMapping", MAPPING, -400, 0)
     tree.links.new(coords.outputs["UV" if use_uv else "Object"], mapping.inputs["Vector"])
-    for row, key in enumerate(("image", "roughness", "normal", "height")):
+    for row, key in enumerate(("image", "roughness", "normal", "height", "metallic", "ao")):
         if key not in images:
             continue
         node = add("ShaderNodeTexImage", f"Atelier {MAP_NAMES.get(key, key)}", 0, row)
@@ -254,11 +255,24 @@ def _wire_into(material, images: dict, use_uv: bool, unit: float, scale: float, 
             tree.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
         elif key == "roughness":
             tree.links.new(node.outputs["Color"], bsdf.inputs["Roughness"])
+        elif key == "metallic":
+            tree.links.new(node.outputs["Color"], bsdf.inputs["Metallic"])
+        elif key == "ao":
+            base = tree.nodes.get("Atelier color")
+            if base is not None:  # colour x occlusion, into Base Color
+                multiply = add("ShaderNodeMix", "Atelier occlusion", 350, row)
+                multiply.data_type, multiply.blend_type = "RGBA", "MULTIPLY"
+                multiply.inputs["Factor"].default_value = 1.0
+                # The Mix node has A, B and Result sockets for each data type: the colour ones by identifier.
+                colour = {socket.identifier: socket for socket in (*multiply.inputs, *multiply.outputs)}
+                tree.links.new(base.outputs["Color"], colour["A_Color"])
+                tree.links.new(node.outputs["Color"], colour["B_Color"])
+                tree.links.new(colour["Result_Color"], bsdf.inputs["Base Color"])
         elif key == "normal":
             normal_map = add("ShaderNodeNormalMap", "Atelier normal map", 350, row)
             tree.links.new(node.outputs["Color"], normal_map.inputs["Color"])
             tree.links.new(normal_map.outputs["Normal"], bsdf.inputs["Normal"])
-        else:
+        elif key == "height":
             displacement = add("ShaderNodeDisplacement", DISPLACEMENT, 350, row)
             tree.links.new(node.outputs["Color"], displacement.inputs["Height"])
             tree.links.new(displacement.outputs["Displacement"], output.inputs["Displacement"])
@@ -367,6 +381,9 @@ def apply_meshes(job: Job) -> list[str]:
         indices = [ctx["only_index"]]
     if not meshes or indices[-1] >= len(meshes):
         raise ValueError(f"the engine returned {len(meshes)} meshes; nothing to place")
+    if any(not len(meshes[i]["faces"]) for i in indices):
+        raise ValueError("the model made an empty shape (nothing reached its surface level): try another seed, "
+                         "or train the model longer")
     base = ctx.get("name") or f"Atelier {prov.get('op', 'shape').split('.')[-1]}"
     inputs = ctx.get("inputs")
     frame = ctx.get("frame")

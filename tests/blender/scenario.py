@@ -333,6 +333,28 @@ def _():
     return said
 
 
+@check("material_model_wires_metallic_and_occlusion")
+def _():
+    """A model trained on a material's maps returns all six; metallic goes to Metallic (non-colour),
+    the occlusion multiplies the colour into Base Color."""
+    bpy.ops.mesh.primitive_plane_add(size=2.0, location=(-46.0, 0.0, 0.0))
+    plane = bpy.context.active_object
+    select_only(plane)
+    st = s()
+    st.texture_model, st.pbr, st.texture_target, st.texture_seed = CONFIG["material_model"], True, "NEW", 5
+    assert bpy.ops.atelier.texture_generate(blocking=True) == {"FINISHED"}, addon().jobs.state.error
+    tree = plane.active_material.node_tree
+    images = {json.loads(n.image["atelier_provenance"])["map"]: n for n in tree.nodes if n.type == "TEX_IMAGE"}
+    assert set(images) == {"image", "normal", "roughness", "height", "metallic", "ao"}, set(images)
+    bsdf = next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED")
+    assert bsdf.inputs["Metallic"].links[0].from_node == images["metallic"]
+    assert images["metallic"].image.colorspace_settings.name == "Non-Color"
+    occlusion = bsdf.inputs["Base Color"].links[0].from_node
+    assert occlusion.name == "Atelier occlusion" and occlusion.blend_type == "MULTIPLY"
+    assert {link.from_node for socket in occlusion.inputs for link in socket.links} == {images["image"], images["ao"]}
+    st.texture_model = CONFIG["texture_model"]
+
+
 @check("full_material_every_map_wired_and_scaled")
 def _():
     """Every map the engine returns is wired (height through a Displacement node), through one
@@ -687,7 +709,7 @@ def _():
 
     history = s().history
     assert len(history) > 8, len(history)
-    models = (CONFIG["texture_model"], CONFIG["shape_model"])
+    models = (CONFIG["texture_model"], CONFIG["shape_model"], CONFIG["material_model"])
     for item in history:
         assert item.label.endswith(models) and item.thumbnail, (item.label, item.thumbnail)
         if item.thumbnail_kind == "IMAGE":

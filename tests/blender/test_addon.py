@@ -16,6 +16,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.cli.demo import start_engine
@@ -28,7 +29,7 @@ SCENARIO = Path(__file__).with_name("scenario.py")
 ARTIFACTS = Path(os.environ.get("ATELIER_TEST_ARTIFACTS", REPO / "out" / "test-artifacts"))
 TEXTURE_TINY = dict(channels=3, g_width=8, g_max_width=16, d_width=8, d_max_width=16, d_layers=3, crop=32,
                     g_blocks=3, n_local=4, n_global=8, n_periodic=2)
-SHAPE_TINY = dict(resolution=16, width=4, latent_dim=16)
+SHAPE_TINY = dict(resolution=16, width=4, latent_dim=16, features=16, frequencies=3, points=256, kl_warmup_steps=20)
 
 needs_bpy = pytest.mark.skipif(not BLENDER_PYTHON.exists(),
                                reason=".venv-blender (the bpy wheel) is absent: run `bash .ci/setup.sh --test`")
@@ -115,6 +116,23 @@ def test_manifest_reader_without_tomllib():
     assert fallback == tomllib.loads(text)
 
 
+def material_set(tmp: Path) -> Path:
+    """A material's six maps as a download names them, in the engine's models folder (a folder it reads)."""
+    from PIL import Image
+
+    folder = tmp / "models" / "material-maps"
+    folder.mkdir(parents=True)
+    rows = np.linspace(0, 4 * np.pi, 64)
+    height = (0.5 + 0.5 * np.sin(rows)[:, None] * np.cos(rows)[None, :])
+    grey = np.round(height * 255).astype(np.uint8)
+    normal = np.dstack([np.full_like(grey, 128), np.full_like(grey, 128), np.full_like(grey, 255)])
+    for suffix, pixels in (("Color", np.dstack([grey, grey // 2, 255 - grey])), ("NormalGL", normal),
+                           ("Roughness", 255 - grey), ("Displacement", grey), ("Metalness", (grey > 128) * 255),
+                           ("AmbientOcclusion", 128 + grey // 2)):
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"stone_{suffix}.png")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def scenario(addon_zip, tmp_path_factory) -> dict:
     if not BLENDER_PYTHON.exists():
@@ -127,11 +145,14 @@ def scenario(addon_zip, tmp_path_factory) -> dict:
         with Client(ready["host"], ready["port"], token_file=ready["token_file"], name="blender-tests") as client:
             client.call("train", {"kind": "texture", "name": "tex-tiny", "data": {"images": "gravel", "rot90": False},
                                   "model": TEXTURE_TINY, "train": {"steps": 2, "batch_size": 2}}, timeout=300)
+            client.call("train", {"kind": "texture", "name": "mat-tiny", "data": {"images": str(material_set(tmp))},
+                                  "model": TEXTURE_TINY, "train": {"steps": 2, "batch_size": 2}}, timeout=300)
             client.call("train", {"kind": "shape", "name": "shape-tiny", "data": {"procedural": 8},
-                                  "model": SHAPE_TINY, "train": {"steps": 10, "batch_size": 4, "lr": 3e-3}},
+                                  "model": SHAPE_TINY, "train": {"steps": 40, "batch_size": 4, "lr": 1e-2}},
                         timeout=300)
         config = {"zip": str(addon_zip), "host": ready["host"], "port": ready["port"],
                   "token_file": ready["token_file"], "texture_model": "tex-tiny", "shape_model": "shape-tiny",
+                  "material_model": "mat-tiny",
                   "shape_config": SHAPE_TINY, "texture_config": TEXTURE_TINY, "engine_python": sys.executable,
                   "own_engine_dir": str(tmp / "own-engine"), "artifacts": str(ARTIFACTS),
                   "texture_sides": [MIN_SIDE, MAX_SIDE],
@@ -155,6 +176,7 @@ CHECKS = ["install_and_enable", "register_unregister_clean", "panel_ranges_follo
           "connect_reads_capabilities",
           "texture_generate_on_active_object", "texture_generate_async_through_pump", "texture_variations_and_morph",
           "texture_needs_a_mesh_target", "errors_speak_to_the_artist", "full_material_every_map_wired_and_scaled",
+          "material_model_wires_metallic_and_occlusion",
           "texture_on_all_selected_meshes", "progress_previews_show_in_the_panel", "unpacked_images_keep_their_own_pixels",
           "shape_generate_at_cursor", "shape_interpolate_count", "shape_variations_count",
           "interpolation_slider_preview",
