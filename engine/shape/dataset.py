@@ -24,6 +24,7 @@ from engine.shape.meshes import (
     MESH_SUFFIXES,
     MeshError,
     Skipped,
+    file_up,
     list_mesh_files,
     load_mesh_file,
     mesh_from_arrays,
@@ -129,7 +130,7 @@ def _file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "z",
+def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "auto",
                       cache_dir: str | Path | None = None, points: int = 0) -> ShapeSet:
     """Voxelise every mesh under `folder` (and label `points` points of each), reusing the cached
     entries of unchanged files."""
@@ -155,7 +156,7 @@ def build_from_folder(folder: str | Path, resolution: int = 32, up: str = "z",
             out.cache_misses += 1
             grid, labelled, reason = None, None, ""
             try:
-                mesh = normalise(load_mesh_file(path), up)
+                mesh = normalise(load_mesh_file(path), file_up(path, up))
                 grid, labelled = _shape(mesh, resolution, points, zlib.crc32(name.encode()))
                 if not grid.any():
                     grid, reason = None, "voxelises to nothing: open or paper-thin surface with no inside"

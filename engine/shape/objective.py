@@ -39,7 +39,7 @@ class ShapeObjective(Objective):
     def __init__(self, config: ShapeVAEConfig, *, meshes: str | Path | None = None,
                  procedural: int | None = None, mesh_arrays: list[dict] | None = None,
                  device: str | torch.device = "cpu",
-                 seed: int = 0, up: str = "z", holdout: float = 0.1, rotate: str = "quarter",
+                 seed: int = 0, up: str = "auto", holdout: float = 0.1, rotate: str = "quarter",
                  mirror: bool = True, scale: float = 0.05, cache_dir: str | Path | None = None,
                  eval_samples: int = 16):
         if sum(source is not None for source in (meshes, procedural, mesh_arrays)) != 1:

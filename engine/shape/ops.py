@@ -26,8 +26,9 @@ DATA_PARAMS = {
     "procedural": Param("int", min=8, max=100_000, doc="train on this many seeded procedural shapes"),
     "meshes": Param("str", path=True, doc="folder of meshes (OBJ, STL, PLY, GLB/GLTF, OFF) to train on"),
     "mesh_arrays": Param("list", doc="meshes sent by a client: [{name, vertices float N×3, faces int M×3}] (Z up)"),
-    "up": Param("str", "z", choices=("z", "y"), doc="up axis of the mesh files: z (Blender, STL, PLY) or y "
-                "(glTF/GLB and OBJ, as Atelier writes them); meshes sent as arrays are always Z up"),
+    "up": Param("str", "auto", choices=("auto", "z", "y"), doc="up axis of the mesh files: auto (each file's "
+                "format: y for glTF/GLB and OBJ, as Atelier writes them; z for STL, PLY, OFF), or z or y for all; "
+                "meshes sent as arrays are always Z up"),
     "data_seed": Param("int", 0, doc="seed of the procedural shapes and the held-out split"),
     "rotate": Param("str", "quarter", choices=("none", "quarter", "free"),
                     doc="augment by turns about the up axis: none, quarter turns, or any angle"),

@@ -97,3 +97,18 @@ def test_augmentation_is_pure_in_the_key_and_exact_for_quarter_turns():
         assert any(torch.equal(torch.rot90(x[i, 0], k, (0, 1)), turned[i, 0]) for k in range(4))
     free = augment(x, keys, rotate="free")
     assert free.shape == x.shape and set(free.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_a_folder_of_our_own_exports_trains_upright_by_default(tmp_path):
+    """The default up axis is each file's format's: a tall post exported as GLB and OBJ (Y up, as
+    Atelier writes them) and as PLY (Z up) reads as standing along Z from all three."""
+    from engine.shape.meshing import Mesh, export_mesh
+
+    post = trimesh.creation.box(extents=(0.3, 0.3, 1.0))
+    for suffix in (".glb", ".obj", ".ply"):
+        export_mesh(Mesh(post.vertices.astype(np.float32), post.faces.astype(np.int64)), tmp_path / f"post{suffix}")
+    shapes = build_from_folder(tmp_path, resolution=16, cache_dir=tmp_path / "cache")
+    assert len(shapes) == 3
+    for grid in shapes.grids:
+        extent = [int(np.any(grid, axis=tuple(a for a in range(3) if a != axis)).sum()) for axis in range(3)]
+        assert extent[2] > 2 * max(extent[0], extent[1]), extent
