@@ -280,9 +280,9 @@ CLI_OPS = {"generate": "texture.generate", "eval": "texture.eval"}
 
 def describe_data(summary: dict) -> str:
     """The CLI's words for what training read: images used and skipped, conversions, channels, maps."""
-    lines = [f"trained on {len(summary.get('images', []))} image(s): "
-             f"{ {1: 'grey', 3: 'colour', 4: 'colour with alpha'}.get(summary.get('channels'), '?') }"
-             + (f" with {', '.join(summary['maps'])} maps" if summary.get("maps") else "")]
+    colour = {1: "grey", 3: "colour", 4: "colour with alpha"}.get(summary.get("channels"), "?")
+    maps = f" with {', '.join(summary['maps'])} maps" if summary.get("maps") else ""
+    lines = [f"trained on {len(summary.get('images', []))} image(s): {colour}{maps}"]
     lines += [f"  used {image['path']} ({image['width']}x{image['height']})" for image in summary.get("images", [])]
     lines += [f"  skipped {item['path']}: {item['reason']}" for item in summary.get("skipped", [])]
     lines += [f"  note: {note}" for note in summary.get("notes", [])]
