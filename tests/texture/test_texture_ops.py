@@ -154,6 +154,7 @@ def test_atelier_train_prints_the_short_run_warning(tmp_path, capsys):
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert "warning: short run: training stopped at" in out and "minute time budget ran out" in out
+    assert "trained on 1 image(s): grey" in out and "used skimage:gravel (512x512)" in out  # describe_data
 
 
 def test_verdicts():
