@@ -828,6 +828,32 @@ def _():
             "message_at_cancel": job.message}
 
 
+@check("large_texture_cancels_within_a_second")
+def _():
+    """A 4096² texture from the shipped model reports real progress, and Cancel stops it within a
+    second, leaving nothing behind (the engine makes large pictures in bands and checks between them)."""
+    select_only(bpy.data.objects[shared["shape"]])
+    st = s()
+    st.texture_model, st.pbr, st.texture_seed = "texture-default", False, 21
+    st.texture_width = st.texture_height = 4096
+    counts = datablock_counts()
+    try:
+        assert bpy.ops.atelier.texture_generate() == {"FINISHED"}, addon().jobs.state.error
+        job = addon().worker.get().active_jobs()[0]
+        pump_until(lambda: job.progress > 0.05 or job.finished, timeout=120)
+        assert not job.finished, "a 4096² texture finished before it could be cancelled"
+        started = time.perf_counter()
+        assert bpy.ops.atelier.cancel() == {"FINISHED"}
+        pump_until(lambda: job.finished, timeout=30)
+        seconds = time.perf_counter() - started
+    finally:
+        st.texture_model, st.texture_width, st.texture_height = CONFIG["texture_model"], 64, 32
+    assert job.state == "cancelled", (job.state, job.error)
+    assert seconds <= 1.0, f"cancel took {seconds:.2f} s"
+    assert datablock_counts() == counts
+    return {"seconds_to_stop": round(seconds, 3), "progress_at_cancel": round(job.progress, 3)}
+
+
 @check("cancelled_training_model_never_chosen")
 def _():
     """The cancelled run above saved its checkpoint as model "cancel-me" (first in alphabetical

@@ -184,7 +184,7 @@ CHECKS = ["install_and_enable", "register_unregister_clean", "panel_ranges_follo
           "objects_land_in_the_active_collection", "regenerate_shape_from_provenance", "regenerate_texture_from_provenance",
           "history_lists_everything_with_thumbnails", "panel_draws_every_section",
           "train_shape_from_selection_sends_meshes", "train_texture_sends_pixels_not_a_path", "cancel_stops_running_job",
-          "cancelled_training_model_never_chosen",
+          "cancelled_training_model_never_chosen", "large_texture_cancels_within_a_second",
           "engine_down_clear_message_nothing_half_made", "render_generated_mesh_wearing_generated_texture",
           "start_restart_stop_engine_from_panel", "stop_engine_started_elsewhere", "unregister_leaves_nothing"]
 
