@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import jack
 
-from midi_bridge.jack_out import JackOutputError, _Clock
+from midi_bridge.jack_out import JackOutputError, _Clock, open_client
 
 
 class JackInput:
@@ -26,11 +26,7 @@ class JackInput:
     api = "jack"
 
     def __init__(self, client_name: str, port_name: str = "in", source: str | None = None):
-        try:
-            self.client = jack.Client(client_name, no_start_server=True)
-        except jack.JackOpenError as e:
-            raise JackOutputError(f"cannot open a JACK client ({e}); start a JACK server, or choose another "
-                                  "MIDI system with --api") from None
+        self.client = open_client(client_name)
         self.clock = _Clock(self.client)
         self.port = self.client.midi_inports.register(port_name)
         self.name = source or self.port.name

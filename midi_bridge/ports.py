@@ -219,9 +219,10 @@ def _native_jack(port_name: str | None, virtual_name: str, required: bool, realt
     """A JackOutput (or, for direction "input", a JackInput), or None where JACK-Client or libjack
     is missing, or (not `required`) no JACK server runs."""
     try:
+        import jack
+
         from midi_bridge.jack_in import JackInput
         from midi_bridge.jack_out import JackOutput, JackOutputError
-        import jack
     except (ImportError, OSError):  # JACK-Client, or libjack itself, is not installed: rtmidi's JACK then
         return None
     with held_stderr() as said:
