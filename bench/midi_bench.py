@@ -12,8 +12,9 @@ for the native JACK output and the rtmidi one in the same run:
   receiver saw skipped or repeated);
 - host-side send error: when the bridge's send (native: hand-over) returned minus when it
   should have (goal p99 <= 0.5 ms);
-- the same while the engine generates 1024x1024 textures back to back (goal: delivery p99
-  unchanged within 0.1 ms while JACK has no xruns).
+- the same while the engine generates 1024x1024 textures back to back, and while a CPU hog (one
+  busy process per core, at normal priority) runs (goal: delivery p99 unchanged within 0.1 ms
+  while JACK has no xruns).
 
 Baseline, measured in the same run: a bare sender in this process that schedules with the
 same sleep-then-spin through the same JACK path -- the floor that JACK and Python set,
@@ -22,7 +23,9 @@ with no engine and no bridge.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
@@ -80,6 +83,15 @@ def _baseline(receiver: Receiver, seconds: float, rate_hz: float) -> tuple[list[
     out.delete()
     delivery = [arrived[n] - d for d, _, n in sends if n in arrived]
     return delivery, [s - d for d, s, _ in sends], len(sends), len(delivery)
+
+
+def cpu_hog(stop: threading.Event, done: list) -> None:
+    """One busy process per core until `stop`."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    stop.wait()
+    for hog in hogs:
+        hog.kill()
+        hog.wait()
 
 
 def bridge_run(engine, jack: JackServer, tmp: Path, seconds: float, bpm: float, api: str, load=None) -> dict:
@@ -144,17 +156,19 @@ def main() -> int:
                         done.append(time.monotonic() - start)
 
             runs = {}
+            loads = {"engine idle": None, f"engine making {args.texture_size}² textures": textures,
+                     "a CPU hog on every core": cpu_hog}
             for api in ("jack", "rtmidi-jack"):
-                runs[api, False] = bridge_run(engine, jack, tmp, args.seconds, args.bpm, api)
-                runs[api, True] = bridge_run(engine, jack, tmp, args.seconds, args.bpm, api, load=textures)
+                for label, load in loads.items():
+                    runs[api, label] = bridge_run(engine, jack, tmp, args.seconds, args.bpm, api, load=load)
         finally:
             engine.stop()
     print(f"\nbaseline: bare sender, same JACK path, {floor_sent} events at 20 Hz")
     print(f"  delivery error   {stats(floor_delivery)}   delivered {floor_arrived}/{floor_sent}")
     print(f"  host send error  {stats(floor_send)}")
     names = {"jack": "native JACK output (each message at its frame)", "rtmidi-jack": "rtmidi JACK output"}
-    for (api, loaded), run in runs.items():
-        print(f"\n{names[api]}, {'engine making ' + str(args.texture_size) + '² textures' if loaded else 'engine idle'}: "
+    for (api, label), run in runs.items():
+        print(f"\n{names[api]}, {label}: "
               f"{run['sent']} messages at {args.bpm:g} BPM over {args.seconds:g} s (timing thread: {run['priority']} "
               f"priority; period {JACK_PERIOD} frames = {period_ms:.2f} ms)")
         print(f"  delivery error   {stats(run['delivery'])}   delivered {run['arrived']}/{run['sent']} "
@@ -165,11 +179,13 @@ def main() -> int:
             print(f"  textures made meanwhile: {len(run['textures'])}, "
                   f"{sum(run['textures']) / len(run['textures']):.1f} s each")
     for api in names:
-        idle, loaded = runs[api, False], runs[api, True]
-        change = (percentile(loaded["delivery"], 99) - percentile(idle["delivery"], 99)) * 1000
-        print(f"\n{names[api]}: delivery p99 {percentile(idle['delivery'], 99) * 1000:.3f} ms idle, "
-              f"{percentile(loaded['delivery'], 99) * 1000:.3f} ms under load ({change:+.3f} ms); host send p99 "
-              f"{percentile(idle['send'], 99) * 1000:.3f} / {percentile(loaded['send'], 99) * 1000:.3f} ms")
+        idle = runs[api, "engine idle"]
+        for label in list(loads)[1:]:
+            loaded = runs[api, label]
+            change = (percentile(loaded["delivery"], 99) - percentile(idle["delivery"], 99)) * 1000
+            print(f"\n{names[api]}: delivery p99 {percentile(idle['delivery'], 99) * 1000:.3f} ms idle, "
+                  f"{percentile(loaded['delivery'], 99) * 1000:.3f} ms with {label} ({change:+.3f} ms); host send "
+                  f"p99 {percentile(idle['send'], 99) * 1000:.3f} / {percentile(loaded['send'], 99) * 1000:.3f} ms")
     return 0
 
 
