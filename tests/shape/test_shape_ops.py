@@ -129,7 +129,7 @@ def test_results_keep_the_input_meshs_size_place_and_up_axis(served):
                  steps=3)["meshes"]
     in_frame(path[0])
     assert abs(_frame(path[1]["vertices"])[1] - 2.0) < 0.3 and abs(_frame(path[2]["vertices"])[1] - 1.0) < 0.15
-    assert np.abs(_frame(path[2]["vertices"])[0]).max() < 0.15
+    assert np.abs(_frame(path[2]["vertices"])[0]).max() < 0.25  # at b, 10 m from a (a reconstruction, not b itself)
     with pytest.raises(EngineError) as error:
         _call(client, "shape.decode", latent=encoded["latent"], frame={"centre": [0, 0], "size": 1})
     assert error.value.code == "bad_params" and "frame" in error.value.message

@@ -36,7 +36,9 @@ def test_generate_returns_a_seamless_image_of_the_asked_size(engine, model, size
     # Wrap-around neighbours differ no more than interior neighbours: no seam. (No lower bound:
     # an all but untrained nearest-upsampling generator has structure tied to its cell lattice,
     # and the border lies on a cell edge, so it can be smoother than the average neighbours.)
-    assert seam_ratio(image[None]) < 1.25
+    # Over four seeds: one small picture's 32 + 64 border pairs are too few to judge alone.
+    others = [generate(engine, model=model, size=size, seed=seed)["image"] for seed in (4, 5, 6)]
+    assert np.mean([seam_ratio(x[None]) for x in [image, *others]]) < 1.25
     assert value["provenance"]["model"] == model and value["provenance"]["params"]["seed"] == 3
 
 
