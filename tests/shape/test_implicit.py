@@ -17,7 +17,7 @@ from engine.shape.objective import ShapeObjective
 from engine.store.checkpoints import load_file
 
 TINY = ShapeVAEConfig(resolution=16, latent_dim=16, width=8, features=16, frequencies=3, points=256,
-                      kl_warmup_steps=50)
+                      kl_warmup_steps=50, decoder="implicit")
 SHIPPED = Path(__file__).resolve().parents[2] / "engine" / "weights" / "shape-default.safetensors"
 
 
@@ -90,7 +90,8 @@ def test_tiny_model_trains_through_the_engine_and_meshes_at_64(tmp_path):
     engine = launch(tmp_path, {"OMP_NUM_THREADS": "1"})
     try:
         with engine.client("implicit-tests", timeout=300) as client:
-            model = {"resolution": 16, "latent_dim": 16, "width": 4, "features": 8, "frequencies": 2, "points": 128}
+            model = {"resolution": 16, "latent_dim": 16, "width": 4, "features": 8, "frequencies": 2, "points": 128,
+                     "decoder": "implicit"}
             value = client.call("train", {"kind": "shape", "name": "tiny-implicit", "data": {"procedural": 8},
                                           "model": model, "train": {"steps": 3, "batch_size": 2}})
             assert value["step"] == 3
@@ -112,7 +113,7 @@ def test_forty_meshes_in_one_training_request(tmp_path):
         with engine.client("implicit-tests", timeout=300) as client:
             value = client.call("train", {"kind": "shape", "name": "forty", "data": {"mesh_arrays": sent},
                                           "model": {"resolution": 16, "latent_dim": 8, "width": 4, "features": 8,
-                                                    "frequencies": 2, "points": 128},
+                                                    "frequencies": 2, "points": 128, "decoder": "implicit"},
                                           "train": {"steps": 2, "batch_size": 2}})
             assert value["step"] == 2
             data = client.call("models.info", {"name": "forty"})["metadata"]["data"]

@@ -50,7 +50,7 @@ def test_vae_shapes_at_64():
     vae = ShapeVAE(ShapeVAEConfig(resolution=64, latent_dim=64, width=4, decoder="grid"))
     logits, mu, logvar = vae(torch.zeros(2, 1, 64, 64, 64))
     assert logits.shape == (2, 1, 64, 64, 64) and mu.shape == logvar.shape == (2, 64)
-    implicit = ShapeVAE(ShapeVAEConfig(resolution=64, latent_dim=64, width=4, features=8))
+    implicit = ShapeVAE(ShapeVAEConfig(resolution=64, latent_dim=64, width=4, features=8, decoder="implicit"))
     logits, mu, logvar = implicit(torch.zeros(2, 1, 64, 64, 64), torch.rand(2, 100, 3) - 0.5)
     assert logits.shape == (2, 100) and implicit.decode(mu).shape == (2, 8, 32, 32, 32)
 
