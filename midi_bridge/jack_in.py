@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import jack
 
-from midi_bridge.jack_out import JackOutputError, _Clock, open_client
+from midi_bridge.jack_out import JackOutputError, _Clock, close_client, open_client
 
 
 class JackInput:
@@ -47,11 +47,7 @@ class JackInput:
 
     def close(self) -> None:
         self._listener = None
-        try:
-            self.client.deactivate()
-        except jack.JackError:
-            pass
-        self.client.close()
+        close_client(self.client)
 
     def _process(self, frames: int) -> None:
         listener = self._listener

@@ -95,6 +95,15 @@ def open_client(client_name: str) -> jack.Client:
                               "MIDI system with --api") from None
 
 
+
+def close_client(client: jack.Client) -> None:
+    """Deactivate (if the server still answers) and close."""
+    try:
+        client.deactivate()
+    except jack.JackError:
+        pass
+    client.close()
+
 class JackOutput:
     """A JACK client with one MIDI output port, virtual or connected to `destination`."""
 
@@ -202,11 +211,7 @@ class JackOutput:
         return max(0, self.latency()[1] - audio) / self.client.samplerate
 
     def close(self) -> None:
-        try:
-            self.client.deactivate()
-        except jack.JackError:
-            pass
-        self.client.close()
+        close_client(self.client)
 
     # -- the JACK process thread ----------------------------------------------------------
 
