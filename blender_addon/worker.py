@@ -83,12 +83,13 @@ class Job:
 
 
 def default_model(models: list[dict], kind: str, last: str = "") -> str:
-    """The model an empty Model field stands for: the user's last choice, else the one Atelier
-    ships (`<kind>-default`), else the newest finished one. Never a model saved by a training
-    run that did not finish (cancelled or failed: the engine lists it as partial)."""
+    """The model an empty Model field stands for: the user's last choice, else the one the engine
+    marks as the kind's default (a shipped model), else `<kind>-default`, else the newest finished
+    one. Never a model saved by a training run that did not finish (the engine lists it as partial)."""
     usable = [m for m in models if m.get("kind") == kind and not m.get("partial") and not m.get("error")]
     names = {m.get("name") for m in usable}
-    for name in (last, f"{kind}-default"):
+    marked = next((m["name"] for m in usable if m.get("default")), "")
+    for name in (last, marked, f"{kind}-default"):
         if name and name in names:
             return name
     return max(usable, key=lambda m: str(m.get("created") or ""))["name"] if usable else ""

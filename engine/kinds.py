@@ -20,6 +20,7 @@ its flags from them): torch and the heavy libraries load inside its functions.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 KIND_MODULES: dict[str, str] = {
@@ -27,6 +28,22 @@ KIND_MODULES: dict[str, str] = {
     "texture": "engine.texture.ops",
     "music": "engine.music.ops",
 }
+
+
+# The model used when none is named (CLI generate/eval, the demo, the add-on's empty Model field),
+# where it is not `<kind>-default`: colour PBR materials replaced the grey gravel as the texture
+# default; texture-default stays loadable by name.
+DEFAULT_MODELS: dict[str, str] = {"texture": "texture-ground"}
+_SHIPPED = Path(__file__).resolve().parent / "weights"
+
+
+def default_model(kind: str) -> str:
+    """The shipped model a kind uses when none is named (`<kind>-default` where its preferred one
+    is not installed)."""
+    preferred = DEFAULT_MODELS.get(kind)
+    if preferred and (_SHIPPED / f"{preferred}.safetensors").exists():
+        return preferred
+    return f"{kind}-default"
 
 
 def kind_module(kind: str) -> ModuleType:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from engine import paths
 from engine.client import Client, EngineError
-from engine.kinds import kind_module
+from engine.kinds import default_model, kind_module
 
 # What the demo makes with each kind once a model of that kind ships with Atelier.
 DEMO_KINDS = {"texture": "a seamless texture PNG", "shape": "a watertight mesh", "music": "a MIDI file"}
@@ -52,7 +52,8 @@ def run(out: Path, device: str, as_json: bool) -> int:
                                     "seconds_to_ready": ready["seconds_to_ready"]}
                 shipped = [m for m in engine.call("models.list")["models"] if m.get("builtin")]
                 for kind, what in DEMO_KINDS.items():
-                    models = [m["name"] for m in shipped if m.get("kind") == kind]
+                    models = sorted((m["name"] for m in shipped if m.get("kind") == kind),
+                                    key=lambda name: name != default_model(kind))
                     if kind not in engine.info["capabilities"]["kinds"] or not models:
                         report["missing"].append({"kind": kind, "what": what,
                                                   "why": "no model of this kind ships with Atelier yet"})

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.kinds import KIND_MODULES, kind_module
+from engine.kinds import KIND_MODULES, default_model, kind_module
 from engine.ops import Param
 
 TRAIN_SHORTCUTS = {"steps": int, "minutes": float, "batch_size": int, "lr": float, "optimizer": str, "seed": int,
@@ -31,7 +31,7 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
                 if hasattr(module, "cli_flags"):
                     module.cli_flags(sub)
             # generate and eval use the model that ships for the kind unless told otherwise
-            _add_param_flags(sub, params, shipped_model=None if command == "train" else f"{kind}-default")
+            _add_param_flags(sub, params, shipped_model=None if command == "train" else default_model(kind))
             if command == "train":
                 _add_train_flags(sub)
                 sub.set_defaults(handler=_train, module=module)

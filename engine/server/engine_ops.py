@@ -14,12 +14,17 @@ from typing import Iterator
 import torch
 
 from engine import protocol
+from engine.kinds import KIND_MODULES, default_model
 from engine.ops import Context, JobFailed, Op, Param, Priority
 from engine.store.checkpoints import ModelCorrupt, ModelNotFound, check_name
 
 
 def _models_list(engine, context: Context | None) -> dict:
-    return {"models": engine.store.list(), "loaded": engine.loaded_models()}
+    models = engine.store.list()
+    for model in models:  # what clients use when no model is named (the add-on's empty Model field)
+        if model.get("kind") in KIND_MODULES and model.get("name") == default_model(model["kind"]):
+            model["default"] = True
+    return {"models": models, "loaded": engine.loaded_models()}
 
 
 def _models_info(engine, context: Context | None, name: str) -> dict:

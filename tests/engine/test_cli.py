@@ -72,16 +72,26 @@ def test_models_in_process_with_json(tmp_path):
 def test_generate_and_eval_default_to_the_shipped_model(tmp_path):
     from engine.cli.main import build_parser
 
+    from engine.kinds import DEFAULT_MODELS, default_model
+
     parser = build_parser()
     for kind in ("texture", "shape", "music"):
-        assert parser.parse_args(["generate", kind]).model == f"{kind}-default"
-        assert parser.parse_args(["eval", kind]).model == f"{kind}-default"
+        assert parser.parse_args(["generate", kind]).model == default_model(kind)
+        assert parser.parse_args(["eval", kind]).model == default_model(kind)
     assert parser.parse_args(["generate", "texture", "--model", "walls"]).model == "walls"
     made = atelier("generate", "texture", "--size", "64", "--out", str(tmp_path / "t.png"), "--json",
                    env={"ATELIER_MODELS_DIR": str(tmp_path)})
     assert made.returncode == 0, made.stderr
-    assert json.loads(made.stdout)["provenance"]["model"] == "texture-default"
+    assert json.loads(made.stdout)["provenance"]["model"] == default_model("texture")
     assert (tmp_path / "t.png").stat().st_size > 0
+    # The engine marks each kind's default in its list (the add-on's empty Model field uses it);
+    # a preferred default that is not installed falls back to <kind>-default.
+    listed = json.loads(atelier("models", "list", "--json", env={"ATELIER_MODELS_DIR": str(tmp_path)}).stdout)
+    marked = {m["kind"]: m["name"] for m in listed["models"] if m.get("default")}
+    assert marked == {kind: default_model(kind) for kind in ("texture", "shape", "music")}, marked
+    assert all(m["builtin"] for m in listed["models"] if m.get("default"))
+    if (Path(__file__).resolve().parents[2] / "engine" / "weights" / f"{DEFAULT_MODELS['texture']}.safetensors").exists():
+        assert default_model("texture") == DEFAULT_MODELS["texture"]
 
 
 def test_commands_against_a_running_engine(tmp_path):
