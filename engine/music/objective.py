@@ -129,12 +129,23 @@ class MusicObjective(Objective):
 
 def usual_style(pieces: list) -> dict[str, Any]:
     """The meter most of the music is in (by length) and its median tempo: what generation plays
-    when neither the request nor a primer says."""
+    when neither the request nor a primer says; and its voices (`voices_of`), the most notes
+    generation sounds at once unless told otherwise."""
     steps_by_meter: dict[tuple[int, int], int] = {}
     for piece in pieces:
         steps_by_meter[piece.meter] = steps_by_meter.get(piece.meter, 0) + piece.steps
     meter = max(steps_by_meter, key=steps_by_meter.get)
-    return {"meter": f"{meter[0]}/{meter[1]}", "bpm": round(float(np.median([p.bpm for p in pieces])), 1)}
+    return {"meter": f"{meter[0]}/{meter[1]}", "bpm": round(float(np.median([p.bpm for p in pieces])), 1),
+            "voices": voices_of(pieces)}
+
+
+def voices_of(pieces: list) -> int:
+    """How many voices the music is written for: the median over pieces of the most keys sounding
+    at once in each. The median, not the maximum or a share of steps: in the Bach chorales 295 of
+    313 training pieces never sound more than 4 keys, while overlaps at ties and a few pieces with
+    extra parts put 3 % of steps at 5 to 10 (99 % of steps have at most 6)."""
+    most = [int((p.roll > 0).sum(axis=1).max()) for p in pieces if p.steps]
+    return max(1, int(np.median(most))) if most else 0
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
