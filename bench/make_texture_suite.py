@@ -51,7 +51,7 @@ REPOS = {
 
 A = "textures/ground"  # umerkay/fly: ambientCG 1K-JPG downloads
 PH = "public/textures"  # shaiyon/shaiyonV2: Poly Haven 1k downloads
-TH = "textures"  # KILLTUBE/libwebgame_maps: Texture Haven 1k diffuse maps
+TH = "textures"  # KILLTUBE/libwebgame_maps: Texture Haven 1k maps
 
 # name -> (category, what it is, repository, original asset, side, {map: source path})
 MATERIALS = {
@@ -77,12 +77,21 @@ MATERIALS = {
                   "Color": f"{PH}/denim_fabric_diff_1k.jpg", "NormalGL": f"{PH}/denim_fabric_nor_gl_1k.png",
                   "Roughness": f"{PH}/denim_fabric_rough_1k.jpg", "Displacement": f"{PH}/denim_fabric_disp_1k.png"}),
     "bricks": ("structured", "red brick wall, running bond", "KILLTUBE/libwebgame_maps", "Poly Haven red_brick_03",
-               MAX_SIDE, {"Color": f"{TH}/texturehaven_bricks/red_brick_03_diff_1k.jpg"}),
+               PBR_SIDE, {  # Texture Haven's `nor` maps are OpenGL (+Y up: checked against the displacement)
+                   "Color": f"{TH}/texturehaven_bricks/red_brick_03_diff_1k.jpg",
+                   "NormalGL": f"{TH}/texturehaven_bricks/red_brick_03_nor_1k.jpg",
+                   "Roughness": f"{TH}/texturehaven_bricks/red_brick_03_rough_1k.jpg",
+                   "Displacement": f"{TH}/texturehaven_bricks/red_brick_03_disp_1k.jpg",
+                   "AmbientOcclusion": f"{TH}/texturehaven_bricks/red_brick_03_ao_1k.jpg"}),
     "tiles": ("structured", "square stone floor tiles", "KILLTUBE/libwebgame_maps", "Poly Haven floor_tiles_08",
               MAX_SIDE, {"Color": f"{TH}/texturehaven_floor/floor_tiles_08_diff_1k.jpg"}),
     "planks": ("structured", "weathered vertical wooden planks", "KILLTUBE/libwebgame_maps",
-               "Poly Haven brown_planks_03", MAX_SIDE,
-               {"Color": f"{TH}/texturehaven_wood/brown_planks_03_diff_1k.jpg"}),
+               "Poly Haven brown_planks_03", PBR_SIDE, {
+                   "Color": f"{TH}/texturehaven_wood/brown_planks_03_diff_1k.jpg",
+                   "NormalGL": f"{TH}/texturehaven_wood/brown_planks_03_Nor_1k.jpg",
+                   "Roughness": f"{TH}/texturehaven_wood/brown_planks_03_rough_1k.jpg",
+                   "Displacement": f"{TH}/texturehaven_wood/brown_planks_03_Disp_1k.jpg",
+                   "AmbientOcclusion": f"{TH}/texturehaven_wood/brown_planks_03_AO_1k.jpg"}),
     "cobblestone": ("structured", "cobblestones (discrete elements)", "KILLTUBE/libwebgame_maps",
                     "Poly Haven cobblestone_floor_05", MAX_SIDE,
                     {"Color": f"{TH}/texturehaven_floor/cobblestone_floor_05_diff_1k.jpg"}),

@@ -2,6 +2,7 @@
 
     python bench/ship_model.py shape                # reads engine/recipes/shape.toml
     python bench/ship_model.py shape --threads 2 --report out/ship-shape
+    python bench/ship_model.py texture --recipe engine/recipes/texture-ground.toml  # ships texture-ground
 
 A recipe is a TOML file with four sections, all optional:
     [data]   the kind's training-data options (what `atelier train KIND` takes as flags)
@@ -11,9 +12,11 @@ A recipe is a TOML file with four sections, all optional:
 
 It trains with the shared trainer on an in-process engine (the same jobs as `atelier serve`)
 into a temporary models folder, evaluates with the kind's eval op, and writes
-engine/weights/KIND-default.safetensors: the trained weights, with the eval metrics, the
-recipe text and this command in the metadata. The eval op's files (e.g. a PNG sheet) and
-the training run's loss curve go to --report.
+engine/weights/NAME.safetensors: the trained weights, with the eval metrics, the recipe text
+and this command in the metadata. NAME is the recipe file's stem (texture-ground.toml ships
+texture-ground), except that the kind's own recipe (KIND.toml) ships KIND-default. A relative
+[data] images path is read from the repository root. The eval op's files (e.g. a PNG sheet)
+and the training run's loss curve go to --report.
 """
 from __future__ import annotations
 
@@ -42,6 +45,20 @@ def read_recipe(path: Path) -> dict[str, dict[str, Any]]:
     if unknown:
         raise ValueError(f"{path}: unknown sections {unknown}; a recipe has {', '.join(SECTIONS)}")
     return {section: dict(recipe.get(section, {})) for section in SECTIONS}
+
+
+def model_name(kind: str, recipe_path: Path) -> str:
+    """The shipped model's name: the recipe's stem, or KIND-default for the kind's own recipe."""
+    return f"{kind}-default" if recipe_path.stem == kind else recipe_path.stem
+
+
+def _rooted(data: dict[str, Any]) -> dict[str, Any]:
+    """[data] with a relative images path that exists under the repository root made absolute
+    (a demo name such as "gravel" is left alone)."""
+    images = data.get("images")
+    if isinstance(images, str) and not Path(images).is_absolute() and (ROOT / images).exists():
+        return {**data, "images": str(ROOT / images)}
+    return data
 
 
 def _printer(label: str, every: float = 20.0):
@@ -92,13 +109,13 @@ def ship(kind: str, recipe_path: Path, out: Path, report: Path, device: str) -> 
 
     module = kind_module(kind)
     recipe = read_recipe(recipe_path)
-    name = f"{kind}-default"
+    name = model_name(kind, recipe_path)
     eval_op = module.CLI_OPS.get("eval")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"atelier-ship-{kind}-") as tmp:
         session = LocalSession(Path(tmp), device)
         try:
-            trained = session.call("train", {"kind": kind, "name": name, "data": recipe["data"],
+            trained = session.call("train", {"kind": kind, "name": name, "data": _rooted(recipe["data"]),
                                              "model": recipe["model"], "train": recipe["train"]},
                                    progress=_printer("train"))
             train_minutes = (time.monotonic() - started) / 60
@@ -133,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", help="model kind, e.g. shape, texture, music")
     parser.add_argument("--recipe", type=Path, help="recipe file (default engine/recipes/KIND.toml)")
-    parser.add_argument("--out", type=Path, help="weights file (default engine/weights/KIND-default.safetensors)")
-    parser.add_argument("--report", type=Path, help="folder for the eval sheet and loss curve (default out/ship-KIND)")
+    parser.add_argument("--out", type=Path, help="weights file (default engine/weights/NAME.safetensors, NAME the "
+                        "recipe's stem, KIND-default for KIND.toml)")
+    parser.add_argument("--report", type=Path, help="folder for the eval sheet and loss curve (default out/ship-NAME)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
@@ -142,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    ship(args.kind, args.recipe or ROOT / "engine" / "recipes" / f"{args.kind}.toml",
-         args.out or ROOT / "engine" / "weights" / f"{args.kind}-default.safetensors",
-         args.report or Path("out") / f"ship-{args.kind}", args.device)
+    recipe = args.recipe or ROOT / "engine" / "recipes" / f"{args.kind}.toml"
+    name = model_name(args.kind, recipe)
+    ship(args.kind, recipe, args.out or ROOT / "engine" / "weights" / f"{name}.safetensors",
+         args.report or Path("out") / f"ship-{name.removesuffix('-default')}", args.device)
     return 0
 
 
