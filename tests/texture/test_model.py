@@ -79,13 +79,14 @@ def test_circular_bilinear_upsampling_is_the_tiled_one():
     assert (upsample2(x, "bilinear") - tiled[..., 10:20, 14:28]).abs().max() < 1e-6
 
 
-def test_folded_nearest_upsampling_is_the_plain_one():
-    from engine.texture.model import nearest_up_conv
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_folded_upsampling_is_the_plain_one(mode):
+    from engine.texture.model import up_conv, upsample2
     torch.manual_seed(1)
     x = torch.randn(2, 5, 6, 9, requires_grad=True)
     conv = torch.nn.Conv2d(5, 3, 3, padding=1, padding_mode="circular")
-    plain = conv(torch.nn.functional.interpolate(x, scale_factor=2))
-    folded = nearest_up_conv(x, conv.weight, conv.bias)
+    plain = conv(upsample2(x, mode))
+    folded = up_conv(x, conv, mode)
     assert folded.shape == plain.shape and (folded - plain).abs().max() < 1e-5
     g_plain = torch.autograd.grad(plain.square().sum(), [x, conv.weight])
     g_folded = torch.autograd.grad(folded.square().sum(), [x, conv.weight])
