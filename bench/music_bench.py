@@ -26,6 +26,11 @@ against the held-out pieces beside the independent-Bernoulli baseline trained on
 
     nice -n 10 .venv/bin/python bench/music_bench.py --suite                 # the default time budget
     nice -n 10 .venv/bin/python bench/music_bench.py --suite essen --minutes 3   # shorter, while developing
+
+With --shipped it scores the part writing of a chorale model (default: the shipped one) against the
+held-out chorales instead (bench/music_shipped.py):
+
+    .venv/bin/python bench/music_bench.py --shipped --seeds 16 --bars 16 --controls max_polyphony=88
 """
 from __future__ import annotations
 
@@ -118,7 +123,12 @@ def main() -> None:
                     help="run the style suite on these corpora (none named: all) instead of the JSB benchmark")
     ap.add_argument("--cache-dir", type=Path, help="style suite: where the exported corpora are kept "
                     "(default ~/.cache/atelier/music_suite)")
-    ap.add_argument("--seeds", type=int, default=16, help="style suite: pieces generated per model")
+    ap.add_argument("--seeds", type=int, default=16, help="style suite, --shipped: pieces generated per model")
+    ap.add_argument("--shipped", nargs="?", const=str(BUILTIN_DIR / "music-default.safetensors"), metavar="WEIGHTS",
+                    help="score a chorale model's part writing against the held-out chorales (default: the shipped one)")
+    ap.add_argument("--bars", type=float, default=16, help="--shipped: bars per generated piece")
+    ap.add_argument("--controls", action="append", metavar="K=V,...",
+                    help="--shipped: one more column generated with these controls, e.g. max_polyphony=88")
     ap.add_argument("--steps", type=int, default=3000, help="trainer steps (the cosine schedule ends here)")
     ap.add_argument("--minutes", type=float, default=0.0,
                     help="time budget; 0 = none (style suite: 0 = the default command's own budget)")
@@ -144,6 +154,10 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true",
                     help="measure the models already trained in --models-dir instead of training again")
     args = ap.parse_args()
+    if args.shipped:
+        from music_shipped import run_shipped  # bench/, beside this file
+
+        return print(json.dumps(run_shipped(args)))
     if args.suite is not None:
         from music_style import run_suite  # bench/, beside this file
 

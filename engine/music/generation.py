@@ -28,10 +28,13 @@ from engine.music.token_model import MusicRNN
 class MusicModel:
     """A trained music model: generation to files, and live sessions."""
 
-    def __init__(self, rnn: MusicRNN | MusicFrameRNN, config: dict, baseline: MusicBaseline | None = None):
+    def __init__(self, rnn: MusicRNN | MusicFrameRNN, config: dict, baseline: MusicBaseline | None = None,
+                 voices: int = 0):
         self.rnn = rnn.eval()
         self.config = config
         self.baseline = baseline  # the benchmark baseline, when it was trained alongside
+        # The voice limit when the controls set none: the training music's (`trained_voices`); 0 = none.
+        self.voices = voices
         self.steps_per_quarter = int(config.get("steps_per_quarter", 4))
         self.steps_per_bar = rnn.config.bar_steps or 4 * self.steps_per_quarter
 
@@ -68,7 +71,8 @@ class MusicModel:
         rng = np.random.default_rng(seed)
         head = clip.roll if clip is not None else np.zeros((0, N_KEYS), np.int8)
         # Start the primer where it starts in its bar, so the continuation is bar-aligned.
-        stepper = Stepper(self.rnn, bar_phase=clip.bar_phase % bar if clip is not None else 0, steps_per_bar=bar)
+        stepper = Stepper(self.rnn, bar_phase=clip.bar_phase % bar if clip is not None else 0, steps_per_bar=bar,
+                          voices=self.voices)
         allowed = controls.allowed_keys()
         body = []
         with one_blas_thread():  # small matrix-vector products: threads only wait on a busy machine
@@ -98,7 +102,7 @@ class MusicModel:
         """A live stream, in `meter` if given (else the model's bar, 4/4 for the shipped model)."""
         return MusicSession(self.rnn, self.steps_per_quarter, seed=seed, controls=controls, priming=priming,
                             ticks_per_beat=ticks_per_beat, channel=channel, velocity=velocity,
-                            steps_per_bar=self.bar_of(meter=meter) if meter else None)
+                            steps_per_bar=self.bar_of(meter=meter) if meter else None, voices=self.voices)
 
 
 def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> MusicModel:
@@ -115,6 +119,12 @@ def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | 
         raise ValueError(f"this checkpoint's weights do not fit its config (arch={cfg.model.arch!r}, "
                          f"d_hidden={cfg.model.d_hidden}); was it saved with another config? ({str(e)[:300]})") from None
     return MusicModel(rnn.to(device), cfg.to_dict(), load_baseline(config, weights, device))
+
+
+def trained_voices(metadata: dict) -> int:
+    """The voices of a stored model's training music (its data summary, engine.music.objective.voices_of);
+    0, no limit, for models stored before the summary recorded them."""
+    return int((metadata.get("data") or {}).get("voices") or 0)
 
 
 def load_baseline(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu",

@@ -118,7 +118,7 @@ class MusicObjective(Objective):
         return out
 
     def preview(self) -> np.ndarray:
-        model = MusicModel(_unwrap(self.nets["rnn"]), self.config)
+        model = MusicModel(_unwrap(self.nets["rnn"]), self.config, voices=self._summary["voices"])
         roll = model.generate(bars=8, seed=0)
         _unwrap(self.nets["rnn"]).train()
         return roll_image(roll, model.steps_per_bar)

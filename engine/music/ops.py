@@ -48,7 +48,8 @@ CONTROLS = {
     "key": Param("str", doc="scale lock, e.g. 'C', 'F# minor', 'Bb dorian', 'A minor pentatonic'"),
     "low": Param("int", 21, min=21, max=108, doc="lowest MIDI pitch allowed"),
     "high": Param("int", 108, min=21, max=108, doc="highest MIDI pitch allowed"),
-    "max_polyphony": Param("int", 0, min=0, max=88, doc="most notes sounding at once; 0 = no limit"),
+    "max_polyphony": Param("int", 0, min=0, max=88, doc="most notes sounding at once; 0 = as many as the "
+                           "training music's voices (4 for the shipped chorale model; no limit for older models)"),
     "density": Param("float", 1.0, min=0.05, max=20.0, doc="new notes: >1 more, <1 fewer (the shipped model at "
                      "0.25: about a third as many per bar, at 4: about 1.6x)"),
     "free": Param("bool", False, doc="no pull toward the key and register of the music continued (primer, "
@@ -76,6 +77,15 @@ def load(config: dict, weights: dict, device):
     from engine.music import generation as music
 
     return music.load(config, weights, device)
+
+
+def _model(engine, name: str):
+    """(metadata, MusicModel) with the voice limit of its training music."""
+    from engine.music.generation import trained_voices
+
+    metadata, model = engine.model(name, "music")
+    model.voices = trained_voices(metadata)
+    return metadata, model
 
 
 def _bad(op: str, message: str) -> JobFailed:
@@ -143,7 +153,7 @@ def _generate(engine, context: Context, **params) -> dict:
     from engine.music.output import roll_to_midi
 
     op = "music.generate"
-    metadata, model = engine.model(params["model"], "music")
+    metadata, model = _model(engine, params["model"])
     controls = _controls(op, params)
     primer = _primer(op, model, params["primer"])
     meter, bpm, key = _style(op, params, primer, controls, metadata.get("data") or {})
@@ -182,7 +192,7 @@ def _eval(engine, context: Context, **params) -> dict:
     from engine.music.output import roll_image
 
     op = "music.eval"
-    metadata, model = engine.model(params["model"], "music")
+    metadata, model = _model(engine, params["model"])
     context.progress(0.05, "reading held-out music")
     try:
         pieces, scored_on = _eval_pieces(metadata, model, params,
@@ -262,7 +272,7 @@ def _events(events: list) -> np.ndarray:
 
 def _session_open(engine, context: Context, **params) -> dict:
     op = "music.session.open"
-    _, model = engine.model(params["model"], "music")
+    _, model = _model(engine, params["model"])
     controls = _controls(op, params)
     priming = _notes(op, "priming", params["priming"]) if params["priming"] is not None else None
     if params["ticks_per_beat"] % model.steps_per_quarter:
@@ -390,6 +400,9 @@ def describe_data(summary: dict) -> str:
     dropped = summary.get("dropped") or {}
     if dropped:
         lines.append("dropped inside files: " + ", ".join(f"{n} {what}" for what, n in sorted(dropped.items())))
+    if summary.get("voices"):
+        lines.append(f"the music has {summary['voices']} voices: generation sounds at most {summary['voices']} "
+                     "notes at once unless max_polyphony says otherwise")
     lines += summary.get("notes") or []
     return "\n".join(lines)
 

@@ -2,13 +2,15 @@
 
 `Stepper` keeps what continuing needs (RNN state, the previous step's keys, the step
 count), so generation and live sessions share it. Controls act on each token: scale lock
-and pitch range ban keys, max polyphony bans everything but STEP_END once reached,
-temperature divides the logits; then, on the probabilities, the pull of the phrase being
-continued (phrase.py, unless `free`) chooses among the keys that may start a note, density
-scales the chance of starting notes, and top-p (nucleus) sampling draws the token.
+and pitch range ban keys, temperature divides the logits; then, on the probabilities, the
+pull of the phrase being continued (phrase.py, unless `free`) chooses among the keys that
+may start a note, density scales the chance of starting notes, and top-p (nucleus) sampling
+draws the token. A step spelled with more keys than the voice limit (max polyphony, else
+the voices of the training music) is drawn again.
 """
 from __future__ import annotations
 
+from copy import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,6 +21,8 @@ from engine.music.keys import scale_pitch_classes
 from engine.music.phrase import Phrase
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
 
+VOICE_TRIES = 16  # draws of a step before one is cut to the voice limit
+
 
 @dataclass
 class Controls:
@@ -27,7 +31,7 @@ class Controls:
     key: str | None = None       # scale lock, e.g. "D minor"; None: every key allowed
     low: int = LOWEST            # lowest MIDI pitch allowed
     high: int = LOWEST + N_KEYS - 1
-    max_polyphony: int = 0       # 0: no limit
+    max_polyphony: int = 0       # 0: the model's voices (Stepper.voices; none: no limit)
     density: float = 1.0         # >1 more new notes, <1 fewer
     free: bool = False           # True: no pull toward the key and register of the phrase continued
 
@@ -62,8 +66,11 @@ class Controls:
 class Stepper:
     """One stream of steps through a music network (eval mode, no gradients)."""
 
-    def __init__(self, model: torch.nn.Module, bar_phase: int = 0, steps_per_bar: int | None = None):
+    def __init__(self, model: torch.nn.Module, bar_phase: int = 0, steps_per_bar: int | None = None,
+                 voices: int = 0):
         self.model = model.eval()
+        self.voices = voices  # the most keys sounding at once when controls.max_polyphony is 0 (0: no limit)
+        self.redrawn, self.cut = 0, 0  # draws thrown away for the voice limit; steps drawn VOICE_TRIES times
         # The bar of the music played (3/4 at 16ths: 12), not the model's conditioning size (16).
         self.steps_per_bar = steps_per_bar or model.config.bar_steps or 1
         self.layout = model.config.layout
@@ -118,10 +125,36 @@ class Stepper:
         `allowed`: keys that may sound (controls.allowed_keys() if None). `required`: keys that
         must sound, as held notes where the previous step had them (notes already promised to
         the player); they bypass the other controls.
+
+        At most `limit` keys sound (controls.max_polyphony, else the model's `voices`; held keys
+        count): a step spelled with more is drawn again, so the step comes from the model's own
+        distribution given that it fits, keeping bass and top as the model places them. After
+        VOICE_TRIES draws the last is spelled with the step ending once the limit is reached.
         """
+        required = np.zeros(N_KEYS, bool) if required is None else required.astype(bool)
+        limit = controls.max_polyphony or self.voices
+        if limit:
+            limit = max(limit, int(required.sum()))
+        opened = self._open()
+        for attempt in range(VOICE_TRIES if limit else 1):
+            last = attempt == VOICE_TRIES - 1
+            cursor, frame = self._spell(copy(opened), controls, rng, allowed, required, limit,
+                                        cut=last)
+            if frame is not None:
+                break
+        if limit and not last:
+            self.redrawn += attempt
+        else:
+            self.cut += bool(limit)
+        self._end_step(frame, cursor)  # the token net reads the chosen STEP_END when the next step opens
+        return frame
+
+    def _spell(self, cursor, controls: Controls, rng: np.random.Generator, allowed: np.ndarray | None,
+               required: np.ndarray, limit: int, cut: bool):
+        """(cursor, frame) of one draw of the step's tokens; frame None once more than `limit`
+        keys are spelled, unless `cut`: then the step ends when `limit` keys sound."""
         lay, n = self.layout, N_KEYS
         allowed = controls.allowed_keys() if allowed is None else allowed
-        required = np.zeros(n, bool) if required is None else required.astype(bool)
         # Keys banned by the controls, and by the spelling (held tokens need a sounding key).
         ban_keys = np.concatenate([~allowed, ~(allowed & (self.prev > 0))]) if lay.holds else ~allowed
         spelled = np.concatenate([np.ones(n, bool), self.prev > 0]) if lay.holds else np.ones(n, bool)
@@ -133,7 +166,6 @@ class Stepper:
         if pull is not None:
             pull = np.exp(np.concatenate([pull] * (lay.vocab_size // n) + [[0]]))[starts]
         any_required = bool(required.any())
-        cursor = self._open()
         frame = np.zeros(n, np.int8)
         floor, count = 0, 0
         while True:
@@ -144,7 +176,7 @@ class Stepper:
                 token = k + n if lay.holds and self.prev[k] > 0 else k
             else:
                 ok = np.zeros(lay.vocab_size, bool)
-                if not (controls.max_polyphony and count >= controls.max_polyphony):
+                if not (cut and count >= limit):
                     ok[:-1] = open_keys & (key_col >= floor)
                 ok[-1] = True
                 if controls.temperature != 1.0:
@@ -158,13 +190,13 @@ class Stepper:
                     p = _scale_starts(p, starts, controls.density)
                 token = _sample(p, controls.top_p, rng)
             if token == lay.step_end:
-                break
+                return cursor, frame
+            if limit and not cut and count >= limit:
+                return cursor, None  # one key too many: this draw is thrown away
             cursor.read(token)
             k = lay.key_of(token)
             frame[k] = SOUNDING if lay.is_hold(token) or (not lay.holds and self.prev[k] > 0) else ONSET
             floor, count = k + 1, count + 1
-        self._end_step(frame, cursor)  # the token net reads the chosen STEP_END when the next step opens
-        return frame
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

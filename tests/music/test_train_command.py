@@ -59,6 +59,7 @@ def test_plain_train_with_midi_trains_the_recipe_and_reports_skipped_files(tmp_p
     assert "  broken.mid: cannot parse" in out
     assert "  stuck.mid: a note (pitch 60, starting at beat 0) lasts 5,000,000 beats" in out
     assert out.index("skipped") < out.index("saved mine")
+    assert metadata["data"]["voices"] == 4 and "the music has 4 voices" in out  # the voice limit generation uses
 
 
 def test_config_combines_with_midi(tmp_path, midi_folder, capsys):
@@ -98,3 +99,8 @@ def test_generation_plays_in_the_meter_and_tempo_the_training_music_was_in(tmp_p
     meta = {m.type: m for m in mido.MidiFile(out).tracks[0] if m.is_meta}
     assert (meta["time_signature"].numerator, meta["time_signature"].denominator) == (3, 4)
     assert round(mido.tempo2bpm(meta["set_tempo"].tempo)) == 90
+    # One note at a time in the training music: the generate op plays one voice (issue 21's voice limit).
+    from engine.music.midi_files import read_midi
+
+    assert metadata["data"]["voices"] == 1
+    assert (read_midi(out, 4).roll > 0).sum(axis=1).max() <= 1
