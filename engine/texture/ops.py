@@ -7,7 +7,7 @@ engine.texture.objective, engine.texture.generation and engine.texture.evaluatio
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 MIN_SIDE, MAX_SIDE = 16, 4096
 MAX_ANIMATION_PIXELS = 64 * 1024 * 1024  # frames x height x width: 64 frames of 1024², 192 MB of RGB
 PREVIEW_SIDE = 96
+FIRST_LOOK_PIXELS = 512 * 512  # pictures larger than this send a first look (see _first_look)
 MAP_NAMES = ("normal", "roughness", "height", "metallic", "ao")  # the value keys of maps beside "image"
 DEMO_NAMES = ("brick", "grass", "gravel")  # exemplars that ship with scikit-image, named instead of a path
 
@@ -118,6 +119,19 @@ def _check_exemplars(op: str, model, params: dict, *names: str) -> None:
                        f"exemplar(s), numbered from 0 in the order of its training images")
 
 
+def _first_look(context: Context, model, width: int, height: int, make: Callable[[int], dict]) -> None:
+    """Before a large picture, send a small one with the first progress event, so a client shows
+    the material at once. It is `make(side)`: the same model, seed and exemplar(s) at side x side,
+    a look at the same material at 1:1 scale (its pixels as large as the result's), not a downscale
+    of the final picture, whose noise is drawn for its own grid. Tileable at a multiple of the
+    model's training crop, the lattice its waves snap to; a few tens of ms on 2 CPU cores."""
+    if width * height <= FIRST_LOOK_PIXELS:
+        return
+    crop = model.config.crop
+    side = max(1, round(PREVIEW_SIDE / crop)) * crop
+    context.progress(0.0, f"first look; making {width}x{height}", make(side)["image"])
+
+
 def _generate(engine, context: Context, **params) -> dict:
     from engine.texture.generation import pbr_maps
 
@@ -126,12 +140,15 @@ def _generate(engine, context: Context, **params) -> dict:
     _check_exemplars("texture.generate", model, params, "exemplar", "morph_to")
     estimate = params["pbr"] and not {"normal", "roughness", "height"} <= set(model.maps)
     progress = lambda f, msg: context.progress(0.8 * f if estimate else f, msg)  # noqa: E731
-    if params["morph_to"] is None:
-        value: dict[str, Any] = model.generate_maps(width, height, params["seed"], params["tileable"],
-                                                    exemplar=params["exemplar"], progress=progress)
-    else:
-        value = model.morph_maps(width, height, params["seed"], params["seed"], params["tileable"],
-                                 exemplar_a=params["exemplar"], exemplar_b=params["morph_to"], progress=progress)
+
+    def make(w: int, h: int, tileable: bool, report=None) -> dict[str, Any]:
+        if params["morph_to"] is None:
+            return model.generate_maps(w, h, params["seed"], tileable, exemplar=params["exemplar"], progress=report)
+        return model.morph_maps(w, h, params["seed"], params["seed"], tileable, exemplar_a=params["exemplar"],
+                                exemplar_b=params["morph_to"], progress=report)
+
+    _first_look(context, model, width, height, lambda side: make(side, side, True))
+    value = make(width, height, params["tileable"], progress)
     if estimate:  # a model of a photo alone: maps estimated from its colour, beside any it makes
         context.progress(0.85, "deriving normal and roughness maps")
         estimated = pbr_maps(value["image"], strength=params["normal_strength"], tileable=params["tileable"],
@@ -145,6 +162,9 @@ def _morph(engine, context: Context, **params) -> dict:
     metadata, model = engine.model(params["model"], "texture")
     width, height = _size("texture.morph", model, params)
     _check_exemplars("texture.morph", model, params, "exemplar", "morph_to")
+    _first_look(context, model, width, height, lambda side: model.morph_maps(
+        side, side, params["seed_a"], params["seed_b"], True, exemplar_a=params["exemplar"],
+        exemplar_b=params["morph_to"]))
     context.progress(0.0, f"morphing seed {params['seed_a']} into {params['seed_b']}")
     value = model.morph_maps(width, height, params["seed_a"], params["seed_b"], params["tileable"],
                              exemplar_a=params["exemplar"], exemplar_b=params["morph_to"], progress=context.progress)
@@ -249,7 +269,8 @@ OPS = [
                      "where the model does not make them (a model trained on a material's maps returns them always)"),
         "normal_strength": Param("float", 2.0, min=0.0, max=20.0, doc="bumpiness of the normal map")},
         doc="a seamless texture, uint8 HxWxC as 'image', and every map the model makes from the same noise "
-            "('normal' HxWx3 unit vectors, OpenGL convention; 'roughness', 'height', 'metallic', 'ao' HxW)"),
+            "('normal' HxWx3 unit vectors, OpenGL convention; 'roughness', 'height', 'metallic', 'ao' HxW); "
+            "over 512x512, the first progress carries a small first look of the same material as its preview"),
     Op("texture.morph", _morph, {
         "model": MODEL, **_size_params(1024), "seed_a": _SEED,
         "seed_b": Param("int", 1, min=0, max=2**31 - 1, doc="the look to blend into"), "tileable": _TILEABLE,

@@ -82,6 +82,29 @@ def test_morph_and_animate_with_previews(engine, model):
     assert len(shown) == 3 and max(shown[0].shape[:2]) <= texture_ops.PREVIEW_SIDE
 
 
+def test_a_large_texture_sends_a_first_look_with_its_first_progress(engine, model):
+    """Before a picture over FIRST_LOOK_PIXELS the engine makes a small one of the same model, seed
+    and exemplar, and sends it (the model's colour channels) before any progress of the large one:
+    what a request for that small size gives, at 1:1 scale, not a downscale of the result."""
+    events = []
+    with engine.client() as client:
+        value = client.call("texture.generate", {"model": model, "width": 1024, "height": 512, "seed": 5},
+                            on_progress=lambda f, msg, preview: events.append((f, msg, preview)), timeout=120)
+        small = [p for f, msg, p in events if p is not None]
+        assert len(small) == 1, [(f, msg) for f, msg, _ in events]
+        first = next(i for i, (f, msg, p) in enumerate(events) if msg != "queued")
+        assert events[first][2] is not None and all(f == 0.0 for f, _, _ in events[:first + 1])
+        preview = small[0]
+        assert preview.dtype == np.uint8 and preview.shape[-1] == value["image"].shape[-1] == TINY["channels"]
+        assert preview.shape[:2] == (texture_ops.PREVIEW_SIDE, texture_ops.PREVIEW_SIDE)  # TINY's crop is 32
+        same = client.call("texture.generate", {"model": model, "width": 96, "height": 96, "seed": 5}, timeout=60)
+        assert np.array_equal(preview, same["image"])
+        quiet = []
+        client.call("texture.generate", {"model": model, "width": 256, "height": 256, "seed": 5},
+                    on_progress=lambda f, msg, p: quiet.append(p), timeout=60)
+    assert all(p is None for p in quiet)  # small pictures come at once: no first look
+
+
 def test_animate_can_be_cancelled_mid_job(engine, model):
     started = threading.Event()
     with engine.client() as client:
