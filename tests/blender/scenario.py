@@ -440,6 +440,36 @@ def _():
     return {"previews": job.preview_serial, "shape": list(np.asarray(job.value["frames"]).shape)}
 
 
+@check("texture_first_look_shows_before_the_material")
+def _():
+    """A 1024² texture: the engine's first look (a small picture of the same material, sent with
+    its first progress) reaches the panel's preview collection while the job runs, before the
+    material lands on the object; the preview goes once the result is applied."""
+    bpy.ops.mesh.primitive_plane_add(location=(-70.0, 0.0, 0.0))
+    plane = bpy.context.active_object
+    st = s()
+    before = (st.texture_model, st.texture_target, st.pbr, st.texture_seed, st.texture_width, st.texture_height)
+    st.texture_model, st.texture_target, st.pbr, st.texture_seed = CONFIG["texture_model"], "NEW", False, 31
+    st.texture_width = st.texture_height = 1024
+    collection = addon().previews._collection
+    try:
+        assert bpy.ops.atelier.texture_generate() == {"FINISHED"}, addon().jobs.state.error
+        job = addon().worker.get().active_jobs()[0]
+        shown = lambda: [k for k in collection.keys() if k.startswith(f"{id(job)}-")]  # noqa: E731
+        pump_until(lambda: shown() or job.finished)
+        assert shown(), f"no preview while the job ran ({job.state}, {job.message})"
+        assert plane.active_material is None and not job.applied, "the material landed before the preview"
+        size = tuple(collection[shown()[0]].image_size)
+        message = job.message
+        pump_until(lambda: job.finished and plane.active_material is not None)
+    finally:
+        (st.texture_model, st.texture_target, st.pbr, st.texture_seed, st.texture_width,
+         st.texture_height) = before
+    assert job.state == "done" and not shown(), (job.state, shown())
+    assert max(size) < 1024 and plane.active_material.get("atelier_op") == "texture.generate", size
+    return {"preview_size": list(size), "message_with_preview": message}
+
+
 @check("texture_on_all_selected_meshes")
 def _():
     planes = []
