@@ -54,6 +54,8 @@ CONTROLS = {
                      "0.25: about a third as many per bar, at 4: about 1.6x)"),
     "free": Param("bool", False, doc="no pull toward the key and register of the music continued (primer, "
                   "priming or the player's phrase)"),
+    "no_parallels": Param("bool", False, doc="part-writing rule: a step that moves two voices in parallel fifths or "
+                          "octaves is drawn again (up to 16 times)"),
 }
 
 

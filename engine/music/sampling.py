@@ -6,7 +6,8 @@ and pitch range ban keys, temperature divides the logits; then, on the probabili
 pull of the phrase being continued (phrase.py, unless `free`) chooses among the keys that
 may start a note, density scales the chance of starting notes, and top-p (nucleus) sampling
 draws the token. A step spelled with more keys than the voice limit (max polyphony, else
-the voices of the training music) is drawn again.
+the voices of the training music) is drawn again, and so, when asked (no_parallels), is one
+that moves two voices in parallel fifths or octaves.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from engine.music.fast import FastRNN, fast_net  # noqa: F401 (FastRNN: re-expor
 from engine.music.keys import scale_pitch_classes
 from engine.music.phrase import Phrase
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
+from engine.music.style import step_parallels
 
 VOICE_TRIES = 16  # draws of a step before one is cut to the voice limit
 
@@ -34,6 +36,7 @@ class Controls:
     max_polyphony: int = 0       # 0: the model's voices (Stepper.voices; none: no limit)
     density: float = 1.0         # >1 more new notes, <1 fewer
     free: bool = False           # True: no pull toward the key and register of the phrase continued
+    no_parallels: bool = False   # True: steps that move voices in parallel fifths/octaves are drawn again
 
     def checked(self) -> "Controls":
         if not self.temperature > 0:
@@ -130,22 +133,22 @@ class Stepper:
         count): a step spelled with more is drawn again, so the step comes from the model's own
         distribution given that it fits, keeping bass and top as the model places them. After
         VOICE_TRIES draws the last is spelled with the step ending once the limit is reached.
+        With controls.no_parallels a step moving two voices in parallel fifths or octaves
+        (engine.music.style.step_parallels) is drawn again too, and the last draw kept.
         """
         required = np.zeros(N_KEYS, bool) if required is None else required.astype(bool)
         limit = controls.max_polyphony or self.voices
         if limit:
             limit = max(limit, int(required.sum()))
         opened = self._open()
-        for attempt in range(VOICE_TRIES if limit else 1):
+        for attempt in range(VOICE_TRIES if limit or controls.no_parallels else 1):
             last = attempt == VOICE_TRIES - 1
             cursor, frame = self._spell(copy(opened), controls, rng, allowed, required, limit,
                                         cut=last)
-            if frame is not None:
+            if frame is not None and (last or not controls.no_parallels or not step_parallels(
+                    np.flatnonzero(self.prev), np.flatnonzero(frame))):
                 break
-        if limit and not last:
-            self.redrawn += attempt
-        else:
-            self.cut += bool(limit)
+        self.redrawn, self.cut = self.redrawn + attempt, self.cut + last
         self._end_step(frame, cursor)  # the token net reads the chosen STEP_END when the next step opens
         return frame
 
@@ -176,7 +179,7 @@ class Stepper:
                 token = k + n if lay.holds and self.prev[k] > 0 else k
             else:
                 ok = np.zeros(lay.vocab_size, bool)
-                if not (cut and count >= limit):
+                if not (cut and limit and count >= limit):
                     ok[:-1] = open_keys & (key_col >= floor)
                 ok[-1] = True
                 if controls.temperature != 1.0:

@@ -105,7 +105,18 @@ def repeated_bars(piece: Piece) -> tuple[int, int]:
 
 
 def parallels(piece: Piece) -> tuple[int, int]:
-    """(parallel fifths and octaves, chord changes).
+    """(parallel fifths and octaves, chord changes), summed over the piece's steps (`step_parallels`)."""
+    found, changes = 0, 0
+    sounding = piece.roll > 0
+    for t in range(1, len(sounding)):
+        n = step_parallels(np.flatnonzero(sounding[t - 1]), np.flatnonzero(sounding[t]))
+        if n is not None:
+            found, changes = found + n, changes + 1
+    return found, changes
+
+
+def step_parallels(a: np.ndarray, b: np.ndarray) -> int | None:
+    """Parallel fifths and octaves from chord `a` to chord `b` (ascending keys); None if no chord change.
 
     A chord is the set of keys sounding at a step; a chord change is a step whose chord differs
     from the previous step's, both of at least two keys. Voices are the chord's keys in pitch
@@ -113,21 +124,16 @@ def parallels(piece: Piece) -> tuple[int, int]:
     outer pair (bass and top). A parallel is a pair a perfect fifth or octave apart (compound
     intervals included) in both chords, with both voices moving the same way.
     """
-    found, changes = 0, 0
-    sounding = piece.roll > 0
-    for t in range(1, len(sounding)):
-        a, b = np.flatnonzero(sounding[t - 1]), np.flatnonzero(sounding[t])
-        if len(a) < 2 or len(b) < 2 or np.array_equal(a, b):
-            continue
-        changes += 1
-        pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))] if len(a) == len(b) \
-            else [(0, -1)]
-        for i, j in pairs:
-            before, after = a[j] - a[i], b[j] - b[i]
-            moves = np.sign(b[i] - a[i]), np.sign(b[j] - a[j])
-            if before % 12 in (0, 7) and before % 12 == after % 12 and moves[0] == moves[1] != 0:
-                found += 1
-    return found, changes
+    if len(a) < 2 or len(b) < 2 or np.array_equal(a, b):
+        return None
+    found = 0
+    pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))] if len(a) == len(b) else [(0, -1)]
+    for i, j in pairs:
+        before, after = a[j] - a[i], b[j] - b[i]
+        moves = np.sign(b[i] - a[i]), np.sign(b[j] - a[j])
+        if before % 12 in (0, 7) and before % 12 == after % 12 and moves[0] == moves[1] != 0:
+            found += 1
+    return found
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:

@@ -45,3 +45,16 @@ def test_a_limit_that_never_binds_changes_nothing(tiny_model):
     unlimited = tiny_model.generate(bars=2, seed=4)
     tiny_model.voices = 88
     assert np.array_equal(tiny_model.generate(bars=2, seed=4), unlimited)
+
+
+
+
+def test_no_parallels_draws_again_steps_with_parallel_fifths_or_octaves(tiny_model):
+    from engine.music.style import parallels
+
+    def found(no_parallels: bool) -> int:
+        rolls = [tiny_model.generate(bars=8, seed=s, controls=Controls(no_parallels=no_parallels)) for s in range(4)]
+        return sum(parallels(Piece("g", r))[0] for r in rolls)
+
+    assert found(False) > 0, "the untrained model must write some parallels without the rule"
+    assert found(True) == 0
