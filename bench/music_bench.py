@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--shipped", nargs="?", const=str(BUILTIN_DIR / "music-default.safetensors"), metavar="WEIGHTS",
                     help="score a chorale model's part writing against the held-out chorales (default: the shipped one)")
     ap.add_argument("--bars", type=float, default=16, help="--shipped: bars per generated piece")
+    ap.add_argument("--first-seed", type=int, default=0, help="--shipped: the first of the --seeds seeds")
     ap.add_argument("--controls", action="append", metavar="K=V,...",
                     help="--shipped: one more column generated with these controls, e.g. max_polyphony=88")
     ap.add_argument("--steps", type=int, default=3000, help="trainer steps (the cosine schedule ends here)")

@@ -68,7 +68,8 @@ def run_shipped(args: argparse.Namespace) -> dict:
     controls = {"defaults": {}, **{c: parse_controls(c) for c in args.controls or []}}
     with tempfile.TemporaryDirectory(prefix="music-shipped-") as models:
         shutil.copy(weights, Path(models) / f"{NAME}.safetensors")
-        generated = {label: generate_ours(Path(models), NAME, args.seeds, {"bars": args.bars, **c})
+        generated = {label: generate_ours(Path(models), NAME, args.seeds, {"bars": args.bars, **c},
+                                              args.first_seed)
                      for label, c in controls.items()}
     steps = next(iter(generated.values()))[0].steps
     pieces, _ = load_bach(cfg.steps_per_quarter)
@@ -78,7 +79,7 @@ def run_shipped(args: argparse.Namespace) -> dict:
     data = metadata.get("data") or {}
     print(f"{weights} ({data.get('train_pieces', '?')} training pieces, step {metadata.get('step')}, "
           f"held-out NLL {metadata.get('metrics', {}).get('nll', float('nan')):.3f}, voices "
-          f"{data.get('voices', 'not recorded')}): {args.seeds} seeds x {args.bars:g} bars through music.generate; "
+          f"{data.get('voices', 'not recorded')}): {args.seeds} seeds (from {args.first_seed}) x {args.bars:g} bars through music.generate; "
           f"real: {len(heldout)} held-out chorales in {len(real)} windows of up to {steps} steps")
     print(table(columns))
     return {k: {m: (v.tolist() if isinstance(v, np.ndarray) else v) for m, v in s.items()} for k, s in columns.items()}

@@ -90,7 +90,7 @@ def sample_baseline(net: torch.nn.Module, steps: int, seed: int) -> np.ndarray:
     return torch.stack(rows).numpy().astype(np.int8)
 
 
-def generate_ours(models: Path, name: str, seeds: int, params: dict | None = None) -> list[Piece]:
+def generate_ours(models: Path, name: str, seeds: int, params: dict | None = None, first: int = 0) -> list[Piece]:
     """`seeds` pieces from the music.generate op of a real engine, its defaults and only the seed
     (and `params`) set."""
     with tempfile.TemporaryDirectory(prefix="music-style-") as state:
@@ -98,7 +98,8 @@ def generate_ours(models: Path, name: str, seeds: int, params: dict | None = Non
         try:
             with Client(ready["host"], ready["port"], token=read_token(Path(ready["token_file"])),
                         name="music-style-bench") as client:
-                values = [client.call("music.generate", {"model": name, "seed": s, **(params or {})}, timeout=600) for s in range(seeds)]
+                values = [client.call("music.generate", {"model": name, "seed": s, **(params or {})}, timeout=600)
+                          for s in range(first, first + seeds)]
         finally:
             process.terminate()
             process.wait(timeout=60)
