@@ -51,7 +51,7 @@ CONTROLS = {
     "max_polyphony": Param("int", 0, min=0, max=88, doc="most notes sounding at once; 0 = as many as the "
                            "training music's voices (4 for the shipped chorale model; no limit for older models)"),
     "density": Param("float", 1.0, min=0.05, max=20.0, doc="new notes: >1 more, <1 fewer (the shipped model at "
-                     "0.25: about a third as many per bar, at 4: about 1.6x)"),
+                     "0.25: about two fifths as many per bar, at 4: about 1.3x; it sounds 4 voices at most)"),
     "free": Param("bool", False, doc="no pull toward the key and register of the music continued (primer, "
                   "priming or the player's phrase)"),
     "no_parallels": Param("bool", False, doc="part-writing rule: a step that moves two voices in parallel fifths or "
