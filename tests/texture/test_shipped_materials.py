@@ -1,0 +1,51 @@
+"""The shipped colour PBR materials (engine/weights/texture-*.safetensors, issue 19 point 6): each
+loads through a real engine and makes every map; texture-default (grey gravel) still loads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.store.checkpoints import BUILTIN_DIR, load_file
+
+MATERIALS = sorted(p.stem for p in BUILTIN_DIR.glob("texture-*.safetensors") if p.stem != "texture-default")
+
+
+def test_at_least_four_small_materials_ship_with_their_recipe_and_figures():
+    assert len(MATERIALS) >= 4, MATERIALS
+    for name in MATERIALS:
+        path = BUILTIN_DIR / f"{name}.safetensors"
+        assert path.stat().st_size <= 5e6, name
+        meta, _ = load_file(path)
+        assert meta["name"] == name and meta["kind"] == "texture" and meta["step"] > 0
+        assert {"gram", "swd", "spectrum"} <= set(meta["metrics"])
+        assert f"engine/recipes/{name}.toml" in meta["recipe"]  # the recipe says how to reproduce it
+        assert (Path(__file__).resolve().parents[2] / "engine" / "recipes" / f"{name}.toml").exists()
+
+
+def test_the_engine_lists_them_and_the_grey_default_as_builtin(engine):
+    with engine.client() as client:
+        listed = {m["name"]: m for m in client.call("models.list", {})["models"]}
+    for name in [*MATERIALS, "texture-default"]:
+        assert listed[name]["builtin"] and listed[name]["kind"] == "texture", listed.get(name)
+
+
+@pytest.mark.parametrize("name", MATERIALS)
+def test_a_shipped_material_makes_every_map_in_colour(engine, name):
+    with engine.client() as client:
+        value = client.call("texture.generate", {"model": name, "width": 64, "height": 48, "seed": 1}, timeout=60)
+    image = value["image"].astype(np.float32)
+    assert image.shape == (48, 64, 3)
+    assert np.abs(image - image.mean(-1, keepdims=True)).mean() > 2  # colour, not grey in three channels
+    assert value["normal"].shape == (48, 64, 3)
+    length = np.linalg.norm(value["normal"].astype(np.float64) / 127.5 - 1, axis=-1)
+    assert abs(length.mean() - 1) <= 1e-3
+    for surface in ("roughness", "height"):
+        assert value[surface].shape == (48, 64) and value[surface].std() > 0, surface
+
+
+def test_the_grey_default_still_loads_and_generates(engine):
+    with engine.client() as client:
+        value = client.call("texture.generate", {"model": "texture-default", "width": 32, "seed": 1}, timeout=60)
+    assert value["image"].shape[:2] == (32, 32)
