@@ -59,16 +59,18 @@ class TextureGANConfig:
     r1_gamma: float = 0.1    # R1 gradient penalty on real images (Mescheder et al. 2018); with 1 D barely learned
     d_lr_scale: float = 4.0  # D's learning rate over G's (TTUR, Heusel et al. 2017)
     ema_decay: float = 0.999
-    # How every 2x step upsamples: "lowpass" (zeros between the pixels, then a Kaiser-windowed sinc
-    # over LOWPASS_REACH cells each side, circular), "nearest" (resize, then a circular conv),
-    # "bilinear" (circular), or "pixel_shuffle" (nearest in the blocks, a sub-pixel conv as the last
-    # step). "lowpass" makes the last step, to the image, bilinear (LOWPASS_LAST). Nearest copies each cell into a 2x2 block, and every step's copies stay in the output
-    # as a lattice: gradients 20-35 % lower on every 4th, 8th and 16th pixel line of trained models,
-    # 65-80 % lower on an untrained generator (evaluation.lattice 0.2-0.35; bilinear 0.91-0.98,
-    # lowpass within 1 +- 0.05). Models saved with another mode keep it. The price: the sinc and the
-    # convolution at the upsampled size (nearest folds into a 2x2 conv of the input) made a 1024^2
-    # colour picture 5x slower (1.5 s against 0.3 s on 2 cores) and a training step 1.3-1.7x slower.
-    upsample: str = "lowpass"
+    # How every 2x step upsamples: "nearest" (resize, then a circular conv; folded into a 2x2 conv
+    # of the input), "lowpass" (zeros between the pixels, then a Kaiser-windowed sinc over
+    # LOWPASS_REACH cells each side, circular; its last step to the image bilinear, LOWPASS_LAST),
+    # "bilinear" (circular), or "pixel_shuffle" (nearest in the blocks, a sub-pixel conv as the
+    # last step). Nearest is the default because it is the only one that learns fine detail in the
+    # 10-minute budget: every noise input enters at the stride-16 grid, and a smooth upsampler
+    # leaves the generator no way to make edges finer than that, so lowpass and bilinear learned
+    # smooth blobs on the ground PBR set (gram 8.9 / 5.5, swd 14 / 6.4 against nearest's 2.9 / 2.3;
+    # docs/BENCHMARKS.md). Its price is a lattice: nearest copies each cell into a 2x2 block, and
+    # the copies stay in the output (evaluation.lattice 0.66-1.5 on the shipped colour materials,
+    # 0.2-0.35 untrained; lowpass within 1 +- 0.05). Models saved with another mode keep it.
+    upsample: str = "nearest"
     # Several exemplars: one learned global code each, added to the global noise, and a
     # projection discriminator (Miyato & Koyama 2018) told which exemplar a crop came from, so
     # that code i makes exemplar i's texture and codes can be blended across an image (morphing).

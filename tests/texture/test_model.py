@@ -112,7 +112,7 @@ def test_exemplar_codes_and_projection():
 
 def test_defaults_are_the_measured_recipe():
     cfg = TextureGANConfig()
-    assert (cfg.r1_gamma, cfg.d_lr_scale, cfg.upsample, cfg.crop, cfg.stride) == (0.1, 4.0, "lowpass", 96, 16)
+    assert (cfg.r1_gamma, cfg.d_lr_scale, cfg.upsample, cfg.crop, cfg.stride) == (0.1, 4.0, "nearest", 96, 16)
     assert (cfg.channels, cfg.maps) == (0, ())  # as the training images are
 
 
@@ -123,7 +123,7 @@ def test_maps_are_stacked_after_the_colour():
     assert cfg.out_channels == 8 and out.shape == (1, 8, 16, 24) and D(out).shape[1] == 1
 
 
-def test_the_default_generator_has_no_lattice_and_nearest_upsampling_had_one():
+def test_lowpass_upsampling_has_no_lattice_and_nearest_upsampling_has_one():
     """The lattice comes from the architecture: an untrained generator shows it (nearest upsampling
     copies every cell into a 2x2 block at each step) before any training could hide or sharpen it.
     Measured at the default (full-size) widths, 8 samples of 256 px: stationary noise reads 1 +- 0.05."""
