@@ -69,7 +69,7 @@ def test_following_a_daws_clock_notes_go_early_by_what_the_output_adds_to_the_da
         clock.mark("stop", [0xFC])
         time.sleep(0.3)
         assert bridge.stop() == 0, bridge.stderr()
-        events = [e for e in synth.events if e[4] != [0xF8]]
+        events = [e for e in synth.events if e[4] not in ([0xF8], [0xFA], [0xFC])]  # the DAW clock's own
         pulses = [(arrival, frame) for arrival, frame, _, _, m in synth.events if m == [0xF8]]
         delivery = check_delivery([(e[0], e[4]) for e in events], bridge.sent())
     finally:
