@@ -90,7 +90,7 @@ def test_generate_and_eval_default_to_the_shipped_model(tmp_path):
     marked = {m["kind"]: m["name"] for m in listed["models"] if m.get("default")}
     assert marked == {kind: default_model(kind) for kind in ("texture", "shape", "music")}, marked
     assert all(m["builtin"] for m in listed["models"] if m.get("default"))
-    assert default_model("texture") == DEFAULT_MODELS["texture"] == "texture-ground"  # colour, shipped
+    assert default_model("texture") == DEFAULT_MODELS["texture"] == "texture-planks"  # colour, shipped
 
 
 def test_commands_against_a_running_engine(tmp_path):
