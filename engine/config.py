@@ -22,7 +22,7 @@ SECTIONS = ("model", "train", "data", "eval")
 # gigabytes. Far above every recipe; at these bounds the largest model has about 250 M parameters.
 LIMITS: dict[str, dict[str, tuple[int, int]]] = {
     "ShapeVAEConfig": {"resolution": (8, 128), "latent_dim": (1, 1024), "width": (1, 64)},
-    "TextureGANConfig": {"channels": (1, 4), "n_local": (0, 256), "n_global": (0, 256), "n_periodic": (0, 64),
+    "TextureGANConfig": {"channels": (1, 4), "n_local": (0, 256), "n_global": (0, 256), "n_periodic": (0, 64), "n_scale_noise": (0, 16),
                          "g_blocks": (1, 8), "g_width": (1, 512), "g_max_width": (1, 512), "crop": (8, 1024),
                          "d_layers": (1, 8), "d_width": (1, 512), "d_max_width": (1, 512), "n_exemplars": (0, 4096)},
     "MusicConfig": {"steps_per_quarter": (1, 96), "seq_steps": (1, 16384), "transpose": (0, 24)},

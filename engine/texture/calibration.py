@@ -172,7 +172,8 @@ def code_moments(G: Generator, z_global: torch.Tensor, phase: torch.Tensor,
     (the 96 px the eval op judges) varies in tone by nature, as small crops of the photo do."""
     lattice = G.cfg.crop // G.cfg.stride  # a whole number of training lattices: the same waves
     cells = lattice * -(-SIZE // (G.cfg.stride * lattice))
-    local = torch.randn(1, G.cfg.n_local, cells, cells, generator=torch.Generator().manual_seed(0))
+    local = torch.randn(1, G.cfg.n_local + G.cfg.scale_noise_channels, cells, cells,  # per-scale noise packed
+                        generator=torch.Generator().manual_seed(0))
     z = G.noise(local.to(z_global.device).expand(len(z_global), -1, -1, -1), z_global, phase, exemplar)
     return image_moments(torch.cat([G.synthesize(part) for part in z.split(32)]))
 

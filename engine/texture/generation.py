@@ -44,8 +44,9 @@ def load(config: dict[str, Any], weights: dict[str, torch.Tensor], device: str |
          ) -> TextureModel:
     """A TextureModel from a checkpoint: `config` is dataclasses.asdict(TextureGANConfig) and
     `weights` holds "G_ema.<param>" tensors (as the checkpoint store exports them)."""
-    # Models saved before `upsample` existed all ended in a sub-pixel conv: keep them loading.
-    cfg = build(TextureGANConfig, {"upsample": "pixel_shuffle"}, config)
+    # Models saved before `upsample` existed all ended in a sub-pixel conv, and those saved before
+    # `n_scale_noise` had no per-scale noise: keep them loading as they were.
+    cfg = build(TextureGANConfig, {"upsample": "pixel_shuffle", "n_scale_noise": 0}, config)
     state = {k[len("G_ema."):]: v for k, v in weights.items() if k.startswith("G_ema.")}
     if not state:
         raise ValueError(f"no 'G_ema.*' weights among {sorted(weights)[:5]}...; is this a texture checkpoint?")

@@ -46,6 +46,14 @@ class TextureGANConfig:
     n_local: int = 8         # noise channels drawn i.i.d. per cell
     n_global: int = 16       # noise channels shared by the whole image
     n_periodic: int = 4      # plane-wave channels (PSGAN)
+    # Noise drawn per pixel at each upsampling step's resolution (strides 8, 4, 2 and 1 for 4
+    # blocks), so fine detail need not come up through the upsampler from the stride-16 grid:
+    # added to each block's features with a learned strength per feature channel (StyleGAN's
+    # noise inputs), and at full resolution through a learned 3x3 filter into the image (a smooth
+    # upsampler leaves the last octave empty: nothing nonlinear runs at full resolution). With
+    # "lowpass" the last step is then a sinc too (bilinear leaves a period-2 lattice on white
+    # noise). Channels per scale; 0 = none (models saved before it existed).
+    n_scale_noise: int = 0
     g_blocks: int = 4        # upsampling steps; the generator stride is 2**g_blocks
     g_width: int = 24        # channels at the last block; doubles per block towards the noise
     g_max_width: int = 96
@@ -113,6 +121,12 @@ class TextureGANConfig:
     @property
     def n_noise(self) -> int:
         return self.n_local + self.n_global + self.n_periodic
+
+    @property
+    def scale_noise_channels(self) -> int:
+        """Channels the per-scale noise takes packed at the noise grid (each scale's pixels
+        folded into its cells, `F.pixel_unshuffle`): n_scale_noise x (4^1 + ... + 4^g_blocks)."""
+        return self.n_scale_noise * sum(4 ** j for j in range(1, self.g_blocks + 1))
 
     @property
     def out_channels(self) -> int:
@@ -235,15 +249,26 @@ def up_conv(x: torch.Tensor, conv: nn.Conv2d, mode: str) -> torch.Tensor:
     return conv(upsample2(x, mode))
 
 
+# The per-scale noise strengths are stored divided by this (an equalised learning rate): at the
+# trainer's rate a strength that starts at zero grows ten times faster than the weights move.
+NOISE_GAIN = 10.0
+
+
 class UpBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, mode: str = "nearest"):
+    def __init__(self, cin: int, cout: int, mode: str = "nearest", n_noise: int = 0):
         super().__init__()
         self.conv = conv3(cin, cout)
         self.norm = PixelNorm()
         self.mode = mode
+        # [cout, n_noise]: how much of each noise channel each feature channel gets; zero at first,
+        # so an untrained generator is the one without noise.
+        self.noise_strength = nn.Parameter(torch.zeros(cout, n_noise)) if n_noise else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.norm(up_conv(x, self.conv, self.mode)), 0.2)
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        y = up_conv(x, self.conv, self.mode)
+        if self.noise_strength is not None:
+            y = y + F.conv2d(noise.to(y.dtype), (NOISE_GAIN * self.noise_strength)[..., None, None])
+        return F.leaky_relu(self.norm(y), 0.2)
 
 
 def _nearest(side: int, stride: int) -> str:
@@ -262,13 +287,17 @@ class Generator(nn.Module):
         # Wave vectors (radians per noise cell, two per periodic channel) from the global code.
         self.waves = nn.Sequential(nn.Linear(max(cfg.n_global, 1), 64), nn.ReLU(), nn.Linear(64, 2 * cfg.n_periodic))
         self.head = conv3(cfg.n_noise, widths[0])
-        self.blocks = nn.ModuleList(UpBlock(widths[i], widths[i + 1], cfg.upsample) for i in range(cfg.g_blocks - 1))
+        self.blocks = nn.ModuleList(UpBlock(widths[i], widths[i + 1], cfg.upsample, cfg.n_scale_noise)
+                                    for i in range(cfg.g_blocks - 1))
         # The last 2x step: upsample the features, then one 3x3 conv to the image at full
         # resolution (the same multiply-adds per output pixel as the old sub-pixel conv at half
         # resolution, which gave each pixel of a 2x2 cell its own filter: a visible grid).
         self.subpixel = cfg.upsample == "pixel_shuffle"
         self.out = conv3(widths[-1], (4 if self.subpixel else 1) * cfg.out_channels)
         self.codes = nn.Parameter(torch.randn(cfg.n_exemplars, cfg.n_global)) if cfg.n_exemplars > 1 else None
+        # The full-resolution noise's 3x3 filter into each image channel (scaled by NOISE_GAIN, zero at first).
+        self.out_noise = nn.Parameter(torch.zeros(cfg.out_channels, cfg.n_scale_noise, 3, 3)) \
+            if cfg.n_scale_noise and not self.subpixel else None
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """Noise cells for an output size: the one check of a tileable size, with a clear error."""
@@ -307,26 +336,45 @@ class Generator(nn.Module):
 
     def noise(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor,
               exemplar: torch.Tensor | int | None = None) -> torch.Tensor:
-        """Spatial noise [B, n_noise, h, w] from local [B, L, h, w], global [B, G], phase [B, P]."""
+        """Spatial noise [B, n_noise + scale_noise_channels, h, w] from local [B, L, h, w] (its
+        channels past n_local: the per-scale noise, packed), global [B, G], phase [B, P]; the
+        packed per-scale noise goes last, where `synthesize` takes it from."""
         b, _, h, w = z_local.shape
         z_global = self.global_code(z_global, exemplar)
-        parts = [z_local, z_global[:, :, None, None].expand(b, -1, h, w)]
+        n = self.cfg.n_local
+        parts = [z_local[:, :n], z_global[:, :, None, None].expand(b, -1, h, w)]
         if self.cfg.n_periodic:
             k = self.wave_vectors(z_global, h, w)
             y = torch.arange(h, dtype=k.dtype, device=k.device).view(1, 1, h, 1)
             x = torch.arange(w, dtype=k.dtype, device=k.device).view(1, 1, 1, w)
             parts.append(torch.sin(k[..., 0, None, None] * y + k[..., 1, None, None] * x + phase[:, :, None, None]))
-        return torch.cat(parts, 1)
+        return torch.cat(parts + [z_local[:, n:]], 1)
+
+    def scale_noise(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """The noise [B, n_scale_noise, h * 2^j, w * 2^j] of each scale j = 1 .. g_blocks (each
+        block's output, then the image) unpacked from z's last channels: each cell's values become
+        its pixels at that scale, so noise that tiles over the cells tiles at every scale."""
+        n, out, start = self.cfg.n_scale_noise, [], self.cfg.n_noise
+        for j in range(1, self.cfg.g_blocks + 1 if n else 1):
+            f = 2 ** j
+            out.append(F.pixel_shuffle(z[:, start:start + n * f * f], f))
+            start += n * f * f
+        return out
 
     def sample_noise(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw random inputs (local, global, phase) for `noise`; drawn on the CPU so a seed gives
-        the same picture on every device."""
+        the same picture on every device. The per-scale noise is drawn last (the other draws are
+        those of a model without it), each scale at its own size, and rides packed in local."""
         h, w = self.grid(height, width)
         c = self.cfg
         z_local = torch.randn(batch, c.n_local, h, w, generator=generator)
         z_global = torch.randn(batch, c.n_global, generator=generator)
         phase = torch.rand(batch, c.n_periodic, generator=generator) * (2 * math.pi)
+        if c.n_scale_noise:
+            scales = [F.pixel_unshuffle(torch.randn(batch, c.n_scale_noise, h * 2 ** j, w * 2 ** j,
+                                                    generator=generator), 2 ** j) for j in range(1, c.g_blocks + 1)]
+            z_local = torch.cat([z_local, *scales], 1)
         return z_local.to(device), z_global.to(device), phase.to(device)
 
     def forward(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor,
@@ -346,17 +394,18 @@ class Generator(nn.Module):
         done, layers = [0], len(self.blocks) + 2
 
         def rows(layer: Callable, x: torch.Tensor, scale: int, reach: int, cout: int) -> torch.Tensor:
+            """layer(input rows, the output row its first row makes) over x, in bands of rows."""
             h, w = x.shape[-2:]
             cost = w * scale * scale * x.shape[1] * (cout + 16)  # per input row: its multiply-adds, and 16 for
             step = max(1, band // cost) if band else h  # the resampling and normalising passes over its input
             if step >= h:
-                out = layer(x)
+                out = layer(x, 0)
             else:  # rows r0 - reach .. r1 + reach (wrapping) make output rows r0 .. r1 exactly
                 out = None
                 for r0 in range(0, h, step):
                     r1 = min(r0 + step, h)
                     index = torch.arange(r0 - reach, r1 + reach, device=x.device) % h
-                    part = layer(x[..., index, :])[..., reach * scale:(reach + r1 - r0) * scale, :]
+                    part = layer(x[..., index, :], (r0 - reach) * scale)[..., reach * scale:(reach + r1 - r0) * scale, :]
                     if out is None:
                         out = part.new_empty(part.shape[:-2] + (h * scale, part.shape[-1]))
                     out[..., r0 * scale:r1 * scale, :] = part
@@ -367,15 +416,29 @@ class Generator(nn.Module):
                 check(done[0] / layers)
             return out
 
+        def noise_rows(noise: torch.Tensor | None, first: int, count: int) -> torch.Tensor | None:
+            if noise is None or (first == 0 and count == noise.shape[-2]):
+                return noise
+            return noise[..., torch.arange(first, first + count, device=noise.device) % noise.shape[-2], :]
+
         mode = self.cfg.upsample
-        x = rows(lambda t: F.leaky_relu(self.head(t), 0.2), z, 1, 2, self.head.out_channels)
-        for block in self.blocks:
-            x = rows(block, x, 2, up_reach(mode), block.conv.out_channels)
+        scale_noise = self.scale_noise(z) if self.cfg.n_scale_noise else [None] * (len(self.blocks) + 1)
+        x = rows(lambda t, _: F.leaky_relu(self.head(t[:, :self.cfg.n_noise]), 0.2), z, 1, 2, self.head.out_channels)
+        for block, noise in zip(self.blocks, scale_noise):
+            x = rows(lambda t, first, block=block, noise=noise: block(t, noise_rows(noise, first, 2 * t.shape[-2])),
+                     x, 2, up_reach(mode), block.conv.out_channels)
         c = self.cfg.out_channels
         if self.subpixel:
-            return rows(lambda t: torch.tanh(F.pixel_shuffle(self.out(t), 2)), x, 2, 2, c)
-        last = LOWPASS_LAST if mode == "lowpass" else mode
-        return rows(lambda t: torch.tanh(up_conv(t, self.out, last)), x, 2, up_reach(last), c)
+            return rows(lambda t, _: torch.tanh(F.pixel_shuffle(self.out(t), 2)), x, 2, 2, c)
+        last = LOWPASS_LAST if mode == "lowpass" and self.out_noise is None else mode
+
+        def out(t: torch.Tensor, first: int) -> torch.Tensor:
+            y = up_conv(t, self.out, last)
+            if self.out_noise is not None:  # rows first - 1 .. first + len + 1 of the noise, for its 3x3 filter
+                noise = F.pad(noise_rows(scale_noise[-1], first - 1, y.shape[-2] + 2), (1, 1, 0, 0), mode="circular")
+                y = y + F.conv2d(noise.to(y.dtype), NOISE_GAIN * self.out_noise)
+            return torch.tanh(y)
+        return rows(out, x, 2, up_reach(last), c)
 
 
 class Discriminator(nn.Module):
