@@ -61,7 +61,7 @@ def test_uvs_cover_every_corner_inside_the_unit_square(chair):
     assert tm.is_watertight and tm.is_winding_consistent and tm.body_count == 1  # UVs leave the mesh welded
 
 
-def test_uv_islands_do_not_overlap_and_face_up(chair):
+def test_uv_islands_do_not_overlap_and_are_not_mirrored(chair):
     labels = uv_islands(chair)
     assert len(np.unique(labels)) > 5  # a chair is cut into charts
     hits, shared = rasterise(chair.face_uvs, labels)
@@ -72,6 +72,45 @@ def test_uv_islands_do_not_overlap_and_face_up(chair):
     assert (hits > 1).sum() <= 0.001 * covered.sum()
     areas = signed_uv_areas(chair.face_uvs)
     assert (areas > 0).mean() >= 0.99  # counter-clockwise like the faces seen from outside: not mirrored
+
+
+def uv_gradient(mesh, axis: int) -> np.ndarray:
+    """Per face, the gradient over its UV triangle of the world coordinate `axis` (F×2): the way that axis,
+    projected onto the face, points in the texture."""
+    tri, uv = mesh.vertices[mesh.faces].astype(np.float64), mesh.face_uvs.astype(np.float64)
+    (a, b), (c, d) = (uv[:, 1] - uv[:, 0]).T, (uv[:, 2] - uv[:, 0]).T
+    r1, r2 = tri[:, 1, axis] - tri[:, 0, axis], tri[:, 2, axis] - tri[:, 0, axis]
+    det = a * d - b * c  # solve [[a, b], [c, d]] g = [r1, r2]; nan where the UV triangle is degenerate
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.stack([(r1 * d - r2 * b) / det, (a * r2 - c * r1) / det], axis=1)
+
+
+def test_uv_charts_keep_world_up_along_v(chair):
+    """A directional texture (bricks, planks) stays upright on every chart: on the walls of each island (faces
+    tilted over 45°), world up (+Z) points along +V; on islands lying flat, world +X points along +U."""
+    tri = chair.vertices[chair.faces].astype(np.float64)
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area, up_z = np.linalg.norm(cross, axis=1) / 2, np.abs(cross[:, 2]) / np.linalg.norm(cross, axis=1)
+    up, across = uv_gradient(chair, 2), uv_gradient(chair, 0)
+    assert np.isfinite(up).mean() > 0.99
+    area = np.where(np.isfinite(up).all(1), area, 0.0)
+    off_v = np.degrees(np.abs(np.arctan2(up[:, 0], up[:, 1])))  # 0 where up points along +V
+    off_u = np.degrees(np.abs(np.arctan2(across[:, 1], across[:, 0])))
+    labels = uv_islands(chair)
+    walls = flats = 0
+    for island in np.unique(labels):
+        wall, flat = (labels == island) & (up_z < 0.7), (labels == island) & (up_z > 0.9)
+        if area[wall].sum() >= 0.5 * area[labels == island].sum():
+            walls += 1
+            angle = (area[wall] * off_v[wall]).sum() / area[wall].sum()
+            assert angle <= 10, f"island {island}: world up is {angle:.0f}° off +V"
+        elif area[flat].sum() >= 0.9 * area[labels == island].sum():
+            flats += 1
+            angle = (area[flat] * off_u[flat]).sum() / area[flat].sum()
+            assert angle <= 10, f"flat island {island}: world +X is {angle:.0f}° off +U"
+    assert walls >= 5 and flats >= 1  # legs and back stand, the seat lies flat
+    wall = up_z < 0.7
+    assert (area[wall] * off_v[wall]).sum() / area[wall].sum() <= 5
 
 
 def test_uvs_keep_one_texel_density(chair):
