@@ -3,6 +3,7 @@
     python bench/shape_bench.py                          # the shipped model, engine/weights/shape-default
     python bench/shape_bench.py --weights my.safetensors --held-out 100
     python bench/shape_bench.py --collection [--minutes 3]   # the real-mesh collection
+    python bench/shape_bench.py --ceilings [--model M]       # where the collection's IoU goes
 
 --collection trains the implicit decoder (`--set decoder=implicit`) and the default 32³ grid VAE with the
 plain default command on the train split of bench/data/meshes, fits PCA-64 to the same meshes,
@@ -280,6 +281,54 @@ def collection(minutes: float | None, work: Path, samples: int, repeats: int) ->
     return 0
 
 
+def ceilings(model_path: Path | None, count: int) -> int:
+    """Where the IoU goes, on the collection's held-out meshes (IoU at 64³, as `collection` measures it).
+
+    Ceilings: each mesh voxelised at 32³, 64³ and 128³ and meshed back through our own path (trilinear
+    upsampling to 128³ as a grid decoder's output is, marching cubes, largest part): what a perfect decoder
+    of that label resolution would score. With `model_path` (a model trained on the collection's train split),
+    its IoU on `count` meshes it was fitted to (every 10th in name order is the trainer's own held-out share,
+    left out) beside the held-out meshes: under- or over-fitting."""
+    import json
+
+    from engine.shape.evaluation import voxel_iou
+    from engine.shape.meshes import load_mesh_file, normalise
+    from engine.shape.voxels import voxelise
+
+    split = json.loads((COLLECTION / "split.json").read_text())
+    fitted = [n for i, n in enumerate(sorted(split["train"])) if i % 10 != 9]
+    fitted = sorted(np.random.default_rng(0).choice(fitted, size=min(count, len(fitted)), replace=False))
+    model = None
+    if model_path is not None:
+        metadata, weights = load_file(model_path)
+        model = load(metadata["config"], weights, "cpu")
+        print(f"model: {model_path.name}, {metadata['config'].get('decoder', 'grid')} decoder, "
+              f"{metadata.get('train_seconds', 0) / 60:.1f} min ({metadata.get('step')} steps)")
+
+    def iou(volume: np.ndarray, ref64: np.ndarray) -> float:
+        out = grid_to_mesh(volume)
+        return 0.0 if out.empty else float(voxel_iou(voxelise(out.vertices, out.faces, 64), ref64))
+
+    rows: dict[str, list[float]] = {}
+    for split_name, names in (("held-out", split["held_out"]), ("train", fitted)):
+        for name in names:
+            v, f = _arrays(normalise(load_mesh_file(COLLECTION / name), "y"))
+            ref64 = voxelise(v, f, 64)
+            if not voxelise(v, f, 32).any():
+                continue  # no inside at 32³ (the bench skips these too)
+            for res in (32, 64, 128) if split_name == "held-out" else (32,):
+                grid = voxelise(v, f, res).astype(np.float32)
+                volume = grid if res == 128 else _upsampled(grid[None], 128)[0]
+                rows.setdefault(f"perfect {res}³ grid, {split_name}", []).append(iou(volume, ref64))
+            if model is not None:
+                volume = model.decode_grids(model.encode(v, f), resolution=128)[0]
+                rows.setdefault(f"model, {split_name}", []).append(iou(volume, ref64))
+    print(f"\n{'IoU at 64³ (mean)':<34}{'IoU':>8}{'meshes':>8}")
+    for label, values in rows.items():
+        print(f"{label:<34}{np.mean(values):8.3f}{len(values):8d}")
+    return 0
+
+
 def _arrays(mesh) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
 
@@ -294,7 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, help="--collection: training budget per model (default: the kind's)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/atelier-shape-bench"),
                         help="--collection: folder for the trained models (reused when present)")
+    parser.add_argument("--ceilings", action="store_true",
+                        help="the collection's IoU ceilings per label resolution; with --model, train vs held-out")
+    parser.add_argument("--model", type=Path, help="--ceilings: a model trained on the collection's train split")
+    parser.add_argument("--fitted", type=int, default=47, help="--ceilings: training meshes to measure the model on")
     args = parser.parse_args(argv)
+    if args.ceilings:
+        return ceilings(args.model, args.fitted)
     if args.collection:
         return collection(args.minutes, args.work, args.samples, max(3, args.repeats // 4))
 
