@@ -15,10 +15,11 @@ from __future__ import annotations
 import numpy as np
 import xatlas
 
-# Charts are packed for a texture of this side with this many texels between them, so that
-# bilinear filtering and the first mip levels of an Atelier texture (512-1024 px) do not bleed.
-ATLAS_SIZE = 1024
-PADDING = 4
+# Charts are packed on a grid of this side with this many texels between them (4 texels of a 1024²
+# texture), so that bilinear filtering and the first mip levels of an Atelier texture (512-1024 px) do
+# not bleed. Packing on a 1024 grid with 4 gives the same layout and takes about twice as long.
+ATLAS_SIZE = 512
+PADDING = 2
 # The first xatlas pass only cuts and flattens; its packing is thrown away, so it packs coarsely (cheaper).
 # The stretch its coarse packing adds to small charts is undone in `chart_transforms`.
 DRAFT_SIZE = 256
@@ -116,7 +117,9 @@ def _pieces(corner_ids: np.ndarray, label: np.ndarray) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    _, node = np.unique(np.stack([np.repeat(label, 3), corner_ids.reshape(-1)], 1), axis=0, return_inverse=True)
+    ids = corner_ids.astype(np.int64)
+    _, node = np.unique(np.repeat(label.astype(np.int64), 3) * (int(ids.max()) + 1) + ids.reshape(-1),
+                        return_inverse=True)
     node = node.reshape(-1, 3)
     n = int(node.max()) + 1
     edges = node[:, [0, 1, 1, 2]].reshape(-1, 2)
@@ -154,8 +157,8 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, up: tuple[float, float, floa
     # One UV vertex per xatlas vertex and chart, the charts apart from one another (a UV mesh's charts are
     # found by shared UVs), for xatlas to pack them as they are.
     count = int(chart.max()) + 1
-    keys = np.stack([indices.reshape(-1).astype(np.int64), np.repeat(chart, 3)], 1)
-    _, first, node = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    keys = np.repeat(chart, 3) * (int(indices.max()) + 1) + indices.reshape(-1).astype(np.int64)
+    _, first, node = np.unique(keys, return_index=True, return_inverse=True)
     node_uv, node_chart = turned.reshape(-1, 2)[first], np.repeat(chart, 3)[first]
     low = np.full((count, 2), np.inf)
     np.minimum.at(low, node_chart, node_uv)
