@@ -22,7 +22,7 @@ ATLAS_SIZE = 512
 PADDING = 2
 # The first xatlas pass only cuts and flattens; its packing is thrown away, so it packs coarsely (cheaper).
 # The stretch its coarse packing adds to small charts is undone in `chart_transforms`.
-DRAFT_SIZE = 256
+DRAFT_SIZE = 64
 # A chart whose faces rise less than this on average (area-weighted length of world up projected onto the
 # face: 0 flat, 1 a wall) has no dependable up; it is turned by world +X instead.
 FLAT_CHART = 0.25
