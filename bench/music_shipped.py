@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.music.bach import load_bach
 from engine.music.config import stored_config
+from engine.music.generation import avoids_parallels
 from engine.music.piece import split_by_file
 from engine.music.style import style_of, total_variation
 from engine.store.checkpoints import load_file
@@ -79,7 +80,9 @@ def run_shipped(args: argparse.Namespace) -> dict:
     data = metadata.get("data") or {}
     print(f"{weights} ({data.get('train_pieces', '?')} training pieces, step {metadata.get('step')}, "
           f"held-out NLL {metadata.get('metrics', {}).get('nll', float('nan')):.3f}, voices "
-          f"{data.get('voices', 'not recorded')}): {args.seeds} seeds (from {args.first_seed}) x {args.bars:g} bars through music.generate; "
+          f"{data.get('voices', 'not recorded')}, training music's parallels per 100 chord changes "
+          f"{data.get('parallels_per_100', 'not recorded')}: no_parallels by default "
+          f"{'on' if avoids_parallels(metadata) else 'off'}): {args.seeds} seeds (from {args.first_seed}) x {args.bars:g} bars through music.generate; "
           f"real: {len(heldout)} held-out chorales in {len(real)} windows of up to {steps} steps")
     print(table(columns))
     return {k: {m: (v.tolist() if isinstance(v, np.ndarray) else v) for m, v in s.items()} for k, s in columns.items()}

@@ -60,10 +60,15 @@ class BaselineObjective(MusicObjective):
         return None
 
 
-def train_ours(folder: Path, name: str, env: dict, minutes: float) -> float:
-    """The plain default command; its minutes."""
+def train_ours(folder: Path, name: str, env: dict, minutes: float, lookback: str | None = None) -> float:
+    """The plain default command (with `lookback` "on"/"off": a config file setting model.lookback); its minutes."""
     command = [sys.executable, "-m", "engine", "train", "music", "--midi", str(folder), "--name", name]
     command += ["--minutes", f"{minutes:g}"] if minutes else []
+    if lookback:
+        config = Path(env["ATELIER_MODELS_DIR"]) / f"{name}-lookback-{lookback}.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(f"[model.model]\nlookback = {'true' if lookback == 'on' else 'false'}\n")
+        command += ["--config", str(config)]
     print("$", " ".join(command[1:]), flush=True)
     t = time.time()
     subprocess.run(command, env=env, check=True)
@@ -158,9 +163,10 @@ def run_corpus(corpus, args: argparse.Namespace, models: Path) -> dict:
     env = {**os.environ, "ATELIER_MODELS_DIR": str(models)}
     minutes = None
     if not (args.reuse and store.path(name).is_file()):
-        minutes = train_ours(root / "train", name, env, args.minutes)
+        minutes = train_ours(root / "train", name, env, args.minutes, args.lookback)
     t = time.time()
-    baseline = train_baseline(root / "train", f"{name}-baseline", models, args.minutes)
+    baseline_minutes = args.minutes if args.baseline_minutes is None else args.baseline_minutes
+    baseline = train_baseline(root / "train", f"{name}-baseline", models, baseline_minutes)
     baseline_minutes = (time.time() - t) / 60
     ours = generate_ours(models, name, args.seeds)
     steps = ours[0].steps
@@ -173,7 +179,8 @@ def run_corpus(corpus, args: argparse.Namespace, models: Path) -> dict:
     print(f"\n{corpus.name}: {len(heldout)} held-out pieces in {len(real)} windows of ~{steps} steps; {args.seeds} "
           f"generated pieces of {steps} steps ({steps // ours[0].steps_per_bar} bars of {ours[0].steps_per_bar} "
           f"steps) from each model; ours trained {minutes and round(minutes, 1)} min"
-          f"{' (--minutes %g)' % args.minutes if args.minutes else ' (default budget)'}, baseline "
+          f"{' (--minutes %g)' % args.minutes if args.minutes else ' (default budget)'}"
+          f"{', lookback ' + args.lookback if args.lookback else ''}, baseline "
           f"{baseline_minutes:.1f} min")
     print(table(corpus, scores["real"], scores["ours"], scores["baseline"]))
     for goal, (met, how) in goals.items():

@@ -104,7 +104,6 @@ OP_PARAMS = {
         'max_polyphony': {'min': 0, 'max': 88, 'default': 0},
         'density': {'min': 0.05, 'max': 20.0, 'default': 1.0},
         'free': {'default': False},
-        'no_parallels': {'default': False},
         'bpm': {'min': 20.0, 'max': 400.0},
     },
     'music.eval': {
@@ -121,7 +120,6 @@ OP_PARAMS = {
         'max_polyphony': {'min': 0, 'max': 88, 'default': 0},
         'density': {'min': 0.05, 'max': 20.0, 'default': 1.0},
         'free': {'default': False},
-        'no_parallels': {'default': False},
         'ticks_per_beat': {'min': 1, 'max': 15360, 'default': 480},
         'channel': {'min': 0, 'max': 15, 'default': 0},
         'velocity': {'min': 1, 'max': 127, 'default': 80},

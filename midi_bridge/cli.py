@@ -65,9 +65,12 @@ def _ranged(kind, low, high):
 def _add_control(group: argparse._ArgumentGroup, name: str) -> None:
     """A flag for one of the engine's music controls, checked against its declared range."""
     spec = MUSIC_CONTROLS[name]
-    if spec.type == "bool":  # absent: the engine's default
-        group.add_argument(f"--{name.replace('_', '-')}", action="store_true", default=None,
+    if spec.type == "bool":  # absent: the engine's default; each has its opposite (--no-parallels / --parallels)
+        flag, opposite = name.replace("_", "-"), name[3:] if name.startswith("no_") else f"no_{name}"
+        group.add_argument(f"--{flag}", dest=name, action="store_const", const=True, default=None,
                            help=spec.doc.replace("%", "%%"))
+        group.add_argument(f"--{opposite.replace('_', '-')}", dest=name, action="store_const", const=False,
+                           help=f"the opposite of --{flag}")
         return
     kind = {"int": int, "float": float}.get(spec.type, str)
     parse = _ranged(kind, spec.min, spec.max) if spec.min is not None and spec.max is not None else kind

@@ -65,7 +65,11 @@ def _add_param_flags(parser: argparse.ArgumentParser, params: dict[str, Param],
             parser.add_argument(flag, dest=name, default=shipped_model,
                                 help=f"{param.doc} (default {shipped_model}, which ships with Atelier)")
             continue
-        if param.type == "bool":
+        if param.type == "bool" and name.startswith("no_"):  # --no-parallels / --parallels, not --no-no-parallels
+            parser.add_argument(flag, dest=name, action="store_const", const=True, help=text)
+            parser.add_argument("--" + name[3:].replace("_", "-"), dest=name, action="store_const", const=False,
+                                help=f"the opposite of {flag}")
+        elif param.type == "bool":
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
         elif param.type == "array":  # e.g. a MIDI clip to continue: the file travels as its bytes
             parser.add_argument(flag, dest=name, type=_file_bytes, metavar="FILE", required=param.required,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from engine.music.frame_model import lookback_inputs, lookback_width
 from engine.music.piece import N_KEYS, Piece
 from engine.music.tokens import TokenLayout, roll_to_tokens, token_context
 
@@ -26,6 +27,8 @@ def encode_window(piece: Piece, start: int, length: int, layout: TokenLayout) ->
         "tok_step": ctx["step"], "written": ctx["written"],  # for the frame model
         "step_pos": (start + np.arange(len(roll)) + piece.bar_phase) % piece.steps_per_bar,
         "roll": roll, "roll_prev": rows[:-1],  # for the baseline and the frame model: step t and step t-1
+        # the frame model with lookback: the steps one and two bars back, in the piece's own bar
+        "lookback": lookback_inputs(piece.roll, start + np.arange(len(roll)), piece.steps_per_bar),
     }
 
 
@@ -42,6 +45,7 @@ def collate(items: list[dict[str, np.ndarray]], device: torch.device | str = "cp
         "step_pos": np.zeros((B, n_step), np.int64),
         "roll": np.zeros((B, n_step, N_KEYS), np.float32), "roll_prev": np.zeros((B, n_step, N_KEYS), np.float32),
         "step_mask": np.zeros((B, n_step), np.float32),
+        "lookback": np.zeros((B, n_step, lookback_width(N_KEYS)), np.float32),
     }
     for b, it in enumerate(items):
         k, t = len(it["targets"]), len(it["roll"])
@@ -52,4 +56,5 @@ def collate(items: list[dict[str, np.ndarray]], device: torch.device | str = "cp
         out["roll"][b, :t] = it["roll"] > 0
         out["roll_prev"][b, :t] = it["roll_prev"] > 0
         out["step_mask"][b, :t] = 1
+        out["lookback"][b, :t] = it["lookback"]
     return {name: torch.from_numpy(a).to(device) for name, a in out.items()}

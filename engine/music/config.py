@@ -33,7 +33,7 @@ class MusicConfig:
 
 
 # Settings added after models were first stored, and the value those models had.
-_STORED_BEFORE = {"arch": "token"}
+_STORED_BEFORE = {"arch": "token", "lookback": False}
 
 
 def stored_config(config: dict) -> MusicConfig:

@@ -24,7 +24,8 @@ from engine.music.tokens import TokenLayout
 def token_nll(model: MusicRNN | MusicFrameRNN, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """-log p of every target token (B, L); 0 at padding."""
     if isinstance(model, MusicFrameRNN):
-        logits, _ = model(batch["roll_prev"], batch["step_pos"], batch["tok_step"], batch["inputs"], batch["written"])
+        logits, _ = model(batch["roll_prev"], batch["step_pos"], batch["tok_step"], batch["inputs"], batch["written"],
+                          lookback=batch["lookback"], floor=batch["floor"])
     else:
         logits, _ = model(batch["inputs"], batch["pos"], batch["prev"])
     logits = model.mask(logits, batch["floor"], batch["prev"])

@@ -121,11 +121,19 @@ class FastRNN:
     def logits(self, state: tuple) -> np.ndarray:
         return self.head_w @ self.rec.top(state) + self.head_b
 
-    def open(self, state: tuple, pos: int, prev_keys: np.ndarray) -> "_TokenCursor":
+    def open(self, state: tuple, pos: int, prev_keys: np.ndarray, lookback: np.ndarray | None = None) -> "_TokenCursor":
         return _TokenCursor(self, state, self.cond_input(pos, prev_keys))
 
 
-class _TokenCursor:
+class _Cursor:
+    def clone(self):
+        """A copy to draw the step again from (copy.copy takes 40 us; this 1)."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        return twin
+
+
+class _TokenCursor(_Cursor):
     def __init__(self, net: FastRNN, state: tuple, cond: np.ndarray):
         self.net, self.cond = net, cond
         self.state = net.step(net.step_end, cond, state)  # the previous step's STEP_END, read now
@@ -147,7 +155,12 @@ class FastFrame:
         self.rec = _Recurrence(w, "rnn.", cfg.n_layers, cfg.d_hidden, cfg.cell == "lstm")
         # Inputs that are key sets are read as sums of rows (a step has a few keys, not 88).
         self.prev_gates = np.ascontiguousarray(self.rec.w_ih0[:, :cfg.n_keys].T)  # n_keys × gates
-        self.w_bar = np.ascontiguousarray(self.rec.w_ih0[:, cfg.n_keys:].T)  # bar_steps × gates
+        bar_end = cfg.n_keys + cfg.bar_steps
+        self.w_bar = np.ascontiguousarray(self.rec.w_ih0[:, cfg.n_keys:bar_end].T)  # bar_steps × gates
+        self.lookback, self.holds = cfg.lookback, cfg.holds
+        if self.lookback:  # the repeat flags' gate columns, and the copy gates
+            self.flag_gates = np.ascontiguousarray(self.rec.w_ih0[:, bar_end:].T)
+            self.copy_w, self.copy_b = w["copy_gate.weight"], w["copy_gate.bias"]
         self.ctx_w, self.ctx_b = w["ctx_proj.weight"], w["ctx_proj.bias"]
         self.prev_dec = np.ascontiguousarray(w["prev_proj.weight"].T)  # n_keys × d
         self.set_cols = np.ascontiguousarray(w["set_proj.weight"].T)  # n_keys × d: a key's column, as a row
@@ -158,34 +171,64 @@ class FastFrame:
     def zero_state(self) -> tuple:
         return self.rec.zero_state()
 
-    def open(self, state: tuple, pos: int, prev_keys: np.ndarray) -> "_FrameCursor":
+    def open(self, state: tuple, pos: int, prev_keys: np.ndarray, lookback: np.ndarray | None = None) -> "_FrameCursor":
+        """`lookback`: the step's frame_model.lookback_inputs row, for a model with lookback."""
         keys = np.flatnonzero(prev_keys)
         gi = self.prev_gates[keys].sum(axis=0) + self.rec.b_ih0
         if self.bar_steps:
             gi = gi + self.w_bar[pos % self.bar_steps]
+        copy = None
+        if self.lookback:
+            bars = len(self.flag_gates)
+            gi = gi + self.flag_gates[np.flatnonzero(lookback[-bars:])].sum(axis=0)
+            copy = self._copy(lookback, bars)
         state = self.rec.step(gi, state)
         ctx = self.ctx_w @ self.rec.top(state) + self.ctx_b + self.prev_dec[keys].sum(axis=0)
-        return _FrameCursor(self, state, ctx)
+        return _FrameCursor(self, state, ctx, copy)
 
-    def decode(self, x: np.ndarray) -> np.ndarray:
+    def _copy(self, lookback: np.ndarray, bars: int) -> tuple[np.ndarray, np.ndarray]:
+        """(bars × vocab token rows without STEP_END, each bar's highest sounding key or -1):
+        what MusicFrameRNN.copy_tokens gives, its STEP_END column left to the floor."""
+        n = self.n_keys
+        rows = np.zeros((bars, self.step_end + 1), np.float32)
+        top = np.full(bars, -1)
+        for i in range(bars):
+            sounding, onset = lookback[2 * n * i:2 * n * i + n], lookback[2 * n * i + n:2 * n * (i + 1)]
+            if self.holds:
+                rows[i, :n], rows[i, n:2 * n] = onset, sounding - onset
+            else:
+                rows[i, :n] = sounding
+            keys = np.flatnonzero(sounding)
+            top[i] = keys[-1] if len(keys) else -1
+        return rows, top
+
+    def decode(self, x: np.ndarray, copy=None, floor: int = 0) -> np.ndarray:
         x = _gelu(x)
         for w, b in self.hidden:
             x = _gelu(w @ x + b)
-        return self.head_w @ x + self.head_b
+        logits = self.head_w @ x + self.head_b
+        if copy is not None:
+            rows, top = copy
+            gates = self.copy_w @ x + self.copy_b
+            logits = logits + gates @ rows
+            logits[self.step_end] += gates[top < floor].sum()
+        return logits
 
 
-class _FrameCursor:
-    def __init__(self, net: FastFrame, state: tuple, ctx: np.ndarray):
+class _FrameCursor(_Cursor):
+    def __init__(self, net: FastFrame, state: tuple, ctx: np.ndarray, copy=None):
         self.net, self.state = net, state
         self.base = ctx  # context plus the keys written so far
         self.last = net.step_end
+        self.copy, self.floor = copy, 0  # lookback: the steps to copy; the lowest key still to write
 
     def logits(self) -> np.ndarray:
-        return self.net.decode(self.base + self.net.last[self.last])
+        return self.net.decode(self.base + self.net.last[self.last], self.copy, self.floor)
 
     def read(self, token: int) -> None:
-        self.base = self.base + self.net.set_cols[token % self.net.n_keys]
-        self.last = token
+        key = token % self.net.n_keys
+        self.base = self.base + self.net.set_cols[key]
+        self.last, self.floor = token, key + 1
 
 
 def fast_net(model: torch.nn.Module) -> FastRNN | FastFrame:

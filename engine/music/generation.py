@@ -29,12 +29,14 @@ class MusicModel:
     """A trained music model: generation to files, and live sessions."""
 
     def __init__(self, rnn: MusicRNN | MusicFrameRNN, config: dict, baseline: MusicBaseline | None = None,
-                 voices: int = 0):
+                 voices: int = 0, avoids_parallels: bool = False):
         self.rnn = rnn.eval()
         self.config = config
         self.baseline = baseline  # the benchmark baseline, when it was trained alongside
         # The voice limit when the controls set none: the training music's (`trained_voices`); 0 = none.
         self.voices = voices
+        # The part-writing rule when the controls say nothing (`avoids_parallels`).
+        self.avoids_parallels = avoids_parallels
         self.steps_per_quarter = int(config.get("steps_per_quarter", 4))
         self.steps_per_bar = rnn.config.bar_steps or 4 * self.steps_per_quarter
 
@@ -72,7 +74,7 @@ class MusicModel:
         head = clip.roll if clip is not None else np.zeros((0, N_KEYS), np.int8)
         # Start the primer where it starts in its bar, so the continuation is bar-aligned.
         stepper = Stepper(self.rnn, bar_phase=clip.bar_phase % bar if clip is not None else 0, steps_per_bar=bar,
-                          voices=self.voices)
+                          voices=self.voices, avoids_parallels=self.avoids_parallels)
         allowed = controls.allowed_keys()
         body = []
         with one_blas_thread():  # small matrix-vector products: threads only wait on a busy machine
@@ -102,7 +104,8 @@ class MusicModel:
         """A live stream, in `meter` if given (else the model's bar, 4/4 for the shipped model)."""
         return MusicSession(self.rnn, self.steps_per_quarter, seed=seed, controls=controls, priming=priming,
                             ticks_per_beat=ticks_per_beat, channel=channel, velocity=velocity,
-                            steps_per_bar=self.bar_of(meter=meter) if meter else None, voices=self.voices)
+                            steps_per_bar=self.bar_of(meter=meter) if meter else None, voices=self.voices,
+                            avoids_parallels=self.avoids_parallels)
 
 
 def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> MusicModel:
@@ -125,6 +128,21 @@ def trained_voices(metadata: dict) -> int:
     """The voices of a stored model's training music (its data summary, engine.music.objective.voices_of);
     0, no limit, for models stored before the summary recorded them."""
     return int((metadata.get("data") or {}).get("voices") or 0)
+
+
+# Part writing whose voices move in parallel fifths/octaves at most this often (per 100 chord
+# changes, engine.music.style.parallels) avoids them: the real chorales 0.75-1.1, a generated
+# chorale without the rule 7-9. At least this many voices make it part writing.
+PARALLELS_AVOIDED, PART_WRITING_VOICES = 2.0, 3
+
+
+def avoids_parallels(metadata: dict) -> bool:
+    """Whether a stored model's training music avoids parallel fifths and octaves (its data
+    summary: voices and parallels_per_100): the no_parallels default. False for models stored
+    before the summary recorded the rate."""
+    data = metadata.get("data") or {}
+    rate = data.get("parallels_per_100")
+    return rate is not None and int(data.get("voices") or 0) >= PART_WRITING_VOICES and rate <= PARALLELS_AVOIDED
 
 
 def load_baseline(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu",

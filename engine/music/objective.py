@@ -19,11 +19,12 @@ from engine.music.baseline import MusicBaseline
 from engine.music.batch import collate, encode_window
 from engine.music.config import MusicConfig, build_music_net
 from engine.music.evaluation import baseline_nll, frame_nll, token_nll
-from engine.music.generation import MusicModel
+from engine.music.generation import MusicModel, avoids_parallels
 from engine.music.jsb import load_jsb
 from engine.music.midi_files import load_midi_folder
 from engine.music.output import roll_image
 from engine.music.piece import Piece, split_by_file, transpose_limits, transposed
+from engine.music.style import parallels
 from engine.train.objective import Objective
 
 CORPORA = ("bach",)
@@ -118,7 +119,8 @@ class MusicObjective(Objective):
         return out
 
     def preview(self) -> np.ndarray:
-        model = MusicModel(_unwrap(self.nets["rnn"]), self.config, voices=self._summary["voices"])
+        model = MusicModel(_unwrap(self.nets["rnn"]), self.config, voices=self._summary["voices"],
+                           avoids_parallels=avoids_parallels({"data": self._summary}))
         roll = model.generate(bars=8, seed=0)
         _unwrap(self.nets["rnn"]).train()
         return roll_image(roll, model.steps_per_bar)
@@ -129,14 +131,31 @@ class MusicObjective(Objective):
 
 def usual_style(pieces: list) -> dict[str, Any]:
     """The meter most of the music is in (by length) and its median tempo: what generation plays
-    when neither the request nor a primer says; and its voices (`voices_of`), the most notes
-    generation sounds at once unless told otherwise."""
+    when neither the request nor a primer says; its voices (`voices_of`), the most notes
+    generation sounds at once unless told otherwise; and how often its voices move in parallel
+    fifths/octaves (`parallels_rate`), which decides the part-writing rule's default."""
     steps_by_meter: dict[tuple[int, int], int] = {}
     for piece in pieces:
         steps_by_meter[piece.meter] = steps_by_meter.get(piece.meter, 0) + piece.steps
     meter = max(steps_by_meter, key=steps_by_meter.get)
     return {"meter": f"{meter[0]}/{meter[1]}", "bpm": round(float(np.median([p.bpm for p in pieces])), 1),
-            "voices": voices_of(pieces)}
+            "voices": voices_of(pieces), "parallels_per_100": parallels_rate(pieces)}
+
+
+PARALLELS_STEPS = 400_000  # enough chord changes for a steady rate; a large folder is read up to here
+
+
+def parallels_rate(pieces: list) -> float | None:
+    """Parallel fifths and octaves per 100 chord changes, by the style measure's own rule
+    (engine.music.style.parallels), pooled over the pieces (the first PARALLELS_STEPS steps of
+    them); None when the music has no chord changes (a melody)."""
+    found, changes, steps = 0, 0, 0
+    for piece in pieces:
+        if steps >= PARALLELS_STEPS:
+            break
+        n, c = parallels(piece)
+        found, changes, steps = found + n, changes + c, steps + piece.steps
+    return round(100 * found / changes, 2) if changes else None
 
 
 def voices_of(pieces: list) -> int:

@@ -54,8 +54,9 @@ CONTROLS = {
                      "0.25: about two fifths as many per bar, at 4: about 1.3x; it sounds 4 voices at most)"),
     "free": Param("bool", False, doc="no pull toward the key and register of the music continued (primer, "
                   "priming or the player's phrase)"),
-    "no_parallels": Param("bool", False, doc="part-writing rule: a step that moves two voices in parallel fifths or "
-                          "octaves is drawn again (up to 16 times)"),
+    "no_parallels": Param("bool", None, doc="part-writing rule: a step that moves two voices in parallel fifths or "
+                          "octaves is drawn again (up to 16 times); unset: on when the training music is part writing "
+                          "that avoids them (the shipped chorale model), off otherwise"),
 }
 
 
@@ -82,11 +83,12 @@ def load(config: dict, weights: dict, device):
 
 
 def _model(engine, name: str):
-    """(metadata, MusicModel) with the voice limit of its training music."""
-    from engine.music.generation import trained_voices
+    """(metadata, MusicModel) with the voice limit and part-writing rule of its training music."""
+    from engine.music.generation import avoids_parallels, trained_voices
 
     metadata, model = engine.model(name, "music")
     model.voices = trained_voices(metadata)
+    model.avoids_parallels = avoids_parallels(metadata)
     return metadata, model
 
 
@@ -405,6 +407,13 @@ def describe_data(summary: dict) -> str:
     if summary.get("voices"):
         lines.append(f"the music has {summary['voices']} voices: generation sounds at most {summary['voices']} "
                      "notes at once unless max_polyphony says otherwise")
+    if summary.get("parallels_per_100") is not None:
+        from engine.music.generation import avoids_parallels
+
+        rule = ("so generation avoids them (no_parallels) unless told otherwise" if avoids_parallels({"data": summary})
+                else "so generation leaves them to the model unless no_parallels is asked for")
+        lines.append(f"the music moves voices in parallel fifths/octaves {summary['parallels_per_100']:.2f} times per "
+                     f"100 chord changes, {rule}")
     lines += summary.get("notes") or []
     return "\n".join(lines)
 

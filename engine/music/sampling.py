@@ -6,24 +6,26 @@ and pitch range ban keys, temperature divides the logits; then, on the probabili
 pull of the phrase being continued (phrase.py, unless `free`) chooses among the keys that
 may start a note, density scales the chance of starting notes, and top-p (nucleus) sampling
 draws the token. A step spelled with more keys than the voice limit (max polyphony, else
-the voices of the training music) is drawn again, and so, when asked (no_parallels), is one
-that moves two voices in parallel fifths or octaves.
+the voices of the training music) is drawn again, and so, under the part-writing rule
+(no_parallels; by default on when the training music is part writing that avoids them), is
+one that moves two voices in parallel fifths or octaves.
 """
 from __future__ import annotations
 
-from copy import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from engine.music.fast import FastRNN, fast_net  # noqa: F401 (FastRNN: re-exported)
+from engine.music.frame_model import LOOKBACK_BARS, lookback_inputs
 from engine.music.keys import scale_pitch_classes
 from engine.music.phrase import Phrase
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
 from engine.music.style import step_parallels
 
 VOICE_TRIES = 16  # draws of a step before one is cut to the voice limit
+HISTORY_STEPS = 8192  # steps a lookback stream keeps (at least two bars and any restore's distance)
 
 
 @dataclass
@@ -36,7 +38,9 @@ class Controls:
     max_polyphony: int = 0       # 0: the model's voices (Stepper.voices; none: no limit)
     density: float = 1.0         # >1 more new notes, <1 fewer
     free: bool = False           # True: no pull toward the key and register of the phrase continued
-    no_parallels: bool = False   # True: steps that move voices in parallel fifths/octaves are drawn again
+    # True: steps that move voices in parallel fifths/octaves are drawn again; None: as the training
+    # music does (Stepper.avoids_parallels: on for part writing that avoids them)
+    no_parallels: bool | None = None
 
     def checked(self) -> "Controls":
         if not self.temperature > 0:
@@ -70,9 +74,10 @@ class Stepper:
     """One stream of steps through a music network (eval mode, no gradients)."""
 
     def __init__(self, model: torch.nn.Module, bar_phase: int = 0, steps_per_bar: int | None = None,
-                 voices: int = 0):
+                 voices: int = 0, avoids_parallels: bool = False):
         self.model = model.eval()
         self.voices = voices  # the most keys sounding at once when controls.max_polyphony is 0 (0: no limit)
+        self.avoids_parallels = avoids_parallels  # the part-writing rule when controls.no_parallels is None
         self.redrawn, self.cut = 0, 0  # draws thrown away for the voice limit; steps drawn VOICE_TRIES times
         # The bar of the music played (3/4 at 16ths: 12), not the model's conditioning size (16).
         self.steps_per_bar = steps_per_bar or model.config.bar_steps or 1
@@ -81,6 +86,9 @@ class Stepper:
         self.state = self.net.zero_state()
         self.prev = np.zeros(N_KEYS, np.int8)
         self.step = 0
+        # The steps played, for a model that reads the bars before (lookback): self.step - len(history) were dropped.
+        self.lookback = model.config.arch == "frame" and model.config.lookback
+        self.history: list[np.ndarray] = []
         self.bar_phase = bar_phase
         self.phrase: Phrase | None = None  # what the music continues (phrase.py): new notes are pulled toward it
         self._pulls: dict[bool, np.ndarray] = {}
@@ -101,13 +109,20 @@ class Stepper:
         return self.state, self.prev.copy(), self.step  # states are never changed in place
 
     def restore(self, snap: tuple) -> None:
-        self.state, prev, self.step = snap
-        self.prev = prev.copy()
+        """Back to a snapshot taken earlier in this stream."""
+        self.state, prev, step = snap
+        del self.history[max(0, len(self.history) - (self.step - step)):]
+        self.prev, self.step = prev.copy(), step
 
     def _open(self):
-        """A cursor over the current step, conditioned on its position in the bar and the previous keys."""
+        """A cursor over the current step, conditioned on its position in the bar and the previous keys
+        (and with lookback, the steps one and two bars before)."""
         pos = (self.step + self.bar_phase) % self.steps_per_bar  # the nets wrap it to their bar_steps
-        return self.net.open(self.state, pos, self.prev > 0)
+        if not self.lookback:
+            return self.net.open(self.state, pos, self.prev > 0)
+        window = self.history[-(max(LOOKBACK_BARS) * self.steps_per_bar + 1):]
+        rows = np.array(window) if window else np.zeros((0, N_KEYS), np.int8)
+        return self.net.open(self.state, pos, self.prev > 0, lookback_inputs(rows, [len(rows)], self.steps_per_bar)[0])
 
     def force(self, frame: np.ndarray) -> None:
         """Advance over a given step (priming, or notes the user played)."""
@@ -120,6 +135,10 @@ class Stepper:
         self.state = cursor.state
         self.prev = frame.astype(np.int8)
         self.step += 1
+        if self.lookback:
+            self.history.append(self.prev)
+            if len(self.history) > HISTORY_STEPS:  # a long session: keep what lookback and restores need
+                del self.history[:HISTORY_STEPS // 2]
 
     def sample(self, controls: Controls, rng: np.random.Generator, allowed: np.ndarray | None = None,
                required: np.ndarray | None = None) -> np.ndarray:
@@ -133,41 +152,52 @@ class Stepper:
         count): a step spelled with more is drawn again, so the step comes from the model's own
         distribution given that it fits, keeping bass and top as the model places them. After
         VOICE_TRIES draws the last is spelled with the step ending once the limit is reached.
-        With controls.no_parallels a step moving two voices in parallel fifths or octaves
-        (engine.music.style.step_parallels) is drawn again too, and the last draw kept.
+        With the part-writing rule (controls.no_parallels; if None, the model's `avoids_parallels`)
+        a step moving two voices in parallel fifths or octaves (engine.music.style.step_parallels)
+        is drawn again too, and the last draw kept.
         """
         required = np.zeros(N_KEYS, bool) if required is None else required.astype(bool)
         limit = controls.max_polyphony or self.voices
         if limit:
             limit = max(limit, int(required.sum()))
+        no_parallels = self.avoids_parallels if controls.no_parallels is None else controls.no_parallels
         opened = self._open()
-        for attempt in range(VOICE_TRIES if limit or controls.no_parallels else 1):
+        tokens = self._tokens(controls, allowed)
+        for attempt in range(VOICE_TRIES if limit or no_parallels else 1):
             last = attempt == VOICE_TRIES - 1
-            cursor, frame = self._spell(copy(opened), controls, rng, allowed, required, limit,
-                                        cut=last)
-            if frame is not None and (last or not controls.no_parallels or not step_parallels(
+            cursor, frame = self._spell(opened.clone(), controls, rng, tokens, required, limit, cut=last)
+            if frame is not None and (last or not no_parallels or not step_parallels(
                     np.flatnonzero(self.prev), np.flatnonzero(frame))):
                 break
         self.redrawn, self.cut = self.redrawn + attempt, self.cut + last
         self._end_step(frame, cursor)  # the token net reads the chosen STEP_END when the next step opens
         return frame
 
-    def _spell(self, cursor, controls: Controls, rng: np.random.Generator, allowed: np.ndarray | None,
-               required: np.ndarray, limit: int, cut: bool):
-        """(cursor, frame) of one draw of the step's tokens; frame None once more than `limit`
-        keys are spelled, unless `cut`: then the step ends when `limit` keys sound."""
+    def _tokens(self, controls: Controls, allowed: np.ndarray | None) -> tuple:
+        """What a step's draws share: (tokens open at the step's start, STEP_END included; tokens
+        that start a note, on which density and the pull act; the pull's weights on them or None)."""
         lay, n = self.layout, N_KEYS
         allowed = controls.allowed_keys() if allowed is None else allowed
-        # Keys banned by the controls, and by the spelling (held tokens need a sounding key).
-        ban_keys = np.concatenate([~allowed, ~(allowed & (self.prev > 0))]) if lay.holds else ~allowed
-        spelled = np.concatenate([np.ones(n, bool), self.prev > 0]) if lay.holds else np.ones(n, bool)
-        open_keys = spelled & ~ban_keys
-        key_col = np.arange(len(ban_keys)) % n
-        starts = np.zeros(lay.vocab_size, bool)  # tokens that start a note (density and the pull act on them)
+        # Keys allowed by the controls and by the spelling (held tokens need a sounding key).
+        open_tokens = np.ones(lay.vocab_size, bool)
+        if lay.holds:
+            open_tokens[:n], open_tokens[n:2 * n] = allowed, allowed & (self.prev > 0)
+        else:
+            open_tokens[:n] = allowed
+        starts = np.zeros(lay.vocab_size, bool)
         starts[:n] = True if lay.holds else self.prev == 0
         pull = self._pull(controls)
         if pull is not None:
             pull = np.exp(np.concatenate([pull] * (lay.vocab_size // n) + [[0]]))[starts]
+        return open_tokens, starts, pull
+
+    def _spell(self, cursor, controls: Controls, rng: np.random.Generator, tokens: tuple,
+               required: np.ndarray, limit: int, cut: bool):
+        """(cursor, frame) of one draw of the step's tokens; frame None once more than `limit`
+        keys are spelled, unless `cut`: then the step ends when `limit` keys sound."""
+        lay, n = self.layout, N_KEYS
+        end, holds = lay.step_end, lay.holds  # properties: read once, not per token
+        open_tokens, starts, pull = tokens
         any_required = bool(required.any())
         frame = np.zeros(n, np.int8)
         floor, count = 0, 0
@@ -176,15 +206,19 @@ class Stepper:
             need = np.flatnonzero(required[floor:]) if any_required else ()
             if len(need):  # the next required key comes now, as a hold where possible
                 k = floor + int(need[0])
-                token = k + n if lay.holds and self.prev[k] > 0 else k
+                token = k + n if holds and self.prev[k] > 0 else k
             else:
-                ok = np.zeros(lay.vocab_size, bool)
-                if not (cut and limit and count >= limit):
-                    ok[:-1] = open_keys & (key_col >= floor)
-                ok[-1] = True
                 if controls.temperature != 1.0:
                     logits = logits / controls.temperature
-                p = _softmax(np.where(ok, logits, -np.inf))
+                if cut and limit and count >= limit:  # only STEP_END is left
+                    masked = np.full(end + 1, -np.inf)
+                    masked[-1] = logits[-1]
+                else:  # keys below the last one written cannot follow it
+                    masked = np.where(open_tokens, logits, -np.inf)
+                    masked[:floor] = -np.inf
+                    if holds:
+                        masked[n:n + floor] = -np.inf
+                p = _softmax(masked)
                 if pull is not None:
                     p = _pull_starts(p, starts, pull)
                 # Fewer notes: fewer steps that start any (a chord once begun completes as the model likes,
@@ -192,13 +226,13 @@ class Stepper:
                 if controls.density > 1 or (controls.density < 1 and not (frame == ONSET).any()):
                     p = _scale_starts(p, starts, controls.density)
                 token = _sample(p, controls.top_p, rng)
-            if token == lay.step_end:
+            if token == end:
                 return cursor, frame
             if limit and not cut and count >= limit:
                 return cursor, None  # one key too many: this draw is thrown away
             cursor.read(token)
-            k = lay.key_of(token)
-            frame[k] = SOUNDING if lay.is_hold(token) or (not lay.holds and self.prev[k] > 0) else ONSET
+            k = token % n
+            frame[k] = SOUNDING if (token >= n if holds else self.prev[k] > 0) else ONSET
             floor, count = k + 1, count + 1
 
 

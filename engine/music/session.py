@@ -39,7 +39,7 @@ class MusicSession:
     def __init__(self, model: MusicRNN | MusicFrameRNN, steps_per_quarter: int, *, seed: int = 0, controls: Controls | None = None,
                  priming: list[NoteEvent | dict] | None = None, ticks_per_beat: int = 480, channel: int = 0,
                  velocity: int = 80, max_note_beats: float = 8.0, steps_per_bar: int | None = None,
-                 voices: int = 0):
+                 voices: int = 0, avoids_parallels: bool = False):
         if ticks_per_beat % steps_per_quarter:
             raise ValueError(f"ticks_per_beat {ticks_per_beat} must be a multiple of the model's "
                              f"{steps_per_quarter} steps per beat")
@@ -54,7 +54,8 @@ class MusicSession:
         self.max_note_steps = max(1, int(round(max_note_beats * steps_per_quarter)))
         self.controls = (controls or Controls()).checked()
         self.rng = np.random.default_rng(seed)
-        self.stepper = Stepper(model, steps_per_bar=self.bar_steps, voices=voices)  # the voice limit if controls set none
+        # the voice limit and the part-writing rule where the controls set none
+        self.stepper = Stepper(model, steps_per_bar=self.bar_steps, voices=voices, avoids_parallels=avoids_parallels)
         self.roll: list[np.ndarray] = []          # the session's timeline, one row per step
         self.horizon = 0                          # onsets before this step have been returned
         self.snaps = {0: self.stepper.snapshot()}  # model state before each step >= horizon

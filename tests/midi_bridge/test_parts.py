@@ -218,6 +218,9 @@ def test_music_flags_take_their_ranges_and_defaults_from_the_engine():
             with pytest.raises(SystemExit):
                 p.parse_args([flag, str(outside)])
     assert p.parse_args(["--free"]).free is True  # a switch; absent (None): the engine's default
+    assert p.parse_args(["--no-free"]).free is False
+    assert p.parse_args(["--no-parallels"]).no_parallels is True  # the rule on for any model
+    assert p.parse_args(["--parallels"]).no_parallels is False  # and off for one whose music avoids them
     defaults = p.parse_args([])
     assert (defaults.seed, defaults.velocity) == (SESSION_PARAMS["seed"].default, SESSION_PARAMS["velocity"].default)
     assert defaults.channel == SESSION_PARAMS["channel"].default + 1  # 1-based, as in a DAW

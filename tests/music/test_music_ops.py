@@ -91,6 +91,25 @@ def test_train_op_reports_and_stores_the_model(tiny, engine):
     assert "music.session.next" in engine.client("caps").info["capabilities"]["ops"]
 
 
+def test_generate_holds_to_the_part_writing_of_the_training_music_unless_told(tiny):
+    """The training chords (I IV V I in four voices) move no voices in parallel fifths or octaves, so the
+    model's generation avoids them by default; no_parallels=false lets the model write them."""
+    from engine.music.piece import Piece
+    from engine.music.style import parallels
+
+    client, _, _ = tiny
+    info = client.call("models.info", {"name": "tiny"})["metadata"]["data"]
+    assert (info["voices"], info["parallels_per_100"]) == (4, 0.0)
+
+    def found(**params) -> int:
+        rolls = [client.call("music.generate", {"model": "tiny", "bars": 4, "seed": s, "density": 3.0, **params},
+                             timeout=60)["roll"] for s in range(4)]
+        return sum(parallels(Piece("g", np.asarray(r, np.int8)))[0] for r in rolls)
+
+    assert found() == 0
+    assert found(no_parallels=False) > 0
+
+
 def test_generate_returns_a_midi_file_in_key(tiny):
     client, _, _ = tiny
     value = client.call("music.generate", {"model": "tiny", "bars": 2, "seed": 3, "key": "D minor",

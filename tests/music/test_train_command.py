@@ -60,6 +60,8 @@ def test_plain_train_with_midi_trains_the_recipe_and_reports_skipped_files(tmp_p
     assert "  stuck.mid: a note (pitch 60, starting at beat 0) lasts 5,000,000 beats" in out
     assert out.index("skipped") < out.index("saved mine")
     assert metadata["data"]["voices"] == 4 and "the music has 4 voices" in out  # the voice limit generation uses
+    assert metadata["data"]["parallels_per_100"] == 0.0  # and the part-writing rule's default: on
+    assert "parallel fifths/octaves 0.00 times per 100 chord changes, so generation avoids them" in out
 
 
 def test_config_combines_with_midi(tmp_path, midi_folder, capsys):
