@@ -34,20 +34,32 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, "error", str(e))
 
 
+def common_flags(inner: bool = False) -> argparse.ArgumentParser:
+    """The flags every command takes. `inner` is the copy for a command's KIND parser: its flags
+    default to unset, so `atelier train --models-dir X shape` keeps X (a default there would overwrite it)."""
+    def default(value):
+        return argparse.SUPPRESS if inner else value
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=default(False),
+                        help="print machine-readable JSON instead of text")
+    common.add_argument("--engine", nargs="?", const=RUNNING, default=default(None), metavar="HOST:PORT",
+                        help="use a running engine instead of this process; alone: the one `atelier serve` "
+                        f"recorded in {paths.engine_address_path()}")
+    common.add_argument("--token-file", type=Path, default=default(None),
+                        help=f"engine token (default {paths.token_path()})")
+    common.add_argument("--models-dir", type=Path, default=default(None),
+                        help=f"where models live (default $ATELIER_MODELS_DIR or {paths.models_dir()})")
+    common.add_argument("--device", default=default("auto"), choices=("auto", "cpu", "cuda", "mps"),
+                        help="compute device for in-process work; auto picks cuda, then mps, then cpu")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atelier", description="Atelier: a local generative engine for artists.",
                                      epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"atelier {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
-    common.add_argument("--engine", nargs="?", const=RUNNING, metavar="HOST:PORT",
-                        help="use a running engine instead of this process; alone: the one `atelier serve` "
-                        f"recorded in {paths.engine_address_path()}")
-    common.add_argument("--token-file", type=Path, help=f"engine token (default {paths.token_path()})")
-    common.add_argument("--models-dir", type=Path, default=None,
-                        help=f"where models live (default $ATELIER_MODELS_DIR or {paths.models_dir()})")
-    common.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
-                        help="compute device for in-process work; auto picks cuda, then mps, then cpu")
+    common = common_flags()
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", parents=[common], help="run the engine for Blender, the MIDI bridge and "
@@ -84,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from engine.cli import model_commands
 
-    model_commands.add_commands(commands, common)
+    model_commands.add_commands(commands, common, common_flags(inner=True))
 
     demo = commands.add_parser("demo", parents=[common], help="start an engine and make a texture, a mesh and "
                                "a MIDI file in ./out", description="Start the engine headless and generate one "

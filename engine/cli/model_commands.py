@@ -12,7 +12,9 @@ TRAIN_SHORTCUTS = {"steps": int, "minutes": float, "batch_size": int, "lr": floa
                    "checkpoint_every": int}
 
 
-def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser,
+                 kind_common: argparse.ArgumentParser) -> None:
+    """train/generate/eval, each with a KIND subcommand; the common flags go before or after the kind."""
     for command, summary in (("train", "train a model on your own material"),
                              ("generate", "make textures, meshes or music with a trained model"),
                              ("eval", "measure a model and write a sheet of pictures")):
@@ -24,7 +26,7 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
             op = None if command == "train" else {o.name: o for o in module.OPS}.get(module.CLI_OPS.get(command))
             if command != "train" and op is None:
                 continue
-            sub = kinds.add_parser(kind, parents=[common], help=(module.__doc__ or kind).strip().splitlines()[0])
+            sub = kinds.add_parser(kind, parents=[kind_common], help=(module.__doc__ or kind).strip().splitlines()[0])
             params = module.DATA_PARAMS if command == "train" else op.params
             if command == "generate":
                 params = _with_input_ops(module, params)

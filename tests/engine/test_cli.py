@@ -93,6 +93,19 @@ def test_generate_and_eval_default_to_the_shipped_model(tmp_path):
     assert default_model("texture") == DEFAULT_MODELS["texture"] == "texture-planks"  # colour, shipped
 
 
+def test_common_flags_go_before_or_after_the_kind(tmp_path):
+    # `atelier generate --models-dir D music` used D's parse and then lost it to the kind's own default.
+    import shutil
+
+    from engine.store.checkpoints import BUILTIN_DIR
+
+    shutil.copy(BUILTIN_DIR / "music-default.safetensors", tmp_path / "mine.safetensors")
+    for order in (("generate", "--models-dir", str(tmp_path), "music"), ("generate", "music", "--models-dir", str(tmp_path))):
+        made = atelier(*order, "--model", "mine", "--bars", "1", "--out", str(tmp_path / "m.mid"), "--json")
+        assert made.returncode == 0, (order, made.stdout, made.stderr)  # "mine" is only in tmp_path
+        assert (tmp_path / "m.mid").stat().st_size > 0
+
+
 def test_commands_against_a_running_engine(tmp_path):
     engine = launch(tmp_path)
     try:
