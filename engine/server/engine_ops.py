@@ -101,6 +101,9 @@ def _train(engine, context: Context, kind: str, name: str, data: dict, model: di
             train = {**getattr(module, "TRAIN_DEFAULTS", {}), **saved_train, **train}
             model_config = build(module.config_class(), model)
             train_config = build(TrainConfig, train)
+            # Initial weights from the run's seed: the same request trains the same model whatever
+            # this process drew before (a tiny model's 40 steps could collapse or not on that alone).
+            torch.manual_seed(train_config.seed)
             objective = module.objective(model_config, data, device)
         except ConfigOutOfBounds as e:
             raise JobFailed(protocol.TOO_LARGE if e.too_large else protocol.BAD_PARAMS, str(e)) from None

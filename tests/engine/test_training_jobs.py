@@ -73,6 +73,19 @@ def test_train_op_rejects_bad_settings_clearly(engine):
         assert "optimizer must be one of" in caught.value.message
 
 
+def test_the_same_request_trains_the_same_model(engine):
+    # Initial weights come from the run's seed, not from whatever the engine drew before.
+    def trained(name: str, seed: int = 0) -> str:
+        params = train_params(name, 3)
+        client.call("train", {**params, "train": {**params["train"], "seed": seed}}, timeout=300)
+        return client.call("shape.sample", {"model": name, "seed": 0, "count": 1})["provenance"]["model_hash"]
+
+    with engine.client() as client:
+        first = trained("same-a")
+        other = trained("same-other", seed=1)
+        assert trained("same-b") == first != other
+
+
 def test_cli_resume_continues_from_the_saved_step(tmp_path):
     env = {**os.environ, "ATELIER_MODELS_DIR": str(tmp_path)}
     base = [sys.executable, "-m", "engine", "train", "shape", "--procedural", "12", "--name", "resumable", "--json",
