@@ -59,10 +59,7 @@ def test_following_a_daws_clock_notes_go_early_by_what_the_output_adds_to_the_da
     synth = FrameReceiver(f"synth{request.node.name[-6:]}", extra_latency=SYNTH_FRAMES)
     try:
         synth.client.connect(sender.name, synth.name)  # the DAW's clock, as the bridge hears it
-        # --parallels: with the part-writing rule on (the shipped model's default since session 13) this
-        # test failed about half the time, notes ~78 frames from the beat instead of 960 early; open (issue 21).
-        bridge = start_bridge(music_engine, "--port", synth.name, "--input", sender.name, "--clock", "midi",
-                              "--parallels")
+        bridge = start_bridge(music_engine, "--port", synth.name, "--input", sender.name, "--clock", "midi")
         bridge.wait_for("ready")
         compensation = bridge.wait_for("compensation")
         clock = ClockSource(sender)
