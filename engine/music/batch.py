@@ -9,8 +9,10 @@ from engine.music.piece import N_KEYS, Piece
 from engine.music.tokens import TokenLayout, roll_to_tokens, token_context
 
 
-def encode_window(piece: Piece, start: int, length: int, layout: TokenLayout) -> dict[str, np.ndarray]:
-    """Tokens and conditioning for steps [start, start+length) of a piece.
+def encode_window(piece: Piece, start: int, length: int, layout: TokenLayout,
+                  lookback: bool = False) -> dict[str, np.ndarray]:
+    """Tokens and conditioning for steps [start, start+length) of a piece; with `lookback`, also
+    the steps one and two bars back (for a frame model with lookback).
 
     The step before the window is known to the model through `prev` (zeros at the start
     of the piece), as it would be when the piece is read from its start.
@@ -20,20 +22,22 @@ def encode_window(piece: Piece, start: int, length: int, layout: TokenLayout) ->
     tokens = roll_to_tokens(roll, layout, prev_row)
     ctx = token_context(tokens, layout)
     rows = np.vstack([prev_row[None], roll])
-    return {
+    window = {
         "inputs": ctx["inputs"], "targets": tokens, "floor": ctx["floor"],
         "pos": (start + ctx["step"] + piece.bar_phase) % piece.steps_per_bar,
         "prev": rows[ctx["step"]],
         "tok_step": ctx["step"], "written": ctx["written"],  # for the frame model
         "step_pos": (start + np.arange(len(roll)) + piece.bar_phase) % piece.steps_per_bar,
         "roll": roll, "roll_prev": rows[:-1],  # for the baseline and the frame model: step t and step t-1
-        # the frame model with lookback: the steps one and two bars back, in the piece's own bar
-        "lookback": lookback_inputs(piece.roll, start + np.arange(len(roll)), piece.steps_per_bar),
     }
+    if lookback:  # in the piece's own bar
+        window["lookback"] = lookback_inputs(piece.roll, start + np.arange(len(roll)), piece.steps_per_bar)
+    return window
 
 
 def collate(items: list[dict[str, np.ndarray]], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Pad a list of encoded windows into one batch; padded targets are -1."""
+    """Pad a list of encoded windows into one batch; padded targets are -1. "lookback" is
+    there when the windows have it."""
     n_tok = max(len(it["targets"]) for it in items)
     n_step = max(len(it["roll"]) for it in items)
     B = len(items)
@@ -45,8 +49,9 @@ def collate(items: list[dict[str, np.ndarray]], device: torch.device | str = "cp
         "step_pos": np.zeros((B, n_step), np.int64),
         "roll": np.zeros((B, n_step, N_KEYS), np.float32), "roll_prev": np.zeros((B, n_step, N_KEYS), np.float32),
         "step_mask": np.zeros((B, n_step), np.float32),
-        "lookback": np.zeros((B, n_step, lookback_width(N_KEYS)), np.float32),
     }
+    if "lookback" in items[0]:
+        out["lookback"] = np.zeros((B, n_step, lookback_width(N_KEYS)), np.float32)
     for b, it in enumerate(items):
         k, t = len(it["targets"]), len(it["roll"])
         for name in ("inputs", "targets", "floor", "pos", "tok_step", "written"):
@@ -56,5 +61,6 @@ def collate(items: list[dict[str, np.ndarray]], device: torch.device | str = "cp
         out["roll"][b, :t] = it["roll"] > 0
         out["roll_prev"][b, :t] = it["roll_prev"] > 0
         out["step_mask"][b, :t] = 1
-        out["lookback"][b, :t] = it["lookback"]
+        if "lookback" in out:
+            out["lookback"][b, :t] = it["lookback"]
     return {name: torch.from_numpy(a).to(device) for name, a in out.items()}

@@ -105,7 +105,8 @@ def test_a_lookback_model_learns_to_repeat_bars_where_the_plain_one_cannot():
         model = _model(lookback)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         for step in range(150):
-            batch = collate([encode_window(train[(step * 8 + i) % 64], 0, 64, model.config.layout) for i in range(8)])
+            batch = collate([encode_window(train[(step * 8 + i) % 64], 0, 64, model.config.layout, lookback)
+                             for i in range(8)])
             nll = token_nll(model, batch)
             loss = nll.sum() / (batch["targets"] >= 0).sum()
             opt.zero_grad()
