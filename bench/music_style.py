@@ -8,7 +8,9 @@ For each corpus of bench/music_suite.py (exported MIDI files, split by piece int
 2. the baseline: the independent-Bernoulli LSTM (engine/music/baseline.py) on the same folder, the same
    windows and the same trainer budget (engine.music.ops.TRAIN_DEFAULTS, or --minutes);
 3. --seeds pieces from each: ours through a real engine's `music.generate` op with its defaults and only
-   the seed set; the baseline sampled key by key from its Bernoulli outputs, as long as ours;
+   the seed and the meter set (the meters asked in the held-out pieces' proportions: the onset and
+   repeated-bar measures are per bar); the baseline sampled key by key from its Bernoulli outputs,
+   as long as ours, with the same bars;
 4. the held-out pieces, cut at bar lines into windows as long as a generated piece (whole bars);
 5. engine.music.style's measures of all three, printed as a table per corpus with issue 21's goals.
 """
@@ -95,16 +97,18 @@ def sample_baseline(net: torch.nn.Module, steps: int, seed: int) -> np.ndarray:
     return torch.stack(rows).numpy().astype(np.int8)
 
 
-def generate_ours(models: Path, name: str, seeds: int, params: dict | None = None, first: int = 0) -> list[Piece]:
+def generate_ours(models: Path, name: str, seeds: int, params: dict | None = None, first: int = 0,
+                  meters: list[str] | None = None) -> list[Piece]:
     """`seeds` pieces from the music.generate op of a real engine, its defaults and only the seed
-    (and `params`) set."""
+    (and `params`; piece i in `meters[i]` if given) set."""
     with tempfile.TemporaryDirectory(prefix="music-style-") as state:
         process, ready = start_engine("cpu", Path(state), {"ATELIER_MODELS_DIR": str(models)})
         try:
             with Client(ready["host"], ready["port"], token=read_token(Path(ready["token_file"])),
                         name="music-style-bench") as client:
-                values = [client.call("music.generate", {"model": name, "seed": s, **(params or {})}, timeout=600)
-                          for s in range(first, first + seeds)]
+                values = [client.call("music.generate", {"model": name, "seed": s, **(params or {}),
+                                                         **({"meter": meters[i]} if meters else {})}, timeout=600)
+                          for i, s in enumerate(range(first, first + seeds))]
         finally:
             process.terminate()
             process.wait(timeout=60)
@@ -112,13 +116,24 @@ def generate_ours(models: Path, name: str, seeds: int, params: dict | None = Non
             for i, v in enumerate(values)]
 
 
-def windows(pieces: list[Piece], steps: int) -> list[Piece]:
-    """Each piece cut at its bar lines into windows of the whole bars nearest `steps` (a piece
-    shorter than one window is kept whole, from its first bar line)."""
+def meters_like(heldout: list[str], count: int) -> list[str]:
+    """`count` meters in the held-out pieces' proportions (largest remainders; the commonest first),
+    so that each generated piece is asked for a meter the real music has, as a user would ask."""
+    shares = Counter(heldout).most_common()
+    quotas = [(m, n * count / len(heldout)) for m, n in shares]
+    counts = {m: math.floor(q) for m, q in quotas}
+    for m, q in sorted(quotas, key=lambda mq: mq[1] - math.floor(mq[1]), reverse=True)[:count - sum(counts.values())]:
+        counts[m] += 1
+    return [m for m, _ in shares for _ in range(counts[m])]
+
+
+def windows(pieces: list[Piece], steps: int = 0, bars: int = 0) -> list[Piece]:
+    """Each piece cut at its bar lines into windows of `bars` bars, or of the whole bars nearest
+    `steps` (a piece shorter than one window is kept whole, from its first bar line)."""
     out = []
     for p in pieces:
         bar = p.steps_per_bar
-        length = max(1, round(steps / bar)) * bar
+        length = (bars or max(1, round(steps / bar))) * bar
         first = (-p.bar_phase) % bar
         starts = list(range(first, p.steps - length + 1, length)) or [first]
         out += [replace(p, roll=p.roll[s:s + length], bar_phase=0) for s in starts]
@@ -168,17 +183,20 @@ def run_corpus(corpus, args: argparse.Namespace, models: Path) -> dict:
     baseline_minutes = args.minutes if args.baseline_minutes is None else args.baseline_minutes
     baseline = train_baseline(root / "train", f"{name}-baseline", models, baseline_minutes)
     baseline_minutes = (time.time() - t) / 60
-    ours = generate_ours(models, name, args.seeds)
-    steps = ours[0].steps
-    base = [Piece(f"baseline-{s}", sample_baseline(baseline, steps, s), ours[0].steps_per_quarter,
-                  ours[0].steps_per_bar) for s in range(args.seeds)]
+    asked = meters_like([p["meter"] or "4/4" for p in manifest["pieces"] if p["file"].startswith("heldout/")],
+                        args.seeds)
+    ours = generate_ours(models, name, args.seeds, meters=asked)
+    bars = ours[0].steps // ours[0].steps_per_bar
+    base = [Piece(f"baseline-{s}", sample_baseline(baseline, ours[s].steps, s), ours[s].steps_per_quarter,
+                  ours[s].steps_per_bar) for s in range(args.seeds)]
     heldout, _ = load_midi_folder(root / "heldout", ours[0].steps_per_quarter)
-    real = windows(heldout, steps)
+    real = windows(heldout, bars=bars)
     scores = {who: style_of(pieces) for who, pieces in (("real", real), ("ours", ours), ("baseline", base))}
     goals = style_goals(scores["real"], scores["ours"], scores["baseline"])
-    print(f"\n{corpus.name}: {len(heldout)} held-out pieces in {len(real)} windows of ~{steps} steps; {args.seeds} "
-          f"generated pieces of {steps} steps ({steps // ours[0].steps_per_bar} bars of {ours[0].steps_per_bar} "
-          f"steps) from each model; ours trained {minutes and round(minutes, 1)} min"
+    print(f"\n{corpus.name}: {len(heldout)} held-out pieces in {len(real)} windows of {bars} bars; {args.seeds} "
+          f"generated pieces of {bars} bars (meters asked as the held-out pieces': "
+          f"{', '.join(f'{m} x{n}' for m, n in Counter(asked).items())}) "
+          f"from each model; ours trained {minutes and round(minutes, 1)} min"
           f"{' (--minutes %g)' % args.minutes if args.minutes else ' (default budget)'}"
           f"{', lookback ' + args.lookback if args.lookback else ''}, baseline "
           f"{baseline_minutes:.1f} min")
