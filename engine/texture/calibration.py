@@ -118,8 +118,11 @@ def apply_gain(x: torch.Tensor, gain: Sequence[float], check: Callable[[], None]
     """Images [B, C, H, W] in [-1, 1] with each frequency's power scaled by 10**gain (the mean kept);
     `check` as in `_rfft2`."""
     h, w = x.shape[-2:]
-    spectrum = _rfft2(x.float(), check) * _gain_amplitude(h, w, tuple(gain), x.device, check)
-    return _irfft2(spectrum, (h, w), check).clamp(-1, 1).to(x.dtype)
+    spectrum = _rfft2(x.float(), check)
+    # scaled in place as real pairs: a complex tensor times a real one first makes the real one
+    # complex (twice the passes), and gives the same numbers
+    torch.view_as_real(spectrum).mul_(_gain_amplitude(h, w, tuple(gain), x.device, check)[..., None])
+    return _irfft2(spectrum, (h, w), check).clamp_(-1, 1).to(x.dtype)
 
 
 def noise_field(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: int,
@@ -138,6 +141,10 @@ def noise_field(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: i
     spectrum = coeffs.new_zeros(b, len(amplitude), height, width // 2 + 1)
     k = torch.arange(h, device=z.device)
     spectrum[:, :, torch.where(k <= h // 2, k, height - h + k), : w // 2 + 1] = coeffs
+    if check is None:  # columns past w // 2 are zero: transform only the others along the height
+        cols = torch.fft.ifft(spectrum[..., : w // 2 + 1], dim=-2)
+        spectrum = torch.cat([cols, cols.new_zeros(cols.shape[:-1] + (width // 2 - w // 2,))], -1)
+        return torch.fft.irfft(spectrum, n=width, dim=-1) * (height * width / (h * w))
     return _irfft2(spectrum, (height, width), check) * (height * width / (h * w))
 
 

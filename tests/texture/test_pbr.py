@@ -213,3 +213,16 @@ def test_generating_in_bands_gives_the_one_pass_picture(monkeypatch):
     for name in whole:
         assert np.abs(whole[name].astype(int) - banded[name]).max() <= 1, name
         assert (whole[name] == banded[name]).mean() > 0.999, name
+
+
+def test_normals_are_scaled_to_unit_length_as_by_their_norm():
+    from engine.texture.generation import unit_normals
+
+    x = torch.randn(3, 40, 30, generator=torch.Generator().manual_seed(0))
+    x[:, 0, 0] = 0  # a zero vector points out of the surface
+    reference = x.clone()
+    reference[2].clamp_(min=1e-3)
+    reference = reference / reference.norm(dim=0, keepdim=True)
+    made = unit_normals(x)
+    assert (made - reference).abs().max() < 1e-6 and made[:, 0, 0].tolist() == [0.0, 0.0, 1.0]
+    assert not torch.equal(made, x)  # its input is left alone

@@ -49,3 +49,23 @@ def test_the_grey_default_still_loads_and_generates(engine):
     with engine.client() as client:
         value = client.call("texture.generate", {"model": "texture-default", "width": 32, "seed": 1}, timeout=60)
     assert value["image"].shape[:2] == (32, 32)
+
+
+def test_a_material_calibrated_in_one_go_is_the_one_calibrated_map_by_map(monkeypatch):
+    """Up to 1024^2 every channel is calibrated at once, larger pictures a channel at a time (the
+    normal's three together) in bands: the same pixels either way (to float rounding), each map
+    its own contiguous array."""
+    from engine.texture import generation
+
+    meta, weights = load_file(BUILTIN_DIR / "texture-planks.safetensors")
+    model = generation.load(meta["config"], weights)
+    assert model.config.spectrum_gain and model.config.field_gain and model.config.tone_curve
+    whole = model.generate_maps(128, 96, seed=2)
+    monkeypatch.setattr(generation, "LARGE", 0)
+    monkeypatch.setattr(generation, "BAND", 1 << 40)  # the same synthesis, in one band
+    by_map = model.generate_maps(128, 96, seed=2)
+    assert set(whole) == {"image", *model.maps}
+    for name in whole:
+        assert whole[name].flags.c_contiguous and whole[name].shape == by_map[name].shape, name
+        assert np.abs(whole[name].astype(int) - by_map[name]).max() <= 1, name
+        assert (whole[name] == by_map[name]).mean() > 0.999, name
