@@ -5,9 +5,10 @@
     python bench/shape_bench.py --collection [--minutes 3]   # the real-mesh collection
     python bench/shape_bench.py --ceilings [--model M]       # where the collection's IoU goes
 
---collection trains the implicit decoder (`--set decoder=implicit`) and the default 32³ grid VAE with the
-plain default command on the train split of bench/data/meshes, fits PCA-64 to the same meshes,
-and measures all three on the held-out split (`collection` below).
+--collection trains our model with the plain default command (the 64³ grid VAE) and the former default,
+the 32³ grid VAE (`--set resolution=32`; or with --implicit the implicit decoder, `--set decoder=implicit`),
+on the train split of bench/data/meshes, fits PCA-64 to the same meshes, and measures all three on the
+held-out split (`collection` below).
 
 Prints, for the VAE and for PCA on voxels (fitted to the VAE's own training shapes, with a
 Gaussian over its component scores to sample from):
@@ -168,7 +169,7 @@ def _upsampled(grids: np.ndarray, res: int) -> np.ndarray:
     return torch.nn.functional.interpolate(x, size=(res,) * 3, mode="trilinear", align_corners=False)[:, 0].numpy()
 
 
-def collection(minutes: float | None, work: Path, samples: int, repeats: int) -> int:
+def collection(minutes: float | None, work: Path, samples: int, repeats: int, other: str = "grid32") -> int:
     import json
     import os
 
@@ -187,15 +188,16 @@ def collection(minutes: float | None, work: Path, samples: int, repeats: int) ->
         if not (train_dir / name).exists():
             os.symlink(COLLECTION / name, train_dir / name)
     started = time.perf_counter()
-    _train("implicit", train_dir, models, minutes, "--set", "decoder=implicit")
-    _train("grid32", train_dir, models, minutes)
+    _train("ours", train_dir, models, minutes)
+    _train(other, train_dir, models, minutes,
+           *(("--set", "decoder=implicit") if other == "implicit" else ("--set", "resolution=32")))
     print(f"trained (or reused) both models in {(time.perf_counter() - started) / 60:.1f} min; budget: {budget}")
 
     loaded = {}
-    for name in ("implicit", "grid32"):
+    for name in ("ours", other):
         metadata, weights = load_file(models / f"{name}.safetensors")
-        loaded[name] = (metadata, load(metadata["config"], weights, "cpu"))
-    ours = loaded["implicit"][1]
+        loaded["grid32" if name == other else name] = (metadata, load(metadata["config"], weights, "cpu"))
+    ours = loaded["ours"][1]
     train_grids = np.stack([voxelise(*_arrays(normalise(load_mesh_file(COLLECTION / n), "y")), 32)
                             for n in split["train"]])
     pca = PCABaseline(train_grids, 64)
@@ -251,23 +253,24 @@ def collection(minutes: float | None, work: Path, samples: int, repeats: int) ->
     print(f"machine: {machine()}")
     print(f"held-out: {len(held)} meshes of bench/data/meshes (split.json); train: {len(split['train'])}; "
           f"budget: {budget}")
-    for key in ("implicit", "grid32"):
+    for key in ("ours", "grid32"):
         md = loaded[key][0]
-        print(f"{key}: {md['config'].get('decoder', 'grid')} decoder, trained "
+        print(f"{key if key == 'ours' else other}: {md['config'].get('decoder', 'grid')} decoder at "
+              f"{md['config']['resolution']}³, trained "
               f"{md.get('train_seconds', 0) / 60:.1f} min ({md.get('step')} steps), "
               f"held-out share at train time {md['data'].get('held_out_shapes')}/"
               f"{md['data'].get('held_out_shapes', 0) + md['data'].get('train_shapes', 0)}")
-    print(f"\n{'metric':<22}{'ours':>10}{'grid 32³':>10}{'PCA-64':>10}{'ours/grid':>10}{'ours/PCA':>10}")
+    print(f"\n{'metric':<22}{'ours':>10}{other:>10}{'PCA-64':>10}{'ours/2nd':>10}{'ours/PCA':>10}")
     mean = {k: {m: float(np.mean([r[m] for r in rs])) for m in rs[0]} for k, rs in rows.items()}
     for m in mean["ours"]:
         o, g, p = mean["ours"][m], mean["grid32"][m], mean["pca"][m]
         print(f"{m:<22}{o:10.4f}{g:10.4f}{p:10.4f}{o / max(g, 1e-12):10.2f}{o / max(p, 1e-12):10.2f}")
-    print(f"\n{'ms (median)':<22}{'ours':>10}{'grid 32³':>10}{'ratio':>10}")
+    print(f"\n{'ms (median)':<22}{'ours':>10}{other:>10}{'ratio':>10}")
     for label, t in times.items():
         print(f"{label:<22}{t['ours']:10.1f}{t['grid32']:10.1f}{t['ours'] / t['grid32']:10.2f}")
     print(f"\nsamples ({samples}): one piece as decoded {one_piece:.0%}; watertight, wound, one piece as decoded "
           f"{clean_raw:.0%}, as delivered {clean_delivered:.0%}")
-    train_minutes = loaded["implicit"][0].get("train_seconds", 0) / 60
+    train_minutes = loaded["ours"][0].get("train_seconds", 0) / 60
     goals = [("IoU ≥ 0.80", mean["ours"]["iou64"] >= 0.80),
              ("IoU ≥ PCA + 0.10", mean["ours"]["iou64"] >= mean["pca"]["iou64"] + 0.10),
              ("Chamfer-L1 ≤ 0.6 × grid 32³", mean["ours"]["chamfer_l1"] <= 0.6 * mean["grid32"]["chamfer_l1"]),
@@ -281,7 +284,7 @@ def collection(minutes: float | None, work: Path, samples: int, repeats: int) ->
     return 0
 
 
-def ceilings(model_path: Path | None, count: int) -> int:
+def ceilings(model_path: Path | None, count: int, perfect: bool = True) -> int:
     """Where the IoU goes, on the collection's held-out meshes (IoU at 64³, as `collection` measures it).
 
     Ceilings: each mesh voxelised at 32³, 64³ and 128³ and meshed back through our own path (trilinear
@@ -316,7 +319,7 @@ def ceilings(model_path: Path | None, count: int) -> int:
             ref64 = voxelise(v, f, 64)
             if not voxelise(v, f, 32).any():
                 continue  # no inside at 32³ (the bench skips these too)
-            for res in (32, 64, 128) if split_name == "held-out" else (32,):
+            for res in ((32, 64, 128) if split_name == "held-out" else (32,)) if perfect else ():
                 grid = voxelise(v, f, res).astype(np.float32)
                 volume = grid if res == 128 else _upsampled(grid[None], 128)[0]
                 rows.setdefault(f"perfect {res}³ grid, {split_name}", []).append(iou(volume, ref64))
@@ -341,17 +344,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="timed sample → mesh calls per figure")
     parser.add_argument("--collection", action="store_true", help="measure on the real-mesh collection instead")
     parser.add_argument("--minutes", type=float, help="--collection: training budget per model (default: the kind's)")
+    parser.add_argument("--implicit", action="store_true",
+                        help="--collection: compare with the implicit decoder instead of the 32³ grid VAE")
     parser.add_argument("--work", type=Path, default=Path("/tmp/atelier-shape-bench"),
                         help="--collection: folder for the trained models (reused when present)")
     parser.add_argument("--ceilings", action="store_true",
                         help="the collection's IoU ceilings per label resolution; with --model, train vs held-out")
     parser.add_argument("--model", type=Path, help="--ceilings: a model trained on the collection's train split")
     parser.add_argument("--fitted", type=int, default=47, help="--ceilings: training meshes to measure the model on")
+    parser.add_argument("--model-only", action="store_true", help="--ceilings: only the model's rows (A/B runs)")
     args = parser.parse_args(argv)
     if args.ceilings:
-        return ceilings(args.model, args.fitted)
+        return ceilings(args.model, args.fitted, perfect=not args.model_only)
     if args.collection:
-        return collection(args.minutes, args.work, args.samples, max(3, args.repeats // 4))
+        return collection(args.minutes, args.work, args.samples, max(3, args.repeats // 4),
+                          "implicit" if args.implicit else "grid32")
 
     metadata, weights = load_file(args.weights)
     model = load(metadata["config"], weights, "cpu")

@@ -204,7 +204,8 @@ class ShapeModel:
 
 def load(config: dict, weights: dict[str, torch.Tensor], device: str | torch.device = "cpu") -> ShapeModel:
     """A ShapeModel from a stored config and weights keyed "vae.<parameter name>"."""
-    config = {"decoder": "grid", **config}  # models saved before the implicit decoder have grid decoders
+    # Models saved before the implicit decoder have grid decoders, and before `fold` folded once.
+    config = {"decoder": "grid", "fold": 1, **config}
     vae = ShapeVAE(build(ShapeVAEConfig, config))
     prefix = "vae."
     state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}

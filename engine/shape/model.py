@@ -5,10 +5,10 @@
     logits, mu, logvar = vae(grids, points)          # grids B×1×R×R×R in {0, 1}, points B×P×3
     loss, parts = vae_loss(logits, labels, mu, logvar, kl_weight(step, config), config)
 
-    ShapeVAE(ShapeVAEConfig())(grids)                # the default grid decoder: logits B×1×R×R×R
+    ShapeVAE(ShapeVAEConfig())(grids)                # the default 64³ grid decoder: logits B×1×64×64×64
 
 Two decoders share the encoder and the latent space. "implicit" (engine/shape/implicit.py)
-decodes the latent into a coarse feature grid (R/2)³ × `features` and a small MLP gives the
+decodes the latent into a coarse feature grid (the trunk's, R/2 by default) × `features` and a small MLP gives the
 occupancy logit at any point from the features there and the point's Fourier encoding; it is
 trained on points near and away from each shape's surface and meshed at any resolution.
 "grid" ends in one logit per voxel of the R³ grid.
@@ -19,7 +19,9 @@ to the mean and log-variance of a diagonal Gaussian. The decoder mirrors it with
 transposed convolutions, ends in 8 logits per half-resolution cell and unfolds them into
 one occupancy logit per voxel (depth-to-space). Folding keeps every convolution off the
 full-resolution grid, where 1-channel 3D convolutions are slow on CPUs: it is about 6×
-faster to train than a full-resolution stem and output layer, at the same latent size.
+faster to train than a full-resolution stem and output layer, at the same latent size. A 64³ grid is
+folded twice (64 channels per 4×4×4 block), so it runs on the 16³ trunk of a 32³ model; only the
+first and last convolutions and the loss grow.
 
 Grid decoder: occupancy is sparse (a chair fills ~5 % of its cube), so plain BCE learns "empty".
 Two remedies: focal loss (Lin et al. 2017), which down-weights the many easy empty
@@ -43,8 +45,11 @@ from engine.shape.implicit import PointHead
 
 @dataclass
 class ShapeVAEConfig:
-    resolution: int = 32       # grid side: a power of two, 8..128 (32 default, 64 optional)
-    # Defaults: the shipped model (engine/recipes/shape.toml), 1.1 M parameters, trains on a CPU.
+    # Grid side: a power of two, 8..128. 64 by default: on the real-mesh collection a perfect 32³ decoder
+    # scores 0.70 held-out IoU, a perfect 64³ one 0.95, and at 5 CPU minutes the 64³ model reconstructed
+    # held-out meshes at 0.584 against the 32³ model's 0.554 (docs/BENCHMARKS.md, shape section). The
+    # shipped model (engine/recipes/shape.toml) is 32³; 1.1-1.2 M parameters either way.
+    resolution: int = 64
     latent_dim: int = 64       # 64..256 in practice
     width: int = 16            # channels at half resolution; doubles at each level down, capped at 8×
     beta: float = 0.25         # final KL weight (small: sharp reconstructions; sampling uses the fitted prior)
@@ -58,9 +63,13 @@ class ShapeVAEConfig:
     # F@1 % 0.130 vs 0.121; implicit only won on Chamfer, 0.052 vs 0.072) and meshes 3x faster
     # (docs/BENCHMARKS.md, shape section).
     decoder: str = "grid"
-    features: int = 32         # implicit: channels of the (R/2)³ feature grid, and width of the point MLP
+    features: int = 32         # implicit: channels of the trunk-sized feature grid, and width of the point MLP
     frequencies: int = 4       # implicit: Fourier octaves of the point's position
     points: int = 1024         # implicit: training points per shape and step (half near the surface)
+    # Times the grid is folded 2×2×2 into channels before the first convolution (and the grid decoder's
+    # logits unfolded at the end); 0: as often as leaves a 16³ trunk (1 up to 32³), so a 64³ model runs
+    # on the trunk of a 32³ one at about its cost.
+    fold: int = 0
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -72,10 +81,19 @@ class ShapeVAEConfig:
             raise ValueError(f"loss must be 'focal' or 'bce', got {self.loss!r}")
         if self.decoder not in ("implicit", "grid"):
             raise ValueError(f"decoder must be 'implicit' or 'grid', got {self.decoder!r}")
+        if self.fold == 0:
+            self.fold = max(1, int(math.log2(r // 16)))
+        if self.fold < 1 or r >> self.fold < 8:
+            raise ValueError(f"fold must be at least 1 and leave at least an 8³ grid, got {self.fold} at {r}³")
+
+    @property
+    def stem(self) -> int:
+        """Side of the grid the first convolution runs on (and the implicit decoder's feature grid)."""
+        return self.resolution >> self.fold
 
     @property
     def levels(self) -> int:
-        return int(math.log2(self.resolution // 4))
+        return int(math.log2(self.stem // 2))
 
     def channels(self, level: int) -> int:
         return self.width * min(2 ** level, 8)
@@ -85,18 +103,21 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(8, channels), channels)
 
 
-def fold(x: torch.Tensor) -> torch.Tensor:
-    """Space-to-depth: B×C×R×R×R -> B×8C×(R/2)³, each 2×2×2 block into channels."""
+def fold(x: torch.Tensor, times: int = 1) -> torch.Tensor:
+    """Space-to-depth: B×C×R×R×R -> B×8C×(R/2)³, each 2×2×2 block into channels (`times` over)."""
+    for _ in range(times - 1):
+        x = fold(x)
     b, c, r = x.shape[:3]
     h = r // 2
     return x.reshape(b, c, h, 2, h, 2, h, 2).permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * 8, h, h, h)
 
 
-def unfold(x: torch.Tensor) -> torch.Tensor:
-    """Depth-to-space, the inverse of `fold`: B×8C×H³ -> B×C×(2H)³."""
+def unfold(x: torch.Tensor, times: int = 1) -> torch.Tensor:
+    """Depth-to-space, the inverse of `fold`: B×8C×H³ -> B×C×(2H)³ (`times` over)."""
     b, c8, h = x.shape[:3]
     c = c8 // 8
-    return x.reshape(b, c, 2, 2, 2, h, h, h).permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, c, 2 * h, 2 * h, 2 * h)
+    x = x.reshape(b, c, 2, 2, 2, h, h, h).permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, c, 2 * h, 2 * h, 2 * h)
+    return unfold(x, times - 1) if times > 1 else x
 
 
 class Conv3d(nn.Conv3d):
@@ -117,7 +138,7 @@ class ShapeVAE(nn.Module):
         super().__init__()
         self.config = c = config
         top = c.channels(c.levels - 1)  # channels at the 4³ bottleneck
-        down = [Conv3d(8, c.channels(0), 3, padding=1), _norm(c.channels(0)), nn.SiLU()]
+        down = [Conv3d(8 ** c.fold, c.channels(0), 3, padding=1), _norm(c.channels(0)), nn.SiLU()]
         for i in range(c.levels - 1):
             down += [nn.Conv3d(c.channels(i), c.channels(i + 1), 4, stride=2, padding=1),
                      _norm(c.channels(i + 1)), nn.SiLU()]
@@ -128,7 +149,7 @@ class ShapeVAE(nn.Module):
         for i in reversed(range(c.levels - 1)):
             up += [nn.ConvTranspose3d(c.channels(i + 1), c.channels(i), 4, stride=2, padding=1),
                    _norm(c.channels(i)), nn.SiLU()]
-        out = c.features if c.decoder == "implicit" else 8  # features per cell, or 8 voxel logits to unfold
+        out = c.features if c.decoder == "implicit" else 8 ** c.fold  # features per cell, or voxel logits to unfold
         self.decoder = nn.Sequential(*up, Conv3d(c.channels(0), out, 3, padding=1))
         self.head = PointHead(c.features, c.frequencies) if c.decoder == "implicit" else None
         # What sampling draws from, set by `fit_prior` and saved with the weights: the training
@@ -173,7 +194,7 @@ class ShapeVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance (B×latent each) of q(z | x) for occupancy grids B×1×R×R×R."""
-        mu, logvar = self.to_stats(self.encoder(fold(x))).chunk(2, dim=1)
+        mu, logvar = self.to_stats(self.encoder(fold(x, self.config.fold))).chunk(2, dim=1)
         return mu, logvar.clamp(-12.0, 8.0)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -181,7 +202,7 @@ class ShapeVAE(nn.Module):
         logits B×1×R×R×R ("grid")."""
         top = self.config.channels(self.config.levels - 1)
         out = self.decoder(self.from_latent(z).view(-1, top, 4, 4, 4))
-        return out if self.head is not None else unfold(out)
+        return out if self.head is not None else unfold(out, self.config.fold)
 
     def occupancy(self, features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Occupancy logits B×P at points B×P×3 (unit cube, [x, y, z]) of decoded feature grids."""

@@ -158,6 +158,32 @@ def augmentation(grids: torch.Tensor, keys: torch.Tensor, *, rotate: str = "quar
 
 def transform(grids: torch.Tensor, mats: np.ndarray) -> torch.Tensor:
     """Grids B×1×R×R×R resampled (nearest voxel) under the maps `mats` (B×3×3, in -> out)."""
+    inv = np.linalg.inv(mats)
+    if (np.count_nonzero(np.abs(inv) > 1e-9, axis=2) == 1).all():  # quarter turns, mirrors, scales
+        return torch.stack([_transform_axes(grids[i], m) for i, m in enumerate(inv)])
+    return _transform_any(grids, mats)
+
+
+def _transform_axes(grid: torch.Tensor, inv: np.ndarray) -> torch.Tensor:
+    """One grid C×R×R×R under an out -> in map `inv` that sends each output axis to one input axis,
+    by an index lookup per axis: the voxels grid_sample's nearest mode picks, at a tenth of its cost
+    on a 64³ grid."""
+    res = grid.shape[-1]
+    centre = (np.arange(res) + 0.5) / res - 0.5
+    source = np.abs(inv).argmax(axis=1)  # input axis j reads output axis source[j]
+    out, keep = grid, []
+    for j in range(3):
+        index = np.rint((inv[j, source[j]] * centre + 0.5) * res - 0.5).astype(np.int64)
+        inside = (index >= 0) & (index < res)
+        out = out.index_select(j + 1, torch.from_numpy(np.clip(index, 0, res - 1)))
+        keep.append(torch.from_numpy(inside))
+    mask = keep[0][:, None, None] & keep[1][None, :, None] & keep[2][None, None, :]
+    out = out * mask.to(out.dtype)
+    # out[c, i0, i1, i2] holds output voxel (source[0] = i0, ...): move each axis to its output place.
+    return out.permute(0, *(1 + int(np.flatnonzero(source == a)[0]) for a in range(3)))
+
+
+def _transform_any(grids: torch.Tensor, mats: np.ndarray) -> torch.Tensor:
     b = grids.shape[0]
     # grid_sample wants output->input coordinates, and orders them (z, y, x) for our [x, y, z].
     inv = np.linalg.inv(mats)[:, ::-1, ::-1]

@@ -7,7 +7,7 @@ import trimesh
 from engine.shape.dataset import build_from_arrays, build_from_folder, build_procedural
 from engine.shape.meshes import MeshError, mesh_from_arrays, normalise
 from engine.shape.procedural import FAMILIES, make_shape, procedural_meshes
-from engine.shape.voxels import augment, voxelise
+from engine.shape.voxels import _transform_any, augment, augmentation, transform, voxelise
 
 
 def _centres(res):
@@ -97,6 +97,15 @@ def test_augmentation_is_pure_in_the_key_and_exact_for_quarter_turns():
         assert any(torch.equal(torch.rot90(x[i, 0], k, (0, 1)), turned[i, 0]) for k in range(4))
     free = augment(x, keys, rotate="free")
     assert free.shape == x.shape and set(free.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_axis_aligned_augmentation_picks_the_voxels_grid_sample_picks():
+    """Quarter turns, mirrors and scales take an index lookup per axis; it must pick the same voxels as
+    resampling through grid_sample (the path any angle takes), shrinking to fit included."""
+    x = (torch.rand(6, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    for options in ({"scale": 0.0}, {"scale": 0.3}, {"rotate": "none", "mirror": False, "scale": 0.1}):
+        mats = augmentation(x, torch.arange(40, 46), **options)
+        assert torch.equal(transform(x, mats), _transform_any(x, mats))
 
 
 def test_a_folder_of_our_own_exports_trains_upright_by_default(tmp_path):

@@ -10,7 +10,7 @@ from engine.ops import Cancelled
 from engine.shape.evaluation import voxel_iou
 from engine.shape.generation import load, slerp
 from engine.shape.meshing import export_mesh, grid_to_mesh
-from engine.shape.model import Conv3d, ShapeVAE, ShapeVAEConfig, kl_weight
+from engine.shape.model import Conv3d, ShapeVAE, ShapeVAEConfig, fold, kl_weight, unfold
 from engine.shape.objective import ShapeObjective
 
 TINY = ShapeVAEConfig(resolution=16, latent_dim=64, width=8, kl_warmup_steps=100, decoder="grid")
@@ -52,7 +52,22 @@ def test_vae_shapes_at_64():
     assert logits.shape == (2, 1, 64, 64, 64) and mu.shape == logvar.shape == (2, 64)
     implicit = ShapeVAE(ShapeVAEConfig(resolution=64, latent_dim=64, width=4, features=8, decoder="implicit"))
     logits, mu, logvar = implicit(torch.zeros(2, 1, 64, 64, 64), torch.rand(2, 100, 3) - 0.5)
-    assert logits.shape == (2, 100) and implicit.decode(mu).shape == (2, 8, 32, 32, 32)
+    assert logits.shape == (2, 100) and implicit.decode(mu).shape == (2, 8, 16, 16, 16)
+
+
+def test_a_64_grid_folds_twice_onto_the_trunk_of_a_32_grid():
+    assert [ShapeVAEConfig(resolution=r).fold for r in (16, 32, 64, 128)] == [1, 1, 2, 3]
+    x = torch.rand(2, 3, 16, 16, 16)
+    assert torch.equal(unfold(fold(x, 2), 2), x)
+    assert torch.equal(fold(x, 2)[0, :, 1, 2, 3].sort().values, x[0, :, 4:8, 8:12, 12:16].flatten().sort().values)
+    small, big = ShapeVAE(ShapeVAEConfig(resolution=32)), ShapeVAE(ShapeVAEConfig(resolution=64))
+    assert len(big.encoder) == len(small.encoder) and len(big.decoder) == len(small.decoder)
+    with pytest.raises(ValueError, match="fold"):
+        ShapeVAEConfig(resolution=32, fold=3)  # a 4³ trunk
+    # A model stored before `fold` existed folded once, whatever its resolution.
+    old = {k: v for k, v in asdict(ShapeVAEConfig(resolution=64, width=4, fold=1)).items() if k != "fold"}
+    weights = {f"vae.{k}": v for k, v in ShapeVAE(ShapeVAEConfig(**old, fold=1)).state_dict().items()}
+    assert load(old, weights, "cpu").config.fold == 1
 
 
 def test_the_inference_convolution_equals_torchs_for_one_shape():
