@@ -18,9 +18,9 @@ charts of their own.
 
 A projection can lay a chart over itself (a ramp that winds round). With every face facing the projection,
 the chart is one-to-one exactly when its boundary does not cross itself (an immersed disk, or disk with
-holes, whose boundary curves are simple is embedded), so boundaries are checked, and a chart whose boundary
-crosses is cut in two until none does. `pack` then places the charts without turning them, tallest first,
-on shelves.
+holes, whose boundary curves are simple is embedded), so boundaries are checked; where two cross, the faces
+they bound are cut off (mostly a sliver folding over its neighbours), and a chart that still crosses is cut in
+halves until none does. `pack` then places the charts without turning them, tallest first, on shelves.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ FLAT_CHART = 0.5  # a chart rising less than this (up projected onto its plane: 
 FLAT_NZ = math.sqrt(1 - FLAT_CHART ** 2)
 STRAY = math.radians(8)  # see above
 SPLIT_PASSES = 4  # rounds of cutting off straying and leaning faces (the last ones are seldom needed)
-SPLIT_ROUNDS = 8  # halvings of a chart whose boundary crosses itself before it falls apart into faces
+SPLIT_ROUNDS = 8  # cuts of a chart whose boundary crosses itself before it falls apart into faces
 
 _CORNERS = np.array([[x, y, z] for x in (1, -1) for y in (1, -1) for z in (1, -1)], np.float64) / math.sqrt(3)
 _FINE = np.array([d for d in np.ndindex(3, 3, 3) if d != (1, 1, 1)], np.float64) - 1
