@@ -82,9 +82,9 @@ class ShapeVAEConfig:
         if self.decoder not in ("implicit", "grid"):
             raise ValueError(f"decoder must be 'implicit' or 'grid', got {self.decoder!r}")
         if self.fold == 0:
-            self.fold = max(1, int(math.log2(r // 16)))
-        if self.fold < 1 or r >> self.fold < 8:
-            raise ValueError(f"fold must be at least 1 and leave at least an 8³ grid, got {self.fold} at {r}³")
+            self.fold = max(1, int(math.log2(max(r // 16, 1))))
+        if self.fold < 1 or r >> self.fold < 4:
+            raise ValueError(f"fold must be at least 1 and leave at least a 4³ grid, got {self.fold} at {r}³")
 
     @property
     def stem(self) -> int:

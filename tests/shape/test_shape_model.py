@@ -56,14 +56,14 @@ def test_vae_shapes_at_64():
 
 
 def test_a_64_grid_folds_twice_onto_the_trunk_of_a_32_grid():
-    assert [ShapeVAEConfig(resolution=r).fold for r in (16, 32, 64, 128)] == [1, 1, 2, 3]
+    assert [ShapeVAEConfig(resolution=r).fold for r in (8, 16, 32, 64, 128)] == [1, 1, 1, 2, 3]
     x = torch.rand(2, 3, 16, 16, 16)
     assert torch.equal(unfold(fold(x, 2), 2), x)
     assert torch.equal(fold(x, 2)[0, :, 1, 2, 3].sort().values, x[0, :, 4:8, 8:12, 12:16].flatten().sort().values)
     small, big = ShapeVAE(ShapeVAEConfig(resolution=32)), ShapeVAE(ShapeVAEConfig(resolution=64))
     assert len(big.encoder) == len(small.encoder) and len(big.decoder) == len(small.decoder)
     with pytest.raises(ValueError, match="fold"):
-        ShapeVAEConfig(resolution=32, fold=3)  # a 4³ trunk
+        ShapeVAEConfig(resolution=32, fold=4)  # a 2³ trunk
     # A model stored before `fold` existed folded once, whatever its resolution.
     old = {k: v for k, v in asdict(ShapeVAEConfig(resolution=64, width=4, fold=1)).items() if k != "fold"}
     weights = {f"vae.{k}": v for k, v in ShapeVAE(ShapeVAEConfig(**old, fold=1)).state_dict().items()}
