@@ -29,7 +29,7 @@ class MusicModel:
     """A trained music model: generation to files, and live sessions."""
 
     def __init__(self, rnn: MusicRNN | MusicFrameRNN, config: dict, baseline: MusicBaseline | None = None,
-                 voices: int = 0, avoids_parallels: bool = False):
+                 voices: int = 0, avoids_parallels: bool = False, bar_repeats: list[float] | None = None):
         self.rnn = rnn.eval()
         self.config = config
         self.baseline = baseline  # the benchmark baseline, when it was trained alongside
@@ -37,6 +37,8 @@ class MusicModel:
         self.voices = voices
         # The part-writing rule when the controls say nothing (`avoids_parallels`).
         self.avoids_parallels = avoids_parallels
+        # How often the training music repeats the bar 1, 2, 3, 4 bars back (`trained_repeats`): generate() does too.
+        self.bar_repeats = bar_repeats
         self.steps_per_quarter = int(config.get("steps_per_quarter", 4))
         self.steps_per_bar = rnn.config.bar_steps or 4 * self.steps_per_quarter
 
@@ -61,7 +63,9 @@ class MusicModel:
                  progress: Callable[[float, str], None] | None = None) -> np.ndarray:
         """A roll (steps, 88) of the primer (if any) followed by `bars` bars of continuation, in
         `meter` if given, else the primer's (3/4 and 6/8 bars are 12 16ths), else the model's bar.
-        The position-in-bar conditioning follows that bar. `progress(fraction, message)` hears
+        The position-in-bar conditioning follows that bar. A new bar replays the one 1-4 bars before it
+        as often as the training music does (`bar_repeats`; not into a step the part-writing rule
+        forbids), else the model draws it. `progress(fraction, message)` hears
         after each bar, and may raise to stop (the engine's raises engine.ops.Cancelled once the op
         is cancelled)."""
         controls = (controls or Controls()).checked()
@@ -81,8 +85,20 @@ class MusicModel:
             for frame in head:
                 stepper.force(frame)
             stepper.hear(Phrase.of(head))
+            repeat: list[np.ndarray] = []  # the rest of a bar being played again
             for step in range(steps):
-                body.append(stepper.sample(controls, rng, allowed))
+                if self.bar_repeats and (stepper.bar_phase + len(head) + step) % bar == 0:
+                    back = _repeat_distance(rng, self.bar_repeats) * bar
+                    repeat = body[step - back:step] if back and step >= back else []
+                    if repeat and stepper.breaks_part_writing(controls, repeat[0]):
+                        repeat = []  # a new bar instead
+                if repeat:
+                    frame = repeat.pop(0).copy()
+                    frame[(frame == 1) & (stepper.prev == 0)] = 2  # a note held into the bar before starts here
+                    stepper.force(frame)
+                    body.append(frame)
+                else:
+                    body.append(stepper.sample(controls, rng, allowed))
                 if progress and (step + 1) % bar == 0:
                     progress((step + 1) / steps, f"bar {(step + 1) // bar} of {bars:g}")
         return np.concatenate([head, np.stack(body)]).astype(np.int8)
@@ -122,6 +138,23 @@ def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | 
         raise ValueError(f"this checkpoint's weights do not fit its config (arch={cfg.model.arch!r}, "
                          f"d_hidden={cfg.model.d_hidden}); was it saved with another config? ({str(e)[:300]})") from None
     return MusicModel(rnn.to(device), cfg.to_dict(), load_baseline(config, weights, device))
+
+
+def _repeat_distance(rng: np.random.Generator, shares: list[float]) -> int:
+    """How many bars back the bar starting now repeats (0: a new bar), drawn with the training
+    music's shares (engine.music.objective.bar_repeats_rate)."""
+    u, total = rng.random(), 0.0
+    for back, share in enumerate(shares, 1):
+        total += share
+        if u < total:
+            return back
+    return 0
+
+
+def trained_repeats(metadata: dict) -> list[float] | None:
+    """How often a stored model's training music repeats a bar 1-4 bars back (its data summary);
+    None, no repeats drawn, for models stored before the summary recorded it."""
+    return (metadata.get("data") or {}).get("bar_repeats")
 
 
 def trained_voices(metadata: dict) -> int:

@@ -24,7 +24,7 @@ from engine.music.jsb import load_jsb
 from engine.music.midi_files import load_midi_folder
 from engine.music.output import roll_image
 from engine.music.piece import Piece, split_by_file, transpose_limits, transposed
-from engine.music.style import parallels
+from engine.music.style import bar_repeats, parallels
 from engine.train.objective import Objective
 
 CORPORA = ("bach",)
@@ -121,7 +121,8 @@ class MusicObjective(Objective):
 
     def preview(self) -> np.ndarray:
         model = MusicModel(_unwrap(self.nets["rnn"]), self.config, voices=self._summary["voices"],
-                           avoids_parallels=avoids_parallels({"data": self._summary}))
+                           avoids_parallels=avoids_parallels({"data": self._summary}),
+                           bar_repeats=self._summary.get("bar_repeats"))
         roll = model.generate(bars=8, seed=0)
         _unwrap(self.nets["rnn"]).train()
         return roll_image(roll, model.steps_per_bar)
@@ -133,17 +134,32 @@ class MusicObjective(Objective):
 def usual_style(pieces: list) -> dict[str, Any]:
     """The meter most of the music is in (by length) and its median tempo: what generation plays
     when neither the request nor a primer says; its voices (`voices_of`), the most notes
-    generation sounds at once unless told otherwise; and how often its voices move in parallel
-    fifths/octaves (`parallels_rate`), which decides the part-writing rule's default."""
+    generation sounds at once unless told otherwise; how often its voices move in parallel
+    fifths/octaves (`parallels_rate`), which decides the part-writing rule's default; and how
+    often it repeats a bar (`bar_repeats_rate`), which generation does as often."""
     steps_by_meter: dict[tuple[int, int], int] = {}
     for piece in pieces:
         steps_by_meter[piece.meter] = steps_by_meter.get(piece.meter, 0) + piece.steps
     meter = max(steps_by_meter, key=steps_by_meter.get)
     return {"meter": f"{meter[0]}/{meter[1]}", "bpm": round(float(np.median([p.bpm for p in pieces])), 1),
-            "voices": voices_of(pieces), "parallels_per_100": parallels_rate(pieces)}
+            "voices": voices_of(pieces), "parallels_per_100": parallels_rate(pieces),
+            "bar_repeats": bar_repeats_rate(pieces)}
 
 
-PARALLELS_STEPS = 400_000  # enough chord changes for a steady rate; a large folder is read up to here
+PARALLELS_STEPS = 400_000  # enough chord changes (and bars) for a steady rate; a large folder is read up to here
+
+
+def bar_repeats_rate(pieces: list) -> list[float] | None:
+    """Of the music's whole bars (those with four bars before them), the shares equal to the bar
+    1, 2, 3 and 4 bars before (the nearest counted): what generation repeats by default
+    (engine.music.generation). None for music of fewer than 20 such bars."""
+    counts, bars, steps = np.zeros(5, int), 0, 0
+    for piece in pieces:
+        if steps >= PARALLELS_STEPS:
+            break
+        c, n = bar_repeats(piece)
+        counts, bars, steps = counts + c, bars + n, steps + piece.steps
+    return [round(float(c) / bars, 4) for c in counts[1:]] if bars >= 20 else None
 
 
 def parallels_rate(pieces: list) -> float | None:

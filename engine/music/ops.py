@@ -83,12 +83,13 @@ def load(config: dict, weights: dict, device):
 
 
 def _model(engine, name: str):
-    """(metadata, MusicModel) with the voice limit and part-writing rule of its training music."""
-    from engine.music.generation import avoids_parallels, trained_voices
+    """(metadata, MusicModel) with the voice limit, part-writing rule and bar repeats of its training music."""
+    from engine.music.generation import avoids_parallels, trained_repeats, trained_voices
 
     metadata, model = engine.model(name, "music")
     model.voices = trained_voices(metadata)
     model.avoids_parallels = avoids_parallels(metadata)
+    model.bar_repeats = trained_repeats(metadata)
     return metadata, model
 
 
@@ -414,6 +415,9 @@ def describe_data(summary: dict) -> str:
                 else "so generation leaves them to the model unless no_parallels is asked for")
         lines.append(f"the music moves voices in parallel fifths/octaves {summary['parallels_per_100']:.2f} times per "
                      f"100 chord changes, {rule}")
+    if summary.get("bar_repeats"):
+        lines.append(f"the music plays {100 * sum(summary['bar_repeats']):.1f} % of its bars again 1-4 bars later: "
+                     "generation repeats bars as often")
     lines += summary.get("notes") or []
     return "\n".join(lines)
 

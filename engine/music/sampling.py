@@ -140,6 +140,11 @@ class Stepper:
             if len(self.history) > HISTORY_STEPS:  # a long session: keep what lookback and restores need
                 del self.history[:HISTORY_STEPS // 2]
 
+    def breaks_part_writing(self, controls: Controls, frame: np.ndarray) -> bool:
+        """Whether moving to `frame` next would break the part-writing rule in force (see `sample`)."""
+        no_parallels = self.avoids_parallels if controls.no_parallels is None else controls.no_parallels
+        return bool(no_parallels and step_parallels(np.flatnonzero(self.prev), np.flatnonzero(frame)))
+
     def sample(self, controls: Controls, rng: np.random.Generator, allowed: np.ndarray | None = None,
                required: np.ndarray | None = None) -> np.ndarray:
         """Sample one step; returns its roll row (2 onset, 1 held).

@@ -104,6 +104,22 @@ def repeated_bars(piece: Piece) -> tuple[int, int]:
     return repeats, bars
 
 
+def bar_repeats(piece: Piece, farthest: int = 4) -> tuple[np.ndarray, int]:
+    """(counts of whole, non-silent bars equal to the bar d = 1..`farthest` bars before them, the
+    nearest such d counted; bars that have `farthest` whole bars before them): how the music
+    repeats itself, bar by bar. Counts has length farthest + 1, index 0 unused."""
+    bar, first = piece.steps_per_bar, (-piece.bar_phase) % piece.steps_per_bar
+    rows = [piece.roll[s:s + bar] for s in range(first, piece.steps - bar + 1, bar)]
+    counts, bars = np.zeros(farthest + 1, int), 0
+    for i in range(farthest, len(rows)):
+        if not rows[i].any():
+            continue
+        bars += 1
+        back = next((d for d in range(1, farthest + 1) if np.array_equal(rows[i], rows[i - d])), 0)
+        counts[back] += back > 0
+    return counts, bars
+
+
 def parallels(piece: Piece) -> tuple[int, int]:
     """(parallel fifths and octaves, chord changes), summed over the piece's steps (`step_parallels`)."""
     found, changes = 0, 0
