@@ -54,7 +54,8 @@ def test_batch_is_pure_in_keys():
     assert all(torch.equal(a[k], b[k]) for k in a)
     single = obj.batch(keys[2:])
     assert all(torch.equal(single[k][0], a[k][2]) for k in a)
-    assert a["real"].shape == (3, 3, 32, 32) and a["z_local"].shape == (3, 4, 4, 4)
+    assert a["real"].shape == (3, 3, 32, 32)
+    assert a["z_local"].shape == (3, 4 + TINY.scale_noise_channels, 4, 4)  # local noise, then each scale's packed
 
 
 def test_steps_train_d_and_ema(trained):
@@ -217,11 +218,20 @@ def _column_differences(image: np.ndarray) -> tuple[float, float, float]:
     return float(np.abs(x[:, 0] - x[:, -1]).mean()), float(unrelated), float(np.abs(np.diff(x, axis=1)).mean())
 
 
+@pytest.fixture(scope="module")
+def trained_without_scale_noise():
+    # after 12 steps the per-pixel noise of the default makes neighbouring columns nearly as
+    # different as unrelated ones (0.79x), so a strip that wraps could not be told from one that does not
+    torch.manual_seed(0)
+    obj = TextureObjective(dataclasses.replace(TINY, n_scale_noise=0), [procedural("bricks", 96, seed=0)], seed=0)
+    return obj, run_steps(obj, 12)
+
+
 @pytest.mark.parametrize("width", [128, 100])  # a multiple of the stride, and not
-def test_a_non_tileable_strip_does_not_wrap(trained, width):
+def test_a_non_tileable_strip_does_not_wrap(trained_without_scale_noise, width):
     """Its two ends differ as much as any two unrelated columns do (cropped from a larger texture,
     with a margin on every side); a tileable one's ends are neighbours."""
-    obj, _ = trained
+    obj, _ = trained_without_scale_noise
     model = load(dataclasses.asdict(obj.config), export(obj))
     ends, unrelated, _ = np.mean([_column_differences(model.generate(width, 32, seed=s, tileable=False))
                                   for s in range(8)], 0)
