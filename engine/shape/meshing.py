@@ -6,7 +6,7 @@ lives in the unit cube [-0.5, 0.5]³ (Z up), faces wound counter-clockwise seen 
 outside. Optional: keep only the largest component (counting the parts dropped), Taubin
 smoothing (shrinks far less than Laplacian smoothing), simplification with manifold3d
 (keeps the mesh closed and moves the surface by less than a tolerance, raised until a face
-budget is met), and UVs from xatlas (engine.shape.uv), carried per face corner so the mesh
+budget is met), and UVs (engine.shape.uv: plane charts), carried per face corner so the mesh
 stays welded; files get seam vertices split when written.
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ def grid_to_mesh(occupancy: np.ndarray, *, level: float = 0.5, keep: str = "larg
     keep: "largest" (one component; the Mesh counts the parts dropped) or "all".
     smooth: Taubin iterations (0 = none). decimate: tolerance in unit-cube units (e.g. 0.001;
     0 = none). max_faces: simplify further until at most this many triangles (0 = no budget).
-    uvs: unwrap (xatlas) into per-corner UVs. Returns an empty Mesh when nothing reaches `level`.
+    uvs: unwrap (engine.shape.uv) into per-corner UVs. Returns an empty Mesh when nothing reaches `level`.
     """
     if keep not in ("largest", "all"):
         raise ValueError(f"keep must be 'largest' or 'all', got {keep!r}")
