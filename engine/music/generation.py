@@ -20,7 +20,7 @@ from engine.music.midi_files import MAX_PIECE_STEPS, MidiSkip, read_midi
 from engine.music.output import render_wav, roll_to_midi, save_png
 from engine.music.phrase import Phrase
 from engine.music.piece import N_KEYS, Piece
-from engine.music.sampling import Controls, Stepper
+from engine.music.sampling import Controls, Stepper, repeat_distance
 from engine.music.session import MusicSession, NoteEvent
 from engine.music.token_model import MusicRNN
 
@@ -88,7 +88,7 @@ class MusicModel:
             repeat: list[np.ndarray] = []  # the rest of a bar being played again
             for step in range(steps):
                 if self.bar_repeats and (stepper.bar_phase + len(head) + step) % bar == 0:
-                    back = _repeat_distance(rng, self.bar_repeats) * bar
+                    back = repeat_distance(rng, self.bar_repeats) * bar
                     repeat = body[step - back:step] if back and step >= back else []
                     if repeat and stepper.breaks_part_writing(controls, repeat[0]):
                         repeat = []  # a new bar instead
@@ -117,11 +117,12 @@ class MusicModel:
     def session(self, *, seed: int = 0, controls: Controls | None = None,
                 priming: list[NoteEvent | dict] | None = None, ticks_per_beat: int = 480,
                 channel: int = 0, velocity: int = 80, meter: tuple[int, int] | None = None) -> MusicSession:
-        """A live stream, in `meter` if given (else the model's bar, 4/4 for the shipped model)."""
+        """A live stream, in `meter` if given (else the model's bar, 4/4 for the shipped model); it
+        repeats bars as `generate` does, where the controls then in force allow the bar."""
         return MusicSession(self.rnn, self.steps_per_quarter, seed=seed, controls=controls, priming=priming,
                             ticks_per_beat=ticks_per_beat, channel=channel, velocity=velocity,
                             steps_per_bar=self.bar_of(meter=meter) if meter else None, voices=self.voices,
-                            avoids_parallels=self.avoids_parallels)
+                            avoids_parallels=self.avoids_parallels, bar_repeats=self.bar_repeats)
 
 
 def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> MusicModel:
@@ -138,17 +139,6 @@ def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | 
         raise ValueError(f"this checkpoint's weights do not fit its config (arch={cfg.model.arch!r}, "
                          f"d_hidden={cfg.model.d_hidden}); was it saved with another config? ({str(e)[:300]})") from None
     return MusicModel(rnn.to(device), cfg.to_dict(), load_baseline(config, weights, device))
-
-
-def _repeat_distance(rng: np.random.Generator, shares: list[float]) -> int:
-    """How many bars back the bar starting now repeats (0: a new bar), drawn with the training
-    music's shares (engine.music.objective.bar_repeats_rate)."""
-    u, total = rng.random(), 0.0
-    for back, share in enumerate(shares, 1):
-        total += share
-        if u < total:
-            return back
-    return 0
 
 
 def trained_repeats(metadata: dict) -> list[float] | None:

@@ -70,6 +70,17 @@ class Controls:
         return replace(self, **changes).checked()
 
 
+def repeat_distance(rng: np.random.Generator, shares: list[float]) -> int:
+    """How many bars back the bar starting now repeats (0: a new bar), drawn with the training
+    music's shares (engine.music.objective.bar_repeats_rate)."""
+    u, total = rng.random(), 0.0
+    for back, share in enumerate(shares, 1):
+        total += share
+        if u < total:
+            return back
+    return 0
+
+
 class Stepper:
     """One stream of steps through a music network (eval mode, no gradients)."""
 
@@ -144,6 +155,15 @@ class Stepper:
         """Whether moving to `frame` next would break the part-writing rule in force (see `sample`)."""
         no_parallels = self.avoids_parallels if controls.no_parallels is None else controls.no_parallels
         return bool(no_parallels and step_parallels(np.flatnonzero(self.prev), np.flatnonzero(frame)))
+
+    def may_play(self, controls: Controls, frame: np.ndarray, required: np.ndarray) -> bool:
+        """Whether a given step (a bar played again) keeps to the controls now in force: only keys they
+        allow, within the voice limit, the required keys held on, and the part-writing rule."""
+        sounding = frame > 0
+        limit = controls.max_polyphony or self.voices
+        return bool(not (sounding & ~controls.allowed_keys()).any() and not (required & (frame != SOUNDING)).any()
+                    and (not limit or sounding.sum() <= max(limit, required.sum()))
+                    and not self.breaks_part_writing(controls, frame))
 
     def sample(self, controls: Controls, rng: np.random.Generator, allowed: np.ndarray | None = None,
                required: np.ndarray | None = None) -> np.ndarray:

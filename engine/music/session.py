@@ -17,7 +17,7 @@ from engine.music.blas import one_blas_thread
 from engine.music.frame_model import MusicFrameRNN
 from engine.music.phrase import Phrase
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
-from engine.music.sampling import Controls, Stepper
+from engine.music.sampling import Controls, Stepper, repeat_distance
 from engine.music.token_model import MusicRNN
 
 MAX_PHRASE_STEPS = 8192  # a phrase fed (or primed) at once; its roll takes 0.7 MB
@@ -39,7 +39,7 @@ class MusicSession:
     def __init__(self, model: MusicRNN | MusicFrameRNN, steps_per_quarter: int, *, seed: int = 0, controls: Controls | None = None,
                  priming: list[NoteEvent | dict] | None = None, ticks_per_beat: int = 480, channel: int = 0,
                  velocity: int = 80, max_note_beats: float = 8.0, steps_per_bar: int | None = None,
-                 voices: int = 0, avoids_parallels: bool = False):
+                 voices: int = 0, avoids_parallels: bool = False, bar_repeats: list[float] | None = None):
         if ticks_per_beat % steps_per_quarter:
             raise ValueError(f"ticks_per_beat {ticks_per_beat} must be a multiple of the model's "
                              f"{steps_per_quarter} steps per beat")
@@ -57,6 +57,8 @@ class MusicSession:
         # the voice limit and the part-writing rule where the controls set none
         self.stepper = Stepper(model, steps_per_bar=self.bar_steps, voices=voices, avoids_parallels=avoids_parallels)
         self.roll: list[np.ndarray] = []          # the session's timeline, one row per step
+        self.bar_repeats = bar_repeats            # how often a bar replays one 1-4 bars back (MusicModel.generate)
+        self.repeat: list[np.ndarray] = []        # the rest of a bar being played again
         self.horizon = 0                          # onsets before this step have been returned
         self.snaps = {0: self.stepper.snapshot()}  # model state before each step >= horizon
         self.sounding_until = np.zeros(N_KEYS, np.int64)  # returned notes sound before this step
@@ -139,14 +141,23 @@ class MusicSession:
             t = len(self.roll)
             self.snaps.setdefault(t, self.stepper.snapshot())
             required = self.sounding_until > t
-            frame = self.stepper.sample(self.controls, self.rng, required=required)
-            # Every note start is marked as an onset, also from a model without onset tokens.
             prev = self.roll[t - 1] if t else np.zeros(N_KEYS, np.int8)
+            if self.bar_repeats and t % self.bar_steps == 0:
+                back = repeat_distance(self.rng, self.bar_repeats) * self.bar_steps
+                self.repeat = self.roll[t - back:t] if back and t >= back else []
+            if self.repeat and self.stepper.may_play(self.controls, self.repeat[0], required):
+                frame = self.repeat.pop(0)
+                self.stepper.force(np.where((frame > 0) & (prev == 0), ONSET, frame))
+            else:
+                self.repeat = []  # what the controls now allow, drawn by the model
+                frame = self.stepper.sample(self.controls, self.rng, required=required)
+            # Every note start is marked as an onset, also from a model without onset tokens.
             frame = np.where((frame > 0) & (prev == 0), ONSET, frame).astype(np.int8)
             self.roll.append(frame)
 
     def _rewind(self) -> None:
         """Forget the look-ahead sampled past the horizon."""
+        self.repeat = []
         if len(self.roll) > self.horizon:
             self.stepper.restore(self.snaps[self.horizon])
             del self.roll[self.horizon:]

@@ -39,3 +39,17 @@ def test_generation_repeats_bars_as_often_as_the_training_music_and_never_by_def
         sounding = roll > 0
         started = np.vstack([np.zeros((1, 88), bool), sounding[:-1]])
         assert not ((roll == 1) & ~started).any()
+
+
+def test_a_live_session_repeats_bars_too_within_the_controls_now_in_force(tiny_model):
+    tiny_model.bar_repeats = [0.0, 0.5, 0.0, 0.0]
+    session = tiny_model.session(seed=3)
+    session.next_beats(64)
+    counts, bars = bar_repeats(Piece("s", np.array(session.roll)))
+    assert 0.3 <= counts[1:].sum() / bars <= 0.7, counts
+    session.set(key="C major")  # bars played before the scale lock are not played again outside it
+    session.next_beats(64)
+    later = np.array(session.roll[256:])
+    pitch_classes = (np.flatnonzero((later > 0).any(axis=0)) + 21) % 12
+    assert set(pitch_classes) <= {0, 2, 4, 5, 7, 9, 11}
+    assert bar_repeats(Piece("s", later))[0][1:].sum() > 0, "bars within the scale still repeat"
