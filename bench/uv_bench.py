@@ -22,50 +22,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.shape import uv as uv_module  # noqa: E402
 from engine.shape.generation import load  # noqa: E402
-from engine.shape.uv import signed_uv_areas, split_seams, unwrap  # noqa: E402
+from engine.shape.uv import signed_uv_areas, texel_coverage, unwrap, uv_islands  # noqa: E402
 from engine.store.checkpoints import load_file  # noqa: E402
 
 MESH = {"decimate": 0.002}  # the shape ops' default mesh options (ops.MESH_PARAMS), UVs aside
 
-
-def islands(vertices: np.ndarray, faces: np.ndarray, face_uvs: np.ndarray) -> np.ndarray:
-    """Per face, its UV island: faces joined where they share a vertex with the same UV."""
-    v, f, _ = split_seams(vertices, faces, face_uvs)
-    edges = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    n = len(v)
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    return connected_components(graph, directed=False)[1][f[:, 0]]
-
-
-def overlaps(face_uvs: np.ndarray, labels: np.ndarray, size: int = 1024) -> tuple[int, int]:
-    """(texel centres of a size² texture two islands cover, centres one island covers twice)."""
-    hits = np.zeros((size, size), np.int32)
-    owner = np.full((size, size), -1, np.int64)
-    shared = np.zeros((size, size), bool)
-    for tri, label in zip(face_uvs.astype(np.float64) * size - 0.5, labels):
-        lo = np.clip(np.floor(tri.min(0)).astype(int) + 1, 0, size)
-        hi = np.clip(np.ceil(tri.max(0)).astype(int), 0, size)
-        x, y = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
-        (ax, ay), (bx, by), (cx, cy) = tri
-        sign = np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
-        inside = ((sign * ((bx - ax) * (y - ay) - (by - ay) * (x - ax)) > 1e-9)
-                  & (sign * ((cx - bx) * (y - by) - (cy - by) * (x - bx)) > 1e-9)
-                  & (sign * ((ax - cx) * (y - cy) - (ay - cy) * (x - cx)) > 1e-9))
-        xs, ys = x[inside], y[inside]
-        hits[xs, ys] += 1
-        before = owner[xs, ys]
-        shared[xs, ys] |= (before >= 0) & (before != label)
-        owner[xs, ys] = np.where(before < 0, label, before)
-    own_twice = (hits > 1) & ~shared
-    return int(shared.sum()), int(own_twice.sum())
 
 
 def quality(vertices: np.ndarray, faces: np.ndarray, face_uvs: np.ndarray) -> dict[str, float]:
@@ -75,8 +42,9 @@ def quality(vertices: np.ndarray, faces: np.ndarray, face_uvs: np.ndarray) -> di
     area = np.linalg.norm(cross, axis=1) / 2
     up_z = np.abs(cross[:, 2]) / np.maximum(2 * area, 1e-300)
     uv_area = signed_uv_areas(uv)
-    labels = islands(vertices, faces, face_uvs)
-    shared, twice = overlaps(face_uvs, labels)
+    labels = uv_islands(vertices, faces, face_uvs)
+    hits, shared_texels = texel_coverage(face_uvs, labels)
+    shared, twice = int(shared_texels.sum()), int(((hits > 1) & ~shared_texels).sum())
     # The surface-to-UV map of each face: its singular values, over the mean density.
     t1, t2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
     x_axis = e1 / np.maximum(np.linalg.norm(e1, axis=1, keepdims=True), 1e-300)

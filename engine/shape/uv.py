@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 import xatlas
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from engine.shape import uv_planes
 
@@ -224,3 +226,34 @@ def split_seams(vertices: np.ndarray, faces: np.ndarray,
     keys = np.column_stack([corners.astype(np.float64), uv.astype(np.float64)])  # indices are exact in float64
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     return np.asarray(vertices)[corners[first]], inverse.reshape(-1, 3).astype(np.int32), uv[first]
+
+
+def uv_islands(vertices: np.ndarray, faces: np.ndarray, face_uvs: np.ndarray) -> np.ndarray:
+    """Per face, its UV island: faces joined where they share a vertex with the same UV."""
+    v, f, _ = split_seams(vertices, faces, face_uvs)
+    edges = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(v), len(v)))
+    return connected_components(graph, directed=False)[1][f[:, 0]]
+
+
+def texel_coverage(face_uvs: np.ndarray, islands: np.ndarray, size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(how many triangles cover each texel centre of a size² texture, where two islands do): the
+    check that islands do not overlap. A centre on a shared edge belongs to neither triangle."""
+    hits = np.zeros((size, size), np.int32)
+    owner = np.full((size, size), -1, np.int64)
+    shared = np.zeros((size, size), bool)
+    for tri, label in zip(face_uvs.astype(np.float64) * size - 0.5, islands):
+        lo = np.clip(np.floor(tri.min(0)).astype(int) + 1, 0, size)
+        hi = np.clip(np.ceil(tri.max(0)).astype(int), 0, size)
+        x, y = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
+        (ax, ay), (bx, by), (cx, cy) = tri
+        sign = np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
+        inside = ((sign * ((bx - ax) * (y - ay) - (by - ay) * (x - ax)) > 1e-9)
+                  & (sign * ((cx - bx) * (y - by) - (cy - by) * (x - bx)) > 1e-9)
+                  & (sign * ((ax - cx) * (y - cy) - (ay - cy) * (x - cx)) > 1e-9))
+        xs, ys = x[inside], y[inside]
+        hits[xs, ys] += 1
+        before = owner[xs, ys]
+        shared[xs, ys] |= (before >= 0) & (before != label)
+        owner[xs, ys] = np.where(before < 0, label, before)
+    return hits, shared

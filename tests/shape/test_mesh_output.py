@@ -3,13 +3,11 @@ density, files that carry them, a face budget, one watertight piece with the dro
 import numpy as np
 import pytest
 import trimesh
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from engine.shape.meshes import normalise
 from engine.shape.meshing import export_mesh, grid_to_mesh
 from engine.shape.procedural import make_shape
-from engine.shape.uv import signed_uv_areas, split_seams
+from engine.shape.uv import signed_uv_areas, texel_coverage, uv_islands
 from engine.shape.voxels import voxelise
 
 
@@ -21,37 +19,8 @@ def chair():
     return grid_to_mesh(grid, smooth=2, decimate=0.002, uvs=True)
 
 
-def uv_islands(mesh) -> np.ndarray:
-    """Per face, its UV island: faces joined where they share a vertex with the same UV."""
-    vertices, faces, _ = split_seams(mesh.vertices, mesh.faces, mesh.face_uvs)
-    edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    n = len(vertices)
-    _, labels = connected_components(coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)),
-                                     directed=False)
-    return labels[faces[:, 0]]
-
-
-def rasterise(face_uvs: np.ndarray, labels: np.ndarray, size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(how many triangles cover each texel centre of a size² texture, where two islands do);
-    a centre on a shared edge belongs to neither triangle (strict insideness)."""
-    hits = np.zeros((size, size), np.int32)
-    owner = np.full((size, size), -1, np.int64)
-    shared = np.zeros((size, size), bool)
-    for tri, label in zip(face_uvs.astype(np.float64) * size - 0.5, labels):
-        lo = np.clip(np.floor(tri.min(0)).astype(int) + 1, 0, size)
-        hi = np.clip(np.ceil(tri.max(0)).astype(int), 0, size)
-        x, y = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
-        (ax, ay), (bx, by), (cx, cy) = tri
-        sign = np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
-        inside = ((sign * ((bx - ax) * (y - ay) - (by - ay) * (x - ax)) > 1e-9)
-                  & (sign * ((cx - bx) * (y - by) - (cy - by) * (x - bx)) > 1e-9)
-                  & (sign * ((ax - cx) * (y - cy) - (ay - cy) * (x - cx)) > 1e-9))
-        xs, ys = x[inside], y[inside]
-        hits[xs, ys] += 1
-        before = owner[xs, ys]
-        shared[xs, ys] |= (before >= 0) & (before != label)
-        owner[xs, ys] = np.where(before < 0, label, before)
-    return hits, shared
+def islands_of(mesh) -> np.ndarray:
+    return uv_islands(mesh.vertices, mesh.faces, mesh.face_uvs)
 
 
 def test_uvs_cover_every_corner_inside_the_unit_square(chair):
@@ -62,9 +31,9 @@ def test_uvs_cover_every_corner_inside_the_unit_square(chair):
 
 
 def test_uv_islands_do_not_overlap_and_are_not_mirrored(chair):
-    labels = uv_islands(chair)
+    labels = islands_of(chair)
     assert len(np.unique(labels)) > 5  # a chair is cut into charts
-    hits, shared = rasterise(chair.face_uvs, labels)
+    hits, shared = texel_coverage(chair.face_uvs, labels)
     assert not shared.any(), f"two UV islands cover the same {shared.sum()} texels"
     covered = hits > 0
     assert covered.mean() > 0.3  # packed, not a speck in a corner
@@ -96,7 +65,7 @@ def test_uv_charts_keep_world_up_along_v(chair):
     area = np.where(np.isfinite(up).all(1), area, 0.0)
     off_v = np.degrees(np.abs(np.arctan2(up[:, 0], up[:, 1])))  # 0 where up points along +V
     off_u = np.degrees(np.abs(np.arctan2(across[:, 1], across[:, 0])))
-    labels = uv_islands(chair)
+    labels = islands_of(chair)
     walls = flats = 0
     for island in np.unique(labels):
         wall, flat = (labels == island) & (up_z < 0.7), (labels == island) & (up_z > 0.9)

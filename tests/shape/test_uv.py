@@ -7,15 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from engine.shape import uv_planes
 from engine.shape.generation import load
 from engine.shape.meshes import normalise
 from engine.shape.meshing import grid_to_mesh
 from engine.shape.procedural import FAMILIES, make_shape
-from engine.shape.uv import signed_uv_areas, split_seams, unwrap
+from engine.shape.uv import signed_uv_areas, texel_coverage, unwrap, uv_islands
 from engine.shape.voxels import voxelise
 from engine.store.checkpoints import load_file
 
@@ -35,34 +33,9 @@ def family_mesh(family: str, seed: int = 1):
     return grid_to_mesh(voxelise(mesh.vertices, mesh.faces, 48).astype(np.float32), smooth=2, decimate=0.002)
 
 
-def islands(vertices: np.ndarray, faces: np.ndarray, face_uvs: np.ndarray) -> np.ndarray:
-    """Per face, its UV island: faces joined where they share a vertex with the same UV."""
-    v, f, _ = split_seams(vertices, faces, face_uvs)
-    edges = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(v), len(v)))
-    return connected_components(graph, directed=False)[1][f[:, 0]]
-
-
-def coverage_counts(face_uvs: np.ndarray, labels: np.ndarray, size: int = 1024) -> tuple[int, int, int]:
-    """(texel centres of a size² texture covered, covered by two islands, covered twice by one island);
-    a centre on a shared edge belongs to neither triangle."""
-    hits = np.zeros((size, size), np.int32)
-    owner = np.full((size, size), -1, np.int64)
-    shared = np.zeros((size, size), bool)
-    for tri, label in zip(face_uvs.astype(np.float64) * size - 0.5, labels):
-        lo = np.clip(np.floor(tri.min(0)).astype(int) + 1, 0, size)
-        hi = np.clip(np.ceil(tri.max(0)).astype(int), 0, size)
-        x, y = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
-        (ax, ay), (bx, by), (cx, cy) = tri
-        sign = np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
-        inside = ((sign * ((bx - ax) * (y - ay) - (by - ay) * (x - ax)) > 1e-9)
-                  & (sign * ((cx - bx) * (y - by) - (cy - by) * (x - bx)) > 1e-9)
-                  & (sign * ((ax - cx) * (y - cy) - (ay - cy) * (x - cx)) > 1e-9))
-        xs, ys = x[inside], y[inside]
-        hits[xs, ys] += 1
-        before = owner[xs, ys]
-        shared[xs, ys] |= (before >= 0) & (before != label)
-        owner[xs, ys] = np.where(before < 0, label, before)
+def coverage_counts(face_uvs: np.ndarray, labels: np.ndarray) -> tuple[int, int, int]:
+    """(texel centres of a 1024² texture covered, covered by two islands, covered twice by one island)."""
+    hits, shared = texel_coverage(face_uvs, labels)
     return int((hits > 0).sum()), int(shared.sum()), int(((hits > 1) & ~shared).sum())
 
 
@@ -88,7 +61,7 @@ def check(vertices: np.ndarray, faces: np.ndarray, face_uvs: np.ndarray, coverag
     assert np.isfinite(face_uvs).all() and face_uvs.min() >= 0 and face_uvs.max() <= 1
     areas = signed_uv_areas(face_uvs.astype(np.float64))
     assert (areas >= -1e-12).all() and (areas > 0).mean() >= 0.99
-    covered, shared, twice = coverage_counts(face_uvs, islands(vertices, faces, face_uvs))
+    covered, shared, twice = coverage_counts(face_uvs, uv_islands(vertices, faces, face_uvs))
     assert shared == 0, f"two UV islands cover the same {shared} texels"
     assert twice <= 8, f"an island covers {twice} texels twice"
     assert covered > coverage * 1024 ** 2
@@ -144,7 +117,7 @@ def test_planar_faces_keep_their_shape_at_one_density():
     box = trimesh.creation.box(extents=(1.0, 0.5, 0.25))
     vertices, faces = np.asarray(box.vertices), np.asarray(box.faces)
     face_uvs = unwrap(vertices, faces)
-    assert len(np.unique(islands(vertices, faces, face_uvs))) == 6
+    assert len(np.unique(uv_islands(vertices, faces, face_uvs))) == 6
     ratio, density = stretch(vertices, faces, face_uvs)
     assert np.allclose(ratio, 1, atol=1e-4) and np.allclose(density, density[0], rtol=1e-4)
     off_v, off_u, stands, _ = up_and_across(vertices, faces, face_uvs)
@@ -167,7 +140,7 @@ def ramp(turns: float = 1.6, steps: int = 160, rise: float = 0.03) -> tuple[np.n
 def test_a_chart_that_would_lie_over_itself_is_cut():
     vertices, faces = ramp()
     face_uvs = unwrap(vertices, faces)
-    labels = islands(vertices, faces, face_uvs)
+    labels = uv_islands(vertices, faces, face_uvs)
     assert len(np.unique(labels)) >= 2  # one direction (up), one connected piece, yet more than one chart
     _, shared, twice = coverage_counts(face_uvs, labels)
     assert shared == 0 and twice <= 8
@@ -187,7 +160,7 @@ def test_up_can_be_another_axis():
 def test_xatlas_stays_available_as_the_baseline():
     mesh = family_mesh("table")
     face_uvs = unwrap(mesh.vertices, mesh.faces, method="xatlas")
-    _, shared, _ = coverage_counts(face_uvs, islands(mesh.vertices, mesh.faces, face_uvs))
+    _, shared, _ = coverage_counts(face_uvs, uv_islands(mesh.vertices, mesh.faces, face_uvs))
     assert shared == 0
     with pytest.raises(ValueError, match="UV method"):
         unwrap(mesh.vertices, mesh.faces, method="cubes")
