@@ -90,7 +90,7 @@ class MusicModel:
                 if self.bar_repeats and (stepper.bar_phase + len(head) + step) % bar == 0:
                     back = repeat_distance(rng, self.bar_repeats) * bar
                     repeat = body[step - back:step] if back and step >= back else []
-                    if repeat and stepper.breaks_part_writing(controls, repeat[0]):
+                    if repeat and not stepper.may_play(controls, repeat[0], np.zeros(N_KEYS, bool)):
                         repeat = []  # a new bar instead
                 if repeat:
                     frame = repeat.pop(0).copy()

@@ -151,19 +151,15 @@ class Stepper:
             if len(self.history) > HISTORY_STEPS:  # a long session: keep what lookback and restores need
                 del self.history[:HISTORY_STEPS // 2]
 
-    def breaks_part_writing(self, controls: Controls, frame: np.ndarray) -> bool:
-        """Whether moving to `frame` next would break the part-writing rule in force (see `sample`)."""
-        no_parallels = self.avoids_parallels if controls.no_parallels is None else controls.no_parallels
-        return bool(no_parallels and step_parallels(np.flatnonzero(self.prev), np.flatnonzero(frame)))
-
     def may_play(self, controls: Controls, frame: np.ndarray, required: np.ndarray) -> bool:
         """Whether a given step (a bar played again) keeps to the controls now in force: only keys they
         allow, within the voice limit, the required keys held on, and the part-writing rule."""
         sounding = frame > 0
         limit = controls.max_polyphony or self.voices
+        no_parallels = self.avoids_parallels if controls.no_parallels is None else controls.no_parallels
         return bool(not (sounding & ~controls.allowed_keys()).any() and not (required & (frame != SOUNDING)).any()
                     and (not limit or sounding.sum() <= max(limit, required.sum()))
-                    and not self.breaks_part_writing(controls, frame))
+                    and not (no_parallels and step_parallels(np.flatnonzero(self.prev), np.flatnonzero(sounding))))
 
     def sample(self, controls: Controls, rng: np.random.Generator, allowed: np.ndarray | None = None,
                required: np.ndarray | None = None) -> np.ndarray:
