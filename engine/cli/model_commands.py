@@ -154,7 +154,10 @@ def _train(args: argparse.Namespace) -> int:
             bar.close()
         session.close()
     output(args, {**value, **({"data": report[0]} if report else {}), **({"warning": warning} if warning else {})},
-           (report[1] + "\n" if report else "") + f"saved {value['model']} at step {value['step']}; "
+           (report[1] + "\n" if report else "") + f"saved {value['model']} at step {value['step']}"
+           + (f" (the model from step {value['kept_step']}, which scored best on the held-out data; later "
+              "steps fitted the training data more closely but the held-out data less)" if "kept_step" in value else "")
+           + "; "
            f"metrics {json.dumps(value['metrics'])}; loss curve and samples in {value['run_dir']}"
            + (f"\nwarning: {warning}" if warning else ""))
     return 0

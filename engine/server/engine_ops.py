@@ -116,7 +116,8 @@ def _train(engine, context: Context, kind: str, name: str, data: dict, model: di
     distributed.leave(world)
     engine.unload(name)  # the next use loads the new weights
     return {"model": name, "step": metadata["step"], "metrics": metadata["metrics"],
-            "run_dir": str(engine.store.run_dir(name))}
+            "run_dir": str(engine.store.run_dir(name)),
+            **({"kept_step": metadata["kept_step"]} if "kept_step" in metadata else {})}
 
 
 @contextmanager

@@ -21,6 +21,9 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 means off
     checkpoint_every: int = 500
     eval_every: int = 0
+    # An evaluate() metric, lower is better (e.g. "valid_nll"): with eval_every, the model saved at
+    # the end is the one that scored best on it, so a run that overfits its data keeps its best point.
+    keep_best: str = ""
     preview_every: int = 0
     log_every: int = 10
     seed: int = 0
@@ -35,6 +38,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.steps < 0 or self.minutes < 0:
             raise ValueError(f"steps and minutes cannot be negative, got {self.steps} and {self.minutes}")
+        if self.keep_best and not self.eval_every:
+            raise ValueError(f"keep_best={self.keep_best!r} needs evaluations to compare: set eval_every too")
         if not self.steps and not self.minutes:
             raise ValueError("a run needs an end: give a time budget (minutes) or a step count (steps)")
         if self.lr <= 0:

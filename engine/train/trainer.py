@@ -55,9 +55,9 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
     groups = objective.param_groups()
     optimizers = {name: _make_optimizer(params, cfg, objective.lr_scale.get(name, 1.0))
                   for name, params in groups.items()}
-    start_step, history = 0, []
+    start_step, history, best = 0, [], None
     if run.resume:
-        start_step, history = _load_resume(objective, optimizers, run)
+        start_step, history, best = _load_resume(objective, optimizers, run)
     _wrap_for_ddp(objective, run)
 
     run_dir = run.store.run_dir(run.name)
@@ -75,9 +75,14 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
             progress(1.0, f"step {step}{of_steps}: evaluating and saving the model", None)
         metrics = _evaluate(objective) if final and world.is_main else {}
         if world.is_main:
-            _save_resume(objective, optimizers, cfg, run, step, history)
+            _save_resume(objective, optimizers, cfg, run, step, history, best)
             plots.loss_curve(history, run_dir / "loss.png", f"{run.name} ({run.kind})")
-            return _save_model(objective, cfg, run, step, history, metrics, time.monotonic() - started, final)
+            kept = None
+            if final and best and best.value < metrics.get(cfg.keep_best, math.inf):
+                _load_nets(objective, best.tensors)
+                kept, metrics = best, _evaluate(objective)
+            return _save_model(objective, cfg, run, step, history, metrics, time.monotonic() - started, final,
+                               kept)
         return {"step": step, "metrics": metrics}
 
     try:
@@ -101,6 +106,8 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
             if world.is_main and cfg.eval_every and step % cfg.eval_every == 0:
                 metrics = _evaluate(objective)
                 history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
+                if cfg.keep_best:
+                    best = _better(best, metrics, cfg.keep_best, step, objective)
             if world.is_main and cfg.preview_every and step % cfg.preview_every == 0:
                 preview = _preview(objective, run_dir, step)
             if step % cfg.checkpoint_every == 0 and step != cfg.steps:
@@ -229,9 +236,36 @@ def _append_log(run_dir, row: dict[str, float]) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+@dataclass
+class Best:
+    """The nets' state at the evaluation that scored lowest on cfg.keep_best."""
+
+    value: float
+    step: int
+    tensors: dict[str, torch.Tensor]
+
+
+def _better(best: Best | None, metrics: dict[str, float], key: str, step: int, objective: Objective) -> Best | None:
+    if not metrics:  # nothing held out to score on (e.g. a folder too small to hold files out)
+        return best
+    if key not in metrics:
+        raise KeyError(f"keep_best={key!r}, but this model kind's evaluation reports {sorted(metrics) or 'nothing'}")
+    if best is not None and best.value <= metrics[key]:
+        return best
+    return Best(metrics[key], step, {k: v.detach().clone() for k, v in _net_tensors(objective).items()})
+
+
+def _load_nets(objective: Objective, tensors: dict[str, torch.Tensor]) -> None:
+    for name, net in _unwrapped(objective).items():
+        prefix = f"{name}."
+        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
 def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int, history: list[dict],
-                metrics: dict[str, float], seconds: float, final: bool) -> dict[str, Any]:
-    last = next((row for row in reversed(history) if not any(k.startswith("eval/") for k in row)), {})
+                metrics: dict[str, float], seconds: float, final: bool, kept: Best | None = None) -> dict[str, Any]:
+    until = kept.step if kept else step
+    last = next((row for row in reversed(history)
+                 if row["step"] <= until and not any(k.startswith("eval/") for k in row)), {})
     metadata = {
         "kind": run.kind,
         "config": _as_dict(objective.export_config(final)),
@@ -246,6 +280,8 @@ def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int
         # for --resume, listed as partial, never chosen as anyone's default model.
         "partial": not final,
     }
+    if kept:  # the run went on past its best evaluation; this is the model from then
+        metadata["kept_step"] = kept.step
     # A kind may say plainly that a finished run stopped far short of what its recipe reaches
     # (an optional `run_warning(step, train_config)` on the objective); shown by train and models info.
     warning = getattr(objective, "run_warning", None)
@@ -256,8 +292,10 @@ def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int
 
 
 def _save_resume(objective: Objective, optimizers: dict[str, torch.optim.Optimizer], cfg: TrainConfig,
-                 run: TrainRun, step: int, history: list[dict]) -> None:
+                 run: TrainRun, step: int, history: list[dict], best: Best | None = None) -> None:
     tensors = {f"net.{k}": v for k, v in _net_tensors(objective).items()}
+    if best:
+        tensors.update({f"best.{k}": v for k, v in best.tensors.items()})
     optimizer_json = {}
     for group, optimizer in optimizers.items():
         state = optimizer.state_dict()
@@ -270,12 +308,13 @@ def _save_resume(objective: Objective, optimizers: dict[str, torch.optim.Optimiz
                     scalars.setdefault(str(index), {})[key] = value
         optimizer_json[group] = {"param_groups": state["param_groups"], "scalars": scalars}
     metadata = {"kind": run.kind, "step": step, "history": history, "optimizers": optimizer_json,
-                "config": _as_dict(objective.config), "train": dataclasses.asdict(cfg)}
+                "config": _as_dict(objective.config), "train": dataclasses.asdict(cfg),
+                "best": {"value": best.value, "step": best.step} if best else None}
     save_file(run.store.run_dir(run.name) / RESUME_FILE, tensors, metadata)
 
 
 def _load_resume(objective: Objective, optimizers: dict[str, torch.optim.Optimizer],
-                 run: TrainRun) -> tuple[int, list[dict]]:
+                 run: TrainRun) -> tuple[int, list[dict], Best | None]:
     path = run.store.run_dir(run.name) / RESUME_FILE
     if not path.exists():
         raise FileNotFoundError(f"nothing to resume for {run.name!r}: {path} does not exist; "
@@ -283,10 +322,11 @@ def _load_resume(objective: Objective, optimizers: dict[str, torch.optim.Optimiz
     metadata, tensors = load_file(path)
     if metadata.get("kind") != run.kind:
         raise ValueError(f"{run.name!r} was trained as {metadata.get('kind')!r}, not {run.kind!r}")
-    for name, net in _unwrapped(objective).items():
-        prefix = f"net.{name}."
-        state = {k[len(prefix):]: v.to(run.device) for k, v in tensors.items() if k.startswith(prefix)}
-        net.load_state_dict(state)
+    _load_nets(objective, {k[4:]: v.to(run.device) for k, v in tensors.items() if k.startswith("net.")})
+    best = None
+    if metadata.get("best"):
+        best = Best(metadata["best"]["value"], metadata["best"]["step"],
+                    {k[5:]: v.to(run.device) for k, v in tensors.items() if k.startswith("best.")})
     for group, optimizer in optimizers.items():
         saved = metadata["optimizers"][group]
         state: dict[int, dict[str, Any]] = {}
@@ -303,7 +343,7 @@ def _load_resume(objective: Objective, optimizers: dict[str, torch.optim.Optimiz
         log_path = run.store.run_dir(run.name) / "log.jsonl"
         rows = [r for r in history if not any(k.startswith("eval/") for k in r)]
         log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return int(metadata["step"]), history
+    return int(metadata["step"]), history, best
 
 
 def resume_settings(store: ModelStore, name: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -11,9 +11,9 @@ from support.toy import ToyConfig, ToyObjective
 
 from engine.config import build, parse_overrides
 from engine.ops import Cancelled
-from engine.store.checkpoints import ModelStore
+from engine.store.checkpoints import ModelStore, read_metadata
 from engine.train.config import TrainConfig
-from engine.train.trainer import TrainRun, learning_rate, train
+from engine.train.trainer import RESUME_FILE, TrainRun, learning_rate, train
 
 TESTS = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -74,6 +74,47 @@ def test_resume_without_a_checkpoint_says_so(tmp_path):
     store = ModelStore(tmp_path, builtin=None)
     with pytest.raises(FileNotFoundError, match="without --resume"):
         train(ToyObjective(), TrainConfig(steps=2), TrainRun(store, "nothing", "toy", CPU, resume=True))
+
+
+class HeldOutDiffers(ToyObjective):
+    """Held-out data between the start and the training data: on the way to the training function
+    the held-out error falls, then rises again (the shape of a run that overfits)."""
+
+    def evaluate(self) -> dict[str, float]:
+        x, y = self.batch(torch.arange(64))
+        return {"valid_mse": torch.nn.functional.mse_loss(self.nets["net"](x), 0.3 * y).item()}
+
+
+def test_keep_best_saves_the_model_from_the_best_evaluation_and_survives_resume(tmp_path):
+    config = TrainConfig(steps=60, batch_size=16, lr=0.02, schedule="cosine", log_every=5, eval_every=5,
+                         keep_best="valid_mse", checkpoint_every=10)
+    store = ModelStore(tmp_path / "whole", builtin=None)
+    metadata = train(HeldOutDiffers(), config, TrainRun(store, "toy", "toy", CPU))
+    evals = {r["step"]: r["eval/valid_mse"] for r in read_metadata(store.run_dir("toy") / RESUME_FILE)["history"]
+             if "eval/valid_mse" in r}
+    best_step = min(evals, key=evals.get)
+    assert 5 <= best_step < 50 and evals[60] > 1.3 * evals[best_step], evals  # the held-out error turned
+    assert metadata["step"] == 60 and metadata["kept_step"] == best_step
+    assert metadata["metrics"]["valid_mse"] == pytest.approx(evals[best_step], rel=1e-6)
+    kept = HeldOutDiffers()
+    kept.nets["net"].load_state_dict({k[4:]: v for k, v in store.load("toy")[1].items()})
+    assert kept.evaluate()["valid_mse"] == pytest.approx(evals[best_step], rel=1e-6)
+
+    parts = ModelStore(tmp_path / "parts", builtin=None)  # cancelled after the best point, then resumed
+    with pytest.raises(Cancelled):
+        train(HeldOutDiffers(), config, TrainRun(parts, "toy", "toy", CPU), check=stop_at(best_step + 7))
+    resumed = train(HeldOutDiffers(), config, TrainRun(parts, "toy", "toy", CPU, resume=True))
+    assert resumed["kept_step"] == best_step
+    assert resumed["metrics"]["valid_mse"] == pytest.approx(evals[best_step], rel=1e-5)
+
+    without = train(HeldOutDiffers(), TrainConfig(steps=60, batch_size=16, lr=0.02, schedule="cosine", eval_every=5),
+                    TrainRun(ModelStore(tmp_path / "without", builtin=None), "toy", "toy", CPU))
+    assert "kept_step" not in without and without["metrics"]["valid_mse"] == pytest.approx(evals[60], rel=1e-5)
+
+
+def test_keep_best_needs_evaluations():
+    with pytest.raises(ValueError, match="set eval_every"):
+        TrainConfig(keep_best="valid_mse")
 
 
 def test_time_budget_stops_early_and_saves(tmp_path):

@@ -91,5 +91,9 @@ def test_following_a_daws_clock_notes_go_early_by_what_the_output_adds_to_the_da
     print(f"note frame - the DAW's beat's frame over {len(errors)} notes: median {median:.0f}, p10 "
           f"{percentile(errors, 10):.0f}, p90 {percentile(errors, 90):.0f} (compensation {compensation['ms']} ms = "
           f"{SYNTH_FRAMES} frames)")
+    residuals = [pulse_frame(p) - (origin + slope * p) for p in positions]
     assert compensation["ms"] == SYNTH_FRAMES / synth.rate * 1000
-    assert abs(median + SYNTH_FRAMES) <= 128, f"notes {median:.0f} frames from the DAW's beat"
+    assert abs(median + SYNTH_FRAMES) <= 128, (
+        f"notes {median:.0f} frames from the DAW's beat: errors {[round(e) for e in errors]}; "
+        f"pulse fit {slope:.1f} frames/pulse, residuals {min(residuals):.0f}..{max(residuals):.0f}\n"
+        f"{bridge.stderr()[-3000:]}")
