@@ -154,13 +154,19 @@ def _train(args: argparse.Namespace) -> int:
             bar.close()
         session.close()
     output(args, {**value, **({"data": report[0]} if report else {}), **({"warning": warning} if warning else {})},
-           (report[1] + "\n" if report else "") + f"saved {value['model']} at step {value['step']}"
-           + (f" (the model from step {value['kept_step']}, which scored best on the held-out data; later "
-              "steps fitted the training data more closely but the held-out data less)" if "kept_step" in value else "")
-           + "; "
+           (report[1] + "\n" if report else "") + f"saved {value['model']} {_which_step(value)}; "
            f"metrics {json.dumps(value['metrics'])}; loss curve and samples in {value['run_dir']}"
            + (f"\nwarning: {warning}" if warning else ""))
     return 0
+
+
+def _which_step(value: dict) -> str:
+    if "kept_step" not in value:
+        return f"at step {value['step']}"
+    ended = (f"training stopped early at step {value['step']}" if value.get("stopped_early")
+             else f"training went on to step {value['step']}")
+    return (f"from step {value['kept_step']}, the one that scored best on the held-out data ({ended}: the steps after "
+            "it fitted the training data more closely and the held-out data less)")
 
 
 def _data_report(module, session, name: str) -> tuple[dict, str] | None:

@@ -117,7 +117,7 @@ def _train(engine, context: Context, kind: str, name: str, data: dict, model: di
     engine.unload(name)  # the next use loads the new weights
     return {"model": name, "step": metadata["step"], "metrics": metadata["metrics"],
             "run_dir": str(engine.store.run_dir(name)),
-            **({"kept_step": metadata["kept_step"]} if "kept_step" in metadata else {})}
+            **{key: metadata[key] for key in ("kept_step", "stopped_early") if key in metadata}}
 
 
 @contextmanager

@@ -24,6 +24,7 @@ class TrainConfig:
     # An evaluate() metric, lower is better (e.g. "valid_nll"): with eval_every, the model saved at
     # the end is the one that scored best on it, so a run that overfits its data keeps its best point.
     keep_best: str = ""
+    patience: int = 0  # with keep_best: end the run after this many evaluations without a new best
     preview_every: int = 0
     log_every: int = 10
     seed: int = 0
@@ -40,6 +41,8 @@ class TrainConfig:
             raise ValueError(f"steps and minutes cannot be negative, got {self.steps} and {self.minutes}")
         if self.keep_best and not self.eval_every:
             raise ValueError(f"keep_best={self.keep_best!r} needs evaluations to compare: set eval_every too")
+        if self.patience and not self.keep_best:
+            raise ValueError("patience counts evaluations without a new best: set keep_best (and eval_every) too")
         if not self.steps and not self.minutes:
             raise ValueError("a run needs an end: give a time budget (minutes) or a step count (steps)")
         if self.lr <= 0:

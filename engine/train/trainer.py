@@ -55,7 +55,7 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
     groups = objective.param_groups()
     optimizers = {name: _make_optimizer(params, cfg, objective.lr_scale.get(name, 1.0))
                   for name, params in groups.items()}
-    start_step, history, best = 0, [], None
+    start_step, history, best, stopped_early = 0, [], None, False
     if run.resume:
         start_step, history, best = _load_resume(objective, optimizers, run)
     _wrap_for_ddp(objective, run)
@@ -82,7 +82,7 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
                 _load_nets(objective, best.tensors)
                 kept, metrics = best, _evaluate(objective)
             return _save_model(objective, cfg, run, step, history, metrics, time.monotonic() - started, final,
-                               kept)
+                               kept, stopped_early)
         return {"step": step, "metrics": metrics}
 
     try:
@@ -108,6 +108,11 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
                 history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
                 if cfg.keep_best:
                     best = _better(best, metrics, cfg.keep_best, step, objective)
+            if cfg.patience and step % cfg.eval_every == 0:  # every process decides with the main one
+                stalled = world.is_main and best is not None and step - best.step >= cfg.patience * cfg.eval_every
+                if distributed.max_across(world, float(stalled), run.device):
+                    stopped_early = True
+                    break
             if world.is_main and cfg.preview_every and step % cfg.preview_every == 0:
                 preview = _preview(objective, run_dir, step)
             if step % cfg.checkpoint_every == 0 and step != cfg.steps:
@@ -262,7 +267,8 @@ def _load_nets(objective: Objective, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int, history: list[dict],
-                metrics: dict[str, float], seconds: float, final: bool, kept: Best | None = None) -> dict[str, Any]:
+                metrics: dict[str, float], seconds: float, final: bool, kept: Best | None = None,
+                stopped_early: bool = False) -> dict[str, Any]:
     until = kept.step if kept else step
     last = next((row for row in reversed(history)
                  if row["step"] <= until and not any(k.startswith("eval/") for k in row)), {})
@@ -282,6 +288,8 @@ def _save_model(objective: Objective, cfg: TrainConfig, run: TrainRun, step: int
     }
     if kept:  # the run went on past its best evaluation; this is the model from then
         metadata["kept_step"] = kept.step
+    if stopped_early:  # cfg.patience evaluations in a row found no new best
+        metadata["stopped_early"] = True
     # A kind may say plainly that a finished run stopped far short of what its recipe reaches
     # (an optional `run_warning(step, train_config)` on the objective); shown by train and models info.
     warning = getattr(objective, "run_warning", None)

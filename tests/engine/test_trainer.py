@@ -112,9 +112,24 @@ def test_keep_best_saves_the_model_from_the_best_evaluation_and_survives_resume(
     assert "kept_step" not in without and without["metrics"]["valid_mse"] == pytest.approx(evals[60], rel=1e-5)
 
 
+def test_patience_ends_the_run_once_the_held_out_score_stops_improving(tmp_path):
+    config = TrainConfig(steps=60, batch_size=16, lr=0.02, schedule="cosine", log_every=5, eval_every=5,
+                         keep_best="valid_mse", patience=3)
+    store = ModelStore(tmp_path, builtin=None)
+    metadata = train(HeldOutDiffers(), config, TrainRun(store, "toy", "toy", CPU))
+    evals = {r["step"]: r["eval/valid_mse"] for r in read_metadata(store.run_dir("toy") / RESUME_FILE)["history"]
+             if "eval/valid_mse" in r}
+    best_step = min(evals, key=evals.get)
+    assert metadata["stopped_early"] and metadata["kept_step"] == best_step < 45
+    assert metadata["step"] == max(evals) == best_step + 3 * 5  # three evaluations without a new best
+    assert metadata["metrics"]["valid_mse"] == pytest.approx(evals[best_step], rel=1e-6)
+
+
 def test_keep_best_needs_evaluations():
     with pytest.raises(ValueError, match="set eval_every"):
         TrainConfig(keep_best="valid_mse")
+    with pytest.raises(ValueError, match="set keep_best"):
+        TrainConfig(eval_every=5, patience=3)
 
 
 def test_time_budget_stops_early_and_saves(tmp_path):
