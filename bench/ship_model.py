@@ -53,11 +53,27 @@ def model_name(kind: str, recipe_path: Path) -> str:
 
 
 def _rooted(data: dict[str, Any]) -> dict[str, Any]:
-    """[data] with a relative images path that exists under the repository root made absolute
-    (a demo name such as "gravel" is left alone)."""
-    images = data.get("images")
-    if isinstance(images, str) and not Path(images).is_absolute() and (ROOT / images).exists():
-        return {**data, "images": str(ROOT / images)}
+    """[data] (or [eval]) with a relative images or meshes path that exists under the repository root
+    made absolute (a demo name such as "gravel" is left alone). `meshes_split = "train"` (or "held_out")
+    stands for the files that the meshes folder's split.json lists under that name: a folder of links
+    to them (out/ship-data/SPLIT, a fixed path, so the voxel cache is reused) replaces the folder."""
+    data = dict(data)
+    for key in ("images", "meshes"):
+        value = data.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() and (ROOT / value).exists():
+            data[key] = str(ROOT / value)
+    split = data.pop("meshes_split", None)
+    if split:
+        import json
+
+        folder = Path(data["meshes"])
+        names = json.loads((folder / "split.json").read_text())[split]
+        linked = ROOT / "out" / "ship-data" / split
+        shutil.rmtree(linked, ignore_errors=True)
+        linked.mkdir(parents=True)
+        for name in names:
+            (linked / name).symlink_to(folder / name)
+        data["meshes"] = str(linked)
     return data
 
 
@@ -88,14 +104,25 @@ def _plain(value: Any) -> Any:
 
 def run_eval(session, kind: str, name: str, params: dict[str, Any], report: Path) -> dict[str, Any]:
     """The kind's eval op on model `name`: its files written into `report`, its value as plain
-    data ({} for a kind without an eval op)."""
+    data ({} for a kind without an eval op). [eval] made of sub-tables ([eval.collection],
+    [eval.procedural]) runs the op once per table: the first table's metrics as they are, the
+    others' prefixed with the table's name (procedural_iou)."""
     from engine.kinds import kind_module
 
     module = kind_module(kind)
     eval_op = module.CLI_OPS.get("eval")
     if not eval_op:
         return {}
-    value = session.call(eval_op, {"model": name, **params}, progress=_printer("eval"))
+    tables = {k: v for k, v in params.items() if isinstance(v, dict)}
+    if tables:
+        merged: dict[str, Any] = {"metrics": {}}
+        for i, (table, sub) in enumerate(tables.items()):
+            value = run_eval(session, kind, name, sub, report / table)
+            prefix = "" if i == 0 else f"{table}_"
+            merged["metrics"].update({prefix + k: v for k, v in value.pop("metrics", {}).items()})
+            merged[table] = value
+        return merged
+    value = session.call(eval_op, {"model": name, **_rooted(params)}, progress=_printer("eval"))
     report.mkdir(parents=True, exist_ok=True)
     for path in module.write_output(eval_op, value, report / f"{name}-eval.png"):
         print(f"wrote {path}")

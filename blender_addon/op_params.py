@@ -7,7 +7,7 @@ OP_PARAMS = {
     'shape.sample': {
         'seed': {'min': 0, 'max': 2147483647, 'default': 0},
         'count': {'min': 1, 'max': 64, 'default': 1},
-        'temperature': {'min': 0.0, 'max': 3.0, 'default': 1.0},
+        'temperature': {'min': 0.0, 'max': 3.0, 'default': 0.5},
         'resolution': {'min': 32, 'max': 256, 'default': 128},
         'smooth': {'min': 0, 'max': 100, 'default': 0},
         'decimate': {'min': 0.0, 'max': 0.1, 'default': 0.002},

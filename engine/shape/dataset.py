@@ -68,6 +68,18 @@ class ShapeSet:
         return pick(~held), pick(held)
 
 
+def concat(sets: list[ShapeSet]) -> ShapeSet:
+    """One set of several (of one resolution), in the given order; a single set is returned as is."""
+    if len(sets) == 1:
+        return sets[0]
+    has_points = all(s.points is not None for s in sets)
+    return ShapeSet(np.concatenate([s.grids for s in sets]), [n for s in sets for n in s.names],
+                    [k for s in sets for k in s.skipped], sum(s.cache_hits for s in sets),
+                    sum(s.cache_misses for s in sets),
+                    np.concatenate([s.points for s in sets]) if has_points else None,
+                    np.concatenate([s.inside for s in sets]) if has_points else None)
+
+
 def _shape(mesh, resolution: int, points: int, seed: int) -> tuple[np.ndarray, tuple | None]:
     """The grid of a normalised mesh and, when points > 0, its labelled points."""
     grid = voxelise(mesh.vertices, mesh.faces, resolution)

@@ -175,6 +175,7 @@ class ShapeVAE(nn.Module):
         fragments (Ghosh et al. 2020). The fitted Gaussian is better, but it also fills the gaps
         between the shape families, where about half its draws decoded to slabs and debris;
         draws from the mixture itself (at most `max_codes` of its components) stay on the shapes.
+        ShapeModel.keep_whole_codes (engine/shape/generation.py) then keeps the components that decode to one piece.
         """
         was_training = self.training
         self.eval()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.shape.dataset import build_from_arrays, build_from_folder, build_procedural
+from engine.shape.dataset import build_from_arrays, build_from_folder, build_procedural, concat
 from engine.shape.evaluation import evaluate_model, report_sheet
 from engine.shape.generation import ShapeModel
 from engine.shape.model import ShapeVAE, ShapeVAEConfig, kl_weight, vae_loss
@@ -31,8 +31,8 @@ def _sent_mesh(index: int, mesh: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 class ShapeObjective(Objective):
-    """Training the shape VAE on the shared trainer. Exactly one of `meshes` (a folder)
-    and `procedural` (a shape count) chooses the data; every 10th shape is held out."""
+    """Training the shape VAE on the shared trainer. `meshes` (a folder), `procedural` (a shape
+    count), both, or `mesh_arrays` choose the data; every 10th shape of each source is held out."""
 
     export_nets = ("vae",)
 
@@ -42,12 +42,14 @@ class ShapeObjective(Objective):
                  seed: int = 0, up: str = "auto", holdout: float = 0.1, rotate: str = "quarter",
                  mirror: bool = True, scale: float = 0.05, cache_dir: str | Path | None = None,
                  eval_samples: int = 16):
-        if sum(source is not None for source in (meshes, procedural, mesh_arrays)) != 1:
-            raise ValueError("give exactly one data source: meshes=FOLDER, procedural=COUNT or mesh_arrays "
+        if mesh_arrays is not None and (meshes is not None or procedural is not None) \
+                or (meshes, procedural, mesh_arrays) == (None, None, None):
+            raise ValueError("give one data source: meshes=FOLDER, procedural=COUNT, both of those, or mesh_arrays "
                              "(meshes sent by a client)")
         self.config = config
         self.device = torch.device(device)
         pool = POINT_POOL if config.decoder == "implicit" else 0
+        sets = []
         if mesh_arrays is not None:
             data = build_from_arrays([_sent_mesh(i, m) for i, m in enumerate(mesh_arrays)], config.resolution,
                                      names=[str(m.get("name", f"mesh_{i}")) for i, m in enumerate(mesh_arrays)],
@@ -55,15 +57,19 @@ class ShapeObjective(Objective):
             if len(data) == 0:
                 raise ValueError(f"none of the {len(mesh_arrays)} meshes sent is usable; send closed meshes "
                                  f"({'; '.join(f'{k.source}: {k.reason}' for k in data.skipped[:5])})")
-        elif meshes is not None:
+            sets.append(data)
+        if meshes is not None:
             data = build_from_folder(meshes, config.resolution, up=up, cache_dir=cache_dir, points=pool)
             if len(data) == 0:
                 reasons = "; ".join(f"{s.source}: {s.reason}" for s in data.skipped[:5])
                 raise ValueError(f"no usable meshes in {meshes} ({reasons})")
-        else:
-            data = build_procedural(procedural, seed, config.resolution, cache_dir=cache_dir, points=pool)
-        self.data = data
-        self.train_set, self.held_out = data.split(holdout)
+            sets.append(data)
+        if procedural is not None:
+            sets.append(build_procedural(procedural, seed, config.resolution, cache_dir=cache_dir, points=pool))
+        # Each source holds out its own share, so a folder and procedural shapes are both measured.
+        splits = [s.split(holdout) for s in sets]
+        self.data = concat(sets)
+        self.train_set, self.held_out = concat([t for t, _ in splits]), concat([h for _, h in splits])
         self._grids = torch.from_numpy(self.train_set.grids)
         if pool:
             self._points = torch.from_numpy(self.train_set.points)
@@ -72,7 +78,8 @@ class ShapeObjective(Objective):
         if mesh_arrays is not None:
             self.source = {"sent_meshes": [m.get("name") for m in mesh_arrays]}
         else:
-            self.source = {"meshes": str(meshes)} if meshes is not None else {"procedural": procedural, "seed": seed}
+            self.source = {**({"meshes": str(meshes)} if meshes is not None else {}),
+                           **({"procedural": procedural, "seed": seed} if procedural is not None else {})}
         self.eval_samples = eval_samples
         self.nets = {"vae": ShapeVAE(config).to(self.device)}
 
@@ -106,14 +113,17 @@ class ShapeObjective(Objective):
         return ShapeModel(self._vae(), self.device)
 
     def evaluate(self) -> dict[str, float]:
-        """Refits the sampling Gaussian to the training shapes (the trainer evaluates right
-        before it saves the finished model), then measures."""
+        """Refits what sampling draws from to the training shapes (the trainer evaluates right
+        before it saves the finished model): their codes, of those the ones that decode to one
+        piece (whole_codes_share: how many did), and one Gaussian over all; then measures."""
         vae = self._vae()
         was_training = vae.training
         held = self.held_out.grids if len(self.held_out) else self.train_set.grids[:16]
         vae.fit_prior(self._grids[:, None].to(self.device))
         try:
-            metrics = evaluate_model(self.model(), held, samples=self.eval_samples)
+            model = self.model()
+            whole = model.keep_whole_codes()
+            metrics = {**evaluate_model(model, held, samples=self.eval_samples), "whole_codes_share": whole}
         finally:
             vae.train(was_training)
         if not len(self.held_out):

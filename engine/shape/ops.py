@@ -263,7 +263,10 @@ _MESH = {"vertices": Param("array", required=True, doc="mesh vertices, float N×
 OPS = [
     Op("shape.sample", _sample, {"model": MODEL, "seed": _SEED,
                                  "count": Param("int", 1, min=1, max=64, doc="how many shapes"),
-                                 "temperature": Param("float", 1.0, min=0.0, max=3.0, doc="how far from the training shapes; 0 = a training shape as the model sees it"),
+                                 # 0.5 as engine.shape.generation.SAMPLE_TEMPERATURE (measured there)
+                                 "temperature": Param("float", 0.5, min=0.0, max=3.0, doc="how far from the training "
+                                                      "shapes, in posterior spreads; 0 = a training shape as the model "
+                                                      "sees it"),
                                  **MESH_PARAMS}, doc="new shapes as meshes"),
     Op("shape.interpolate", _interpolate, {
         "model": MODEL, "seed_a": _SEED, "seed_b": Param("int", 1, min=0, max=2**31 - 1, doc="end seed"),

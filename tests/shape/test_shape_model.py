@@ -8,7 +8,7 @@ import trimesh
 
 from engine.ops import Cancelled
 from engine.shape.evaluation import voxel_iou
-from engine.shape.generation import load, slerp
+from engine.shape.generation import load, one_piece, slerp
 from engine.shape.meshing import export_mesh, grid_to_mesh
 from engine.shape.model import Conv3d, ShapeVAE, ShapeVAEConfig, fold, kl_weight, unfold
 from engine.shape.objective import ShapeObjective
@@ -172,8 +172,8 @@ def test_evaluate_preview_and_summary(fitted):
     objective, _ = fitted
     metrics = objective.evaluate()
     assert set(metrics) == {"iou", "chamfer_l1", "fscore_1pct", "clean_share", "delivered_clean_share",
-                            "coverage", "mmd"}
-    assert 0 <= metrics["iou"] <= 1 and metrics["chamfer_l1"] >= 0
+                            "coverage", "mmd", "whole_codes_share"}
+    assert 0 <= metrics["iou"] <= 1 and metrics["chamfer_l1"] >= 0 and 0 <= metrics["whole_codes_share"] <= 1
     picture = objective.preview()
     assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
     summary = objective.data_summary()
@@ -181,9 +181,45 @@ def test_evaluate_preview_and_summary(fitted):
     assert objective.nets["vae"].training  # evaluate/preview leave training mode as it was
 
 
-def test_objective_needs_exactly_one_source():
-    with pytest.raises(ValueError, match="exactly one"):
+def test_samples_are_drawn_from_training_shapes_that_decode_to_one_piece(tmp_path):
+    # Four blocks and four pairs of blocks apart (as fences and lamps are in real collections): every
+    # sample is a whole block, never a pair, while reconstructions keep the pairs' two pieces.
+    torch.manual_seed(0)
+    meshes = []
+    for i in range(4):
+        block = trimesh.creation.box(extents=(1, 0.5 + 0.1 * i, 0.6))
+        pair = trimesh.util.concatenate([trimesh.creation.box(extents=(0.3, 0.5, 0.3 + 0.1 * i)).apply_translation(
+            (x, 0, 0)) for x in (-0.35, 0.35)])
+        meshes += [{"name": f"block{i}", "vertices": block.vertices, "faces": block.faces},
+                   {"name": f"pair{i}", "vertices": pair.vertices, "faces": pair.faces}]
+    objective = ShapeObjective(TINY, mesh_arrays=meshes, holdout=0.0, rotate="none", mirror=False, scale=0.0,
+                               eval_samples=4)
+    opt = torch.optim.Adam(objective.param_groups()["model"], lr=2e-3)
+    for step in range(150):
+        loss, _ = objective.loss("model", objective.batch(torch.arange(step * 8, step * 8 + 8)), step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model = objective.model()
+    pieces = [one_piece(g) for g in model.reconstruct_grids(objective.train_set.grids)]
+    assert pieces == [True, False] * 4
+    assert objective.evaluate()["train_whole_codes_share"] == 0.5
+    assert [_clean(mesh).body_count for mesh in model.sample(0, 16, resolution=32, keep="all")] == [1] * 16
+    assert len(objective.nets["vae"].codes_mean) == 4
+
+
+def test_objective_needs_a_source_and_takes_a_folder_with_procedural_shapes(tmp_path):
+    with pytest.raises(ValueError, match="one data source"):
         ShapeObjective(TINY)
+    with pytest.raises(ValueError, match="one data source"):
+        ShapeObjective(TINY, procedural=5, mesh_arrays=[])
+    for i in range(10):
+        trimesh.creation.box(extents=(1, 0.2 + 0.05 * i, 0.5)).export(tmp_path / f"box{i}.stl")
+    objective = ShapeObjective(TINY, meshes=tmp_path, procedural=20, cache_dir=tmp_path / ".cache")
+    # each source holds out its own tenth: box9 of the folder, two of the procedural shapes
+    assert len(objective.train_set) == 9 + 18 and objective.held_out.names[0] == "box9.stl"
+    assert len(objective.held_out) == 3 and objective._grids.shape == (27, 16, 16, 16)
+    assert objective.data_summary()["source"] == {"meshes": str(tmp_path), "procedural": 20, "seed": 0}
 
 
 def test_sampling_prior_is_fitted_at_evaluation_and_older_checkpoints_load(fitted):
@@ -191,7 +227,7 @@ def test_sampling_prior_is_fitted_at_evaluation_and_older_checkpoints_load(fitte
     objective.evaluate()  # the trainer evaluates right before saving: the prior is refitted
     vae = objective.nets["vae"]
     assert not torch.equal(vae.prior_scale, torch.eye(TINY.latent_dim))
-    assert vae.codes_mean.shape == vae.codes_std.shape == (len(objective.train_set), TINY.latent_dim)
+    assert vae.codes_mean.shape == vae.codes_std.shape and 1 <= len(vae.codes_mean) <= len(objective.train_set)
     model = objective.model()
     # Draws come from the training shapes' posteriors: at temperature 0, their codes exactly.
     exact = model.sample_latents(3, 8, temperature=0.0)
