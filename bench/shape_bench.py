@@ -4,6 +4,7 @@
     python bench/shape_bench.py --weights my.safetensors --held-out 100
     python bench/shape_bench.py --collection [--minutes 3]   # the real-mesh collection
     python bench/shape_bench.py --ceilings [--model M]       # where the collection's IoU goes
+    python bench/shape_bench.py --pieces --model M           # raw samples in one piece, and how varied
 
 --collection trains our model with the plain default command (the 64³ grid VAE) and the former default,
 the 32³ grid VAE (`--set resolution=32`; or with --implicit the implicit decoder, `--set decoder=implicit`),
@@ -332,6 +333,63 @@ def ceilings(model_path: Path | None, count: int, perfect: bool = True) -> int:
     return 0
 
 
+def pieces(model_path: Path, work: Path, count: int, temperatures: list[float]) -> int:
+    """Raw samples of a model trained on the collection's train split: the share in one piece (seeds
+    0..count-1 meshed at 128³, every part, trimesh's body count, as `collection` counts them) and their
+    quality: IoU at the model's resolution with the nearest training grid, how many distinct training
+    shapes are nearest, each held-out mesh's IoU with its nearest sample, the mean IoU between samples
+    (lower: more varied). Rows: the model as stored, and with its codes narrowed to the whole ones
+    (ShapeModel.keep_whole_codes; what training now does when it ends)."""
+    import json
+    import os
+
+    import trimesh
+
+    from engine.shape.dataset import build_from_folder
+    from engine.shape.evaluation import is_clean
+
+    metadata, weights = load_file(model_path)
+    split = json.loads((COLLECTION / "split.json").read_text())
+    folders = {}
+    for part in ("train", "held_out"):
+        folders[part] = work / part  # work/train: the folder collection() trains from
+        folders[part].mkdir(parents=True, exist_ok=True)
+        for name in split[part]:
+            if not (folders[part] / name).exists():
+                os.symlink(COLLECTION / name, folders[part] / name)
+    res = metadata["config"]["resolution"]
+    train = build_from_folder(folders["train"], res, up="y").grids.reshape(len(split["train"]), -1).astype(np.float32)
+    held = build_from_folder(folders["held_out"], res, up="y").grids
+    held = held.reshape(len(held), -1).astype(np.float32)
+
+    def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        inter = a @ b.T
+        return inter / np.maximum(a.sum(1)[:, None] + b.sum(1)[None] - inter, 1)
+
+    print(f"machine: {machine()}\nmodel: {model_path} ({res}³, step {metadata.get('step')}); {count} seeds at 128³")
+    print(f"{'codes, temperature':<24}{'kept':>6}{'one piece':>11}{'delivered':>11}{'near-train':>12}"
+          f"{'distinct':>10}{'held→sample':>13}{'between':>9}")
+    for whole in (False, True):
+        model = load(metadata["config"], weights, "cpu")
+        label = "as stored"
+        if whole:
+            share = model.keep_whole_codes()
+            label = f"whole ({share:.0%})"
+        for t in temperatures:
+            latents = np.concatenate([model.sample_latents(i, 1, t) for i in range(count)])
+            grids = [model.decode_grids(z, resolution=128)[0] for z in latents]
+            raw = [grid_to_mesh(g, keep="all") for g in grids]
+            one = np.mean([not m.empty and trimesh.Trimesh(m.vertices, m.faces, process=False).body_count == 1
+                           for m in raw])
+            delivered = np.mean([is_clean(grid_to_mesh(g)) for g in grids])
+            own = (model.decode_grids(latents) > 0.5).reshape(count, -1).astype(np.float32)
+            near, pair = iou(own, train), iou(own, own)
+            print(f"{label + f', {t:g}':<24}{len(model.vae.codes_mean):6d}{one:11.0%}{delivered:11.0%}"
+                  f"{near.max(1).mean():12.3f}{len(set(near.argmax(1).tolist())):6d}/{count:<3d}"
+                  f"{iou(held, own).max(1).mean():13.3f}{(pair.sum() - count) / (count * (count - 1)):9.3f}", flush=True)
+    return 0
+
+
 def _arrays(mesh) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
 
@@ -353,7 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="--ceilings: a model trained on the collection's train split")
     parser.add_argument("--fitted", type=int, default=47, help="--ceilings: training meshes to measure the model on")
     parser.add_argument("--model-only", action="store_true", help="--ceilings: only the model's rows (A/B runs)")
+    parser.add_argument("--pieces", action="store_true", help="raw samples of --model (trained on the collection): "
+                        "one piece, and how varied; --samples seeds")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.5], help="--pieces: temperatures")
     args = parser.parse_args(argv)
+    if args.pieces:
+        return pieces(args.model, args.work, args.samples, args.temperatures)
     if args.ceilings:
         return ceilings(args.model, args.fitted, perfect=not args.model_only)
     if args.collection:

@@ -12,7 +12,7 @@ from engine.shape.evaluation import surface_points, voxel_iou
 from engine.shape.generation import load
 from engine.shape.implicit import extract
 from engine.shape.meshing import grid_to_mesh
-from engine.shape.model import ShapeVAEConfig
+from engine.shape.model import ShapeVAE, ShapeVAEConfig
 from engine.shape.objective import ShapeObjective
 from engine.store.checkpoints import load_file
 
@@ -124,14 +124,23 @@ def test_forty_meshes_in_one_training_request(tmp_path):
 
 def test_the_shipped_grid_model_loads_and_generates_at_a_given_resolution():
     metadata, weights = load_file(SHIPPED)
-    assert "decoder" not in metadata["config"]  # saved before the implicit decoder
     model = load(metadata["config"], weights)
     assert model.config.decoder == "grid"
-    grids = model.decode_grids(model.sample_latents(3, 1), resolution=64)
-    assert grids.shape == (1, 64, 64, 64)
+    side = model.config.resolution
+    fine = model.decode_grids(model.sample_latents(3, 1), resolution=2 * side)
+    assert fine.shape == (1,) + (2 * side,) * 3
     coarse = model.decode_grids(model.sample_latents(3, 1))[0]
-    # Trilinear upsampling keeps the shape: the 64³ occupancy pooled back to 32³ matches the model's own.
-    pooled = torch.nn.functional.avg_pool3d(torch.from_numpy(grids)[None], 2)[0, 0].numpy()
+    # Trilinear upsampling keeps the shape: the occupancy at twice the side pooled back matches the model's own.
+    pooled = torch.nn.functional.avg_pool3d(torch.from_numpy(fine)[None], 2)[0, 0].numpy()
     assert voxel_iou(pooled > 0.5, coarse > 0.5) > 0.9
     mesh = model.sample(3, 1, resolution=64, smooth=2)[0]
     assert trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).is_watertight
+
+
+def test_models_saved_before_the_decoder_and_fold_settings_load_as_grids_folded_once():
+    vae = ShapeVAE(ShapeVAEConfig(resolution=32, latent_dim=16, width=8, decoder="grid", fold=1))
+    weights = {f"vae.{k}": v for k, v in vae.state_dict().items() if "codes_" not in k and "prior_" not in k}
+    older = {"resolution": 32, "latent_dim": 16, "width": 8, "beta": 0.25, "kl_warmup_steps": 200}
+    model = load(older, weights)
+    assert (model.config.decoder, model.config.fold) == ("grid", 1)
+    assert model.decode_grids(model.sample_latents(0, 2)).shape == (2, 32, 32, 32)
