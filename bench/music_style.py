@@ -79,7 +79,8 @@ def train_ours(folder: Path, name: str, env: dict, minutes: float, lookback: str
 
 def train_baseline(folder: Path, name: str, models: Path, minutes: float) -> torch.nn.Module:
     objective = BaselineObjective(folder)
-    cfg = TrainConfig(**{**TRAIN_DEFAULTS, **({"minutes": minutes} if minutes else {})})
+    # the kind's defaults, keeping the baseline's best held-out point as ours keeps its own
+    cfg = TrainConfig(**{**TRAIN_DEFAULTS, "keep_best": "valid_baseline_nll", **({"minutes": minutes} if minutes else {})})
     run = TrainRun(ModelStore(models, builtin=None), name, "music", torch.device("cpu"))
     train(objective, cfg, run)
     return objective.nets["baseline"].eval()
