@@ -320,11 +320,17 @@ def _shelves(width: list[float], height: list[float], gap: float, limit: float) 
         for shelf in shelves:
             y, tall, end, columns, least = shelf
             if tall - least >= h:
-                spot = next((c for c in columns if c[1] >= w and tall - c[2] >= h), None)
+                for spot in columns:  # the first column with room takes the box
+                    if spot[1] >= w and tall - spot[2] >= h:
+                        where.append((spot[0], y + spot[2]))
+                        used = spot[2]
+                        spot[2] = used + h
+                        if used == least:  # the least used column may have been this one
+                            shelf[4] = min(c[2] for c in columns)
+                        break
+                else:
+                    spot = None
                 if spot is not None:
-                    where.append((spot[0], y + spot[2]))
-                    spot[2] += h
-                    shelf[4] = min(c[2] for c in columns)
                     break
             if end + w <= limit:
                 columns.append([end, w, h])
