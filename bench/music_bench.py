@@ -152,8 +152,6 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--models-dir", type=Path, help="where the run is kept (default: a temporary folder; the "
                     "style suite keeps each corpus's models in a folder of its name under it)")
-    ap.add_argument("--lookback", choices=("on", "off"),
-                    help="style suite: train ours with model.lookback on or off (default: the kind's default)")
     ap.add_argument("--baseline-minutes", type=float,
                     help="style suite: the baseline's budget (default: as ours, --minutes or the default budget)")
     ap.add_argument("--reuse", action="store_true",

@@ -62,15 +62,10 @@ class BaselineObjective(MusicObjective):
         return None
 
 
-def train_ours(folder: Path, name: str, env: dict, minutes: float, lookback: str | None = None) -> float:
-    """The plain default command (with `lookback` "on"/"off": a config file setting model.lookback); its minutes."""
+def train_ours(folder: Path, name: str, env: dict, minutes: float) -> float:
+    """The plain default command; its minutes."""
     command = [sys.executable, "-m", "engine", "train", "music", "--midi", str(folder), "--name", name]
     command += ["--minutes", f"{minutes:g}"] if minutes else []
-    if lookback:
-        config = Path(env["ATELIER_MODELS_DIR"]) / f"{name}-lookback-{lookback}.toml"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(f"[model.model]\nlookback = {'true' if lookback == 'on' else 'false'}\n")
-        command += ["--config", str(config)]
     print("$", " ".join(command[1:]), flush=True)
     t = time.time()
     subprocess.run(command, env=env, check=True)
@@ -179,7 +174,7 @@ def run_corpus(corpus, args: argparse.Namespace, models: Path) -> dict:
     env = {**os.environ, "ATELIER_MODELS_DIR": str(models)}
     minutes = None
     if not (args.reuse and store.path(name).is_file()):
-        minutes = train_ours(root / "train", name, env, args.minutes, args.lookback)
+        minutes = train_ours(root / "train", name, env, args.minutes)
     t = time.time()
     baseline_minutes = args.minutes if args.baseline_minutes is None else args.baseline_minutes
     baseline = train_baseline(root / "train", f"{name}-baseline", models, baseline_minutes)
@@ -198,8 +193,7 @@ def run_corpus(corpus, args: argparse.Namespace, models: Path) -> dict:
           f"generated pieces of {bars} bars (meters asked as the held-out pieces': "
           f"{', '.join(f'{m} x{n}' for m, n in Counter(asked).items())}) "
           f"from each model; ours trained {minutes and round(minutes, 1)} min"
-          f"{' (--minutes %g)' % args.minutes if args.minutes else ' (default budget)'}"
-          f"{', lookback ' + args.lookback if args.lookback else ''}, baseline "
+          f"{' (--minutes %g)' % args.minutes if args.minutes else ' (default budget)'}, baseline "
           f"{baseline_minutes:.1f} min")
     print(table(corpus, scores["real"], scores["ours"], scores["baseline"]))
     for goal, (met, how) in goals.items():

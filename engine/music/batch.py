@@ -4,15 +4,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.music.frame_model import lookback_inputs, lookback_width
 from engine.music.piece import N_KEYS, Piece
 from engine.music.tokens import TokenLayout, roll_to_tokens, token_context
 
 
-def encode_window(piece: Piece, start: int, length: int, layout: TokenLayout,
-                  lookback: bool = False) -> dict[str, np.ndarray]:
-    """Tokens and conditioning for steps [start, start+length) of a piece; with `lookback`, also
-    the steps one and two bars back (for a frame model with lookback).
+def encode_window(piece: Piece, start: int, length: int, layout: TokenLayout) -> dict[str, np.ndarray]:
+    """Tokens and conditioning for steps [start, start+length) of a piece.
 
     The step before the window is known to the model through `prev` (zeros at the start
     of the piece), as it would be when the piece is read from its start.
@@ -22,7 +19,7 @@ def encode_window(piece: Piece, start: int, length: int, layout: TokenLayout,
     tokens = roll_to_tokens(roll, layout, prev_row)
     ctx = token_context(tokens, layout)
     rows = np.vstack([prev_row[None], roll])
-    window = {
+    return {
         "inputs": ctx["inputs"], "targets": tokens, "floor": ctx["floor"],
         "pos": (start + ctx["step"] + piece.bar_phase) % piece.steps_per_bar,
         "prev": rows[ctx["step"]],
@@ -30,14 +27,10 @@ def encode_window(piece: Piece, start: int, length: int, layout: TokenLayout,
         "step_pos": (start + np.arange(len(roll)) + piece.bar_phase) % piece.steps_per_bar,
         "roll": roll, "roll_prev": rows[:-1],  # for the baseline and the frame model: step t and step t-1
     }
-    if lookback:  # in the piece's own bar
-        window["lookback"] = lookback_inputs(piece.roll, start + np.arange(len(roll)), piece.steps_per_bar)
-    return window
 
 
 def collate(items: list[dict[str, np.ndarray]], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Pad a list of encoded windows into one batch; padded targets are -1. "lookback" is
-    there when the windows have it."""
+    """Pad a list of encoded windows into one batch; padded targets are -1."""
     n_tok = max(len(it["targets"]) for it in items)
     n_step = max(len(it["roll"]) for it in items)
     B = len(items)
@@ -50,8 +43,6 @@ def collate(items: list[dict[str, np.ndarray]], device: torch.device | str = "cp
         "roll": np.zeros((B, n_step, N_KEYS), np.float32), "roll_prev": np.zeros((B, n_step, N_KEYS), np.float32),
         "step_mask": np.zeros((B, n_step), np.float32),
     }
-    if "lookback" in items[0]:
-        out["lookback"] = np.zeros((B, n_step, lookback_width(N_KEYS)), np.float32)
     for b, it in enumerate(items):
         k, t = len(it["targets"]), len(it["roll"])
         for name in ("inputs", "targets", "floor", "pos", "tok_step", "written"):
@@ -61,6 +52,4 @@ def collate(items: list[dict[str, np.ndarray]], device: torch.device | str = "cp
         out["roll"][b, :t] = it["roll"] > 0
         out["roll_prev"][b, :t] = it["roll_prev"] > 0
         out["step_mask"][b, :t] = 1
-        if "lookback" in out:
-            out["lookback"][b, :t] = it["lookback"]
     return {name: torch.from_numpy(a).to(device) for name, a in out.items()}

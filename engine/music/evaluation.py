@@ -24,8 +24,7 @@ from engine.music.tokens import TokenLayout
 def token_nll(model: MusicRNN | MusicFrameRNN, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """-log p of every target token (B, L); 0 at padding."""
     if isinstance(model, MusicFrameRNN):
-        logits, _ = model(batch["roll_prev"], batch["step_pos"], batch["tok_step"], batch["inputs"], batch["written"],
-                          lookback=batch.get("lookback"), floor=batch["floor"])
+        logits, _ = model(batch["roll_prev"], batch["step_pos"], batch["tok_step"], batch["inputs"], batch["written"])
     else:
         logits, _ = model(batch["inputs"], batch["pos"], batch["prev"])
     logits = model.mask(logits, batch["floor"], batch["prev"])
@@ -40,11 +39,10 @@ def baseline_nll(model: MusicBaseline, batch: dict[str, torch.Tensor]) -> torch.
     return MusicBaseline.step_nll(logits, batch["roll"]) * batch["step_mask"]
 
 
-def _whole_pieces(pieces: list[Piece], layout, device, batch_size: int, models: list):
-    lookback = any(isinstance(m, MusicFrameRNN) and m.config.lookback for m in models)
+def _whole_pieces(pieces: list[Piece], layout, device, batch_size: int):
     for i in range(0, len(pieces), batch_size):
         chunk = pieces[i:i + batch_size]
-        yield collate([encode_window(p, 0, p.steps, layout, lookback) for p in chunk], device)
+        yield collate([encode_window(p, 0, p.steps, layout) for p in chunk], device)
 
 
 @torch.no_grad()
@@ -60,7 +58,7 @@ def frame_nll(model: MusicRNN | MusicFrameRNN | MusicBaseline, pieces: list[Piec
         raise ValueError("a model with onset/held tokens cannot score pieces without onsets (e.g. JSB); "
                          "train with holds=false for the benchmark")
     total, steps = 0.0, 0
-    for batch in _whole_pieces(pieces, layout or TokenLayout(), device, batch_size, [model]):
+    for batch in _whole_pieces(pieces, layout or TokenLayout(), device, batch_size):
         nll = token_nll(model, batch) if layout is not None else baseline_nll(model, batch)
         total += float(nll.double().sum())
         steps += int(batch["step_mask"].sum())
@@ -81,7 +79,7 @@ def mixture_frame_nll(models: list[MusicRNN | MusicFrameRNN], pieces: list[Piece
     for m in models:
         m.eval()
     total, steps = 0.0, 0
-    for batch in _whole_pieces(pieces, layout, device, batch_size, models):
+    for batch in _whole_pieces(pieces, layout, device, batch_size):
         nll = torch.stack([token_nll(m, batch) for m in models])
         mixed = math.log(len(models)) - torch.logsumexp(-nll.double(), 0)
         total += float((mixed * (batch["targets"] >= 0)).sum())

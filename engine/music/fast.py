@@ -121,7 +121,7 @@ class FastRNN:
     def logits(self, state: tuple) -> np.ndarray:
         return self.head_w @ self.rec.top(state) + self.head_b
 
-    def open(self, state: tuple, pos: int, prev_keys: np.ndarray, lookback: np.ndarray | None = None) -> "_TokenCursor":
+    def open(self, state: tuple, pos: int, prev_keys: np.ndarray) -> "_TokenCursor":
         return _TokenCursor(self, state, self.cond_input(pos, prev_keys))
 
 
@@ -155,12 +155,7 @@ class FastFrame:
         self.rec = _Recurrence(w, "rnn.", cfg.n_layers, cfg.d_hidden, cfg.cell == "lstm")
         # Inputs that are key sets are read as sums of rows (a step has a few keys, not 88).
         self.prev_gates = np.ascontiguousarray(self.rec.w_ih0[:, :cfg.n_keys].T)  # n_keys × gates
-        bar_end = cfg.n_keys + cfg.bar_steps
-        self.w_bar = np.ascontiguousarray(self.rec.w_ih0[:, cfg.n_keys:bar_end].T)  # bar_steps × gates
-        self.lookback, self.holds = cfg.lookback, cfg.holds
-        if self.lookback:  # the repeat flags' gate columns, and the copy gates
-            self.flag_gates = np.ascontiguousarray(self.rec.w_ih0[:, bar_end:].T)
-            self.copy_w, self.copy_b = w["copy_gate.weight"], w["copy_gate.bias"]
+        self.w_bar = np.ascontiguousarray(self.rec.w_ih0[:, cfg.n_keys:].T)  # bar_steps × gates
         self.ctx_w, self.ctx_b = w["ctx_proj.weight"], w["ctx_proj.bias"]
         self.prev_dec = np.ascontiguousarray(w["prev_proj.weight"].T)  # n_keys × d
         self.set_cols = np.ascontiguousarray(w["set_proj.weight"].T)  # n_keys × d: a key's column, as a row
@@ -171,64 +166,34 @@ class FastFrame:
     def zero_state(self) -> tuple:
         return self.rec.zero_state()
 
-    def open(self, state: tuple, pos: int, prev_keys: np.ndarray, lookback: np.ndarray | None = None) -> "_FrameCursor":
-        """`lookback`: the step's frame_model.lookback_inputs row, for a model with lookback."""
+    def open(self, state: tuple, pos: int, prev_keys: np.ndarray) -> "_FrameCursor":
         keys = np.flatnonzero(prev_keys)
         gi = self.prev_gates[keys].sum(axis=0) + self.rec.b_ih0
         if self.bar_steps:
             gi = gi + self.w_bar[pos % self.bar_steps]
-        copy = None
-        if self.lookback:
-            bars = len(self.flag_gates)
-            gi = gi + self.flag_gates[np.flatnonzero(lookback[-bars:])].sum(axis=0)
-            copy = self._copy(lookback, bars)
         state = self.rec.step(gi, state)
         ctx = self.ctx_w @ self.rec.top(state) + self.ctx_b + self.prev_dec[keys].sum(axis=0)
-        return _FrameCursor(self, state, ctx, copy)
+        return _FrameCursor(self, state, ctx)
 
-    def _copy(self, lookback: np.ndarray, bars: int) -> tuple[np.ndarray, np.ndarray]:
-        """(bars × vocab token rows without STEP_END, each bar's highest sounding key or -1):
-        what MusicFrameRNN.copy_tokens gives, its STEP_END column left to the floor."""
-        n = self.n_keys
-        rows = np.zeros((bars, self.step_end + 1), np.float32)
-        top = np.full(bars, -1)
-        for i in range(bars):
-            sounding, onset = lookback[2 * n * i:2 * n * i + n], lookback[2 * n * i + n:2 * n * (i + 1)]
-            if self.holds:
-                rows[i, :n], rows[i, n:2 * n] = onset, sounding - onset
-            else:
-                rows[i, :n] = sounding
-            keys = np.flatnonzero(sounding)
-            top[i] = keys[-1] if len(keys) else -1
-        return rows, top
-
-    def decode(self, x: np.ndarray, copy=None, floor: int = 0) -> np.ndarray:
+    def decode(self, x: np.ndarray) -> np.ndarray:
         x = _gelu(x)
         for w, b in self.hidden:
             x = _gelu(w @ x + b)
-        logits = self.head_w @ x + self.head_b
-        if copy is not None:
-            rows, top = copy
-            gates = self.copy_w @ x + self.copy_b
-            logits = logits + gates @ rows
-            logits[self.step_end] += gates[top < floor].sum()
-        return logits
+        return self.head_w @ x + self.head_b
 
 
 class _FrameCursor(_Cursor):
-    def __init__(self, net: FastFrame, state: tuple, ctx: np.ndarray, copy=None):
+    def __init__(self, net: FastFrame, state: tuple, ctx: np.ndarray):
         self.net, self.state = net, state
         self.base = ctx  # context plus the keys written so far
         self.last = net.step_end
-        self.copy, self.floor = copy, 0  # lookback: the steps to copy; the lowest key still to write
 
     def logits(self) -> np.ndarray:
-        return self.net.decode(self.base + self.net.last[self.last], self.copy, self.floor)
+        return self.net.decode(self.base + self.net.last[self.last])
 
     def read(self, token: int) -> None:
-        key = token % self.net.n_keys
-        self.base = self.base + self.net.set_cols[key]
-        self.last, self.floor = token, key + 1
+        self.base = self.base + self.net.set_cols[token % self.net.n_keys]
+        self.last = token
 
 
 def fast_net(model: torch.nn.Module) -> FastRNN | FastFrame:

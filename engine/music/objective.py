@@ -74,7 +74,6 @@ class MusicObjective(Objective):
         self.cfg = cfg
         self.config = cfg.to_dict()
         self.layout = cfg.model.layout
-        self._lookback = cfg.model.arch == "frame" and cfg.model.lookback
         torch.manual_seed(cfg.seed)
         self.nets = {"rnn": build_music_net(cfg.model).to(self.device)}
         if cfg.baseline is not None:
@@ -98,7 +97,7 @@ class MusicObjective(Objective):
             piece = transposed(self.train_pieces[i], int(rng.integers(lo, hi + 1)))
             length = min(self.cfg.seq_steps, piece.steps)
             start = int(rng.integers(0, piece.steps - length + 1))
-            items.append(encode_window(piece, start, length, self.layout, self._lookback))
+            items.append(encode_window(piece, start, length, self.layout))
         return collate(items, self.device)
 
     def loss(self, group: str, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:

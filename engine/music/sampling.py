@@ -18,14 +18,12 @@ import numpy as np
 import torch
 
 from engine.music.fast import FastRNN, fast_net  # noqa: F401 (FastRNN: re-exported)
-from engine.music.frame_model import LOOKBACK_BARS, lookback_inputs
 from engine.music.keys import scale_pitch_classes
 from engine.music.phrase import Phrase
 from engine.music.piece import LOWEST, N_KEYS, ONSET, SOUNDING
 from engine.music.style import step_parallels
 
 VOICE_TRIES = 16  # draws of a step before one is cut to the voice limit
-HISTORY_STEPS = 8192  # steps a lookback stream keeps (at least two bars and any restore's distance)
 
 
 @dataclass
@@ -97,9 +95,6 @@ class Stepper:
         self.state = self.net.zero_state()
         self.prev = np.zeros(N_KEYS, np.int8)
         self.step = 0
-        # The steps played, for a model that reads the bars before (lookback): self.step - len(history) were dropped.
-        self.lookback = model.config.arch == "frame" and model.config.lookback
-        self.history: list[np.ndarray] = []
         self.bar_phase = bar_phase
         self.phrase: Phrase | None = None  # what the music continues (phrase.py): new notes are pulled toward it
         self._pulls: dict[bool, np.ndarray] = {}
@@ -121,19 +116,13 @@ class Stepper:
 
     def restore(self, snap: tuple) -> None:
         """Back to a snapshot taken earlier in this stream."""
-        self.state, prev, step = snap
-        del self.history[max(0, len(self.history) - (self.step - step)):]
-        self.prev, self.step = prev.copy(), step
+        self.state, prev, self.step = snap
+        self.prev = prev.copy()
 
     def _open(self):
-        """A cursor over the current step, conditioned on its position in the bar and the previous keys
-        (and with lookback, the steps one and two bars before)."""
+        """A cursor over the current step, conditioned on its position in the bar and the previous keys."""
         pos = (self.step + self.bar_phase) % self.steps_per_bar  # the nets wrap it to their bar_steps
-        if not self.lookback:
-            return self.net.open(self.state, pos, self.prev > 0)
-        window = self.history[-(max(LOOKBACK_BARS) * self.steps_per_bar + 1):]
-        rows = np.array(window) if window else np.zeros((0, N_KEYS), np.int8)
-        return self.net.open(self.state, pos, self.prev > 0, lookback_inputs(rows, [len(rows)], self.steps_per_bar)[0])
+        return self.net.open(self.state, pos, self.prev > 0)
 
     def force(self, frame: np.ndarray) -> None:
         """Advance over a given step (priming, or notes the user played)."""
@@ -146,10 +135,6 @@ class Stepper:
         self.state = cursor.state
         self.prev = frame.astype(np.int8)
         self.step += 1
-        if self.lookback:
-            self.history.append(self.prev)
-            if len(self.history) > HISTORY_STEPS:  # a long session: keep what lookback and restores need
-                del self.history[:HISTORY_STEPS // 2]
 
     def may_play(self, controls: Controls, frame: np.ndarray, required: np.ndarray) -> bool:
         """Whether a given step (a bar played again) keeps to the controls now in force: only keys they

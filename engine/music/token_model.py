@@ -35,7 +35,6 @@ class MusicRNNConfig:
     arch: str = "frame"       # "frame": an LSTM over steps + a token decoder (2.5x cheaper); "token": one LSTM over tokens
     d_decoder: int = 256      # frame: width of the within-step decoder MLP
     decoder_layers: int = 2   # frame: hidden layers of that MLP
-    lookback: bool = False    # frame: also read the steps one and two bars back (frame_model.lookback_inputs)
 
     @property
     def layout(self) -> TokenLayout:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import build
-from engine.music.config import MusicConfig
+from engine.music.config import MusicConfig, stored_config
 from engine.music.ops import DATA_PARAMS
 from engine.train.config import TrainConfig
 
@@ -36,7 +36,7 @@ def test_shipped_model_loads_and_plays():
     assert metadata["kind"] == "music" and metadata["data"]["source"] == "corpus"
     model = load(metadata["config"], weights, "cpu")
     assert model.rnn.config.arch == "frame" and metadata["metrics"]["nll"] < 3
-    assert metadata["config"] == build(MusicConfig, {}).to_dict()  # what plain `atelier train music` trains
+    assert stored_config(metadata["config"]) == build(MusicConfig, {})  # what plain `atelier train music` trains
     roll = model.generate(bars=2, seed=0)
     assert roll.shape == (32, 88) and (roll > 0).any()
 
@@ -53,3 +53,22 @@ def test_models_saved_before_the_frame_architecture_load_as_token_models():
     weights = {f"rnn.{k}": v for k, v in MusicRNN(build(MusicConfig, config).model).state_dict().items()}
     model = load(config, weights, "cpu")
     assert model.rnn.config.arch == "token" and (model.generate(bars=1, seed=0) > 0).any()
+
+
+def test_models_stored_with_the_removed_lookback_setting_load_only_with_it_off():
+    """Issue 21 removed model.lookback: a model stored with it off (the shipped one) has the same
+    network without it; one trained with it on has to be trained again."""
+    import torch
+
+    from engine.music.frame_model import MusicFrameRNN
+    from engine.music.generation import load
+
+    config = build(MusicConfig, {"model": {"d_hidden": 16, "d_decoder": 16, "n_layers": 1}}).to_dict()
+    torch.manual_seed(0)
+    weights = {f"rnn.{k}": v for k, v in MusicFrameRNN(build(MusicConfig, config).model).state_dict().items()}
+    plain = load(config, weights, "cpu").generate(bars=1, seed=0)
+    config["model"]["lookback"] = False
+    assert (load(config, weights, "cpu").generate(bars=1, seed=0) == plain).all()
+    config["model"]["lookback"] = True
+    with pytest.raises(ValueError, match=r"model.lookback=true: the lookback experiment .* was removed .* train it again"):
+        load(config, weights, "cpu")
