@@ -25,12 +25,15 @@ downsampled 4x, so structure larger than the discriminator's view counts), the l
 seam ratio, tiling error, steps reached and training minutes, for our model, for image quilting
 and for the exemplar's own crops (the floor), then the issue's goals as PASS/FAIL. One contact
 sheet per exemplar (exemplar | ours | quilting | ours tiled 2x2, 1:1) goes to docs/textures/.
+Each exemplar's figures are stored beside its model (suite-NAME.bench.json): run halves of the
+suite on two cores with --only, then once more over all with --reuse for the whole report.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import platform
@@ -383,6 +386,11 @@ def run_suite(args) -> int:
                 print(f"{name}: training failed ({done.returncode}): {done.stderr.strip()[-800:]}", flush=True)
                 continue
             print(f"{name}: trained in {(time.time() - start) / 60:.1f} min wall", flush=True)
+        stored = models / f"suite-{name}.bench.json"
+        if args.reuse and stored.exists() and stored.stat().st_mtime > (models / f"suite-{name}.safetensors").stat().st_mtime:
+            results[name] = json.loads(stored.read_text())  # measured by an earlier run (e.g. half the suite per core)
+            print(f"{name}: measured before, {stored}", flush=True)
+            continue
         metadata, model = load_model(f"suite-{name}", models, "cpu")
         images, _ = resolve_images(str(colour), model.channels, min_size=model.config.crop)
         quilter = Quilter((images[0] + 1) / 2)
@@ -395,6 +403,7 @@ def run_suite(args) -> int:
                 f"quilting: block {quilter.block}")
         m["sheet"] = contact_sheet(name, colour, model, quilter, note)
         results[name] = m
+        stored.write_text(json.dumps({k: v for k, v in m.items() if k != "sheet"}, default=float))
         row = m["ours"]
         print(f"{name}: gram {row['gram']:.2f} swd {row['swd']:.2f} spectrum {row['spectrum']:.2f} elements "
               f"{row['elements']:.2f} | coarse {row['c.gram']:.2f} {row['c.swd']:.2f} {row['c.spectrum']:.2f} "
@@ -457,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                              "beside image quilting; contact sheets into docs/textures/")
     parser.add_argument("--minutes", type=float, help="--suite: shorten each training run (development only)")
     parser.add_argument("--only", help="--suite: comma-separated material names")
-    parser.add_argument("--reuse", action="store_true", help="--suite: measure models already in --models-dir")
+    parser.add_argument("--reuse", action="store_true", help="--suite: measure models already in --models-dir (measurements stored there by an earlier run are reused)")
     parser.add_argument("--big", type=int, default=4, help="--suite: 1024² outputs per method for the coarse scale")
     args = parser.parse_args(argv)
     from scipy.stats import sem
