@@ -111,6 +111,7 @@ OP_PARAMS = {
         'split': {'default': 'test', 'choices': ['test', 'valid', 'train']},
         'seed': {'min': 0, 'max': 2147483647, 'default': 0},
     },
+    'music.mix': {},
     'music.session.open': {
         'seed': {'min': 0, 'max': 2147483647, 'default': 0},
         'temperature': {'min': 0.05, 'max': 5.0, 'default': 1.0},

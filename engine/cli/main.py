@@ -81,10 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "(the token then travels in clear text)")
     serve.set_defaults(handler=_serve)
 
-    models = commands.add_parser("models", parents=[common], help="list, inspect, load, unload or delete models",
-                                 description="Manage stored models. Without an action, list them.")
-    models.add_argument("action", nargs="?", default="list", choices=("list", "info", "load", "unload", "delete"))
-    models.add_argument("name", nargs="?", help="model name (unload without a name unloads all)")
+    models = commands.add_parser("models", parents=[common], help="list, inspect, load, unload, delete or mix models",
+                                 description="Manage stored models. Without an action, list them. `mix NAME MODEL "
+                                 "MODEL...` stores one music model made of several trained with the same settings "
+                                 "(other seeds): it plays and scores the mean of their next-note probabilities.")
+    models.add_argument("action", nargs="?", default="list",
+                        choices=("list", "info", "load", "unload", "delete", "mix"))
+    models.add_argument("name", nargs="?", help="model name (unload without a name unloads all; mix: the new model)")
+    models.add_argument("members", nargs="*", metavar="MODEL", help="mix: the models to mix (two or more)")
     models.set_defaults(handler=_models)
 
     jobs = commands.add_parser("jobs", parents=[common], help="list, watch or cancel a running engine's jobs",
@@ -124,11 +128,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    if args.action in ("info", "load", "delete") and not args.name:
+    if args.action in ("info", "load", "delete", "mix") and not args.name:
         raise ValueError(f"`atelier models {args.action}` needs a model name; `atelier models` lists them")
+    if (args.action == "mix") != bool(args.members):
+        raise ValueError("`atelier models mix NAME MODEL MODEL...` names the new model, then the models to mix; "
+                         "the other actions take one name")
     session = open_session(args)
     try:
-        if args.action == "list":
+        if args.action == "mix":
+            value = session.call("music.mix", {"name": args.name, "models": args.members})
+            output(args, value, _mixed(value))
+        elif args.action == "list":
             value = session.call("models.list", {})
             lines = [f"{m['name']:<28} {m.get('kind') or '?':<8} step {m.get('step')}"
                      f"{'  (ships with Atelier)' if m.get('builtin') else ''}"
@@ -143,6 +153,14 @@ def _models(args: argparse.Namespace) -> int:
     finally:
         session.close()
     return 0
+
+
+def _mixed(value: dict) -> str:
+    members = ", ".join(f"{m['name']} (step {m['step']}" + (f", held-out NLL {m['metrics']['valid_nll']:.3f}"
+                        if "valid_nll" in m["metrics"] else "") + ")" for m in value["members"])
+    nll = value["metrics"].get("valid_nll")
+    return (f"saved {value['model']}: the mixture of {members}" + (f"; its held-out NLL {nll:.3f}" if nll else "")
+            + f". Generate, stream or eval it as any music model: atelier generate music --model {value['model']}")
 
 
 def _jobs(args: argparse.Namespace) -> int:

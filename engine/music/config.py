@@ -27,6 +27,9 @@ class MusicConfig:
     keep_drums: bool = False
     corpus_limit: int | None = None  # use only the first N corpus scores (tests)
     seed: int = 0
+    # An equal-weight mixture of this many networks (engine/music/mixture.py), made from trained
+    # models by `atelier models mix`; a training run trains one.
+    members: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,13 +16,17 @@ from torch.nn import functional as F
 from engine.music.baseline import MusicBaseline
 from engine.music.batch import collate, encode_window
 from engine.music.frame_model import MusicFrameRNN
+from engine.music.mixture import MusicMixture
 from engine.music.piece import Piece
 from engine.music.token_model import MusicRNN
 from engine.music.tokens import TokenLayout
 
 
-def token_nll(model: MusicRNN | MusicFrameRNN, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """-log p of every target token (B, L); 0 at padding."""
+def token_nll(model: MusicRNN | MusicFrameRNN | MusicMixture, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """-log p of every target token (B, L); 0 at padding. A mixture's p is the mean of its members'."""
+    if isinstance(model, MusicMixture):
+        nll = torch.stack([token_nll(m, batch) for m in model.members]).double()
+        return (math.log(len(model.members)) - torch.logsumexp(-nll, 0)) * (batch["targets"] >= 0)
     if isinstance(model, MusicFrameRNN):
         logits, _ = model(batch["roll_prev"], batch["step_pos"], batch["tok_step"], batch["inputs"], batch["written"])
     else:
@@ -46,8 +50,8 @@ def _whole_pieces(pieces: list[Piece], layout, device, batch_size: int):
 
 
 @torch.no_grad()
-def frame_nll(model: MusicRNN | MusicFrameRNN | MusicBaseline, pieces: list[Piece], device: torch.device | str = "cpu",
-              batch_size: int = 16) -> dict[str, float]:
+def frame_nll(model: MusicRNN | MusicFrameRNN | MusicMixture | MusicBaseline, pieces: list[Piece],
+              device: torch.device | str = "cpu", batch_size: int = 16) -> dict[str, float]:
     """{"nll": nats per step, "steps": steps scored} over whole pieces, model in eval mode."""
     if not pieces:
         raise ValueError("no pieces to evaluate on")
@@ -66,24 +70,15 @@ def frame_nll(model: MusicRNN | MusicFrameRNN | MusicBaseline, pieces: list[Piec
     return {"nll": total / steps, "steps": steps}
 
 
-@torch.no_grad()
 def mixture_frame_nll(models: list[MusicRNN | MusicFrameRNN], pieces: list[Piece], device: torch.device | str = "cpu",
                       batch_size: int = 16) -> dict[str, float]:
     """Exact frame NLL of the equal-weight, token-by-token mixture of several models: each model
     reads the same prefix, so the average of their next-token distributions is a distribution
-    of the next token, and a step's probability is still the product over its tokens."""
-    layout = models[0].config.layout
-    if any(m.config.layout != layout for m in models):
-        raise ValueError("a mixture needs models with the same token layout")
-    was_training = [m.training for m in models]
-    for m in models:
-        m.eval()
-    total, steps = 0.0, 0
-    for batch in _whole_pieces(pieces, layout, device, batch_size):
-        nll = torch.stack([token_nll(m, batch) for m in models])
-        mixed = math.log(len(models)) - torch.logsumexp(-nll.double(), 0)
-        total += float((mixed * (batch["targets"] >= 0)).sum())
-        steps += int(batch["step_mask"].sum())
-    for m, mode in zip(models, was_training):
-        m.train(mode)
-    return {"nll": total / steps, "steps": steps}
+    of the next token, and a step's probability is still the product over its tokens
+    (engine/music/mixture.py; a stored mixture scores the same through frame_nll)."""
+    modes = [m.training for m in models]
+    try:
+        return frame_nll(MusicMixture(models).eval(), pieces, device, batch_size)
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)

@@ -5,7 +5,8 @@ matrix-vector products. Each net makes a cursor per time step (`open`): the curs
 the logits of the step's next token (`logits`), reads the token chosen (`read`), and holds
 the recurrent state to carry into the next step (`state`). States are tuples of arrays,
 never changed in place, so the Stepper can snapshot them for free.
-Both match their modules to float32 rounding (tests/music/test_generate.py).
+Both match their modules to float32 rounding (tests/music/test_generate.py); a mixture of
+them samples from the mean of their probabilities (FastMixture, tests/music/test_mixture.py).
 """
 from __future__ import annotations
 
@@ -196,6 +197,63 @@ class _FrameCursor(_Cursor):
         self.last = token
 
 
-def fast_net(model: torch.nn.Module) -> FastRNN | FastFrame:
-    """The numpy twin of a token or frame music network."""
+class FastMixture:
+    """A mixture of nets (engine/music/mixture.py): every member reads the same tokens, and the
+    "logits" of the next token are the log of the mean of the members' probabilities, each
+    member's softmax taken over the tokens the spelling allows (as the mixture's NLL is scored).
+    The state is the tuple of the members' states."""
+
+    def __init__(self, nets: list, layout):
+        self.nets, self.layout = nets, layout
+        self.n_keys, self.holds = layout.n_keys, layout.holds
+        self.log_n = np.float32(np.log(len(nets)))
+
+    def zero_state(self) -> tuple:
+        return tuple(net.zero_state() for net in self.nets)
+
+    def open(self, state: tuple, pos: int, prev_keys: np.ndarray) -> "_MixtureCursor":
+        spelt = np.ones(self.layout.vocab_size, bool)  # tokens the spelling allows: held tokens need a sounding key
+        if self.holds:
+            spelt[self.n_keys:2 * self.n_keys] = prev_keys
+        return _MixtureCursor(self, [net.open(s, pos, prev_keys) for net, s in zip(self.nets, state)], spelt)
+
+
+class _MixtureCursor(_Cursor):
+    def __init__(self, net: FastMixture, cursors: list, spelt: np.ndarray):
+        self.net, self.cursors, self.spelt = net, cursors, spelt
+
+    @property
+    def state(self) -> tuple:
+        return tuple(c.state for c in self.cursors)
+
+    def logits(self) -> np.ndarray:
+        z = np.stack([c.logits() for c in self.cursors])[:, self.spelt]
+        z -= z.max(axis=1, keepdims=True)
+        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))  # each member's log-probabilities
+        top = z.max(axis=0)
+        out = np.full(len(self.spelt), -np.inf, np.float32)
+        out[self.spelt] = top + np.log(np.exp(z - top).sum(axis=0)) - self.net.log_n
+        return out
+
+    def read(self, token: int) -> None:
+        for c in self.cursors:
+            c.read(token)
+        n = self.net.n_keys
+        key = token % n
+        self.spelt = self.spelt.copy()  # keys at or below the one written cannot follow it
+        self.spelt[:key + 1] = False
+        if self.net.holds:
+            self.spelt[n:n + key + 1] = False
+
+    def clone(self):
+        twin = super().clone()
+        twin.cursors = [c.clone() for c in self.cursors]
+        return twin
+
+
+def fast_net(model: torch.nn.Module) -> FastRNN | FastFrame | FastMixture:
+    """The numpy twin of a token or frame music network, or of a mixture of them."""
+    members = getattr(model, "members", None)
+    if members is not None:
+        return FastMixture([fast_net(m) for m in members], model.config.layout)
     return FastFrame(model) if model.config.arch == "frame" else FastRNN(model)

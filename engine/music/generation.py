@@ -17,6 +17,7 @@ from engine.music.frame_model import MusicFrameRNN
 from engine.music.jsb import load_jsb
 from engine.music.keys import bar_steps
 from engine.music.midi_files import MAX_PIECE_STEPS, MidiSkip, read_midi
+from engine.music.mixture import MAX_MEMBERS, MusicMixture
 from engine.music.output import render_wav, roll_to_midi, save_png
 from engine.music.phrase import Phrase
 from engine.music.piece import N_KEYS, Piece
@@ -28,7 +29,7 @@ from engine.music.token_model import MusicRNN
 class MusicModel:
     """A trained music model: generation to files, and live sessions."""
 
-    def __init__(self, rnn: MusicRNN | MusicFrameRNN, config: dict, baseline: MusicBaseline | None = None,
+    def __init__(self, rnn: MusicRNN | MusicFrameRNN | MusicMixture, config: dict, baseline: MusicBaseline | None = None,
                  voices: int = 0, avoids_parallels: bool = False, bar_repeats: list[float] | None = None):
         self.rnn = rnn.eval()
         self.config = config
@@ -128,7 +129,10 @@ class MusicModel:
 def load(config: dict, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> MusicModel:
     """The finished model from a checkpoint: `weights` keys are "<net>.<param>" ("rnn.head.weight")."""
     cfg = stored_config(config)
-    rnn = build_music_net(cfg.model)
+    if not 1 <= cfg.members <= MAX_MEMBERS:
+        raise ValueError(f"members must be 1 to {MAX_MEMBERS}, not {cfg.members}")
+    nets = [build_music_net(cfg.model) for _ in range(cfg.members)]
+    rnn = nets[0] if cfg.members == 1 else MusicMixture(nets)  # a mixture's weights: "rnn.members.<i>.<param>"
     own = {k[len("rnn."):]: v for k, v in weights.items() if k.startswith("rnn.")}
     if not own:
         raise ValueError(f"no 'rnn.*' weights in this checkpoint (keys start with "

@@ -63,6 +63,9 @@ class MusicObjective(Objective):
                  corpus: str | None = None, jsb: str | Path | None = None,
                  device: torch.device | str = "cpu"):
         cfg = config if isinstance(config, MusicConfig) else build(MusicConfig, config or {})
+        if cfg.members != 1:
+            raise ValueError(f"members={cfg.members}: a run trains one network; train the members one by one "
+                             "(other seeds) and mix them with `atelier models mix NAME MODEL MODEL...`")
         notes = []
         if jsb is not None and cfg.model.holds:  # the default's onset marks: the JSB files have none to learn
             cfg = replace(cfg, model=replace(cfg.model, holds=False))

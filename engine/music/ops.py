@@ -257,6 +257,58 @@ def _eval_pieces(metadata: dict, model, params: dict, progress=None) -> tuple[li
                    "split": f"held-out {cfg.valid_fraction:.0%} of files (seed {cfg.seed})"}
 
 
+def _mix(engine, context: Context, name: str, models: list) -> dict:
+    """Stores the equal-weight mixture of trained music models (engine/music/mixture.py) as `name`;
+    where the members were scored on the JSB split (trained with --jsb), the mixture is scored on
+    its valid split as they were."""
+    from engine.music.evaluation import frame_nll
+    from engine.music.generation import load
+    from engine.music.jsb import load_jsb
+    from engine.music.mixture import mix_checkpoints
+    from engine.store.checkpoints import ModelCorrupt, ModelNotFound, check_name
+
+    op = "music.mix"
+    if not all(isinstance(m, str) for m in models):
+        raise _bad(op, "'models' must be a list of model names")
+    if len(set(models)) != len(models):
+        raise _bad(op, "'models' names a model twice; mix each model once")
+    if name in models:
+        raise _bad(op, f"{name!r} is one of the models mixed; give the mixture a new name")
+    try:
+        check_name(name)
+    except ValueError as e:
+        raise _bad(op, str(e)) from None
+    members = []
+    for i, member in enumerate(models):
+        context.progress(0.3 * i / len(models), f"reading {member}")
+        try:
+            metadata, weights = engine.store.load(member)
+        except ModelNotFound as e:
+            raise JobFailed(protocol.NOT_FOUND, f"{op}: {e}") from None
+        except ModelCorrupt as e:
+            raise JobFailed(protocol.MODEL_CORRUPT, f"{op}: {e}") from None
+        members.append((member, metadata, weights))
+    try:
+        weights, metadata = mix_checkpoints(members)
+        model = load(metadata["config"], weights)  # the file loads as any model does
+    except ValueError as e:
+        raise _bad(op, str(e)) from None
+    sources = [m.get("data") or {} for _, m, _ in members]
+    jsb = sources[0].get("path") if all(d.get("source") == "jsb" for d in sources) else None
+    if jsb is not None and Path(jsb).is_dir():
+        context.progress(0.4, "scoring the mixture on the JSB valid split, as its members were")
+        pieces = load_jsb(jsb, sources[0].get("resolution", "quarter"))["valid"]
+        metadata["metrics"]["valid_nll"] = frame_nll(model.rnn, pieces)["nll"]
+        baseline = members[0][1].get("metrics", {}).get("valid_baseline_nll")  # the baseline is the first member's
+        if model.baseline is not None and baseline is not None:
+            metadata["metrics"]["valid_baseline_nll"] = baseline
+    context.progress(0.9, f"saving {name}")
+    stored = engine.store.save(name, weights, metadata)
+    engine.unload(name)  # the next use loads the new file
+    return {"model": name, "members": [{k: m[k] for k in ("name", "step", "metrics")} for m in stored["mixture"]],
+            "metrics": stored["metrics"], "content_hash": stored["content_hash"]}
+
+
 # -- live sessions --------------------------------------------------------------------------
 
 class _Live:
@@ -369,6 +421,12 @@ OPS = [
         "split": Param("str", "test", choices=("test", "valid", "train"), doc="JSB split"),
         "seed": _SEED},
         doc="exact frame NLL (nats per step) of the model and its baseline, and a piano-roll picture"),
+    Op("music.mix", _mix, {
+        "name": Param("str", required=True, doc="name to store the mixture under"),
+        "models": Param("list", required=True, doc="two or more trained music models with the same settings "
+                        "(other seeds), e.g. ['jsb-a', 'jsb-b']")},
+        doc="one model from several: the mean of their next-note probabilities (generate, eval and live "
+            "sessions use it as any model)"),
     Op("music.session.open", _session_open, {
         "model": MODEL, "seed": _SEED, **CONTROLS,
         "priming": Param("array", doc="notes to continue: int array N×5 of start, duration, pitch, velocity, "
