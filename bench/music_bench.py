@@ -14,7 +14,10 @@ live-session streaming speed as multiples of real time at 120 BPM.
 With --members N it trains N models at once, one process each with its own seed (N cores),
 and scores their token-by-token mixture: each model reads the same prefix, so the average of
 their next-token distributions is itself a distribution, and the mixture's frame NLL is exact
-(engine.music.evaluation.mixture_frame_nll). The baseline and the speeds are member 0's.
+(engine.music.evaluation.mixture_frame_nll). The mixture is also made into a model as a user
+makes one (the music.mix op, `atelier models mix`), stored in --models-dir as jsb-bench-mix,
+and scored by the product's eval op (`atelier eval music --model jsb-bench-mix`): both figures
+are printed and must agree. The baseline is member 0's; speeds are member 0's and the mixture's.
 
 The shipped model (engine/weights/music-default.safetensors, 16th-note grid with onset
 tokens) is also timed streaming, since that is the one the MIDI bridge plays.
@@ -116,6 +119,23 @@ def member_name(index: int) -> str:
     return "jsb-bench" if index == 0 else f"jsb-bench-{index}"
 
 
+MIXTURE = "jsb-bench-mix"
+
+
+def make_mixture(args: argparse.Namespace, models_dir: Path) -> dict:
+    """The members mixed into one model by the product's own op, and that model scored by the
+    product's eval op on the JSB test split: {"valid": ..., "test": ...} NLL."""
+    from engine.cli.session import LocalSession
+
+    session = LocalSession(models_dir, args.device)
+    try:
+        made = session.call("music.mix", {"name": MIXTURE, "models": [member_name(i) for i in range(args.members)]})
+        scored = session.call("music.eval", {"model": MIXTURE, "jsb": str(args.jsb), "split": "test"})
+    finally:
+        session.close()
+    return {"valid": made["metrics"].get("valid_nll"), "test": scored["metrics"]["nll"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jsb", type=Path, default=jsb_dir(), help="folder of the JSB split (default: $ATELIER_JSB_DIR)")
@@ -190,7 +210,11 @@ def main() -> None:
             splits = load_jsb(args.jsb, "quarter")
             mixture = {"test": mixture_frame_nll(rnns, splits["test"], args.device)["nll"],
                        "valid": mixture_frame_nll(rnns, splits["valid"], args.device)["nll"],
-                       "members_test": [round(frame_nll(r, splits["test"], args.device)["nll"], 3) for r in rnns]}
+                       "members_test": [round(frame_nll(r, splits["test"], args.device)["nll"], 3) for r in rnns],
+                       "product": make_mixture(args, models_dir)}
+            meta, w = load_file(store.path(MIXTURE))
+            mixed = load(meta["config"], w, args.device)
+            mixture["speed"] = {"generate_x_realtime_120bpm": generate_speed(mixed), "stream": stream_speed(mixed)}
     ours = mixture.get("test", test["nll"])
     minutes = max(meta["train_seconds"] for meta, _ in members) / 60
     result = {
@@ -203,8 +227,14 @@ def main() -> None:
         "stream_jsb_model": stream_speed(model),
     }
     if mixture:
+        product = mixture["product"]
         result["members"] = args.members
         result["member_test_nll"] = mixture["members_test"]
+        result["mixture_model"] = {
+            "name": MIXTURE, "models_dir": str(args.models_dir) if args.models_dir else None,
+            "eval_op_test_nll": product["test"], "mixture_frame_nll_test": mixture["test"],
+            "difference": product["test"] - mixture["test"], "mix_op_valid_nll": product["valid"],
+            "mixture_frame_nll_valid": mixture["valid"], **mixture["speed"]}
     shipped = BUILTIN_DIR / "music-default.safetensors"
     if shipped.is_file():
         meta, w = load_file(shipped)
@@ -216,6 +246,12 @@ def main() -> None:
     print(f"JSB quarter test NLL (nats/step, exact): {what} {result['test_nll']}, independent-Bernoulli LSTM "
           f"{result['baseline_test_nll']} (ratio {result['baseline_over_ours']}x) after {result['train_minutes']} "
           f"training minutes; streaming {result['stream_jsb_model']['x_realtime']}x real time at 120 BPM")
+    if mixture:
+        made = result["mixture_model"]
+        print(f"the mixture as a product model ({MIXTURE}{', in ' + made['models_dir'] if made['models_dir'] else ''}"
+              f"): eval op test NLL {made['eval_op_test_nll']:.6f}, mixture_frame_nll {made['mixture_frame_nll_test']:.6f}"
+              f" (difference {made['difference']:.1e}); generation {made['generate_x_realtime_120bpm']}x, streaming "
+              f"{made['stream']['x_realtime']}x real time at 120 BPM")
 
 
 if __name__ == "__main__":
