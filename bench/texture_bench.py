@@ -14,7 +14,7 @@ wrap-around border (1 = seamless), how far single pictures are from the photo (`
 lattice measure (gradient energy on 4/8/16-px lines over elsewhere, ideal 1.00 ± 0.05),
 our tiling error, and the training minutes the model used. The machine is shared and noisy: compare ratios, not seconds.
 
-    python bench/texture_bench.py --suite [--minutes 2] [--only bricks,sand] [--models-dir DIR --reuse]
+    python bench/texture_bench.py --suite [--maps] [--minutes 2] [--only bricks,sand] [--models-dir DIR --reuse]
 
 trains every exemplar of the development suite (bench/data/textures, issue 19) with the plain
 default command, `atelier train texture --images <colour map> --name N` (--minutes shortens the
@@ -25,6 +25,9 @@ downsampled 4x, so structure larger than the discriminator's view counts), the l
 seam ratio, tiling error, steps reached and training minutes, for our model, for image quilting
 and for the exemplar's own crops (the floor), then the issue's goals as PASS/FAIL. One contact
 sheet per exemplar (exemplar | ours | quilting | ours tiled 2x2, 1:1) goes to docs/textures/.
+With --maps each full PBR set is trained as a user with the set would train it (its folder, one
+generator on the stacked maps) and each map (normal, roughness, height, AO) gets the fine-scale
+ratios too, beside quilting of the stacked maps, plus how far the normals are from unit length.
 Each exemplar's figures are stored beside its model (suite-NAME.bench.json): run halves of the
 suite on two cores with --only, then once more over all with --reuse for the whole report.
 """
@@ -225,11 +228,10 @@ def suite_materials(only: set[str] | None = None) -> list[tuple[str, str, Path]]
     return [m for m in out if not only or m[0] in only]
 
 
-def train_command(name: str, colour: Path, models: Path, minutes: float | None) -> list[str]:
-    """The plain command a user types. The colour map, not the material's folder: a folder is read
-    as several exemplars of one texture until PBR-set training lands (issue 19 point 4)."""
-    cmd = [sys.executable, "-m", "engine.cli.main", "train", "texture", "--images", str(colour.relative_to(ROOT)),
-           "--name", f"suite-{name}", "--models-dir", str(models)]
+def train_command(name: str, source: Path, models: Path, minutes: float | None) -> list[str]:
+    """The plain command a user types, on a photo (the colour map) or on a material's folder of maps."""
+    cmd = [sys.executable, "-m", "engine.cli.main", "train", "texture", "--images", str(source.relative_to(ROOT)),
+           "--name", name, "--models-dir", str(models)]
     return cmd + (["--minutes", f"{minutes:g}"] if minutes else [])
 
 
@@ -275,17 +277,44 @@ def tiles(big: torch.Tensor, side: int) -> torch.Tensor:
         .permute(0, 2, 3, 1, 4, 5).reshape(-1, c, side, side)
 
 
+def stacked(model, side: int, seed: int) -> np.ndarray:
+    """`generate_maps`' colour and every map the model makes, stacked as its training exemplar is."""
+    maps = model.generate_maps(side, side, seed=seed)
+    return np.concatenate([maps[k].reshape(side, side, -1) for k in model.layout], -1)
+
+
+def map_figures(fine: dict[str, np.ndarray], images: list[np.ndarray], layout: dict[str, slice],
+                seed: int) -> dict[str, dict[str, float]]:
+    """For a material's set: the fine-scale ratios of each map (normal, roughness, ...) on its own,
+    per method, keyed "normal.gram" ...; and how far ours' normals are from unit length as the
+    8-bit files hold them (mean | ||n|| - 1 |; uint8 rounding alone gives about 2e-3)."""
+    out = {name: {} for name in fine}
+    for key, part in layout.items():
+        if key == "image":
+            continue
+        for name, x in fine.items():
+            r = ratios_against(x[..., part], [im[..., part] for im in images], seed)
+            out[name].update({f"{key}.{k}": v for k, v in r.items() if k in RATIOS})
+    if "normal" in layout:
+        n = fine["ours"][..., layout["normal"]].astype(np.float64) / 255 * 2 - 1
+        out["ours"]["normal.unit"] = float(np.abs(np.linalg.norm(n, axis=-1) - 1).mean())
+    return out
+
+
 def measure(model, images: list[np.ndarray], quilter: Quilter, n: int, n_big: int, seed: int = 0) -> dict:
-    """Every figure of one exemplar, for ours, quilting and the exemplar's own crops (the floor)."""
+    """Every figure of one exemplar, for ours, quilting and the exemplar's own crops (the floor). For
+    a model of a material's maps, `images` and the quilter hold them all: the figures are the
+    colour's, and map_figures adds each map's."""
     from engine.texture.evaluation import seam_ratio, tile_error
     from engine.texture.generation import to_uint8
     from engine.texture.images import ImageCrops
 
     as_uint8 = lambda x: np.round(x * 255).astype(np.uint8)
+    colour = model.layout["image"]
     s = eval_side(images[0])
     seeds = range(100 + seed, 100 + seed + n)
     fine = {
-        "ours": np.stack([model.generate(s, s, seed=i) for i in seeds]),
+        "ours": np.stack([stacked(model, s, i) for i in seeds]),
         "quilting": np.stack([as_uint8(quilter.synthesize(s, s, seed=i)) for i in seeds]),
         "crops": to_uint8(ImageCrops(images, s, flips=False, rot90=False, fair_edges=True, seed=seed)
                           .batch(np.arange(n))),
@@ -293,10 +322,13 @@ def measure(model, images: list[np.ndarray], quilter: Quilter, n: int, n_big: in
     big, timing = {"ours": [], "quilting": []}, {"ours": [], "quilting": []}
     for i in range(n_big):
         for name, make in (("ours", lambda i=i: model.generate(1024, 1024, seed=500 + i)),
-                           ("quilting", lambda i=i: as_uint8(quilter.synthesize(1024, 1024, seed=500 + i)))):
+                           ("quilting", lambda i=i: as_uint8(quilter.synthesize(1024, 1024, seed=500 + i)[..., colour]))):
             start = time.perf_counter()
             big[name].append(make())
             timing[name].append(time.perf_counter() - start)
+    maps = map_figures(fine, images, model.layout, seed) if model.maps else {}
+    fine = {name: x[..., colour] for name, x in fine.items()}
+    images = [im[..., colour] for im in images]
     small = [downsample(im.transpose(2, 0, 1)[None], COARSE)[0].permute(1, 2, 0).numpy() for im in images]
     c = eval_side(small[0], most=128)
     coarse = {name: tiles(downsample(np.stack(b), COARSE), c) for name, b in big.items()}
@@ -305,7 +337,7 @@ def measure(model, images: list[np.ndarray], quilter: Quilter, n: int, n_big: in
     out = {}
     for name in fine:
         f, k = ratios_against(fine[name], images, seed), ratios_against(coarse[name], small, seed)
-        out[name] = {**f, **{f"c.{key}": v for key, v in k.items() if key != "lattice"}}
+        out[name] = {**f, **{f"c.{key}": v for key, v in k.items() if key != "lattice"}, **maps.get(name, {})}
     out["ours"]["seam"] = seam_ratio(big["ours"][0][None])
     out["ours"]["tile"] = max(tile_error(model.G, s), tile_error(model.G, 2 * s, 1))
     out["ours"]["s/1024"] = min(timing["ours"])
@@ -322,7 +354,8 @@ def contact_sheet(name: str, colour: Path, model, quilter: Quilter, note: str, s
     side = min(side, *ex.shape[:2]) // model.stride * model.stride
     half = side // 2 // model.stride * model.stride
     panels = [("exemplar (1:1 crop)", ex[:side, :side]), ("ours", rgb(model.generate(side, side, seed=1))),
-              ("image quilting", rgb(np.round(quilter.synthesize(side, side, seed=1) * 255).astype(np.uint8))),
+              ("image quilting", rgb(np.round(quilter.synthesize(side, side, seed=1)[..., model.layout["image"]] * 255)
+                                               .astype(np.uint8))),
               ("ours, 2x2 tiling", np.tile(rgb(model.generate(half, half, seed=2)), (2, 2, 1)))]
     pad, label = 6, 16
     sheet = Image.new("RGB", (4 * side + 5 * pad, side + label + 2 * pad + label), "white")
@@ -340,16 +373,17 @@ def contact_sheet(name: str, colour: Path, model, quilter: Quilter, note: str, s
 
 def print_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> None:
     print(f"\n{title}")
-    print(f"{'exemplar':>12}" + "".join(f"{k:>11}" for k in keys))
+    widths = [max(11, len(k) + 2) for k in keys]
+    print(f"{'exemplar':>12}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths)))
     for name, row in rows.items():
-        print(f"{name:>12}" + "".join(f"{row.get(k, float('nan')):>11.3g}" for k in keys))
+        print(f"{name:>12}" + "".join(f"{row.get(k, float('nan')):>{w}.3g}" for k, w in zip(keys, widths)))
     for label, fn in (("median", np.nanmedian), ("worst", None)):
         cells = []
         for k in keys:
             v = np.array([r.get(k, np.nan) for r in rows.values()], float)
             worst = v[np.nanargmax(np.abs(np.log(np.abs(v) + 1e-12)))] if k in ("seam", "lattice") else np.nanmax(v)
             cells.append(fn(v) if fn else worst)
-        print(f"{label:>12}" + "".join(f"{c:>11.3g}" for c in cells))
+        print(f"{label:>12}" + "".join(f"{c:>{w}.3g}" for c, w in zip(cells, widths)))
 
 
 def steps_per_minute(run: Path) -> float:
@@ -377,8 +411,10 @@ def run_suite(args) -> int:
           f"`atelier train texture --images <colour map> --name N` and {budget}; models in {models}")
     results: dict[str, dict] = {}
     for name, category, colour in materials:
-        cmd = train_command(name, colour, models, args.minutes)
-        if not (args.reuse and (models / f"suite-{name}.safetensors").exists()):
+        is_set = args.maps and len(list(colour.parent.iterdir())) > 1
+        source, model_name = (colour.parent, f"suite-{name}-set") if is_set else (colour, f"suite-{name}")
+        cmd = train_command(model_name, source, models, args.minutes)
+        if not (args.reuse and (models / f"{model_name}.safetensors").exists()):
             print(f"\n$ {' '.join(cmd[3:]).replace('train texture', 'atelier train texture', 1)}", flush=True)
             start = time.time()
             done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -386,19 +422,19 @@ def run_suite(args) -> int:
                 print(f"{name}: training failed ({done.returncode}): {done.stderr.strip()[-800:]}", flush=True)
                 continue
             print(f"{name}: trained in {(time.time() - start) / 60:.1f} min wall", flush=True)
-        stored = models / f"suite-{name}.bench.json"
-        if args.reuse and stored.exists() and stored.stat().st_mtime > (models / f"suite-{name}.safetensors").stat().st_mtime:
+        stored = models / f"{model_name}.bench.json"
+        if args.reuse and stored.exists() and stored.stat().st_mtime > (models / f"{model_name}.safetensors").stat().st_mtime:
             results[name] = json.loads(stored.read_text())  # measured by an earlier run (e.g. half the suite per core)
             print(f"{name}: measured before, {stored}", flush=True)
             continue
-        metadata, model = load_model(f"suite-{name}", models, "cpu")
-        images, _ = resolve_images(str(colour), model.channels, min_size=model.config.crop)
+        metadata, model = load_model(model_name, models, "cpu")
+        images, _ = resolve_images(str(source), model.channels, min_size=model.config.crop)
         quilter = Quilter((images[0] + 1) / 2)
         start = time.time()
         m = measure(model, images, quilter, args.samples, args.big)
         measured = (time.time() - start) / 60
         steps, minutes = metadata.get("step"), metadata.get("train_seconds", 0) / 60
-        m["ours"].update(steps=steps, min=minutes, **{"steps/min": steps_per_minute(models / f"suite-{name}.run")})
+        m["ours"].update(steps=steps, min=minutes, **{"steps/min": steps_per_minute(models / f"{model_name}.run")})
         note = (f"{category}; ours trained {minutes:.1f} min, {steps} steps, {model.channels} channel(s); "
                 f"quilting: block {quilter.block}")
         m["sheet"] = contact_sheet(name, colour, model, quilter, note)
@@ -434,17 +470,34 @@ def report(results: dict[str, dict], args) -> None:
     theirs = {k: np.array([r["quilting"][k] for r in results.values()], float) for k in quality}
     speed = np.median([r["quilting"]["s/1024"] / r["ours"]["s/1024"] for r in results.values()])
     verdict = lambda ok: "PASS" if ok else "FAIL"
+    def goal(key: str, ours: np.ndarray, theirs: np.ndarray) -> None:
+        med, worst, q = np.nanmedian(ours), np.nanmax(ours), np.nanmedian(theirs)
+        print(f"  {key:>11}: median {med:.2f} <= 1.3 {verdict(med <= 1.3)}; worst {worst:.2f} <= 2.0 "
+              f"{verdict(worst <= 2.0)}; quilting's median {q:.2f}, ours no worse {verdict(med <= q)}")
+
     print("\ngoals (issue 19), ours over the suite:")
     for k in quality:
-        med, worst, q = np.nanmedian(ours[k]), np.nanmax(ours[k]), np.nanmedian(theirs[k])
-        print(f"  {k:>11}: median {med:.2f} <= 1.3 {verdict(med <= 1.3)}; worst {worst:.2f} <= 2.0 "
-              f"{verdict(worst <= 2.0)}; quilting's median {q:.2f}, ours no worse {verdict(med <= q)}")
+        goal(k, ours[k], theirs[k])
     print(f"  tile error: max {ours['tile'].max():.1e} <= 1e-5 {verdict(ours['tile'].max() <= 1e-5)}")
     print(f"  seam ratio: {ours['seam'].min():.2f}..{ours['seam'].max():.2f} within 0.9-1.1 "
           f"{verdict(((ours['seam'] >= 0.9) & (ours['seam'] <= 1.1)).all())}")
     print(f"  lattice: {ours['lattice'].min():.3f}..{ours['lattice'].max():.3f} within 1.00 ± 0.05 "
           f"{verdict((np.abs(ours['lattice'] - 1) <= 0.05).all())}")
     print(f"  speed at 1024²: quilting / ours, median {speed:.0f}x >= 20x {verdict(speed >= 20)}")
+    for map_name in sorted({k.split(".")[0] for r in results.values() for k in r["ours"] if k.endswith(".gram")} - {"c"}):
+        keys = [f"{map_name}.{k}" for k in RATIOS]
+        sets = {n: r for n, r in results.items() if keys[0] in r["ours"]}
+        for method in ("ours", "quilting", "crops"):
+            print_table(f"{map_name} map of the full sets, {method}", {n: r[method] for n, r in sets.items()},
+                        keys + (["normal.unit"] if map_name == "normal" and method == "ours" else []))
+        print(f"goals for the {map_name} map over {len(sets)} sets:")
+        for k in keys:
+            goal(k, np.array([r["ours"][k] for r in sets.values()], float),
+                 np.array([r["quilting"][k] for r in sets.values()], float))
+        if map_name == "normal":
+            unit = max(r["ours"]["normal.unit"] for r in sets.values())
+            print(f"  mean | |normal| - 1 | as 8-bit files hold them: worst {unit:.1e} (8-bit rounding alone ~2e-3; "
+                  "the float normals are unit length, tests/texture/test_pbr.py)")
     if args.minutes:
         print(f"  (trained with --minutes {args.minutes:g}, not the default budget: development figures only)")
 
@@ -466,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                              "beside image quilting; contact sheets into docs/textures/")
     parser.add_argument("--minutes", type=float, help="--suite: shorten each training run (development only)")
     parser.add_argument("--only", help="--suite: comma-separated material names")
+    parser.add_argument("--maps", action="store_true", help="--suite: train each full PBR set as a user with the "
+                        "set would (its folder) and add each map's figures; photos alone otherwise")
     parser.add_argument("--reuse", action="store_true", help="--suite: measure models already in --models-dir (measurements stored there by an earlier run are reused)")
     parser.add_argument("--big", type=int, default=4, help="--suite: 1024² outputs per method for the coarse scale")
     args = parser.parse_args(argv)
