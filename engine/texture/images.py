@@ -336,6 +336,43 @@ def _jitter(crop: np.ndarray, rng: np.random.Generator, strength: float, colour:
     return out
 
 
+# How much more a picture's spectrum changes under a 90° turn than between its own quarters
+# (`turn_asymmetry`) before 90° turns would teach a wrong texture. On the 14 suite exemplars:
+# grass, gravel, ground, marble, rock, sand, tiles and cobblestone 0.88-0.99; denim 1.20,
+# roof tiles 1.72, bark 1.89, lava 1.90, bricks 1.94, planks 3.07.
+DIRECTION_THRESHOLD = 1.1
+
+
+def turn_asymmetry(image: np.ndarray) -> float:
+    """How far a texture is from looking the same turned by 90°: the mean |difference| of the
+    log power spectrum of each quarter of its luminance and of that spectrum transposed, over
+    the mean difference between the quarters' spectra (their own spread: inhomogeneity and
+    estimation noise). About 1 without a direction; planks with vertical joints 3. Mid
+    frequencies only (4 cycles per quarter up to a quarter of the sampling rate)."""
+    from scipy.ndimage import uniform_filter
+
+    grey = image[..., :3].mean(-1).astype(np.float64) if image.ndim == 3 else image.astype(np.float64)
+    side = min(grey.shape) // 2
+    window = np.outer(np.hanning(side), np.hanning(side))
+    spectra = []
+    for y in (0, side):
+        for x in (0, side):
+            quarter = grey[y:y + side, x:x + side]
+            power = np.abs(np.fft.fftshift(np.fft.fft2((quarter - quarter.mean()) * window))) ** 2
+            spectra.append(np.log10(uniform_filter(power, 5, mode="wrap") + 1e-12))
+    k = np.hypot(*(np.indices((side, side)) - side // 2)) / side
+    band = (k > 4 / side) & (k < 0.25)
+    turned = np.mean([np.abs(s - s.T)[band].mean() for s in spectra])
+    spread = np.mean([np.abs(a - b)[band].mean() for i, a in enumerate(spectra) for b in spectra[i + 1:]])
+    return float(turned / spread)
+
+
+def has_direction(image: np.ndarray) -> bool:
+    """Whether 90° turns would change what the texture is (wood grain, brick courses, a twill);
+    an exemplar under 128 px says too little to tell, and counts as without."""
+    return min(image.shape[:2]) >= 128 and turn_asymmetry(image) > DIRECTION_THRESHOLD
+
+
 class ImageCrops:
     """Random square crops of a list of images, as a pure function of int64 keys.
 

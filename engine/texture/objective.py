@@ -17,7 +17,8 @@ from torch import nn
 
 from engine.texture.calibration import measure
 from engine.texture.generation import to_uint8
-from engine.texture.images import DEMO_EXEMPLARS, ImageCrops, LoadReport, assemble, exemplar, load_images
+from engine.texture.images import (DEMO_EXEMPLARS, ImageCrops, LoadReport, assemble, exemplar, has_direction,
+                                   load_images)
 from engine.texture.model import Discriminator, Generator, TextureGANConfig, d_loss, ema_update, g_loss, make_ema
 from engine.train.objective import Objective
 
@@ -79,7 +80,7 @@ class TextureObjective(Objective):
     export_nets = ("G_ema",)
 
     def __init__(self, config: TextureGANConfig, images: str | Path | np.ndarray | list[np.ndarray] | dict, *,
-                 device: str | torch.device = "cpu", flips: bool = True, rot90: bool = True,
+                 device: str | torch.device = "cpu", flips: bool = True, rot90: bool | None = None,
                  jitter: float = 0.0, min_size: int | None = None, seed: int = 0):
         self.device, self.seed = torch.device(device), seed
         self.images, self.report = resolve_images(images, config.channels, min_size or config.crop)
@@ -95,6 +96,12 @@ class TextureObjective(Objective):
             raise ValueError(f"n_exemplars is {config.n_exemplars} but {n} usable image(s) were found; leave "
                              f"it at 0 (one code per image) or set 1 to pool them")
         self.config = config
+        if rot90 is None:  # turned crops would teach a wrong texture where the exemplar has a direction
+            directed = [i for i, image in enumerate(self.images) if has_direction(image)]
+            rot90 = not directed
+            if directed:
+                self.report.notes.append("no 90° turns in augmentation: the exemplar has a direction (image(s) "
+                                         f"{', '.join(map(str, directed))}); rot90=true turns them anyway")
         normal = config.channels if "normal" in config.maps else None  # the normal map comes first after colour
         self.crops = ImageCrops(self.images, config.crop, flips=flips, rot90=rot90, jitter=jitter, seed=seed,
                                 colour=config.channels, normal=normal)

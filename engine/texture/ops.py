@@ -31,7 +31,8 @@ DATA_PARAMS = {
     "image_arrays": Param("list", doc="exemplars sent by a client: [{name, pixels: uint8 HxW or HxWxC array}], "
                           "top row first"),
     "flips": Param("bool", True, doc="augment with mirror flips"),
-    "rot90": Param("bool", True, doc="augment with 90° rotations (off for textures with a direction: wood, bricks)"),
+    "rot90": Param("bool", doc="augment with 90° rotations; default: on unless the exemplar has a direction (wood "
+                   "grain, brick courses), which training finds and reports"),
     "jitter": Param("float", 0.0, min=0.0, max=0.5, doc="mild colour jitter strength; 0 is off"),
     "min_size": Param("int", min=8, max=65536, doc="skip images smaller than this on a side (default: the crop)"),
 }

@@ -1,4 +1,6 @@
 """Texture data: reading, cleaning with a report, normalising, crops that are pure in the keys."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -173,3 +175,34 @@ def test_images_that_decode_too_large_are_skipped_from_the_header(tmp_path):
     reasons = dict(report.skipped)
     for name in ("bomb.tif", "bomb.png"):
         assert reasons[str(tmp_path / name)].startswith("too large") and "12000x12000" in reasons[str(tmp_path / name)]
+
+
+SUITE = Path(__file__).resolve().parents[2] / "bench" / "data" / "textures"
+
+
+def test_the_suite_exemplars_with_a_direction_are_found():
+    """Wood grain and brick courses change under a 90° turn; gravel and sand do not (bench/data/textures)."""
+    from engine.texture.images import has_direction
+
+    for name, directed in (("planks", True), ("bricks", True), ("gravel", False), ("sand", False)):
+        images, _ = load_images(SUITE / name / f"{name}_Color.jpg")
+        assert has_direction(images[0]) == directed, name
+
+
+def test_a_texture_with_a_direction_trains_without_90_degree_turns_unless_asked():
+    from engine.texture.images import has_direction
+    from engine.texture.model import TextureGANConfig
+    from engine.texture.objective import TextureObjective
+
+    rng = np.random.default_rng(0)
+    x = np.arange(256)
+    stripes = np.sin(x / 5.0)[None, :] * 0.6 + rng.normal(0, 0.2, (256, 256))  # vertical joints and grain
+    noise = rng.normal(0, 0.3, (256, 256))
+    assert has_direction(stripes[..., None]) and has_direction(stripes.T[..., None])
+    assert not has_direction(noise[..., None])
+    config = TextureGANConfig(g_width=8, g_max_width=8, d_width=8, d_max_width=8, crop=64)
+    directed = TextureObjective(config, [stripes.clip(-1, 1)[..., None]])
+    assert directed.crops.rot90 is False and directed.data_summary()["rot90"] is False
+    assert any("no 90° turns" in note for note in directed.data_summary()["notes"])
+    assert TextureObjective(config, [noise[..., None]]).crops.rot90 is True
+    assert TextureObjective(config, [stripes.clip(-1, 1)[..., None]], rot90=True).crops.rot90 is True
