@@ -19,7 +19,7 @@ from engine.music.fast import fast_net
 from engine.music.generation import MusicModel, load
 from engine.music.jsb import jsb_dir, load_jsb
 from engine.music.mixture import MusicMixture
-from engine.music.objective import load_pieces
+from engine.music.objective import MusicObjective, load_pieces
 from engine.music.piece import ONSET, Piece
 from engine.music.sampling import Controls
 from engine.store.checkpoints import ModelStore
@@ -140,8 +140,6 @@ def test_mixture_nll_is_the_mean_of_the_members_probabilities_and_loads_from_its
     assert frame_nll(loaded.rnn, pieces)["nll"] == pytest.approx(want, abs=1e-9)
     assert a.training and b.training  # scoring leaves the members as they were
     with pytest.raises(ValueError, match="trains one network"):
-        from engine.music.objective import MusicObjective
-
         MusicObjective({"members": 2, "model": {"holds": False}}, jsb="/nonexistent")
 
 
