@@ -88,11 +88,21 @@ def build(cls: type, *layers: dict[str, Any]) -> Any:
     Strings are parsed by the field's type; a dict for a dataclass field builds that part, and
     for an optional part (`baseline: BaselineConfig | None`) true builds its defaults, false None.
     A value outside the class's LIMITS raises ConfigOutOfBounds before the dataclass is made.
+    A setting in the class's REMOVED ({name: (value, what it was)}) is dropped at the value with
+    which the class is the same without it (stored models and runs keep loading and resuming);
+    any other value is refused: what it asked for no longer exists.
     """
     hints = typing.get_type_hints(cls)
+    removed = getattr(cls, "REMOVED", {})
     values: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
+            if key in removed:
+                same, what = removed[key]
+                if value != same:
+                    raise ValueError(f"{key}={str(value).lower()}: {what} was removed from the engine; train it "
+                                     "again without it")
+                continue
             if key not in hints:
                 raise ValueError(f"{cls.__name__} has no setting {key!r}; it has {sorted(hints)}")
             part = _dataclass_of(hints[key])

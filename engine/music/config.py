@@ -37,20 +37,12 @@ class MusicConfig:
 
 # Settings added after models were first stored, and the value those models had.
 _STORED_BEFORE = {"arch": "token"}
-# Settings removed since, and the value with which a model's network is the same without them.
-_REMOVED = {"lookback": (False, "the lookback experiment (issue #21; bar repeats do its job)")}
 
 
 def stored_config(config: dict) -> MusicConfig:
     """The MusicConfig of a stored model: its own values, and for settings it predates, what it was trained with.
-    A model stored with a removed setting on cannot be loaded: it has to be trained again."""
-    model = dict(config.get("model") or {})
-    for key, (plain, what) in _REMOVED.items():
-        value = model.pop(key, plain)
-        if value != plain:
-            raise ValueError(f"this model was trained with model.{key}={str(value).lower()}: {what} was removed from the "
-                             "engine; train it again without it")
-    return build(MusicConfig, {**config, "model": {**_STORED_BEFORE, **model}})
+    A model stored with a removed setting on cannot be loaded (MusicRNNConfig.REMOVED): it has to be trained again."""
+    return build(MusicConfig, {**config, "model": {**_STORED_BEFORE, **(config.get("model") or {})}})
 
 
 def build_music_net(config: MusicRNNConfig) -> nn.Module:

@@ -23,6 +23,8 @@ from engine.music.tokens import TokenLayout
 @dataclass
 class MusicRNNConfig:
     # The defaults are the shipped model's (engine/recipes/music.toml): what a plain `atelier train music` trains.
+    # Settings removed since, and the value with which a stored network is the same without them (engine.config.build).
+    REMOVED = {"lookback": (False, "the lookback experiment (issue #21; bar repeats do its job)")}
     holds: bool = True        # onset/held tokens (sources with onsets) or one token per key (JSB)
     n_keys: int = 88
     cell: str = "lstm"        # "lstm" or "gru"

@@ -70,5 +70,5 @@ def test_models_stored_with_the_removed_lookback_setting_load_only_with_it_off()
     config["model"]["lookback"] = False
     assert (load(config, weights, "cpu").generate(bars=1, seed=0) == plain).all()
     config["model"]["lookback"] = True
-    with pytest.raises(ValueError, match=r"model.lookback=true: the lookback experiment .* was removed .* train it again"):
+    with pytest.raises(ValueError, match=r"lookback=true: the lookback experiment .* was removed .* train it again"):
         load(config, weights, "cpu")
