@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import mido
 import numpy as np
 import pytest
 import torch
@@ -23,23 +22,11 @@ from engine.music.objective import MusicObjective, load_pieces
 from engine.music.piece import ONSET, Piece
 from engine.music.sampling import Controls
 from engine.store.checkpoints import ModelStore
+from support.chorale_midi import write_midi
 
 TINY = {"model": {"d_hidden": 32, "n_layers": 1, "d_decoder": 32}, "seq_steps": 32, "valid_fraction": 0.25}
 TRAIN = {"steps": 6, "batch_size": 4, "log_every": 3}
 HAS_JSB = jsb_dir() is not None and (jsb_dir() / "jsb-chorales-quarter.json").is_file()
-
-
-def _write_midi(path: Path, shift: int) -> None:
-    """Four voices of quarter notes on a C major progression, shifted by `shift` semitones."""
-    chords = [(48, 55, 64, 72), (53, 57, 65, 72), (55, 59, 62, 71), (48, 55, 64, 72)]
-    track = mido.MidiTrack()
-    for b in range(16):
-        chord = [p + shift for p in chords[b % 4]]
-        track += [mido.Message("note_on", note=p, velocity=90, time=0) for p in chord]
-        track += [mido.Message("note_off", note=p, velocity=0, time=480 if i == 0 else 0) for i, p in enumerate(chord)]
-    mid = mido.MidiFile(type=1, ticks_per_beat=480)
-    mid.tracks.append(track)
-    mid.save(path)
 
 
 def _member(seed: int, holds: bool = True):
@@ -60,7 +47,7 @@ def trained(engine):
     folder = Path(engine.models_dir) / "data" / "mix-midi"  # a folder the engine may read over its socket
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(4):
-        _write_midi(folder / f"piece{i}.mid", shift=i)
+        write_midi(folder / f"piece{i}.mid", shift=i)
     client = engine.client("mixture-test")
     for seed in (0, 1):
         client.call("train", {"kind": "music", "name": f"member{seed}", "data": {"midi": str(folder)},
