@@ -3,8 +3,9 @@
     python bench/recalibrate_texture.py               # engine/weights/texture-default.safetensors, in place
     python bench/recalibrate_texture.py --weights W --report out/recalibrate-texture
 
-The calibration (engine/texture/calibration.py) is measured from the trained generator
-and the exemplar when training ends; it is what `atelier train texture` would have stored had
+The calibration (engine/texture/calibration.py) and the kept global codes
+(engine/texture/screening.py) are measured from the trained generator and the exemplar when
+training ends; it is what `atelier train texture` would have stored had
 the code been this version. The generator's weights are not touched. The metrics in the
 metadata are replaced by a fresh run of the eval op (as bench/ship_model.py runs it), and
 `recalibrated` records the command and the time.
@@ -31,12 +32,16 @@ def recalibrate(weights: Path, report: Path) -> dict:
     from engine.texture.calibration import measure
     from engine.texture.generation import load
     from engine.texture.objective import resolve_images
+    from engine.texture.screening import screen
 
     metadata, tensors = load_file(weights)
     model = load(metadata["config"], tensors)
     sources = [entry["path"].removeprefix("skimage:") for entry in metadata["data"]["images"]]
+    if model.config.maps:  # a material's maps: their folder, stacked as training stacked them
+        sources = [str(Path(sources[0]).parent)]
     images = [image for source in sources for image in resolve_images(source, model.channels, model.config.crop)[0]]
-    config = dataclasses.replace(model.config, **measure(model.G, images))
+    model.config = dataclasses.replace(model.config, **measure(model.G, images), global_codes=None)
+    config = dataclasses.replace(model.config, global_codes=screen(model, images))
     metadata["config"] = dataclasses.asdict(config)
     name, eval_params = metadata["name"], metadata["eval"]["params"]
     with tempfile.TemporaryDirectory(prefix="atelier-recalibrate-") as tmp:

@@ -170,7 +170,11 @@ class TextureModel:
         return exemplar
 
     def _noise(self, width: int, height: int, seed: int) -> tuple[torch.Tensor, ...]:
-        return self.G.sample_noise(1, height, width, torch.Generator().manual_seed(seed), self.device)
+        z_local, z_global, phase = self.G.sample_noise(1, height, width, torch.Generator().manual_seed(seed), self.device)
+        if self.config.global_codes:
+            codes = self.config.global_codes
+            z_global = torch.tensor([codes[seed % len(codes)]], dtype=z_global.dtype, device=z_global.device)
+        return z_local, z_global, phase
 
     @torch.inference_mode()
     def _picture(self, z: torch.Tensor, width: int, height: int,

@@ -99,6 +99,9 @@ class TextureGANConfig:
     spectrum_gain: list[float] | None = None
     field_gain: list[list[float]] | None = None
     tone_curve: list[list[float]] | None = None
+    # Set after training (engine/texture/screening.py): the global codes `generate` draws from,
+    # seed s taking code s mod their number (single-exemplar models; None: a fresh code per seed).
+    global_codes: list[list[float]] | None = None
 
     def __post_init__(self):
         if self.channels not in (0, 1, 3, 4):
@@ -368,13 +371,14 @@ class Generator(nn.Module):
     def sample_noise(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw random inputs (local, global, phase) for `noise`; drawn on the CPU so a seed gives
-        the same picture on every device. The per-scale noise is drawn last (the other draws are
-        those of a model without it), each scale at its own size, and rides packed in local."""
+        the same picture on every device. The global code and the wave phases are drawn first, so
+        a seed is the same texture at every size (only the local noise depends on the size). The
+        per-scale noise is drawn last, each scale at its own size, and rides packed in local."""
         h, w = self.grid(height, width)
         c = self.cfg
-        z_local = torch.randn(batch, c.n_local, h, w, generator=generator)
         z_global = torch.randn(batch, c.n_global, generator=generator)
         phase = torch.rand(batch, c.n_periodic, generator=generator) * (2 * math.pi)
+        z_local = torch.randn(batch, c.n_local, h, w, generator=generator)
         if c.n_scale_noise:
             scales = [F.pixel_unshuffle(torch.randn(batch, c.n_scale_noise, h * 2 ** j, w * 2 ** j,
                                                     generator=generator), 2 ** j) for j in range(1, c.g_blocks + 1)]

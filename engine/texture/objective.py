@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from engine.texture.calibration import measure
+from engine.texture.screening import screen
 from engine.texture.generation import to_uint8
 from engine.texture.images import (DEMO_EXEMPLARS, ImageCrops, LoadReport, assemble, exemplar, has_direction,
                                    load_images)
@@ -191,9 +192,15 @@ class TextureObjective(Objective):
         return dataclasses.replace(self.config, **self._full_calibration())
 
     def _full_calibration(self) -> dict[str, Any]:
-        """The final calibration of G_ema as it is now, measured once (evaluate and export share it)."""
+        """The final calibration of G_ema as it is now and the global codes kept with it, measured
+        once (evaluate and export share it)."""
         if self._calibrated is None or self._calibrated[0] != self._steps:
-            self._calibrated = (self._steps, measure(self.nets["G_ema"], self.images))
+            from engine.texture.generation import TextureModel
+
+            calibration = measure(self.nets["G_ema"], self.images)
+            model = TextureModel(dataclasses.replace(self.config, **calibration), self.nets["G_ema"], self.device)
+            calibration["global_codes"] = screen(model, self.images)
+            self._calibrated = (self._steps, calibration)
         return self._calibrated[1]
 
     def evaluate(self) -> dict[str, float]:

@@ -237,7 +237,7 @@ def test_a_non_tileable_strip_does_not_wrap(trained_without_scale_noise, width):
                                   for s in range(8)], 0)
     assert ends > 0.75 * unrelated, (ends, unrelated)
     tiled = np.mean([_column_differences(model.generate(128, 32, seed=s)) for s in range(8)], 0)
-    assert tiled[0] < 0.75 * tiled[1] and abs(tiled[0] - tiled[2]) < 0.5 * tiled[2]  # the control: it wraps
+    assert tiled[0] < 0.75 * tiled[1] and tiled[0] < 1.5 * tiled[2]  # the control: its ends are neighbours
     w, h = model.size_for(width, 32, tileable=False)
     assert w >= width + 2 * model.margin() and w % model.stride == 0 and h % model.stride == 0
 
