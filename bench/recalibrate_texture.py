@@ -30,7 +30,7 @@ def recalibrate(weights: Path, report: Path) -> dict:
     from engine.cli.session import LocalSession
     from engine.store.checkpoints import load_file, save_file
     from engine.texture.calibration import measure
-    from engine.texture.generation import load
+    from engine.texture.generation import TextureModel, load
     from engine.texture.objective import resolve_images
     from engine.texture.screening import screen
 
@@ -40,8 +40,8 @@ def recalibrate(weights: Path, report: Path) -> dict:
     if model.config.maps:  # a material's maps: their folder, stacked as training stacked them
         sources = [str(Path(sources[0]).parent)]
     images = [image for source in sources for image in resolve_images(source, model.channels, model.config.crop)[0]]
-    model.config = dataclasses.replace(model.config, **measure(model.G, images), global_codes=None)
-    config = dataclasses.replace(model.config, global_codes=screen(model, images))
+    calibrated = TextureModel(dataclasses.replace(model.config, **measure(model.G, images), global_codes=None), model.G)
+    config = dataclasses.replace(calibrated.config, global_codes=screen(calibrated, images))
     metadata["config"] = dataclasses.asdict(config)
     name, eval_params = metadata["name"], metadata["eval"]["params"]
     with tempfile.TemporaryDirectory(prefix="atelier-recalibrate-") as tmp:

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from engine.texture.calibration import measure
-from engine.texture.screening import screen
-from engine.texture.generation import to_uint8
+from engine.texture.generation import TextureModel, to_uint8
 from engine.texture.images import (DEMO_EXEMPLARS, ImageCrops, LoadReport, assemble, exemplar, has_direction,
                                    load_images)
 from engine.texture.model import Discriminator, Generator, TextureGANConfig, d_loss, ema_update, g_loss, make_ema
@@ -195,7 +194,7 @@ class TextureObjective(Objective):
         """The final calibration of G_ema as it is now and the global codes kept with it, measured
         once (evaluate and export share it)."""
         if self._calibrated is None or self._calibrated[0] != self._steps:
-            from engine.texture.generation import TextureModel
+            from engine.texture.screening import screen
 
             calibration = measure(self.nets["G_ema"], self.images)
             model = TextureModel(dataclasses.replace(self.config, **calibration), self.nets["G_ema"], self.device)
@@ -208,7 +207,6 @@ class TextureObjective(Objective):
         the export then reuses), measured as `atelier eval` measures it by default (EVAL_SAMPLES
         samples at the crop size, seed 0), so the stored figures are the ones eval prints."""
         from engine.texture.evaluation import EVAL_SAMPLES, evaluate_model
-        from engine.texture.generation import TextureModel
 
         config = dataclasses.replace(self.config, **self._full_calibration())
         model = TextureModel(config, self.nets["G_ema"], self.device)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from engine.texture.evaluation import RandomFeatures, _tensor, gram_distances, orientations, real_sets
+from engine.texture.generation import TextureModel
 
 CANDIDATES = 128
 KEEP = 0.75  # of the candidates, the nearest three quarters
@@ -24,7 +25,7 @@ SIDE = 256   # pictures scored at this side (or the smallest exemplar's, to the 
 
 
 @torch.no_grad()
-def screen(model, images: list[np.ndarray], n: int = CANDIDATES, keep: float = KEEP, seed: int = 0
+def screen(model: TextureModel, images: list[np.ndarray], n: int = CANDIDATES, keep: float = KEEP, seed: int = 0
            ) -> list[list[float]] | None:
     """The kept global codes of a calibrated TextureModel (engine.texture.generation), rounded, as
     TextureGANConfig.global_codes wants them; None for a model trained on several exemplars.
@@ -35,11 +36,8 @@ def screen(model, images: list[np.ndarray], n: int = CANDIDATES, keep: float = K
     side = min(SIDE, *(min(image.shape[:2]) for image in images))
     side -= side % config.stride
     codes = torch.randn(n, config.n_global, generator=torch.Generator().manual_seed(seed))
-    model.config = dataclasses.replace(config, global_codes=codes.tolist())  # seed i makes code i
-    try:
-        pictures = np.stack([model.generate(side, side, seed=i) for i in range(n)])
-    finally:
-        model.config = config
+    candidates = TextureModel(dataclasses.replace(config, global_codes=codes.tolist()), model.G, model.device)
+    pictures = np.stack([candidates.generate(side, side, seed=i) for i in range(n)])  # seed i makes code i
     colour = [image[..., :config.channels] for image in images]
     real, _ = real_sets(colour, side, 32, seed)
     pictures = _tensor(pictures)
