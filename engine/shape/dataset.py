@@ -12,6 +12,7 @@ their reason, so they are reported on every load without being parsed again.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.ops import Cancelled
+from engine.store.atomic import write_atomic
 from engine.shape.meshes import (
     MESH_SUFFIXES,
     MeshError,
@@ -128,10 +130,16 @@ def _write_entry(path: Path, source_hash: str, resolution: int, grid: np.ndarray
                  labelled: tuple | None, reason: str) -> None:
     bits = np.packbits(grid.ravel()) if grid is not None else np.zeros(0, np.uint8)
     points, inside = labelled or (np.zeros((0, 3), np.float16), np.zeros(0, bool))
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, source_hash=source_hash, version=CACHE_VERSION, resolution=resolution,
-             skip_reason=reason, bits=bits, points=points, inside=np.packbits(inside))
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written entry
+    _save_npz(path, source_hash=source_hash, version=CACHE_VERSION, resolution=resolution,
+              skip_reason=reason, bits=bits, points=points, inside=np.packbits(inside))
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    """np.savez through a temp file of its own: a crash never leaves a half-written entry, and two
+    trainings filling the same cache at once never rename each other's temp away."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
 
 
 def _file_hash(path: Path) -> str:
@@ -241,9 +249,6 @@ def build_procedural(count: int, seed: int = 0, resolution: int = 32,
         names.append(name)
     out = _stack(ShapeSet(np.zeros(0), names, cache_misses=1), grids, labelled, points)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
         extra = {"points": out.points, "inside": np.packbits(out.inside, axis=1)} if points else {}
-        np.savez(tmp, bits=np.packbits(out.grids.reshape(count, -1), axis=1), names=np.array(names), **extra)
-        os.replace(tmp, path)
+        _save_npz(path, bits=np.packbits(out.grids.reshape(count, -1), axis=1), names=np.array(names), **extra)
     return out

@@ -1,10 +1,12 @@
 """Mesh reading, cleaning, voxelisation, caching and augmentation."""
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
 import trimesh
 
-from engine.shape.dataset import build_from_arrays, build_from_folder, build_procedural
+from engine.shape.dataset import _read_entry, _write_entry, build_from_arrays, build_from_folder, build_procedural
 from engine.shape.meshes import MeshError, mesh_from_arrays, normalise
 from engine.shape.procedural import FAMILIES, make_shape, procedural_meshes
 from engine.shape.voxels import _transform_any, augment, augmentation, transform, voxelise
@@ -78,6 +80,22 @@ def test_voxel_cache_is_reused_and_refreshed(tmp_path):
     assert (edited.cache_hits, edited.cache_misses) == (1, 1)
     a = edited.names.index("a.stl")
     assert edited.grids[a].sum() < first.grids[a].sum()
+
+
+def test_two_trainings_can_fill_the_same_voxel_cache_at_once(tmp_path):
+    # Two `atelier train shape` runs on one folder once crashed: both wrote an entry through the same
+    # temp name, and the second rename found it gone.
+    grid = np.ones((16, 16, 16), bool)
+    entry = tmp_path / "entry.npz"
+
+    def write(_):
+        for _ in range(20):
+            _write_entry(entry, "hash", 16, grid, None, "")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(8)))
+    assert _read_entry(entry, "hash", 0)[0].all()
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.npz"]
 
 
 def test_procedural_set_is_cached(tmp_path):
