@@ -5,7 +5,8 @@
     logits, mu, logvar = vae(grids, points)          # grids B×1×R×R×R in {0, 1}, points B×P×3
     loss, parts = vae_loss(logits, labels, mu, logvar, kl_weight(step, config), config)
 
-    ShapeVAE(ShapeVAEConfig())(grids)                # the default 64³ grid decoder: logits B×1×64×64×64
+    ShapeVAE(ShapeVAEConfig())(grids)                # the default 64³ grid decoder: logits B×1×64×64×64,
+                                                     # from a latent of 8 numbers per cell of a 4³ grid
 
 Two decoders share the encoder and the latent space. "implicit" (engine/shape/implicit.py)
 decodes the latent into a coarse feature grid (the trunk's, R/2 by default) × `features` and a small MLP gives the
@@ -14,8 +15,11 @@ trained on points near and away from each shape's surface and meshed at any reso
 "grid" ends in one logit per voxel of the R³ grid.
 
 Encoder: the grid folded 2×2×2 voxels into 8 channels (space-to-depth, lossless), a 3³
-convolution at half resolution, stride-2 4³ convolutions down to 4³, then a linear layer
-to the mean and log-variance of a diagonal Gaussian. The decoder mirrors it with
+convolution at half resolution, stride-2 4³ convolutions down to 4³, then the mean and
+log-variance of a diagonal Gaussian: by default 8 numbers for each of the 4³ cells (a 1³
+convolution; `latent="grid"`), or one vector for the whole shape (a linear layer;
+`latent="vector"`, the models shipped before). The latent is flat either way (B×latent_dim), so
+sampling, interpolation and encoding treat both alike. The decoder mirrors the encoder with
 transposed convolutions, ends in 8 logits per half-resolution cell and unfolds them into
 one occupancy logit per voxel (depth-to-space). Folding keeps every convolution off the
 full-resolution grid, where 1-channel 3D convolutions are slow on CPUs: it is about 6×
@@ -50,7 +54,7 @@ class ShapeVAEConfig:
     # held-out meshes at 0.584 against the 32³ model's 0.554 (docs/BENCHMARKS.md, shape section). The
     # shipped model (engine/recipes/shape.toml) is 64³ too; 1.1-1.2 M parameters either way.
     resolution: int = 64
-    latent_dim: int = 64       # 64..256 in practice
+    latent_dim: int = 512      # "grid": 8 numbers per 4³ cell; "vector": 64..256 in practice
     width: int = 16            # channels at half resolution; doubles at each level down, capped at 8×
     beta: float = 0.25         # final KL weight (small: sharp reconstructions; sampling uses the fitted prior)
     kl_warmup_steps: int = 200
@@ -70,6 +74,12 @@ class ShapeVAEConfig:
     # logits unfolded at the end); 0: as often as leaves a 16³ trunk (1 up to 32³), so a 64³ model runs
     # on the trunk of a 32³ one at about its cost.
     fold: int = 0
+    # "vector": the 4³ bottleneck goes through a linear layer to one code for the whole shape. "grid": each
+    # bottleneck cell keeps its own latent_dim/64 numbers (a 1³ convolution), so a code describes the
+    # shape part by part (the convolutional-occupancy family's local latents). Grid is the default: at 5
+    # CPU minutes on the real-mesh collection it reconstructed held-out meshes at IoU 0.714 (8 numbers
+    # per cell) against one 64-number vector's 0.597 (docs/BENCHMARKS.md, shape section).
+    latent: str = "grid"
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -81,6 +91,11 @@ class ShapeVAEConfig:
             raise ValueError(f"loss must be 'focal' or 'bce', got {self.loss!r}")
         if self.decoder not in ("implicit", "grid"):
             raise ValueError(f"decoder must be 'implicit' or 'grid', got {self.decoder!r}")
+        if self.latent not in ("vector", "grid"):
+            raise ValueError(f"latent must be 'vector' or 'grid', got {self.latent!r}")
+        if self.latent == "grid" and self.latent_dim % 64:
+            raise ValueError(f"a grid latent keeps latent_dim/64 numbers per cell of its 4³ grid: latent_dim must "
+                             f"be a multiple of 64, got {self.latent_dim}")
         if self.fold == 0:
             self.fold = max(1, int(math.log2(max(r // 16, 1))))
         if self.fold < 1 or r >> self.fold < 4:
@@ -142,9 +157,13 @@ class ShapeVAE(nn.Module):
         for i in range(c.levels - 1):
             down += [nn.Conv3d(c.channels(i), c.channels(i + 1), 4, stride=2, padding=1),
                      _norm(c.channels(i + 1)), nn.SiLU()]
-        self.encoder = nn.Sequential(*down, nn.Flatten())
-        self.to_stats = nn.Linear(top * 64, 2 * c.latent_dim)
-        self.from_latent = nn.Linear(c.latent_dim, top * 64)
+        self.encoder = nn.Sequential(*down)
+        if c.latent == "grid":
+            self.to_stats = nn.Conv3d(top, 2 * c.latent_dim // 64, 1)
+            self.from_latent = nn.Conv3d(c.latent_dim // 64, top, 1)
+        else:
+            self.to_stats = nn.Linear(top * 64, 2 * c.latent_dim)
+            self.from_latent = nn.Linear(c.latent_dim, top * 64)
         up = [_norm(top), nn.SiLU()]
         for i in reversed(range(c.levels - 1)):
             up += [nn.ConvTranspose3d(c.channels(i + 1), c.channels(i), 4, stride=2, padding=1),
@@ -195,15 +214,20 @@ class ShapeVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance (B×latent each) of q(z | x) for occupancy grids B×1×R×R×R."""
-        mu, logvar = self.to_stats(self.encoder(fold(x, self.config.fold))).chunk(2, dim=1)
+        h = self.encoder(fold(x, self.config.fold))
+        if self.config.latent == "vector":
+            h = h.flatten(1)
+        mu, logvar = (s.flatten(1) for s in self.to_stats(h).chunk(2, dim=1))
         return mu, logvar.clamp(-12.0, 8.0)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """For latents B×latent: the feature grid B×features×(R/2)³ ("implicit"), or occupancy
         logits B×1×R×R×R ("grid")."""
-        top = self.config.channels(self.config.levels - 1)
-        out = self.decoder(self.from_latent(z).view(-1, top, 4, 4, 4))
-        return out if self.head is not None else unfold(out, self.config.fold)
+        c = self.config
+        if c.latent == "grid":
+            z = z.view(len(z), -1, 4, 4, 4)
+        out = self.decoder(self.from_latent(z).view(-1, c.channels(c.levels - 1), 4, 4, 4))
+        return out if self.head is not None else unfold(out, c.fold)
 
     def occupancy(self, features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Occupancy logits B×P at points B×P×3 (unit cube, [x, y, z]) of decoded feature grids."""

@@ -31,7 +31,7 @@ TEXTURE_TINY = dict(channels=3, g_width=8, g_max_width=16, d_width=8, d_max_widt
                     g_blocks=3, n_local=4, n_global=8, n_periodic=2)
 # A tiny implicit model trained 40 steps makes clean closed shapes; a tiny grid model that briefly
 # trained makes noisy ones (80k triangles, 130 parts) whose UV unwrap alone outlasts the scenario.
-SHAPE_TINY = dict(resolution=16, width=4, latent_dim=16, features=16, frequencies=3, points=256, kl_warmup_steps=20,
+SHAPE_TINY = dict(resolution=16, width=4, latent_dim=64, features=16, frequencies=3, points=256, kl_warmup_steps=20,
                   decoder="implicit")
 
 needs_bpy = pytest.mark.skipif(not BLENDER_PYTHON.exists(),

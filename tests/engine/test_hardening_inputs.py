@@ -47,7 +47,7 @@ def test_a_valid_token_survives_restarts_and_no_temp_is_left(tmp_path):
         paths.read_token(token_file)
 
 
-TINY_SHAPE_TRAINING = {"kind": "shape", "data": {"procedural": 8}, "model": {"resolution": 8, "width": 2, "latent_dim": 4},
+TINY_SHAPE_TRAINING = {"kind": "shape", "data": {"procedural": 8}, "model": {"resolution": 8, "width": 2, "latent_dim": 64},
                        "train": {"steps": 3, "batch_size": 4, "log_every": 1, "checkpoint_every": 100}}
 
 

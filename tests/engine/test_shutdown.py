@@ -10,7 +10,7 @@ from engine import protocol
 from engine.client import EngineError
 from engine.store.checkpoints import ModelStore
 
-TINY_SHAPE = {"resolution": 16, "width": 4, "latent_dim": 16}
+TINY_SHAPE = {"resolution": 16, "width": 4, "latent_dim": 64}
 
 
 def _train(client, name: str, steps_seen: list[int], enough: threading.Event, detach: bool = False):

@@ -11,7 +11,7 @@ import pytest
 from engine import protocol
 from engine.client import EngineError
 
-TINY_SHAPE = {"resolution": 16, "width": 4, "latent_dim": 16}
+TINY_SHAPE = {"resolution": 16, "width": 4, "latent_dim": 64}
 
 
 def train_params(name: str, steps: int, detach: bool = False) -> dict:
@@ -89,7 +89,7 @@ def test_the_same_request_trains_the_same_model(engine):
 def test_cli_resume_continues_from_the_saved_step(tmp_path):
     env = {**os.environ, "ATELIER_MODELS_DIR": str(tmp_path)}
     base = [sys.executable, "-m", "engine", "train", "shape", "--procedural", "12", "--name", "resumable", "--json",
-            "--set", "resolution=16", "--set", "width=4", "--set", "latent_dim=16", "--set", "log_every=1", "--batch-size", "4"]
+            "--set", "resolution=16", "--set", "width=4", "--set", "latent_dim=64", "--set", "log_every=1", "--batch-size", "4"]
     first = subprocess.run(base + ["--steps", "6"], capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["step"] == 6
@@ -105,7 +105,7 @@ def test_cli_trains_data_parallel_under_torchrun(tmp_path):
     env = {**os.environ, "ATELIER_MODELS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "engine",
                "train", "shape", "--procedural", "12", "--name", "parallel", "--json", "--set", "resolution=16",
-               "--set", "width=4", "--set", "latent_dim=16", "--steps", "4", "--batch-size", "4"]
+               "--set", "width=4", "--set", "latent_dim=64", "--steps", "4", "--batch-size", "4"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     listed = subprocess.run([sys.executable, "-m", "engine", "models", "info", "parallel", "--json"],

@@ -16,7 +16,7 @@ from engine.shape.model import ShapeVAE, ShapeVAEConfig
 from engine.shape.objective import ShapeObjective
 from engine.store.checkpoints import load_file
 
-TINY = ShapeVAEConfig(resolution=16, latent_dim=16, width=8, features=16, frequencies=3, points=256,
+TINY = ShapeVAEConfig(resolution=16, latent_dim=16, latent="vector", width=8, features=16, frequencies=3, points=256,
                       kl_warmup_steps=50, decoder="implicit")
 SHIPPED = Path(__file__).resolve().parents[2] / "engine" / "weights" / "shape-default.safetensors"
 
@@ -90,7 +90,7 @@ def test_tiny_model_trains_through_the_engine_and_meshes_at_64(tmp_path):
     engine = launch(tmp_path, {"OMP_NUM_THREADS": "1"})
     try:
         with engine.client("implicit-tests", timeout=300) as client:
-            model = {"resolution": 16, "latent_dim": 16, "width": 4, "features": 8, "frequencies": 2, "points": 128,
+            model = {"resolution": 16, "latent_dim": 64, "width": 4, "features": 8, "frequencies": 2, "points": 128,
                      "decoder": "implicit"}
             value = client.call("train", {"kind": "shape", "name": "tiny-implicit", "data": {"procedural": 8},
                                           "model": model, "train": {"steps": 3, "batch_size": 2}})
@@ -112,7 +112,7 @@ def test_forty_meshes_in_one_training_request(tmp_path):
     try:
         with engine.client("implicit-tests", timeout=300) as client:
             value = client.call("train", {"kind": "shape", "name": "forty", "data": {"mesh_arrays": sent},
-                                          "model": {"resolution": 16, "latent_dim": 8, "width": 4, "features": 8,
+                                          "model": {"resolution": 16, "latent_dim": 64, "width": 4, "features": 8,
                                                     "frequencies": 2, "points": 128, "decoder": "implicit"},
                                           "train": {"steps": 2, "batch_size": 2}})
             assert value["step"] == 2
@@ -137,10 +137,10 @@ def test_the_shipped_grid_model_loads_and_generates_at_a_given_resolution():
     assert trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).is_watertight
 
 
-def test_models_saved_before_the_decoder_and_fold_settings_load_as_grids_folded_once():
-    vae = ShapeVAE(ShapeVAEConfig(resolution=32, latent_dim=16, width=8, decoder="grid", fold=1))
+def test_models_saved_before_the_decoder_fold_and_latent_settings_load_as_they_were():
+    vae = ShapeVAE(ShapeVAEConfig(resolution=32, latent_dim=16, width=8, decoder="grid", fold=1, latent="vector"))
     weights = {f"vae.{k}": v for k, v in vae.state_dict().items() if "codes_" not in k and "prior_" not in k}
     older = {"resolution": 32, "latent_dim": 16, "width": 8, "beta": 0.25, "kl_warmup_steps": 200}
     model = load(older, weights)
-    assert (model.config.decoder, model.config.fold) == ("grid", 1)
+    assert (model.config.decoder, model.config.fold, model.config.latent) == ("grid", 1, "vector")
     assert model.decode_grids(model.sample_latents(0, 2)).shape == (2, 32, 32, 32)

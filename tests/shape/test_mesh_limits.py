@@ -125,7 +125,7 @@ def test_a_malformed_obj_in_a_training_folder_is_skipped_and_reported(engine):
     assert 300 <= os.path.getsize(folder / "broken.obj") <= 400
     assert trimesh.load(folder / "broken.obj", force="mesh", process=False).vertices.shape[1] == 2
     train = {"kind": "shape", "name": "from-folder", "data": {"meshes": str(folder)},
-             "model": {"resolution": 8, "width": 2, "latent_dim": 4}, "train": {"steps": 2, "batch_size": 2}}
+             "model": {"resolution": 8, "width": 2, "latent_dim": 64}, "train": {"steps": 2, "batch_size": 2}}
     with engine.client() as client:
         result = client.call("train", train, timeout=120)
         assert result["step"] == 2

@@ -55,6 +55,22 @@ def test_vae_shapes_at_64():
     assert logits.shape == (2, 100) and implicit.decode(mu).shape == (2, 8, 16, 16, 16)
 
 
+def test_a_grid_latent_describes_the_shape_part_by_part():
+    torch.manual_seed(0)
+    vae = ShapeVAE(ShapeVAEConfig(resolution=32, latent_dim=128, latent="grid", width=4)).eval()
+    with pytest.raises(ValueError, match="multiple of 64"):
+        ShapeVAEConfig(latent="grid", latent_dim=100)
+    mu, logvar = vae.encode(torch.zeros(2, 1, 32, 32, 32))
+    assert mu.shape == logvar.shape == (2, 128)  # 2 numbers for each cell of the 4³ bottleneck
+    z = torch.randn(1, 128)
+    nudged = z.view(1, 2, 4, 4, 4).clone()
+    nudged[:, :, 0, 0, 0] += 3.0  # the cell at the grid's first corner
+    with torch.no_grad():
+        change = (vae.decode(nudged.view(1, -1)) - vae.decode(z)).abs()[0, 0]
+    near, far = change[:8, :8, :8].mean(), change[16:, 16:, 16:].mean()
+    assert far < 0.3 * near  # the far half sees it only through group norm's statistics
+
+
 def test_a_64_grid_folds_twice_onto_the_trunk_of_a_32_grid():
     assert [ShapeVAEConfig(resolution=r).fold for r in (8, 16, 32, 64, 128)] == [1, 1, 1, 2, 3]
     x = torch.rand(2, 3, 16, 16, 16)
@@ -101,6 +117,16 @@ def test_reconstruction_of_training_shapes(fitted):
     grids = objective.train_set.grids
     iou = voxel_iou(model.reconstruct_grids(grids) > 0.5, grids)
     assert iou.mean() >= 0.8, iou
+
+
+def test_encoding_refines_the_latent_against_the_shape_and_leaves_the_weights_alone(fitted):
+    objective, model = fitted
+    grids = objective.held_out.grids  # a shape the model was not fitted to
+    guessed, refined = model.encode_grids(grids, refine=0), model.encode_grids(grids)
+    iou = [voxel_iou(model.decode_grids(z) > 0.5, grids).mean() for z in (guessed, refined)]
+    assert iou[1] > iou[0], iou
+    assert np.array_equal(model.encode_grids(grids), refined)  # deterministic
+    assert all(p.grad is None for p in model.vae.parameters())
 
 
 def test_sampled_meshes_are_watertight_and_consistently_wound(fitted):

@@ -23,7 +23,7 @@ from engine.store.checkpoints import ModelStore
 from engine.train.config import TrainConfig
 from engine.train.trainer import TrainRun, train
 
-TINY = ShapeVAEConfig(resolution=16, latent_dim=32, width=8, kl_warmup_steps=100)
+TINY = ShapeVAEConfig(resolution=16, latent_dim=64, width=8, kl_warmup_steps=100)
 MODEL = "tiny-shape"
 
 
@@ -274,7 +274,7 @@ def test_training_on_meshes_sent_over_the_protocol_skips_and_reports_broken_ones
             for i, (v, f) in enumerate(good)]
     sent.append({"name": "flat", "vertices": flat[0], "faces": flat[1]})
     value = client.call("train", {"kind": "shape", "name": "sent", "data": {"mesh_arrays": sent},
-                                  "model": {"resolution": 16, "width": 4, "latent_dim": 16},
+                                  "model": {"resolution": 16, "width": 4, "latent_dim": 64},
                                   "train": {"steps": 2, "batch_size": 2}}, timeout=300)
     assert value["step"] == 2
     data = client.call("models.info", {"name": "sent"})["metadata"]["data"]
