@@ -175,6 +175,12 @@ class Scheduler:
         with self._lock:
             self._send(message, None, why)
 
+    @property
+    def channels(self) -> frozenset[int]:
+        """Every channel used (a panic's channels)."""
+        with self._lock:
+            return frozenset(self._channels)
+
     def panic(self, reason: str) -> None:
         """Note-off for every sounding note, then CC 123 and CC 120 on every channel used."""
         with self._lock:

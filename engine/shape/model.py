@@ -52,7 +52,8 @@ class ShapeVAEConfig:
     # Grid side: a power of two, 8..128. 64 by default: on the real-mesh collection a perfect 32³ decoder
     # scores 0.70 held-out IoU, a perfect 64³ one 0.95, and at 5 CPU minutes the 64³ model reconstructed
     # held-out meshes at 0.584 against the 32³ model's 0.554 (docs/BENCHMARKS.md, shape section). The
-    # shipped model (engine/recipes/shape.toml) is 64³ too; 1.1-1.2 M parameters either way.
+    # shipped model (engine/recipes/shape.toml) is 64³ too; 0.4 M parameters either way (1.1-1.2 M with one
+    # latent vector).
     resolution: int = 64
     latent_dim: int = 512      # "grid": 8 numbers per 4³ cell; "vector": 64..256 in practice
     width: int = 16            # channels at half resolution; doubles at each level down, capped at 8×

@@ -12,7 +12,7 @@ import time
 import numpy as np
 from midi_rig import FrameReceiver, JackClock, percentile
 
-from midi_bridge.notes import still_sounding
+from midi_bridge.notes import ALL_NOTES_OFF, ALL_SOUND_OFF, still_sounding
 
 
 def test_each_message_arrives_at_its_intended_frame(music_engine, frame_receiver, start_bridge, check_delivery):
@@ -45,6 +45,12 @@ def test_each_message_arrives_at_its_intended_frame(music_engine, frame_receiver
     assert not still_sounding([m for _, m in frame_receiver.snapshot()])
     flushed = [r for r in bridge.records() if r.get("event") == "flushed"]
     assert flushed and flushed[0]["confirmed"], "the JACK output did not confirm the panic left"
+    # The CCs go once more in a later cycle: a receiver that missed the panic's cycle (an xrun) still
+    # gets its notes ended.
+    with frame_receiver._lock:
+        last = [(start, m) for _, _, start, _, m in frame_receiver.events[-4:]]
+    assert [m for _, m in last] == [[0xB0, ALL_NOTES_OFF, 0], [0xB0, ALL_SOUND_OFF, 0]] * 2, last
+    assert last[2][0] > last[1][0], "the second reset came in the panic's own cycle"
 
 
 SYNTH_FRAMES = 960  # a synth heard 20 ms after audio written in the same frame (48 kHz)
