@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from engine.ops import Cancelled
-from engine.store.atomic import write_atomic
 from engine.shape.meshes import (
     MESH_SUFFIXES,
     MeshError,
@@ -35,6 +34,7 @@ from engine.shape.meshes import (
 from engine.shape.points import label_resolution, labelled_points
 from engine.shape.procedural import procedural_meshes
 from engine.shape.voxels import voxelise
+from engine.store.atomic import write_atomic
 
 # Bump when voxelisation, cleaning or point sampling changes, so old cache entries are rebuilt.
 CACHE_VERSION = 3

@@ -96,7 +96,8 @@ class ShapeVAEConfig:
             raise ValueError(f"latent must be 'vector' or 'grid', got {self.latent!r}")
         if self.latent == "grid" and self.latent_dim % 64:
             raise ValueError(f"a grid latent keeps latent_dim/64 numbers per cell of its 4³ grid: latent_dim must "
-                             f"be a multiple of 64, got {self.latent_dim}")
+                             f"be a multiple of 64, got {self.latent_dim} (or set latent='vector' for one code "
+                             f"of any size)")
         if self.fold == 0:
             self.fold = max(1, int(math.log2(max(r // 16, 1))))
         if self.fold < 1 or r >> self.fold < 4:
