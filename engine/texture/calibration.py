@@ -1,7 +1,8 @@
 """Calibration: the exemplar's statistics where the discriminator could not teach them.
 
-The discriminator judges ~80 px patches of 96 px crops, so nothing in training shapes the
-generator's power at longer wavelengths: on gravel it made 3-9x too little at 85-256 px (the
+The discriminator judges patches of its training crops (~80 px; ~160 px at its second scale),
+so nothing in training shapes the generator's power at longer wavelengths: on gravel (one scale,
+96 px crops) it made 3-9x too little at 85-256 px (the
 light and shade across several stones), somewhat too little at 2-3 px (edges), and its grey
 levels drift from the photo's. Nor does it see a whole picture, so the global code is free to
 make one seed's picture darker or flatter than the photo anywhere is. After training we
@@ -176,7 +177,7 @@ def code_moments(G: Generator, z_global: torch.Tensor, phase: torch.Tensor,
     """The raw moments (`image_moments`) of what G makes of these global codes [B, G] and wave
     phases [B, P] at the measurement size, with fixed local noise: the tone the code gives a
     picture of any size. A picture's own moments would do for large ones, but a small one
-    (the 96 px the eval op judges) varies in tone by nature, as small crops of the photo do."""
+    (the crop-sized pictures the eval op judges) varies in tone by nature, as small crops of the photo do."""
     lattice = G.cfg.crop // G.cfg.stride  # a whole number of training lattices: the same waves
     cells = lattice * -(-SIZE // (G.cfg.stride * lattice))
     local = torch.randn(1, G.cfg.n_local + G.cfg.scale_noise_channels, cells, cells,  # per-scale noise packed

@@ -59,10 +59,20 @@ class TextureGANConfig:
     # (docs/BENCHMARKS.md, "Noise at every scale").
     n_scale_noise: int = 1
     g_blocks: int = 4        # upsampling steps; the generator stride is 2**g_blocks
+    # 3x3 convolutions at the noise grid before the first upsampling: each widens what one output
+    # pixel sees of the local noise by a cell (stride px) on every side, so shapes larger than
+    # the upsampling blocks' reach (cobbles, tiles) can be drawn whole. Models saved before: 1.
+    g_head_layers: int = 3
     g_width: int = 24        # channels at the last block; doubles per block towards the noise
     g_max_width: int = 96
-    crop: int = 96           # training crop (px); its noise grid sets the lattice the waves snap to
+    # Training crop (px); its noise grid sets the lattice the waves snap to. 192 px with two
+    # discriminator scales (and the trainer's batch of 2, the pixels of 8 crops of 96) is the
+    # default because structure larger than ~80 px was lost at 96 px with one scale: cobblestone
+    # came out as dirt and cracks, stones with joints this way (docs/BENCHMARKS.md, "Structure at
+    # every scale"). Pictures smaller than the crop train on smaller crops (TextureObjective).
+    crop: int = 192
     d_layers: int = 4        # stride-2 layers: the patch a logit sees is about 2**(d_layers+1) px
+    d_scales: int = 2        # patch discriminators, each on the crop downsampled 2x more than the last
     d_width: int = 24
     d_max_width: int = 96
     # Stabilisation, chosen by measurement (docs/BENCHMARKS.md, "Why the recipe is what it is").
@@ -115,11 +125,14 @@ class TextureGANConfig:
             raise ValueError(f"upsample must be one of {', '.join(map(repr, UPSAMPLE))}, got {self.upsample!r}")
         if self.n_exemplars < 0:
             raise ValueError(f"n_exemplars must be 0 or more, got {self.n_exemplars}")
-        if self.g_blocks < 1 or self.d_layers < 1:
-            raise ValueError("g_blocks and d_layers must be at least 1")
-        if self.crop % self.stride or self.crop < 2 ** (self.d_layers + 1):
+        if self.g_blocks < 1 or self.d_layers < 1 or self.g_head_layers < 1:
+            raise ValueError("g_blocks, g_head_layers and d_layers must be at least 1")
+        if self.d_scales < 1:
+            raise ValueError(f"d_scales must be at least 1, got {self.d_scales}")
+        smallest = 2 ** (self.d_layers + self.d_scales)
+        if self.crop % self.stride or self.crop < smallest:
             raise ValueError(f"crop {self.crop} must be a multiple of the generator stride {self.stride} "
-                             f"and at least {2 ** (self.d_layers + 1)} px for the discriminator")
+                             f"and at least {smallest} px for the discriminator ({self.d_scales} scale(s))")
 
     @property
     def stride(self) -> int:
@@ -294,6 +307,7 @@ class Generator(nn.Module):
         # Wave vectors (radians per noise cell, two per periodic channel) from the global code.
         self.waves = nn.Sequential(nn.Linear(max(cfg.n_global, 1), 64), nn.ReLU(), nn.Linear(64, 2 * cfg.n_periodic))
         self.head = conv3(cfg.n_noise, widths[0])
+        self.head_convs = nn.ModuleList(conv3(widths[0], widths[0]) for _ in range(cfg.g_head_layers - 1))
         self.blocks = nn.ModuleList(UpBlock(widths[i], widths[i + 1], cfg.upsample, cfg.n_scale_noise)
                                     for i in range(cfg.g_blocks - 1))
         # The last 2x step: upsample the features, then one 3x3 conv to the image at full
@@ -399,7 +413,7 @@ class Generator(nn.Module):
         of the layers done)` is called after every band (it may raise to stop). Each layer is the
         same function of its input rows, so the result is the one-pass result (to float rounding),
         and a 4096^2 picture can be stopped within a fraction of a second."""
-        done, layers = [0], len(self.blocks) + 2
+        done, layers = [0], len(self.head_convs) + len(self.blocks) + 2
 
         def rows(layer: Callable, x: torch.Tensor, scale: int, reach: int, cout: int) -> torch.Tensor:
             """layer(input rows, the output row its first row makes) over x, in bands of rows."""
@@ -432,6 +446,8 @@ class Generator(nn.Module):
         mode = self.cfg.upsample
         scale_noise = self.scale_noise(z) if self.cfg.n_scale_noise else [None] * (len(self.blocks) + 1)
         x = rows(lambda t, _: F.leaky_relu(self.head(t[:, :self.cfg.n_noise]), 0.2), z, 1, 2, self.head.out_channels)
+        for conv in self.head_convs:
+            x = rows(lambda t, _, conv=conv: F.leaky_relu(conv(t), 0.2), x, 1, 2, conv.out_channels)
         for block, noise in zip(self.blocks, scale_noise):
             x = rows(lambda t, first, block=block, noise=noise: block(t, noise_rows(noise, first, 2 * t.shape[-2])),
                      x, 2, up_reach(mode), block.conv.out_channels)
@@ -449,9 +465,9 @@ class Generator(nn.Module):
         return rows(out, x, 2, up_reach(last), c)
 
 
-class Discriminator(nn.Module):
-    """Patch discriminator: stride-2 4x4 convolutions, then a 3x3 conv to one logit per patch.
-    With several exemplars each logit also gets <embed(exemplar), features> (projection)."""
+class PatchDiscriminator(nn.Module):
+    """Stride-2 4x4 convolutions, then a 3x3 conv to one logit per patch. With several
+    exemplars each logit also gets <embed(exemplar), features> (projection)."""
 
     def __init__(self, cfg: TextureGANConfig):
         super().__init__()
@@ -462,7 +478,7 @@ class Discriminator(nn.Module):
             layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
             cin = cout
         layers.append(sn(nn.Conv2d(cin, 1, 3, padding=1)))
-        self.net = nn.Sequential(*layers)  # parameter names as before projection existed: old runs resume
+        self.net = nn.Sequential(*layers)
         self.embed = nn.Parameter(torch.zeros(cfg.n_exemplars, cin)) if cfg.n_exemplars > 1 else None
 
     def forward(self, x: torch.Tensor, exemplar: torch.Tensor | None = None) -> torch.Tensor:
@@ -473,14 +489,38 @@ class Discriminator(nn.Module):
         return out
 
 
-def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+class Discriminator(nn.Module):
+    """One patch discriminator per scale (pix2pixHD's multi-scale discriminator, Wang et al. 2018):
+    scale s judges the crop box-filtered down 2^s times, so its patches span 2^s times as many
+    pixels and structure larger than one patch (tiles, cobbles, plank joints) is judged too.
+    Returns the logit maps, finest first."""
+
+    def __init__(self, cfg: TextureGANConfig):
+        super().__init__()
+        self.scales = nn.ModuleList(PatchDiscriminator(cfg) for _ in range(cfg.d_scales))
+
+    def forward(self, x: torch.Tensor, exemplar: torch.Tensor | None = None) -> list[torch.Tensor]:
+        return [d(F.avg_pool2d(x, 2 ** s) if s else x, exemplar) for s, d in enumerate(self.scales)]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        # Runs checkpointed when there was one scale stored it as the module itself: they resume.
+        for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "scales.")]:
+            state_dict[f"{prefix}scales.0.{key[len(prefix):]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def d_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor], kind: str) -> torch.Tensor:
+    """The mean over the discriminator's scales."""
     if kind == "hinge":
-        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+        losses = [F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits)]
+    else:
+        losses = [F.softplus(-r).mean() + F.softplus(f).mean() for r, f in zip(real_logits, fake_logits)]
+    return sum(losses) / len(losses)
 
 
-def g_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
-    return -fake_logits.mean() if kind == "hinge" else F.softplus(-fake_logits).mean()
+def g_loss(fake_logits: list[torch.Tensor], kind: str) -> torch.Tensor:
+    losses = [-f.mean() if kind == "hinge" else F.softplus(-f).mean() for f in fake_logits]
+    return sum(losses) / len(losses)
 
 
 def make_ema(model: nn.Module) -> nn.Module:

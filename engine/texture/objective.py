@@ -23,14 +23,21 @@ from engine.texture.model import Discriminator, Generator, TextureGANConfig, d_l
 from engine.train.objective import Objective
 
 
-# Steps the recipe (engine/recipes/texture.toml) reaches in its 10 minutes on a 2-core CPU (~6300 measured;
-# docs/BENCHMARKS.md). A finished run with fewer than half of them is called short (`run_warning`).
-RECIPE_STEPS = 6000
+# Steps the default configuration reaches in its 10 minutes on one core of the 2-core CPU (4540-5040
+# measured on six suite exemplars; docs/BENCHMARKS.md, "Structure at every scale"). A finished run
+# with fewer than half of them is called short (`run_warning`).
+RECIPE_STEPS = 4500
 
 
 def unwrap(net: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (the trainer may wrap nets for distributed training)."""
     return getattr(net, "module", net)
+
+
+def smallest_crop(config: TextureGANConfig) -> int:
+    """The smallest training crop the config's discriminator can judge, a multiple of the stride."""
+    need = 2 ** (config.d_layers + config.d_scales)
+    return -(-need // config.stride) * config.stride
 
 
 def resolve_images(images: str | Path | np.ndarray | list[np.ndarray] | dict[str, np.ndarray], channels: int | None,
@@ -83,7 +90,13 @@ class TextureObjective(Objective):
                  device: str | torch.device = "cpu", flips: bool = True, rot90: bool | None = None,
                  jitter: float = 0.0, min_size: int | None = None, seed: int = 0):
         self.device, self.seed = torch.device(device), seed
-        self.images, self.report = resolve_images(images, config.channels, min_size or config.crop)
+        self.images, self.report = resolve_images(images, config.channels, min_size or smallest_crop(config))
+        side = min(min(image.shape[:2]) for image in self.images)
+        fits = side // config.stride * config.stride
+        if fits < config.crop:  # a small photo still trains, on the crops it can give
+            self.report.notes.append(f"training crops of {fits} px instead of {config.crop}: the smallest picture is "
+                                     f"{side} px on a side (structure larger than the crop is not learned)")
+            config = dataclasses.replace(config, crop=fits)
         if config.maps and config.maps != self.report.maps:
             raise ValueError(f"the config asks for maps {list(config.maps)} but the images give "
                              f"{list(self.report.maps) or 'none'}; leave maps unset: a material's maps are found "
@@ -152,10 +165,10 @@ class TextureObjective(Objective):
                 real = real.detach().requires_grad_(True)
             real_logits, fake_logits = D(real, which), D(fake, which)
             loss = d_loss(real_logits, fake_logits, cfg.loss)
-            logs = {"d_loss": loss.item(), "real_score": real_logits.mean().item(),
-                    "fake_score": fake_logits.mean().item()}
+            logs = {"d_loss": loss.item(), "real_score": sum(r.mean().item() for r in real_logits) / len(real_logits),
+                    "fake_score": sum(f.mean().item() for f in fake_logits) / len(fake_logits)}
             if lazy_r1:
-                (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+                (grad,) = torch.autograd.grad(sum(r.sum() for r in real_logits), real, create_graph=True)
                 r1 = grad.pow(2).sum((1, 2, 3)).mean()
                 loss = loss + cfg.r1_gamma / 2 * r1 * 4
                 logs["r1"] = r1.item()

@@ -34,12 +34,13 @@ DATA_PARAMS = {
     "rot90": Param("bool", doc="augment with 90° rotations; default: on unless the exemplar has a direction (wood "
                    "grain, brick courses), which training finds and reports"),
     "jitter": Param("float", 0.0, min=0.0, max=0.5, doc="mild colour jitter strength; 0 is off"),
-    "min_size": Param("int", min=8, max=65536, doc="skip images smaller than this on a side (default: the crop)"),
+    "min_size": Param("int", min=8, max=65536, doc="skip images smaller than this on a side (default: the smallest crop the model trains on)"),
 }
 
 # GANs train badly with Adam's default beta1 = 0.9 (momentum chases a moving target). Sample
 # grids every 100 steps land in the model's run folder (and as previews in progress events).
-TRAIN_DEFAULTS = {"minutes": 10.0, "schedule": "cosine", "beta1": 0.5, "beta2": 0.99, "lr": 2e-4, "batch_size": 8,
+# Two 192 px crops a batch: the pixels of the 8 crops of 96 px the recipe took before (TextureGANConfig.crop).
+TRAIN_DEFAULTS = {"minutes": 10.0, "schedule": "cosine", "beta1": 0.5, "beta2": 0.99, "lr": 2e-4, "batch_size": 2,
                   "preview_every": 100, "checkpoint_every": 250}
 
 

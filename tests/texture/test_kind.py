@@ -115,7 +115,7 @@ def test_folder_with_bad_files_trains_on_the_rest(tmp_path):
     good = np.round((procedural("bricks", 64, seed=1) + 1) * 127.5).astype(np.uint8)
     Image.fromarray(good).save(tmp_path / "good.png")
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    Image.fromarray(good[:16, :16]).save(tmp_path / "tiny.png")
+    Image.fromarray(good[:8, :8]).save(tmp_path / "tiny.png")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "black.png")
     obj = TextureObjective(TINY, tmp_path)
     run_steps(obj, 1)
@@ -123,6 +123,18 @@ def test_folder_with_bad_files_trains_on_the_rest(tmp_path):
     assert [i["path"].split("/")[-1] for i in summary["images"]] == ["good.png"]
     reasons = {s["path"].split("/")[-1]: s["reason"].split(":")[0] for s in summary["skipped"]}
     assert reasons == {"corrupt.jpg": "unreadable", "tiny.png": "too small", "black.png": "constant image (no texture to learn)"}
+
+
+def test_a_picture_smaller_than_the_crop_trains_on_the_crops_it_gives(tmp_path):
+    small = np.round((procedural("bricks", 60, seed=1) + 1) * 127.5).astype(np.uint8)
+    Image.fromarray(small[:, :50]).save(tmp_path / "small.png")
+    obj = TextureObjective(dataclasses.replace(TINY, crop=64), tmp_path / "small.png")
+    assert obj.config.crop == 48 and obj.crops.batch(torch.arange(2)).shape[-2:] == (48, 48)
+    assert any("training crops of 48 px instead of 64" in note for note in obj.report.notes)
+    run_steps(obj, 1)
+    with pytest.raises(ValueError, match="too small: 12x12, need at least 32 px"):  # under the discriminator's view
+        Image.fromarray(small[:12, :12]).save(tmp_path / "tiny.png")
+        TextureObjective(TINY, tmp_path / "tiny.png")
 
 
 def test_load_round_trip_is_identical(trained, tmp_path):

@@ -30,7 +30,8 @@ VARIANTS = {"lowpass": {"upsample": "lowpass", "n_scale_noise": 0},
             "nearest": {"upsample": "nearest", "n_scale_noise": 0},
             "pixel_shuffle": {"upsample": "pixel_shuffle", "n_scale_noise": 0},
             "lowpass+noise": {"upsample": "lowpass", "n_scale_noise": 1},
-            "nearest+noise": {"upsample": "nearest", "n_scale_noise": 2}}
+            "nearest+noise": {"upsample": "nearest", "n_scale_noise": 2},
+            "nearest+noise+head": {"upsample": "nearest", "n_scale_noise": 1, "g_head_layers": 3}}
 
 
 def _generator(variant, **extra):
@@ -66,7 +67,7 @@ def test_sizes_and_channels():
         out = G(*_z(G, 24, 40))
         assert out.shape == (1, channels, 24, 40) and out.abs().max() <= 1
         D = Discriminator(TextureGANConfig(**{**TINY, "channels": channels}))
-        assert D(out).shape == (1, 1, 3, 5)
+        assert [d.shape for d in D(out)] == [(1, 1, 3, 5), (1, 1, 1, 2)]  # full size, and 2x down
     G = Generator(TextureGANConfig(**TINY))
     for bad in [(20, 32), (32, 7), (0, 8)]:
         with pytest.raises(ValueError, match=r"must be a positive multiple of the generator stride 8"):
@@ -78,6 +79,10 @@ def test_config_rejects_nonsense():
         TextureGANConfig(channels=2)
     with pytest.raises(ValueError, match="crop 100 must be a multiple"):
         TextureGANConfig(crop=100)
+    with pytest.raises(ValueError, match=r"at least 64 px for the discriminator \(2 scale"):
+        TextureGANConfig(crop=48, d_scales=2)
+    with pytest.raises(ValueError, match="d_scales must be at least 1"):
+        TextureGANConfig(d_scales=0)
     with pytest.raises(ValueError, match="loss must be"):
         TextureGANConfig(loss="wgan")
     with pytest.raises(ValueError, match="upsample must be"):
@@ -125,8 +130,8 @@ def test_exemplar_codes_and_projection():
     with torch.no_grad():
         a, b = G(*z, 0), G(*z, 2)
         assert not torch.equal(a, b) and torch.equal(G(*z), a)  # no exemplar: the first
-        torch.nn.init.normal_(D.embed)
-        assert not torch.equal(D(a, torch.tensor([0])), D(a, torch.tensor([1])))
+        torch.nn.init.normal_(D.scales[0].embed)
+        assert not torch.equal(D(a, torch.tensor([0]))[0], D(a, torch.tensor([1]))[0])
     with pytest.raises(ValueError, match=r"exemplar must be in 0..2"):
         G(*z, 3)
     single = Generator(TextureGANConfig(**TINY))
@@ -135,9 +140,33 @@ def test_exemplar_codes_and_projection():
         TextureGANConfig(n_exemplars=-1)
 
 
+def test_each_discriminator_scale_judges_the_crop_downsampled():
+    """Scale 1 sees the crop box-filtered 2x: a pattern that averages out over 2x2 pixels changes
+    the finest scale's logits and leaves the coarse scale's exactly as they were."""
+    cfg = TextureGANConfig(**TINY, d_scales=2)
+    D = Discriminator(cfg)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    checker = 0.1 * (torch.arange(32)[:, None] + torch.arange(32)).remainder(2).mul(2).sub(1).float()
+    with torch.no_grad():
+        plain, patterned = D(x), D(x + checker)
+    assert [t.shape[-1] for t in plain] == [4, 2]
+    assert (plain[0] - patterned[0]).abs().max() > 1e-4
+    assert (plain[1] - patterned[1]).abs().max() < 1e-5
+
+
+def test_a_one_scale_discriminator_checkpointed_before_scales_existed_loads():
+    from engine.texture.model import PatchDiscriminator
+    cfg = TextureGANConfig(**TINY, d_scales=1)
+    old = PatchDiscriminator(cfg).state_dict()  # stored as the module itself: net.0.weight, ...
+    D = Discriminator(cfg)
+    D.load_state_dict(old)
+    assert torch.equal(D.scales[0].net[0].weight, old["net.0.weight"])
+
+
 def test_defaults_are_the_measured_recipe():
     cfg = TextureGANConfig()
-    assert (cfg.r1_gamma, cfg.d_lr_scale, cfg.upsample, cfg.crop, cfg.stride) == (0.1, 4.0, "nearest", 96, 16)
+    assert (cfg.r1_gamma, cfg.d_lr_scale, cfg.upsample, cfg.crop, cfg.stride) == (0.1, 4.0, "nearest", 192, 16)
+    assert (cfg.d_scales, cfg.g_head_layers) == (2, 3)  # structure at every scale
     assert cfg.n_scale_noise == 1  # noise at every scale
     assert (cfg.channels, cfg.maps) == (0, ())  # as the training images are
 
@@ -146,7 +175,7 @@ def test_maps_are_stacked_after_the_colour():
     cfg = TextureGANConfig(**{**TINY, "channels": 1}, maps=("normal", "roughness", "height", "metallic", "ao"))
     G, D = Generator(cfg), Discriminator(cfg)
     out = G(*_z(G, 16, 24))
-    assert cfg.out_channels == 8 and out.shape == (1, 8, 16, 24) and D(out).shape[1] == 1
+    assert cfg.out_channels == 8 and out.shape == (1, 8, 16, 24) and D(out)[0].shape[1] == 1
 
 
 def test_lowpass_upsampling_has_no_lattice_and_nearest_upsampling_has_one():
@@ -164,7 +193,7 @@ def test_lowpass_upsampling_has_no_lattice_and_nearest_upsampling_has_one():
     assert all(r < 0.5 for r in old.values()), old
 
 
-@pytest.mark.parametrize("variant", ["lowpass", "nearest", "pixel_shuffle", "lowpass+noise"])
+@pytest.mark.parametrize("variant", ["lowpass", "nearest", "pixel_shuffle", "lowpass+noise", "nearest+noise+head"])
 def test_banded_synthesis_is_the_one_pass_synthesis(variant):
     """Large pictures are made a band of rows of each layer at a time (to report progress and stop
     between bands); the margins cover each layer's reach, so the pixels are the same."""
