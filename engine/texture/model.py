@@ -7,7 +7,8 @@ global code). Every generator convolution pads circularly and the waves are snap
 periods over the grid, so the noise and the network are both defined on a torus: the output
 tiles exactly, and G(tile(z)) == tile(G(z)).
 
-The discriminator is a plain patch discriminator: it returns a map of logits, one per patch.
+The discriminator is a patch discriminator at each of d_scales scales: it returns a map of
+logits, one per patch, for the crop and for it downsampled 2x, 4x, ...
 """
 from __future__ import annotations
 
