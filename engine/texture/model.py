@@ -130,7 +130,7 @@ class TextureGANConfig:
             raise ValueError("g_blocks, g_head_layers and d_layers must be at least 1")
         if self.d_scales < 1:
             raise ValueError(f"d_scales must be at least 1, got {self.d_scales}")
-        smallest = 2 ** (self.d_layers + self.d_scales)
+        smallest = self.smallest_crop
         if self.crop % self.stride or self.crop < smallest:
             raise ValueError(f"crop {self.crop} must be a multiple of the generator stride {self.stride} "
                              f"and at least {smallest} px for the discriminator ({self.d_scales} scale(s))")
@@ -138,6 +138,11 @@ class TextureGANConfig:
     @property
     def stride(self) -> int:
         return 2 ** self.g_blocks
+
+    @property
+    def smallest_crop(self) -> int:
+        """The smallest training crop the discriminator can judge at every scale, a multiple of the stride."""
+        return -(-2 ** (self.d_layers + self.d_scales) // self.stride) * self.stride
 
     @property
     def n_noise(self) -> int:

@@ -34,12 +34,6 @@ def unwrap(net: nn.Module) -> nn.Module:
     return getattr(net, "module", net)
 
 
-def smallest_crop(config: TextureGANConfig) -> int:
-    """The smallest training crop the config's discriminator can judge, a multiple of the stride."""
-    need = 2 ** (config.d_layers + config.d_scales)
-    return -(-need // config.stride) * config.stride
-
-
 def resolve_images(images: str | Path | np.ndarray | list[np.ndarray] | dict[str, np.ndarray], channels: int | None,
                    min_size: int) -> tuple[list[np.ndarray], LoadReport]:
     """Exemplar arrays in [-1, 1] from a path, a demo name ('brick', 'grass', 'gravel') or arrays in
@@ -90,7 +84,7 @@ class TextureObjective(Objective):
                  device: str | torch.device = "cpu", flips: bool = True, rot90: bool | None = None,
                  jitter: float = 0.0, min_size: int | None = None, seed: int = 0):
         self.device, self.seed = torch.device(device), seed
-        self.images, self.report = resolve_images(images, config.channels, min_size or smallest_crop(config))
+        self.images, self.report = resolve_images(images, config.channels, min_size or config.smallest_crop)
         side = min(min(image.shape[:2]) for image in self.images)
         fits = side // config.stride * config.stride
         if fits < config.crop:  # a small photo still trains, on the crops it can give
