@@ -330,7 +330,12 @@ def _load_resume(objective: Objective, optimizers: dict[str, torch.optim.Optimiz
     metadata, tensors = load_file(path)
     if metadata.get("kind") != run.kind:
         raise ValueError(f"{run.name!r} was trained as {metadata.get('kind')!r}, not {run.kind!r}")
-    _load_nets(objective, {k[4:]: v.to(run.device) for k, v in tensors.items() if k.startswith("net.")})
+    try:
+        _load_nets(objective, {k[4:]: v.to(run.device) for k, v in tensors.items() if k.startswith("net.")})
+    except RuntimeError as error:  # torch's message lists tensor names and shapes, not what to do
+        raise ValueError(f"{run.name!r} was checkpointed with other model settings than these (or by an earlier "
+                         "version whose defaults differ), so it cannot resume: pass the settings it was trained "
+                         "with (--set KEY=VALUE) or start again without --resume") from error
     best = None
     if metadata.get("best"):
         best = Best(metadata["best"]["value"], metadata["best"]["step"],

@@ -217,6 +217,20 @@ def test_rgb_calibration_has_one_field_and_curve_per_channel():
     assert model.generate(64, 32, seed=0).shape == (32, 64, 3)
 
 
+def test_resuming_with_other_model_settings_says_what_to_do(tmp_path):
+    from engine.store.checkpoints import ModelStore
+    from engine.train.config import TrainConfig
+    from engine.train.trainer import TrainRun, train
+
+    store = ModelStore(tmp_path, builtin=None)
+    exemplar = [procedural("blobs", 96, seed=1, channels=1)]
+    cfg = TrainConfig(steps=2, batch_size=2, log_every=1, checkpoint_every=1)
+    train(TextureObjective(TINY, exemplar, seed=0), cfg, TrainRun(store, "t", "texture", torch.device("cpu")))
+    other = TextureObjective(dataclasses.replace(TINY, g_head_layers=2), exemplar, seed=0)
+    with pytest.raises(ValueError, match="checkpointed with other model settings"):
+        train(other, dataclasses.replace(cfg, steps=4), TrainRun(store, "t", "texture", torch.device("cpu"), resume=True))
+
+
 def test_trained_model_carries_its_calibration(tmp_path):
     from engine.store.checkpoints import ModelStore
     from engine.texture.generation import load
