@@ -137,6 +137,8 @@ def run(opts: Options) -> int:
             clock.start_time = time.monotonic() + PREROLL
             scheduler.transport_started(0.0)
         if inp is not None:
+            if isinstance(clock, MidiClock) and hasattr(inp, "on_missed"):  # JACK: pulses in cycles it missed
+                inp.on_missed = clock.missed
             inp.listen(_input_handler(clock, scheduler, feed, recorder, control_map))
         where = (f"a new {output.api.upper() if output.api != 'coremidi' else 'CoreMIDI'} port {output.name!r} "
                  "(connect it to an instrument in your DAW)" if output.virtual
@@ -211,6 +213,8 @@ def run(opts: Options) -> int:
             log.note("flushed", confirmed=confirmed)
             if hasattr(output, "late"):
                 log.note("jack_output", cycles=output.cycles, late=output.late, dropped=output.dropped)
+        if hasattr(inp, "missed_cycles"):
+            log.note("jack_input", missed_cycles=inp.missed_cycles)
         if feed is not None:
             feed.close()
         for opened in (output, inp):

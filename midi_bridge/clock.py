@@ -11,6 +11,10 @@ pulses) -- smooth and steady at a constant tempo. When the tempo changes, the ne
 all land on one side of the line; after CHANGE_PULSES such pulses in a row the fit forgets
 the older ones and re-locks within a few pulses, instead of dragging the old tempo along.
 
+Lost pulses: a JACK input that missed cycles on a loaded machine says so (`missed`); the
+pulses between the last one heard and the next (steady: a DAW writes them at exact frames)
+count as received, so the song position stays the DAW's instead of a pulse behind for good.
+
 Never a beat that did not come: `horizon()` is the last song position a note may be sent
 for -- the latest pulse received plus one pulse. The scheduler holds back every note-on
 past it, so a clock that stops without a Stop plays nothing after its last pulse plus one
@@ -69,6 +73,7 @@ class MidiClock:
         self._next_position = 0      # song position (in pulses) of the next pulse to play
         self._last_position = 0      # song position of the latest pulse played
         self._pending_start = False  # Start or Continue received, waiting for its first pulse
+        self._deaf = False           # the input missed cycles since the latest pulse
         self.running = False
 
     # -- input ---------------------------------------------------------------------------
@@ -91,6 +96,12 @@ class MidiClock:
                 self._next_position = ((data[2] & 0x7F) << 7 | (data[1] & 0x7F)) * 6  # in 16ths
             return None
 
+    def missed(self) -> None:
+        """The input missed cycles (a JACK client on a loaded machine) and the pulses in them: the
+        next pulse's distance from the last one tells how many."""
+        with self._lock:
+            self._deaf = True
+
     def check_timeout(self, now: float) -> tuple[str, float] | None:
         """A transport whose pulses stopped without a Stop message counts as stopped."""
         with self._lock:
@@ -106,6 +117,12 @@ class MidiClock:
     def _pulse(self, t: float) -> tuple[str, float] | None:
         if self._pulses and t - self._pulses[-1][1] > 8 * self._period + 0.05:
             self._pulses.clear()  # a pause in the pulses: the old tempo says nothing about the new one
+        elif self._deaf and self._pulses:
+            lost = max(0, round((t - self._pulses[-1][1]) / self._period) - 1)
+            self._index += lost
+            if self.running or self._pending_start:
+                self._next_position += lost
+        self._deaf = False
         self._index += 1
         self._pulses.append((self._index, t))
         self._fit()

@@ -9,7 +9,10 @@ JACK's estimate for the running cycle (jack_out._Clock), so the bridge hears the
 exactly when the DAW placed it.
 
 The listener runs on the JACK process thread: it must be quick (the bridge's is: a clock
-update, a queue put).
+update, a queue put). On a loaded machine it can still miss cycles: JACK goes on without a
+client that is not ready, and the messages of those cycles never reach it. The input sees
+the gap in its frames, counts it, and calls `on_missed`, so a clock follower can count the
+pulses it lost (one lost pulse puts every later note a pulse late).
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ class JackInput:
         self.name = source or self.port.name
         self.virtual = source is None
         self._listener: Callable[[list[int], float], None] | None = None
+        self.on_missed: Callable[[], None] | None = None
+        self.missed_cycles = 0
+        self._next_frame: int | None = None
         self.client.set_process_callback(self._process)
         self.client.activate()
         if source is not None:
@@ -51,6 +57,13 @@ class JackInput:
 
     def _process(self, frames: int) -> None:
         listener = self._listener
+        frame = self.client.last_frame_time
+        expected, self._next_frame = self._next_frame, (frame + frames) & 0xFFFFFFFF
+        gap = (frame - expected) & 0xFFFFFFFF if expected is not None else 0
+        if 0 < gap < 1 << 31:
+            self.missed_cycles += max(1, round(gap / frames))
+            if listener is not None and self.on_missed is not None:
+                self.on_missed()
         begins = None
         for offset, data in self.port.incoming_midi_events():
             if listener is None:

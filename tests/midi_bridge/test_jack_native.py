@@ -12,6 +12,8 @@ import time
 import numpy as np
 from midi_rig import FrameReceiver, JackClock, percentile
 
+from midi_bridge.clock import MidiClock
+from midi_bridge.jack_in import JackInput
 from midi_bridge.notes import ALL_NOTES_OFF, ALL_SOUND_OFF, still_sounding
 
 
@@ -61,9 +63,39 @@ def test_following_a_daws_clock_notes_go_early_by_what_the_output_adds_to_the_da
     """Issue 22: the DAW's clock offset compensated. The bridge's port leads to a synth whose
     playback latency is SYNTH_FRAMES beyond the system's audio outputs: following the DAW's
     clock, each note is written that many frames before the DAW's pulse of its beat, so it is
-    heard with the DAW's audio of that beat. The same JACK client records pulses and notes."""
-    clock = JackClock(request.node.name[-6:])
-    synth = FrameReceiver(f"synth{request.node.name[-6:]}", extra_latency=SYNTH_FRAMES)
+    heard with the DAW's audio of that beat. The same JACK client records pulses and notes.
+
+    When the dummy backend drops the clock's own pulses into later cycles (a loaded machine: in
+    CI, 97 of 192 pulses once came late and the notes wandered ±1000 frames), the DAW's clock
+    itself was broken and the play-along is measured again, up to three times."""
+    runs = []
+    for attempt in range(3):
+        run = _play_along_a_daws_clock(music_engine, start_bridge, check_delivery, f"{request.node.name[-5:]}{attempt}")
+        runs.append(run)
+        if run["late_pulses"] <= run["pulses"] // 10:
+            break
+        print(f"the JACK server put {run['late_pulses']} of {run['pulses']} clock pulses off their frame; measuring again")
+    else:
+        raise AssertionError("the JACK server could not keep the DAW clock's time in three tries: pulses off their "
+                             f"frame {[r['late_pulses'] for r in runs]} of {runs[0]['pulses']}")
+    errors, compensation, bridge = run["errors"], run["compensation"], run["bridge"]
+    assert len(errors) >= 10, f"too few notes: {len(errors)}\n{bridge.stderr()}"
+    median = percentile(errors, 50)
+    print(f"note frame - the DAW's beat's frame over {len(errors)} notes: median {median:.0f}, p10 "
+          f"{percentile(errors, 10):.0f}, p90 {percentile(errors, 90):.0f} (compensation {compensation['ms']} ms = "
+          f"{SYNTH_FRAMES} frames); pulses heard off their frame: {run['late_pulses']}; cycles the bridge's input "
+          f"missed: {next(r for r in bridge.records() if r.get('event') == 'jack_input')['missed_cycles']}")
+    assert compensation["ms"] == SYNTH_FRAMES / run["rate"] * 1000
+    assert abs(median + SYNTH_FRAMES) <= 128, (
+        f"notes {median:.0f} frames from the DAW's beat: errors {[round(e) for e in errors]}; "
+        f"pulses heard off their frame: {run['late_pulses']} of {run['pulses']}\n{bridge.stderr()[-3000:]}")
+
+
+def _play_along_a_daws_clock(music_engine, start_bridge, check_delivery, name: str) -> dict:
+    """One bridge following 8 beats of a JACK clock at 120 BPM into a slow synth: each note's frame
+    minus the DAW's frame of its beat, and how many of the clock's pulses the synth heard late."""
+    clock = JackClock(name)
+    synth = FrameReceiver(f"synth{name}", extra_latency=SYNTH_FRAMES)
     try:
         synth.client.connect(clock.name, synth.name)  # the DAW's clock, as the bridge hears it
         bridge = start_bridge(music_engine, "--port", synth.name, "--input", clock.name, "--clock", "midi")
@@ -81,19 +113,43 @@ def test_following_a_daws_clock_notes_go_early_by_what_the_output_adds_to_the_da
         synth.close()
         clock.close()
 
-    # The DAW's beat grid: each running pulse's frame as the synth heard it, the clock's own frames
-    # unless the dummy backend skipped a cycle (then that pulse came late).
+    # The DAW's beat grid: the clock's own frames. The synth hears each pulse at its frame unless
+    # the dummy backend skipped a cycle (then that pulse came late).
     late_pulses = sum(h != g for h, g in zip(heard, grid))
     slope, origin = np.polyfit(range(len(grid)), grid, 1)  # exact but for rounding to whole frames
     errors = [events[i][1] - (origin + slope * r["beat"] * 24)
               for (r, _), i in zip(delivery.pairs, delivery.indices)
               if r["msg"][0] & 0xF0 == 0x90 and r.get("why") is None and r["beat"] * 24 < len(grid)]
-    assert len(errors) >= 10, f"too few notes: {len(errors)}\n{bridge.stderr()}"
-    median = percentile(errors, 50)
-    print(f"note frame - the DAW's beat's frame over {len(errors)} notes: median {median:.0f}, p10 "
-          f"{percentile(errors, 10):.0f}, p90 {percentile(errors, 90):.0f} (compensation {compensation['ms']} ms = "
-          f"{SYNTH_FRAMES} frames); pulses heard off their frame: {late_pulses}")
-    assert compensation["ms"] == SYNTH_FRAMES / synth.rate * 1000
-    assert abs(median + SYNTH_FRAMES) <= 128, (
-        f"notes {median:.0f} frames from the DAW's beat: errors {[round(e) for e in errors]}; "
-        f"pulses heard off their frame: {late_pulses} of {len(grid)}\n{bridge.stderr()[-3000:]}")
+    return {"errors": errors, "late_pulses": late_pulses, "pulses": len(grid), "compensation": compensation,
+            "bridge": bridge, "rate": synth.rate}
+
+
+def test_a_clock_follower_that_misses_cycles_counts_the_pulses_it_lost(jack, request):
+    """On a loaded machine the bridge's JACK input can miss cycles: JACK goes on without a client
+    that is not ready, and the pulses of those cycles never reach it (in CI, notes then came one
+    and two pulses late for the rest of the run). Here the follower's listener stalls for 30 ms
+    (six periods) on one pulse; it still ends on the song position the DAW's clock reached."""
+    clock = JackClock(f"stall{request.node.name[-5:]}")
+    follower = MidiClock()
+    inp = JackInput(f"follow{request.node.name[-5:]}", source=clock.name)
+    inp.on_missed = follower.missed
+    heard = []
+
+    def listen(message: list[int], t: float) -> None:
+        follower.message(message, t)
+        heard.append(message)
+        if len(heard) == 24 + 1 + 48:  # the 48th running pulse
+            time.sleep(0.03)
+
+    try:
+        inp.listen(listen)
+        clock.play(120, stopped=24, running=96)
+        assert clock.finished.wait(10), "the clock did not finish"
+        time.sleep(0.2)
+    finally:
+        inp.close()
+        clock.close()
+    pulses = sum(1 for m in heard if m == [0xF8])
+    assert inp.missed_cycles >= 3 and pulses < 24 + 96, (inp.missed_cycles, pulses)
+    assert heard[-1] == [0xFC] and not follower.running
+    assert follower.beat_at(0.0) == 96 / 24, f"{24 + 96 - pulses} pulses lost, position {follower.beat_at(0.0) * 24}"

@@ -66,6 +66,22 @@ def test_midi_clock_stop_continue_song_position_and_timeout():
     assert clock.check_timeout(t + 0.1) == ("stop", 4 + 2 / 24)  # pulses stopped without a Stop: lost at once
 
 
+def test_midi_clock_counts_the_pulses_an_input_missed():
+    """An input that missed cycles (JACK on a loaded machine) says so; the pulses that fell in them
+    count by the next pulse's distance. A missed cycle without a pulse in it changes nothing."""
+    rng, clock = random.Random(3), MidiClock()
+    t, _ = feed_pulses(clock, 10.0, 120, 4, 0, rng)
+    clock.message([START], t)
+    t, _ = feed_pulses(clock, t, 120, 30, 0, rng)
+    period = 60 / 120 / 24
+    clock.missed()
+    t, _ = feed_pulses(clock, t, 120, 1, 0, rng)  # on time: nothing was lost
+    clock.missed()
+    t, _ = feed_pulses(clock, t + 2 * period, 120, 5, 0, rng)  # two pulses never arrived
+    assert clock.message([STOP], t) == ("stop", (30 + 1 + 2 + 5) / 24)
+    assert abs(clock.bpm - 120) < 1e-6
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["strike", "release", "panic"]), st.integers(0, 2), st.integers(60, 62),
                           st.integers(0, 5)), max_size=60))
