@@ -7,8 +7,8 @@ global code). Every generator convolution pads circularly and the waves are snap
 periods over the grid, so the noise and the network are both defined on a torus: the output
 tiles exactly, and G(tile(z)) == tile(G(z)).
 
-The discriminator is a patch discriminator at each of d_scales scales: it returns a map of
-logits, one per patch, for the crop and for it downsampled 2x, 4x, ...
+The discriminator is a patch discriminator at each of d_scales scales (one by default): it
+returns a map of logits, one per patch, for the crop and for it downsampled 2x, 4x, ...
 """
 from __future__ import annotations
 
@@ -62,18 +62,20 @@ class TextureGANConfig:
     g_blocks: int = 4        # upsampling steps; the generator stride is 2**g_blocks
     # 3x3 convolutions at the noise grid before the first upsampling: each widens what one output
     # pixel sees of the local noise by a cell (stride px) on every side, so shapes larger than
-    # the upsampling blocks' reach (cobbles, tiles) can be drawn whole. Models saved before: 1.
-    g_head_layers: int = 3
+    # the upsampling blocks' reach (cobbles, tiles) can be drawn whole. One by default: see crop.
+    g_head_layers: int = 1
     g_width: int = 24        # channels at the last block; doubles per block towards the noise
     g_max_width: int = 96
-    # Training crop (px); its noise grid sets the lattice the waves snap to. 192 px with two
-    # discriminator scales (and the trainer's batch of 2, the pixels of 8 crops of 96) is the
-    # default because structure larger than ~80 px was lost at 96 px with one scale: cobblestone
-    # came out as dirt and cracks, stones with joints this way (docs/BENCHMARKS.md, "Structure at
-    # every scale"). Pictures smaller than the crop train on smaller crops (TextureObjective).
-    crop: int = 192
+    # Training crop (px); its noise grid sets the lattice the waves snap to. 96 px with one
+    # discriminator scale and one head convolution is the default. 192 px crops judged at two
+    # scales (d_scales=2) by a generator with three head convolutions drew cobblestone as stones
+    # with joints where this draws dirt and cracks, but a step costs 1.3x, and in the 10-minute
+    # budget on the 2-core CPU (~3600 steps against ~4600) the whole suite came out worse: a
+    # 16 px lattice on five of eleven exemplars (roof tiles 0.22, gravel 0.24), smeared bricks,
+    # gravel without stones (docs/BENCHMARKS.md, "Structure at every scale").
+    crop: int = 96
     d_layers: int = 4        # stride-2 layers: the patch a logit sees is about 2**(d_layers+1) px
-    d_scales: int = 2        # patch discriminators, each on the crop downsampled 2x more than the last
+    d_scales: int = 1        # patch discriminators, each on the crop downsampled 2x more than the last
     d_width: int = 24
     d_max_width: int = 96
     # Stabilisation, chosen by measurement (docs/BENCHMARKS.md, "Why the recipe is what it is").

@@ -23,10 +23,10 @@ from engine.texture.model import Discriminator, Generator, TextureGANConfig, d_l
 from engine.train.objective import Objective
 
 
-# Steps the default configuration reaches in its 10 minutes on one core of the 2-core CPU (4540-5040
-# measured on six suite exemplars; docs/BENCHMARKS.md, "Structure at every scale"). A finished run
-# with fewer than half of them is called short (`run_warning`).
-RECIPE_STEPS = 4500
+# Steps the default configuration reaches in its 10 minutes on one core of the 2-core CPU (4600-7700
+# on the suite exemplars, as busy as the machine is; docs/BENCHMARKS.md, "Development suite"). A
+# finished run with fewer than half of them is called short (`run_warning`).
+RECIPE_STEPS = 6000
 
 
 def unwrap(net: nn.Module) -> nn.Module:

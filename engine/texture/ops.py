@@ -39,8 +39,7 @@ DATA_PARAMS = {
 
 # GANs train badly with Adam's default beta1 = 0.9 (momentum chases a moving target). Sample
 # grids every 100 steps land in the model's run folder (and as previews in progress events).
-# Two 192 px crops a batch: the pixels of the 8 crops of 96 px the recipe took before (TextureGANConfig.crop).
-TRAIN_DEFAULTS = {"minutes": 10.0, "schedule": "cosine", "beta1": 0.5, "beta2": 0.99, "lr": 2e-4, "batch_size": 2,
+TRAIN_DEFAULTS = {"minutes": 10.0, "schedule": "cosine", "beta1": 0.5, "beta2": 0.99, "lr": 2e-4, "batch_size": 8,
                   "preview_every": 100, "checkpoint_every": 250}
 
 

@@ -132,7 +132,7 @@ def test_a_picture_smaller_than_the_crop_trains_on_the_crops_it_gives(tmp_path):
     assert obj.config.crop == 48 and obj.crops.batch(torch.arange(2)).shape[-2:] == (48, 48)
     assert any("training crops of 48 px instead of 64" in note for note in obj.report.notes)
     run_steps(obj, 1)
-    with pytest.raises(ValueError, match="too small: 12x12, need at least 32 px"):  # under the discriminator's view
+    with pytest.raises(ValueError, match="too small: 12x12, need at least 16 px"):  # under the discriminator's view
         Image.fromarray(small[:12, :12]).save(tmp_path / "tiny.png")
         TextureObjective(TINY, tmp_path / "tiny.png")
 

@@ -66,7 +66,7 @@ def test_sizes_and_channels():
         G = Generator(TextureGANConfig(**{**TINY, "channels": channels}))
         out = G(*_z(G, 24, 40))
         assert out.shape == (1, channels, 24, 40) and out.abs().max() <= 1
-        D = Discriminator(TextureGANConfig(**{**TINY, "channels": channels}))
+        D = Discriminator(TextureGANConfig(**{**TINY, "channels": channels}, d_scales=2))
         assert [d.shape for d in D(out)] == [(1, 1, 3, 5), (1, 1, 1, 2)]  # full size, and 2x down
     G = Generator(TextureGANConfig(**TINY))
     for bad in [(20, 32), (32, 7), (0, 8)]:
@@ -165,8 +165,8 @@ def test_a_one_scale_discriminator_checkpointed_before_scales_existed_loads():
 
 def test_defaults_are_the_measured_recipe():
     cfg = TextureGANConfig()
-    assert (cfg.r1_gamma, cfg.d_lr_scale, cfg.upsample, cfg.crop, cfg.stride) == (0.1, 4.0, "nearest", 192, 16)
-    assert (cfg.d_scales, cfg.g_head_layers) == (2, 3)  # structure at every scale
+    assert (cfg.r1_gamma, cfg.d_lr_scale, cfg.upsample, cfg.crop, cfg.stride) == (0.1, 4.0, "nearest", 96, 16)
+    assert (cfg.d_scales, cfg.g_head_layers) == (1, 1)  # structure at every scale is not (yet) the recipe
     assert cfg.n_scale_noise == 1  # noise at every scale
     assert (cfg.channels, cfg.maps) == (0, ())  # as the training images are
 

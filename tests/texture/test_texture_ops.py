@@ -162,7 +162,7 @@ def test_a_short_run_says_so_in_its_metadata_and_eval(engine, model):
         info = client.call("models.info", {"name": model})["metadata"]
         value = client.call("texture.eval", {"model": model, "samples": 4, "repeats": 2}, timeout=120)
     assert info["warning"].startswith("short run: training stopped at 3 steps (it reached its step cap of 3)")
-    assert "4500" in info["warning"] and value["warning"] == info["warning"]
+    assert "6000" in info["warning"] and value["warning"] == info["warning"]
     assert "warning: short run" in texture_ops.describe_result("texture.eval", value, [])
 
 
