@@ -88,11 +88,10 @@ def load(config: dict[str, Any], weights: dict[str, torch.Tensor], device: str |
     """A TextureModel from a checkpoint: `config` is dataclasses.asdict(TextureGANConfig) and
     `weights` holds "G_ema.<param>" tensors (as the checkpoint store exports them)."""
     keep_freed_memory()
-    # Models saved before `upsample` existed all ended in a sub-pixel conv, those saved before
-    # `n_scale_noise` had no per-scale noise, and those before `g_head_layers` one convolution at
-    # the noise grid: keep them loading as they were.
-    cfg = build(TextureGANConfig, {"upsample": "pixel_shuffle", "n_scale_noise": 0, "g_head_layers": 1, "d_scales": 1,
-                                   "crop": 96}, config)
+    # Models saved before `upsample` existed all ended in a sub-pixel conv, and those saved before
+    # `n_scale_noise` had no per-scale noise: keep them loading as they were. (Those saved before
+    # `g_head_layers` and `d_scales` have the defaults: one head convolution, one scale.)
+    cfg = build(TextureGANConfig, {"upsample": "pixel_shuffle", "n_scale_noise": 0}, config)
     state = {k[len("G_ema."):]: v for k, v in weights.items() if k.startswith("G_ema.")}
     if not state:
         raise ValueError(f"no 'G_ema.*' weights among {sorted(weights)[:5]}...; is this a texture checkpoint?")

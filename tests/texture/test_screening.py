@@ -18,9 +18,8 @@ TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_
 def test_the_kept_codes_are_those_whose_pictures_look_like_the_exemplar():
     """The exemplar is the generator's own picture of the zero code: the codes kept are the ones
     nearer zero (an untrained generator's code sets a picture's tone), the dropped ones far."""
-    torch.manual_seed(0)  # one convolution at the noise grid: there the untrained code sets the tone most plainly
-    obj = TextureObjective(dataclasses.replace(TINY, g_head_layers=1), [procedural("blobs", 256, seed=2, channels=1)],
-                           seed=0)
+    torch.manual_seed(0)
+    obj = TextureObjective(TINY, [procedural("blobs", 256, seed=2, channels=1)], seed=0)
     model = TextureModel(obj.export_config(), obj.nets["G_ema"])
     zero = TextureModel(dataclasses.replace(model.config, global_codes=[[0.0] * TINY.n_global]), model.G)
     exemplar = zero.generate(512, 512, seed=9).astype(np.float32) / 127.5 - 1
