@@ -22,6 +22,14 @@ WORST_SEED = {"texture-planks": 3.8, "texture-bricks": 1.8, "texture-default": 1
 LATTICE = {"texture-bricks": 1.10, "texture-planks": 1.15, "texture-grass": 1.07}
 
 
+def _shipped(name: str):
+    """A shipped model's metadata and the model, as the engine loads it."""
+    from engine.texture.generation import load
+
+    meta, weights = load_file(BUILTIN_DIR / f"{name}.safetensors")
+    return meta, load(meta["config"], weights)
+
+
 def test_at_least_four_small_materials_ship_with_their_recipe_and_figures():
     assert len(MATERIALS) >= 4, MATERIALS
     for name in MATERIALS:
@@ -62,11 +70,9 @@ def test_every_seed_of_a_shipped_material_looks_like_its_photo_at_512(name):
     keeps only the global codes whose pictures look like the photo (engine/texture/screening.py),
     so no seed comes out mottled or striped where the others are planks."""
     from engine.texture.evaluation import picture_ratios
-    from engine.texture.generation import load
     from engine.texture.objective import resolve_images
 
-    meta, weights = load_file(BUILTIN_DIR / f"{name}.safetensors")
-    model = load(meta["config"], weights)
+    meta, model = _shipped(name)
     assert model.config.global_codes, "shipped without kept codes: bench/recalibrate_texture.py --weights ..."
     source = meta["data"]["images"][0]["path"].removeprefix("skimage:")
     images, _ = resolve_images(source, model.channels, min_size=model.config.crop)
@@ -80,10 +86,8 @@ def test_a_shipped_material_has_no_generator_lattice(name):
     `generate` makes: over 48 pictures at 256², the gradient energy on any period's lattice lines is
     within 5 % of that elsewhere (evaluation.lattice; docs/BENCHMARKS.md, "Shipped materials")."""
     from engine.texture.evaluation import lattice
-    from engine.texture.generation import load
 
-    meta, weights = load_file(BUILTIN_DIR / f"{name}.safetensors")
-    model = load(meta["config"], weights)
+    _, model = _shipped(name)
     measure = lattice(np.stack([model.generate(256, 256, seed=s) for s in range(48)]))
     bound = LATTICE.get(name, 1.05)
     assert 1 / bound <= measure <= bound, measure
@@ -101,8 +105,7 @@ def test_a_material_calibrated_in_one_go_is_the_one_calibrated_map_by_map(monkey
     its own contiguous array."""
     from engine.texture import generation
 
-    meta, weights = load_file(BUILTIN_DIR / "texture-planks.safetensors")
-    model = generation.load(meta["config"], weights)
+    _, model = _shipped("texture-planks")
     assert model.config.spectrum_gain and model.config.field_gain and model.config.tone_curve
     whole = model.generate_maps(128, 96, seed=2)
     monkeypatch.setattr(generation, "LARGE", 0)
