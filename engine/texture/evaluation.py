@@ -190,19 +190,24 @@ def lattice_ratios(x: np.ndarray | torch.Tensor, periods: tuple[int, ...] = LATT
     """Per period p: gradient energy across the lattice lines of period p over that elsewhere (ideal 1).
 
     Gradients between neighbouring pixels are grouped by their position modulo p (columns for
-    horizontal, rows for vertical gradients, pooled); the lattice lines are the group whose mean
-    energy is furthest (in ratio) from the mean of the others, since where a generator's grid
-    falls in a picture is not known. A picture without a lattice reads about 1 at every period
-    (slightly above or below: the pick of the most unequal of p groups), one whose gradients
-    dip on every 8th pixel reads < 1 at 8 (and at 16, which sits on the same lines)."""
+    horizontal, rows for vertical gradients, pooled); the lattice lines are the group whose
+    energy is furthest (in ratio) from that of the others, since where a generator's grid falls
+    in a picture is not known. A group's energy is the geometric mean of its squared gradients:
+    a grid changes every gradient on its lines, while the few strong edges of a texture's joints
+    (planks, mortar) swing an arithmetic mean. Over 16 pictures of a planks model, each shifted by
+    a random offset (so that no grid can line up), the arithmetic mean read 0.72-1.49 and this
+    0.95-1.08. A picture without a lattice reads about 1 at every period (slightly above or below:
+    the pick of the most unequal of p groups); one whose gradients dip on every 8th pixel reads
+    < 1 at 8 (and at 16, which sits on the same lines)."""
     x = _tensor(x)
-    gx = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean((0, 1, 2))  # per gap between columns x and x+1
-    gy = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean((0, 1, 3))
+    # Per gap between columns x and x+1 (rows y and y+1): the mean log energy over pictures and rows.
+    # 1e-4 is about one 8-bit step squared: flat areas count as flat, not as -inf.
+    gx = ((x[..., :, 1:] - x[..., :, :-1]).pow(2).mean(1) + 1e-4).log().mean((0, 1))
+    gy = ((x[..., 1:, :] - x[..., :-1, :]).pow(2).mean(1) + 1e-4).log().mean((0, 2))
     out = {}
     for p in periods:
         groups = torch.stack([torch.cat([gx[k::p], gy[k::p]]).mean() for k in range(p)])
-        others = (groups.sum() - groups) / (p - 1)
-        ratios = groups / (others + 1e-12)
+        ratios = (groups - (groups.sum() - groups) / (p - 1)).exp()
         out[p] = float(ratios[ratios.log().abs().argmax()])
     return out
 

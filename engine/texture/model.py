@@ -88,7 +88,7 @@ class TextureGANConfig:
     # crop's gradients are alike at every position modulo the generator stride, since it was cut
     # anywhere in the photo; G's are not where its cells meet. On bricks, planks, cobblestone and
     # marble (10 minutes, one core each, beside runs without it) it took the lattice measure from
-    # 0.43-1.40 to 1.03-1.27 and the seam ratio from 0.69-0.86 to 1.00-1.11, the median seed's
+    # 0.68-0.90 to 0.91-1.02 and the seam ratio from 0.69-0.86 to 1.00-1.11, the median seed's
     # Gram distance lower on all four; swd, spectrum and Gram moved both ways (docs/BENCHMARKS.md,
     # "Lattice penalty"). 0 trains without it.
     lattice_weight: float = 10.0

@@ -15,11 +15,12 @@ MATERIALS = sorted(p.stem for p in BUILTIN_DIR.glob("texture-*.safetensors") if 
 # (docs/BENCHMARKS.md, "Shipped materials").
 WORST_SEED = {"texture-planks": 3.8, "texture-bricks": 1.8, "texture-default": 1.0, "texture-ground": 3.7,
               "texture-grass": 2.8}
-# The lattice goal is 1.00 ± 0.05. Bricks (0.92) and planks (1.12) miss it at period 16, where their
-# joints sit on the generator's cell borders (1.20 and 1.26 before the lattice penalty); grass (0.946,
-# trained without the penalty) misses it by a hair. They are held to what they measure so that they
-# do not get worse.
-LATTICE = {"texture-bricks": 1.10, "texture-planks": 1.15, "texture-grass": 1.07}
+# The lattice goal is 1.00 ± 0.05. Of the shipped models only ground meets it (0.963): the others'
+# gradients are 4-8 % weaker on the generator's 4/8/16-px lines (the grey default 0.917, grass 0.932, bricks
+# 0.941; planks 1.058). The same pictures shifted at random read 0.98-1.05, so this is the generator's
+# grid, not the measure's noise. They are held to what they measure so that they do not get worse:
+# planks' weights from before the lattice penalty read 0.885.
+LATTICE = {"texture-default": 1.10, "texture-grass": 1.08, "texture-bricks": 1.07, "texture-planks": 1.07}
 
 
 def _shipped(name: str):
@@ -116,3 +117,15 @@ def test_a_material_calibrated_in_one_go_is_the_one_calibrated_map_by_map(monkey
         assert whole[name].flags.c_contiguous and whole[name].shape == by_map[name].shape, name
         assert np.abs(whole[name].astype(int) - by_map[name]).max() <= 1, name
         assert (whole[name] == by_map[name]).mean() > 0.999, name
+
+
+def test_the_lattice_measure_reads_no_lattice_where_there_is_none():
+    """The measure's own noise on a structured material: the planks' pictures, each shifted by a
+    random offset so that no grid can line up, read 1.00 ± 0.05. Boards' joints are a few strong
+    edges; an arithmetic mean of the gradient energy read 0.88-1.22 on these pictures so shifted."""
+    from engine.texture.evaluation import lattice
+
+    _, model = _shipped("texture-planks")
+    rng = np.random.default_rng(0)
+    shifted = [np.roll(model.generate(256, 256, seed=s), tuple(rng.integers(0, 256, 2)), (0, 1)) for s in range(48)]
+    assert abs(lattice(np.stack(shifted)) - 1) <= 0.05
