@@ -300,7 +300,7 @@ def measure(model, images: list[np.ndarray], quilter: Quilter, n: int, n_big: in
     """Every figure of one exemplar, for ours, quilting and the exemplar's own crops (the floor). For
     a model of a material's maps, `images` and the quilter hold them all: the figures are the
     colour's, and map_figures adds each map's."""
-    from engine.texture.evaluation import lattice, picture_ratios, seam_ratio, tile_error
+    from engine.texture.evaluation import lattice, lattice_null, picture_ratios, seam_ratio, tile_error
     from engine.texture.generation import to_uint8
     from engine.texture.images import ImageCrops
 
@@ -344,9 +344,7 @@ def measure(model, images: list[np.ndarray], quilter: Quilter, n: int, n_big: in
     # seeds. Beside it, the same pictures each shifted by a random offset (they tile), so that no
     # grid lines up: how far that is from 1 is the measure's own noise.
     grid = np.stack([model.generate(s, s, seed=i) for i in range(100 + seed, 100 + seed + LATTICE_PICTURES)])
-    rng = np.random.default_rng(seed)
-    out["ours"]["lattice"] = lattice(grid)
-    out["ours"]["lattice.null"] = lattice(np.stack([np.roll(x, tuple(rng.integers(0, s, 2)), (0, 1)) for x in grid]))
+    out["ours"]["lattice"], out["ours"]["lattice.null"] = lattice(grid), lattice_null(grid, seed)
     out["ours"]["tile"] = max(tile_error(model.G, s), tile_error(model.G, 2 * s, 1))
     out["ours"]["s/1024"] = min(timing["ours"])
     out["quilting"]["s/1024"] = min(timing["quilting"])

@@ -217,6 +217,13 @@ def lattice(x: np.ndarray | torch.Tensor) -> float:
     return max(lattice_ratios(x).values(), key=lambda r: abs(np.log(r)))
 
 
+def lattice_null(x: np.ndarray, seed: int = 0) -> float:
+    """The lattice measure of tiling pictures uint8 [N, H, W, C] each shifted by a random offset,
+    so that no grid can line up: how far it is from 1 is the measure's own noise on them."""
+    rng = np.random.default_rng(seed)
+    return lattice(np.stack([np.roll(p, tuple(rng.integers(0, p.shape[:2])), (0, 1)) for p in x]))
+
+
 ELEMENT_FEATURES = ("log_area", "eccentricity", "extent")
 
 
