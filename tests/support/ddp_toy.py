@@ -16,3 +16,4 @@ world = distributed.init_from_environment(device)
 store = ModelStore(Path(sys.argv[1]), builtin=None)
 config = TrainConfig(steps=30, batch_size=8, lr=0.05, optimizer="sgd", log_every=1, checkpoint_every=1000)
 train(ToyObjective(), config, TrainRun(store, "toy", "toy", device, world=world))
+distributed.leave(world)  # as the engine does: exiting with gloo's threads running can abort a rank
