@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from engine.texture.calibration import (
-    CLIP,
+    BOOST,
+    CUT,
     apply_gain,
     apply_tone,
     code_moments,
@@ -34,6 +35,34 @@ def test_gain_commutes_with_tiling_and_zero_gain_is_identity():
     assert (apply_gain(x, [0.0] * 12) - x).abs().max() < 1e-5
     assert not torch.allclose(apply_gain(x, gain), x, atol=1e-3)
     assert torch.allclose(apply_gain(x, gain).mean((2, 3)), x.mean((2, 3)), atol=1e-5)  # clamp aside, mean kept
+
+
+def test_each_channel_gets_its_own_gain(tmp_path):
+    # a rough colour (white noise) and a smooth height map, as a PBR set has them: one gain for
+    # both left the height map as rough as the colour
+    from PIL import Image
+
+    torch.manual_seed(0)
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (128, 128), dtype=np.uint8)).save(tmp_path / "m_Color.png")
+    smooth = np.round(procedural("blobs", 128, seed=2, channels=1)[..., 0] * 255).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "m_Displacement.png")
+    obj = TextureObjective(TINY, str(tmp_path), seed=0)
+    assert obj.config.maps == ("height",)
+    G = obj.nets["G_ema"]
+    with torch.no_grad():  # pixel noise in both channels, as a briefly trained generator makes
+        G.out_noise.copy_(0.1 * torch.randn(G.out_noise.shape, generator=torch.Generator().manual_seed(0)))
+    config = dataclasses.replace(obj.config, **measure(G, obj.images, n=16, rounds=1))
+    gain = np.array(config.spectrum_gain)
+    assert gain.shape == (2, 64) and gain[1, 32:].mean() < gain[0, 32:].mean() - 0.3
+    shared = dataclasses.replace(config, spectrum_gain=gain.mean(0).tolist())  # as models saved before
+    real = ImageCrops(obj.images, 64, flips=False, rot90=False, seed=3).batch(np.arange(16))
+
+    def height_error(cfg: TextureGANConfig) -> float:
+        model = TextureModel(cfg, G)
+        height = np.stack([model.generate_maps(64, 64, seed=s)["height"] for s in range(16)])
+        return spectrum_distance(torch.from_numpy(height)[:, None] / 127.5 - 1, real[:, 1:])
+
+    assert height_error(config) < 0.7 * height_error(shared)
 
 
 def test_gain_made_while_generating_serves_training_too():
@@ -158,7 +187,7 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
     config = obj.export_config()
     moments, gain, field, tone = (getattr(config, key) for key in CALIBRATION)
     assert len(moments) == 1 and len(moments[0]) == 3 and moments[0][1] > 0 and 0 <= moments[0][2] <= 1
-    assert len(gain) == 64 and max(abs(g) for g in gain) <= CLIP and gain[0] > 0
+    assert len(gain) == 1 and len(gain[0]) == 64 and all(CUT <= g <= BOOST for g in gain[0]) and gain[0][0] > 0
     assert len(field) == 1 and field[0][0] > 0 and not any(field[0][8:])  # the field stays below the cells' Nyquist
     assert len(tone) == 1 and all(a <= b for a, b in zip(tone[0], tone[0][1:]))  # monotone
     assert all(getattr(obj.config, key) is None for key in CALIBRATION)  # training untouched; only the saved config
@@ -172,8 +201,11 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
         images = np.stack([model.generate(size, size, seed=s) for s in range(n)])
         return torch.from_numpy(images).permute(0, 3, 1, 2) / 127.5 - 1
 
-    assert spectrum_distance(samples(calibrated), real) < spectrum_distance(samples(gain_only), real) \
-        < spectrum_distance(samples(raw), real)
+    # (measured 2.45, 2.25 and 4.51; with cuts clipped at -0.5 like boosts, 3.95, 4.09 and 4.51.
+    # Above ~8 px this float exemplar has less power than 8-bit rounding leaves in any generated
+    # picture, so there the distance is the rounding's, which the field and curve cannot order)
+    assert spectrum_distance(samples(calibrated), real) < 0.7 * spectrum_distance(samples(raw), real)
+    assert spectrum_distance(samples(gain_only), real) < 0.7 * spectrum_distance(samples(raw), real)
     low = slice(0, 4)  # wavelengths of 64 down to 16 px: where the clip left power out and the field adds it
     assert (power_spectrum(samples(calibrated))[low] - power_spectrum(real)[low]).abs().mean() \
         < (power_spectrum(samples(gain_only))[low] - power_spectrum(real)[low]).abs().mean()
@@ -240,7 +272,7 @@ def test_trained_model_carries_its_calibration(tmp_path):
     train(obj, TrainConfig(steps=2, batch_size=2, log_every=1), TrainRun(store, "t", "texture", torch.device("cpu")))
     metadata, weights = store.load("t")
     stored = {key: metadata["config"][key] for key in CALIBRATION}
-    assert len(stored["spectrum_gain"]) == 48 and stored == measure(obj.nets["G_ema"], obj.images)
+    assert [len(row) for row in stored["spectrum_gain"]] == [48] and stored == measure(obj.nets["G_ema"], obj.images)
     model = load(metadata["config"], weights)
     assert {key: getattr(model.config, key) for key in CALIBRATION} == stored
     for dropped in CALIBRATION:  # each part changes the picture
