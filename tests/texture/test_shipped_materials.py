@@ -11,11 +11,12 @@ import pytest
 from engine.store.checkpoints import BUILTIN_DIR, load_file
 
 MATERIALS = sorted(p.stem for p in BUILTIN_DIR.glob("texture-*.safetensors") if p.stem != "texture-default")
-# The worst of seeds 0-11 at 512² (picture_ratios) with the kept codes, 3.5 / 1.5 / 0.8 / 3.3 / 2.6
+# The worst of seeds 0-11 at 512² (picture_ratios) with the kept codes, 3.5 / 1.5 / 0.8 / 3.3 / 2.8
 # (planks, bricks, the grey default, ground, grass), with room for other machines' rounding
-# (docs/BENCHMARKS.md, "Shipped materials").
+# (docs/BENCHMARKS.md, "Shipped materials"). Grass read 2.6 before its per-channel calibration
+# (2026-12-04), which took its eval swd from 1.88 to 1.11 and spectrum from 2.94 to 0.88.
 WORST_SEED = {"texture-planks": 3.8, "texture-bricks": 1.8, "texture-default": 1.0, "texture-ground": 3.7,
-              "texture-grass": 2.8}
+              "texture-grass": 2.95}
 # The lattice goal is 1.00 ± 0.05. Of the shipped models only ground meets it (0.963): the others'
 # gradients are 4-8 % weaker on the generator's 4/8/16-px lines (the grey default 0.917, grass 0.932, bricks
 # 0.941; planks 1.058). The same pictures shifted at random read 0.98-1.05, so this is the generator's
