@@ -134,12 +134,17 @@ def apply_gain(x: torch.Tensor, gain: Sequence[float] | Sequence[Sequence[float]
                check: Callable[[], None] | None = None) -> torch.Tensor:
     """Images [B, C, H, W] in [-1, 1] with each frequency's power scaled by 10**gain, one table for
     every channel or one per channel (the mean kept); `check` as in `_rfft2`."""
-    h, w = x.shape[-2:]
+    return _irfft2(_gained_spectrum(x, gain_rows(gain), check), x.shape[-2:], check).clamp_(-1, 1).to(x.dtype)
+
+
+def _gained_spectrum(x: torch.Tensor, rows: tuple[tuple[float, ...], ...] | None,
+                     check: Callable[[], None] | None) -> torch.Tensor:
+    """rfft2 of x with each frequency's amplitude scaled by the gain's `rows` (None: unscaled)."""
     spectrum = _rfft2(x.float(), check)
-    # scaled in place as real pairs: a complex tensor times a real one first makes the real one
-    # complex (twice the passes), and gives the same numbers
-    torch.view_as_real(spectrum).mul_(_gain_amplitude(h, w, gain_rows(gain), x.device, check)[..., None])
-    return _irfft2(spectrum, (h, w), check).clamp_(-1, 1).to(x.dtype)
+    if rows:  # scaled in place as real pairs: a complex tensor times a real one first makes the
+        # real one complex (twice the passes), and gives the same numbers
+        torch.view_as_real(spectrum).mul_(_gain_amplitude(*x.shape[-2:], rows, x.device, check)[..., None])
+    return spectrum
 
 
 def field_spectrum(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: int
@@ -257,13 +262,10 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
             scale, offset = moments_affine(picked, target, torch.float32)
     if config.spectrum_gain or config.field_gain:
         h, w = x.shape[-2:]
-        spectrum = _rfft2(x.float(), check)
-        pairs = torch.view_as_real(spectrum)  # scaled in place as real pairs: a complex tensor times a real
-        if config.spectrum_gain:              # one first makes the real one complex (twice the passes)
-            rows = gain_rows(config.spectrum_gain, channels)
-            pairs.mul_(_gain_amplitude(h, w, rows, x.device, check)[..., None])
+        rows = gain_rows(config.spectrum_gain, channels) if config.spectrum_gain else None
+        spectrum = _gained_spectrum(x, rows, check)
         if scale is not None:
-            pairs.mul_(scale[..., None])
+            torch.view_as_real(spectrum).mul_(scale[..., None])
             spectrum[..., 0, 0] += offset[..., 0, 0] * (h * w)
         if config.field_gain:
             coeffs, rows = field_spectrum(z, pick(config.field_gain), config.stride)
@@ -282,9 +284,14 @@ def _by_rows(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, check: 
     return torch.cat([_checked(f(part), check) for part in x.split(max(1, CHUNK // x.shape[-1]), -2)], -2)
 
 
+def _channel_spectra(x: torch.Tensor) -> torch.Tensor:
+    """Radially averaged log10 power [C, K] per channel (`power_spectrum` of each)."""
+    return torch.stack([power_spectrum(x[:, c:c + 1]) for c in range(x.shape[1])])
+
+
 def _channel_power(x: torch.Tensor) -> np.ndarray:
     """Linear radially averaged power [C, K] per channel."""
-    return np.stack([10 ** power_spectrum(x[:, c:c + 1]).double().numpy() for c in range(x.shape[1])])
+    return 10 ** _channel_spectra(x).double().numpy()
 
 
 @torch.no_grad()
@@ -323,11 +330,8 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
         raw = match_moments(raw, (mean, std), moments)
     G.train(was_training)
 
-    def spectra(x: torch.Tensor) -> torch.Tensor:  # [C, K]
-        return torch.stack([power_spectrum(x[:, c:c + 1]) for c in range(x.shape[1])])
-
-    target_log = spectra(real)
-    gain = (target_log - spectra(raw)).clamp(CUT, BOOST)
+    target_log = _channel_spectra(real)
+    gain = (target_log - _channel_spectra(raw)).clamp(CUT, BOOST)
     z = z.cpu()
     channels = raw.shape[1]
     unit = _channel_power(noise_field(z, [[1.0] * gain.shape[1]] * channels, G.cfg.stride))
@@ -348,7 +352,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
             made = np.quantile(x[:, c].numpy(), levels) + levels * 1e-6  # strictly increasing for interp
             tone.append(np.interp(grid, made, real_levels[c]))
         if round_ < rounds - 1:  # the tone curve moved the spectrum: correct the gain by what is left
-            gain = (gain + target_log - spectra(apply_tone(x, tone))).clamp(CUT, BOOST)
+            gain = (gain + target_log - _channel_spectra(apply_tone(x, tone))).clamp(CUT, BOOST)
     rounded = lambda a: np.round(np.asarray(a, dtype=np.float64), 4).tolist()
     return {"image_moments": moments and rounded(moments), "spectrum_gain": rounded(gain), "field_gain": rounded(field),
             "tone_curve": rounded(tone)}

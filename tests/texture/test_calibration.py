@@ -10,6 +10,7 @@ from engine.texture.calibration import (
     CUT,
     apply_gain,
     apply_tone,
+    calibrate,
     code_moments,
     image_moments,
     match_moments,
@@ -219,6 +220,29 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
     assert np.abs(np.tile(a, (2, 2, 1)).astype(int) - big["image"].astype(int)).max() <= 1  # uint8 rounding
     assert dataclasses.asdict(config) == dataclasses.asdict(dataclasses.replace(  # deterministic (the kept
         obj.config, **measure(obj.nets["G_ema"], [exemplar]), global_codes=config.global_codes))  # codes: test_screening)
+
+
+def test_calibrating_in_one_spectrum_is_the_steps_one_after_the_other():
+    # tone, gain and field are applied together in the picture's spectrum: where no clamp between
+    # the steps bites, that is the four steps in turn
+    torch.manual_seed(0)
+    obj = TextureObjective(dataclasses.replace(TINY, channels=3), [procedural("bricks", 128, seed=2)], seed=0)
+    G = obj.nets["G_ema"]
+    config = dataclasses.replace(obj.config, **measure(G, obj.images, n=16, rounds=1))
+    quieter = [[mean / 2, deviation / 2, keep] for mean, deviation, keep in config.image_moments]
+    config = dataclasses.replace(config, image_moments=quieter)  # so that no clamp between the steps bites
+    z_local, z_global, phase = G.sample_noise(2, 64, 64, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        z = G.noise(z_local, z_global, phase)
+        x = G.synthesize(z)
+        moments = code_moments(G, z_global, phase)
+        toned = match_moments(x, moments, config.image_moments)
+        gained = apply_gain(toned, config.spectrum_gain)
+        fielded = gained + noise_field(z, config.field_gain, config.stride)
+        steps = apply_tone(fielded, config.tone_curve)
+        together = calibrate(x, z, config, moments)
+    assert max(t.abs().max() for t in (toned, gained, fielded)) < 1
+    assert (together - steps).abs().max() < 1e-4
 
 
 def test_measuring_again_after_the_tone_curve_brings_the_spectrum_closer():
