@@ -127,11 +127,12 @@ def _jack_clients() -> set[str]:
     return names
 
 
-def jack_name(base: str) -> str:
+def jack_name(base: str, clients: Callable[[], set[str]] = _jack_clients) -> str:
     """This bridge's JACK client name: `base`, or `base 2`, `base 3`, ... when another bridge (or
-    client) has it; chosen once per process, so the output and the input agree."""
+    client: `clients()` names those with MIDI ports) has it; chosen once per process, so the
+    output and the input agree."""
     if base not in _jack_names:
-        taken = _jack_clients()
+        taken = clients()
         n = 1
         while (name := base if n == 1 else f"{base} {n}") in taken or f"{name} in" in taken:
             n += 1
@@ -238,15 +239,20 @@ def _native_jack(port_name: str | None, virtual_name: str, required: bool, realt
                         "start a JACK server (or PipeWire's JACK), or choose another system with --api")
     output = direction == "output"
     try:  # an output connects to input ports, an input from output ports
-        listed = [port.name for port in probe.get_ports(is_midi=True, is_input=output, is_output=not output)]
+        ports = probe.get_ports(is_midi=True)
+        listed = [port.name for port in ports if (port.is_input if output else port.is_output)]
+        # The client name comes from this probe: rtmidi's JACK probe would load the copy of libjack
+        # bundled with python-rtmidi beside the system's, and closing its client there hung the
+        # bridge before it opened its port (about 1 start in 200 with two bridges starting at once).
+        name = jack_name(virtual_name, lambda: {port.name.split(":", 1)[0] for port in ports})
     finally:
         probe.close()
     other = None if port_name is None else listed[find_port(listed, port_name, direction, "jack")]
     with held_stderr():
         try:
             if output:
-                return JackOutput(jack_name(virtual_name), JACK_OUT, other, realtime)
-            return JackInput(jack_name(virtual_name) + " in", JACK_IN, other)
+                return JackOutput(name, JACK_OUT, other, realtime)
+            return JackInput(name + " in", JACK_IN, other)
         except JackOutputError as e:
             raise PortError(str(e)) from None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -360,7 +361,9 @@ class Bridge:
     def __init__(self, args: list[str], engine, tmp: Path, jack_env: dict, model: str = "tiny", api: str = "jack"):
         self.log_path = tmp / f"bridge-{uuid.uuid4().hex[:6]}.jsonl"
         self.stderr_path = self.log_path.with_suffix(".stderr")
-        env = {**os.environ, **jack_env, "ATELIER_STATE_DIR": str(engine.state_dir), "PYTHONPATH": str(REPO)}
+        # PYTHONFAULTHANDLER: a hung bridge, stopped by SIGABRT, prints where its threads were in Python
+        env = {**os.environ, **jack_env, "ATELIER_STATE_DIR": str(engine.state_dir), "PYTHONPATH": str(REPO),
+               "PYTHONFAULTHANDLER": "1"}
         with open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen([sys.executable, "-m", "midi_bridge", "--api", api, "--model", model,
                                              "--event-log", str(self.log_path), *args],
@@ -384,7 +387,18 @@ class Bridge:
             if self.process.poll() is not None:
                 raise AssertionError(f"the bridge exited ({self.process.returncode}) before '{event}':\n{self.stderr()}")
             time.sleep(0.05)
-        raise AssertionError(f"no '{event}' from the bridge within {timeout} s:\n{self.stderr()}")
+        raise AssertionError(f"no '{event}' from the bridge within {timeout} s; {self.where_it_hangs()}")
+
+    def where_it_hangs(self) -> str:
+        """Stops a hung bridge; what it had logged, and where its threads were (PYTHONFAULTHANDLER)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGABRT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return f"its last records: {self.records()[-5:]}\nits stderr:\n{self.stderr()}"
 
     def stop(self, sig=None, timeout: float = 15) -> int:
         if self.process.poll() is None:
