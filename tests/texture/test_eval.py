@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.texture.evaluation import evaluate_model, judging_sheet_image, real_sets, seam_ratio, texture_metrics
+from engine.texture.evaluation import (evaluate_model, judging_sheet_image, radial_power, real_sets, seam_ratio,
+                                       texture_metrics)
 from engine.texture.generation import load
 from engine.texture.images import exemplar, procedural
 from engine.texture.model import TextureGANConfig
@@ -37,6 +38,21 @@ def test_either_half_can_be_the_reference(gravel):
     # the other half's crops are the baseline, so the two ratios differ
     mine = real_sets(gravel, 64, 6, seed=7)[0]
     assert texture_metrics(mine, gravel, swap=True) != texture_metrics(mine, gravel)
+
+
+@pytest.mark.parametrize("h, w", [(32, 32), (33, 31), (40, 27), (31, 64)])
+def test_radial_power_from_the_half_plane_is_the_whole_planes(h, w):
+    """radial_power bins the half plane rfft2 keeps, its mirrored columns weighted twice: the
+    same radial means as binning every frequency of the full spectrum, for even and odd sides."""
+    x = torch.nn.functional.avg_pool2d(torch.rand(3, 2, h, w, generator=torch.Generator().manual_seed(h)), 3, 1, 1)
+    win = torch.hann_window(h, periodic=False)[:, None] * torch.hann_window(w, periodic=False)[None]
+    full = torch.fft.fft2((x - x.mean((2, 3), keepdim=True)) * win).abs().pow(2).mean(0)  # [C, H, W]
+    ky, kx = torch.fft.fftfreq(h, 1 / h), torch.fft.fftfreq(w, 1 / w)
+    r = (ky[:, None] ** 2 + kx[None] ** 2).sqrt().round().long().clamp(max=min(h, w) // 2).flatten()
+    sums = torch.zeros(2, min(h, w) // 2 + 1).index_add_(1, r, full.flatten(1))
+    counts = torch.zeros(min(h, w) // 2 + 1).index_add_(0, r, torch.ones(r.numel()))
+    expected = (sums / counts)[:, 1:]
+    assert torch.allclose(radial_power(x), expected, rtol=1e-4)
 
 
 def test_seam_ratio():
