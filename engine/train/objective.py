@@ -34,6 +34,9 @@ class Objective:
     export_nets: tuple[str, ...] = ()
     # Multiplies the trainer's learning rate per group (e.g. {"D": 4.0} for TTUR).
     lr_scale: dict[str, float] = {}
+    # About how many training steps' time the end of a run takes (the final `evaluate` and
+    # `export_config`): the trainer stops training that much before the time budget runs out.
+    finish_steps: float = 0.0
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"model": [p for net in self.nets.values() for p in net.parameters() if p.requires_grad]}

@@ -85,17 +85,24 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
                                kept, stopped_early)
         return {"step": step, "metrics": metrics}
 
+    # The end of the run (the objective's final measurements and the save) is paid from the budget
+    # too: training stops that much earlier, by the objective's estimate in steps, at this run's pace.
+    budget, looped = cfg.minutes * 60, time.monotonic()
     try:
         for net in objective.nets.values():
             net.train()
         while not cfg.steps or step < cfg.steps:
             # Every process goes by the slowest one's clock, so they agree on the schedule and the stop.
             elapsed = distributed.max_across(world, time.monotonic() - started, run.device)
-            if cfg.minutes > 0 and elapsed >= cfg.minutes * 60:
+            if cfg.minutes > 0 and step > start_step and objective.finish_steps:
+                pace = (time.monotonic() - looped) / (step - start_step)
+                budget = cfg.minutes * 60 - min(objective.finish_steps * pace, cfg.minutes * 30)
+                budget = -distributed.max_across(world, -budget, run.device)  # the earliest stop of any process
+            if cfg.minutes > 0 and elapsed >= budget:
                 break
             if check:
                 check()
-            logs = _step(objective, optimizers, cfg, run, step, local_size, elapsed)
+            logs = _step(objective, optimizers, cfg, run, step, local_size, elapsed, budget)
             step += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
                 logs = distributed.mean_across(world, logs, run.device)
@@ -119,7 +126,8 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
                 save(final=False)
             if progress and world.is_main:
                 loss_text = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
-                progress(min(run_fraction(cfg, step, elapsed), 1.0), f"step {step}{of_steps} {loss_text}", preview)
+                progress(min(run_fraction(cfg, step, elapsed, budget=budget), 1.0), f"step {step}{of_steps} {loss_text}",
+                         preview)
     except BaseException:
         if step > start_step:
             save(final=False)
@@ -127,11 +135,12 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
     return save(final=True)
 
 
-def learning_rate(cfg: TrainConfig, step: int, elapsed: float = 0.0) -> float:
-    """Warm-up by steps, then the schedule follows whichever runs out first: steps or the time budget."""
+def learning_rate(cfg: TrainConfig, step: int, elapsed: float = 0.0, budget: float | None = None) -> float:
+    """Warm-up by steps, then the schedule follows whichever runs out first: steps or the time
+    budget (`budget` seconds of training, by default all of cfg.minutes)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = run_fraction(cfg, step - cfg.warmup_steps, elapsed, cfg.steps - cfg.warmup_steps)
+    progress = run_fraction(cfg, step - cfg.warmup_steps, elapsed, cfg.steps - cfg.warmup_steps, budget)
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     if cfg.schedule == "linear":
@@ -139,11 +148,13 @@ def learning_rate(cfg: TrainConfig, step: int, elapsed: float = 0.0) -> float:
     return cfg.lr
 
 
-def run_fraction(cfg: TrainConfig, step: int, elapsed: float, steps: int | None = None) -> float:
+def run_fraction(cfg: TrainConfig, step: int, elapsed: float, steps: int | None = None, budget: float | None = None
+                 ) -> float:
     """How far the run is: the larger of its share of the steps (if capped) and of the time budget."""
     steps = cfg.steps if steps is None else steps
+    budget = cfg.minutes * 60 if budget is None else budget
     by_steps = step / max(1, steps) if cfg.steps else 0.0
-    by_time = elapsed / (cfg.minutes * 60) if cfg.minutes else 0.0
+    by_time = elapsed / budget if cfg.minutes else 0.0
     return max(by_steps, by_time)
 
 
@@ -153,13 +164,13 @@ def sample_keys(seed: int, step: int, count: int) -> torch.Tensor:
 
 
 def _step(objective: Objective, optimizers: dict[str, torch.optim.Optimizer], cfg: TrainConfig,
-          run: TrainRun, step: int, local_size: int, elapsed: float) -> dict[str, float]:
+          run: TrainRun, step: int, local_size: int, elapsed: float, budget: float) -> dict[str, float]:
     keys = sample_keys(cfg.seed, step, cfg.batch_size)[run.world.rank::run.world.size]
     assert len(keys) == local_size
     batch = _to_device(objective.batch(keys), run.device)
     # Loss-time randomness (noise, dropout) is seeded per step and process, so resume is exact.
     torch.manual_seed(cfg.seed * 1_000_003 + step * 1009 + run.world.rank)
-    lr = learning_rate(cfg, step, elapsed)
+    lr = learning_rate(cfg, step, elapsed, budget)
     logs: dict[str, float] = {}
     for group, optimizer in optimizers.items():
         for param_group in optimizer.param_groups:

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,35 @@ def test_without_a_step_count_the_budget_ends_the_run_and_the_schedule_spans_it(
     assert learning_rate(config, 10**6, elapsed=0.6) == pytest.approx(0.5), "steps alone never decay the rate"
     with pytest.raises(ValueError, match="needs an end"):
         TrainConfig(steps=0, minutes=0)
+
+
+class SlowToFinish(ToyObjective):
+    """Each step takes 10 ms and the final evaluation as long as `finish_steps` of them."""
+
+    finish_steps = 150.0
+
+    def loss(self, group: str, batch, step: int):
+        time.sleep(0.01)
+        return super().loss(group, batch, step)
+
+    def evaluate(self) -> dict[str, float]:
+        time.sleep(0.01 * self.finish_steps)
+        return super().evaluate()
+
+
+def test_the_end_of_the_run_is_paid_from_the_budget(tmp_path):
+    """A kind whose end of training takes time (texture: calibration and evaluation) stops training
+    early enough for the whole run to fit its time budget, and its schedule spans the shorter time."""
+    store, budget, finish = ModelStore(tmp_path, builtin=None), 4.0, 1.5
+    config = TrainConfig(minutes=budget / 60, batch_size=4, lr=1.0, schedule="linear", log_every=1)
+    fractions = []
+    metadata = train(SlowToFinish(), config, TrainRun(store, "toy", "toy", CPU),
+                     progress=lambda f, m, p: fractions.append(f))
+    trained = log_rows(store, "toy")[-1]["seconds"]
+    # at its pace (10 ms a step, more on a busy machine) the end's 150 steps take 1.5 s or more
+    assert trained < budget - 0.8 * finish, f"trained {trained:.2f} s of {budget} s; its end takes {finish} s"
+    assert metadata["step"] > 20 and metadata["train"]["minutes"] == config.minutes
+    assert fractions[-2] > 0.9, "the schedule and the progress span the time left for training"
 
 
 def test_a_resumed_run_goes_on_with_the_clock_where_it_stopped(tmp_path):
