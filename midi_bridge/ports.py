@@ -241,9 +241,9 @@ def _native_jack(port_name: str | None, virtual_name: str, required: bool, realt
     try:  # an output connects to input ports, an input from output ports
         ports = probe.get_ports(is_midi=True)
         listed = [port.name for port in ports if (port.is_input if output else port.is_output)]
-        # The client name comes from this probe: rtmidi's JACK probe would load the copy of libjack
-        # bundled with python-rtmidi beside the system's, and closing its client there hung the
-        # bridge before it opened its port (about 1 start in 200 with two bridges starting at once).
+        # The client name comes from this probe, not from a client of the libjack python-rtmidi
+        # bundles: closing one of those (beside the system libjack's) now and then hung the bridge
+        # before it opened its port (about 1 start in 200 with two bridges starting at once).
         name = jack_name(virtual_name, lambda: {port.name.split(":", 1)[0] for port in ports})
     finally:
         probe.close()

@@ -243,10 +243,11 @@ class TextureObjective(Objective):
     @property
     def finish_steps(self) -> float:
         """The end of training (calibration, code screening, evaluation) in training steps' time, so
-        the trainer ends training early enough for the run to fit its budget. Measured at 3 minutes,
-        one core each, two runs side by side: gravel's colour 57 s after training at 0.20 s a step (290
-        steps), bricks' nine-channel set 107 s at 0.25 s (430)."""
-        return 220 + 24 * self.images[0].shape[-1]
+        the trainer ends training early enough for the run to fit its budget. Measured one core
+        each, two runs side by side: gravel's colour took 57 s after training at 0.20 s a step (290
+        steps); nine-channel sets 107 s at 0.25 s (bricks, 3 minutes: 430) and ~116 s at 0.22 s
+        (rock and sand, 10 minutes: ~530, where 436 steps' reserve ended them at 620 s)."""
+        return 200 + 36 * self.images[0].shape[-1]
 
     def run_warning(self, step: int, train: Any) -> str | None:
         """Plain words for a finished run that stopped far short of the recipe's steps (None otherwise)."""
