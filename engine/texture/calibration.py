@@ -316,8 +316,8 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     output still misses and the field and curve are measured again, `rounds` times in all
     (gravel spectrum ratio 0.79 -> 0.75 and 0.73 -> 0.68 on two generators; swd unchanged).
     The stored curves depend on the draw: over seeds 0-3 on one gravel generator (one round),
-    the spectrum ratio spanned 0.70-0.81 with n = 64 and 0.72-0.75 with 128. On two CPU
-    threads this takes 9.5 s for gray and about 27 s for RGB, once, when training ends."""
+    the spectrum ratio spanned 0.70-0.81 with n = 64 and 0.72-0.75 with 128. It runs once, when
+    training ends: on one CPU thread ~57 s for a nine-channel PBR set."""
     side = min(SIZE, *(min(img.shape[:2]) for img in images))
     side -= side % G.cfg.stride
     real = ImageCrops(images, side, flips=False, rot90=False, fair_edges=True, seed=seed).batch(np.arange(2 * n))
