@@ -346,7 +346,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     z = z.cpu()
     channels = raw.shape[1]
     unit = _channel_power(noise_field(z, [[1.0] * gain.shape[1]] * channels, G.cfg.stride))
-    target = _channel_power(real)
+    target = 10 ** target_log.double().numpy()  # _channel_power(real), from the spectra just measured
     freqs = np.arange(1, gain.shape[1] + 1) / (2 * gain.shape[1])
     levels = np.linspace(0, 1, TONE_LEVELS)
     grid = np.linspace(-1, 1, TONE_LEVELS)
