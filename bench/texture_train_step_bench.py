@@ -53,7 +53,7 @@ def time_steps(obj: TextureObjective, optimizers: dict, cfg: TrainConfig, run: T
     """Milliseconds per training step, as the trainer takes it, over `steps` steps from `first`."""
     started = time.perf_counter()
     for step in range(first, first + steps):
-        _step(obj, optimizers, cfg, run, step, cfg.batch_size, 0.0)
+        _step(obj, optimizers, cfg, run, step, cfg.batch_size, 0.0, cfg.minutes * 60)
     return 1000 * (time.perf_counter() - started) / steps
 
 
