@@ -72,7 +72,8 @@ class TextureGANConfig:
     # with joints where this draws dirt and cracks, but a step costs 1.3x, and in the 10-minute
     # budget on the 2-core CPU (~3600 steps against ~4600) the whole suite came out worse: a
     # 16 px lattice on five of eleven exemplars (roof tiles 0.22, gravel 0.24), smeared bricks,
-    # gravel without stones (docs/BENCHMARKS.md, "Structure at every scale").
+    # gravel without stones; tried again with the lattice penalty, it lost roof tiles and
+    # cobblestone on 20 % fewer steps (docs/BENCHMARKS.md, "Structure at every scale").
     crop: int = 96
     d_layers: int = 4        # stride-2 layers: the patch a logit sees is about 2**(d_layers+1) px
     d_scales: int = 1        # patch discriminators, each on the crop downsampled 2x more than the last
