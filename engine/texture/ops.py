@@ -39,6 +39,8 @@ DATA_PARAMS = {
 
 # GANs train badly with Adam's default beta1 = 0.9 (momentum chases a moving target). Sample
 # grids every 100 steps land in the model's run folder (and as previews in progress events).
+# Batches of 4 make ~1.7x the steps in the budget: better at the fine scale, worse at the coarse
+# one (docs/BENCHMARKS.md, "Batches of 4").
 TRAIN_DEFAULTS = {"minutes": 10.0, "schedule": "cosine", "beta1": 0.5, "beta2": 0.99, "lr": 2e-4, "batch_size": 8,
                   "preview_every": 100, "checkpoint_every": 250}
 
