@@ -300,9 +300,14 @@ def _channel_spectra(x: torch.Tensor) -> torch.Tensor:
     return torch.log10(radial_power(x) + 1e-8)
 
 
+def _linear(log_spectra: torch.Tensor) -> np.ndarray:
+    """Linear power [C, K] from `_channel_spectra`'s log10 power."""
+    return 10 ** log_spectra.double().numpy()
+
+
 def _channel_power(x: torch.Tensor) -> np.ndarray:
     """Linear radially averaged power [C, K] per channel."""
-    return 10 ** _channel_spectra(x).double().numpy()
+    return _linear(_channel_spectra(x))
 
 
 @torch.no_grad()
@@ -346,7 +351,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     z = z.cpu()
     channels = raw.shape[1]
     unit = _channel_power(noise_field(z, [[1.0] * gain.shape[1]] * channels, G.cfg.stride))
-    target = 10 ** target_log.double().numpy()  # _channel_power(real), from the spectra just measured
+    target = _linear(target_log)  # _channel_power(real), from the spectra just measured
     freqs = np.arange(1, gain.shape[1] + 1) / (2 * gain.shape[1])
     levels = np.linspace(0, 1, TONE_LEVELS)
     grid = np.linspace(-1, 1, TONE_LEVELS)
