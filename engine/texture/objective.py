@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from engine.texture.calibration import measure
@@ -78,6 +79,24 @@ def grid_rgb(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
     return out
 
 
+def whitening(images: list[np.ndarray], floor: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight [C, C, 1, 1], bias [C]) of the 1x1 convolution that ZCA-whitens the exemplars' pixels,
+    turning them as little as possible: each direction in channel space comes out uncorrelated and
+    about as strong as the others, and all of them together as strong as the pixels were (so D's
+    input, and with it its pace against G and R1's strength, stays as it was: at unit variance per
+    direction D beat G on planks from the first steps). Each variance gets `floor` times the largest
+    added, so a direction the exemplars barely use (a flat height map, JPEG noise) is scaled up at
+    most 1/sqrt(floor) times as much as the strongest."""
+    pixels = np.concatenate([image.reshape(-1, image.shape[-1]) for image in images]).astype(np.float64)
+    mean, covariance = pixels.mean(0), np.atleast_2d(np.cov(pixels, rowvar=False))
+    variance, axes = np.linalg.eigh(covariance)
+    variance = variance.clip(0)
+    weight = axes @ np.diag((variance + floor * max(variance.max(), 1e-12)) ** -0.5) @ axes.T
+    weight *= np.sqrt(variance.sum() / max(np.trace(weight @ covariance @ weight.T), 1e-12))
+    return (torch.tensor(weight, dtype=torch.float32)[:, :, None, None],
+            torch.tensor(-weight @ mean, dtype=torch.float32))
+
+
 class TextureObjective(Objective):
     export_nets = ("G_ema",)
 
@@ -127,6 +146,12 @@ class TextureObjective(Objective):
         self._calibrated: tuple[int, dict[str, Any]] | None = None  # (steps, the full calibration)
         self._lattice: torch.Tensor | None = None  # running mean of the fakes' lattice_energy
         self._lattice_step = -1  # the step it last took in
+        # A PBR set's discriminator judges whitened crops, real and fake alike (`whitening`). The
+        # colour's chroma varies 10-20x less than the normal map (rock: 0.016-0.043 against 0.35 std),
+        # and D judged the maps and let the colour go: red-green speckle on rock, bricks, ground and planks,
+        # where rock's photo trained alone reads as rock. A colour photo alone trains as before
+        # (not measured whitened). docs/BENCHMARKS.md, "Whitened discriminator input".
+        self._whiten = tuple(t.to(self.device) for t in whitening(self.images)) if config.maps else None
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"D": list(self.nets["D"].parameters()), "G": list(self.nets["G"].parameters())}
@@ -156,11 +181,11 @@ class TextureObjective(Objective):
             # step) reuses them instead of running G a second time.
             self._fake = (batch, G(*z, which))
             fake = self._fake[1].detach()
-            real = batch["real"]
+            real = self._whitened(batch["real"])
             lazy_r1 = cfg.r1_gamma > 0 and step % 4 == 0  # lazy regularisation (StyleGAN2), scaled by 4
-            if lazy_r1:
+            if lazy_r1:  # the penalty is on the gradient with respect to what D sees
                 real = real.detach().requires_grad_(True)
-            real_logits, fake_logits = D(real, which), D(fake, which)
+            real_logits, fake_logits = D(real, which), D(self._whitened(fake), which)
             loss = d_loss(real_logits, fake_logits, cfg.loss)
             logs = {"d_loss": loss.item(), "real_score": sum(r.mean().item() for r in real_logits) / len(real_logits),
                     "fake_score": sum(f.mean().item() for f in fake_logits) / len(fake_logits)}
@@ -176,7 +201,7 @@ class TextureObjective(Objective):
             # D's weights need no gradient here; the unwrapped D keeps a DDP wrapper from waiting for them.
             critic = unwrap(D).requires_grad_(False)
             try:
-                loss = g_loss(critic(fake, which), cfg.loss)
+                loss = g_loss(critic(self._whitened(fake), which), cfg.loss)
             finally:
                 critic.requires_grad_(True)
             logs = {"g_loss": loss.item()}
@@ -185,6 +210,9 @@ class TextureObjective(Objective):
                 logs["lattice"] = float(self._lattice.log().abs().max())
             return loss, logs
         raise ValueError(f"unknown parameter group {group!r}; the texture GAN has 'D' and 'G'")
+
+    def _whitened(self, crops: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(crops, *self._whiten) if self._whiten else crops
 
     def _lattice_penalty(self, fake: torch.Tensor, step: int) -> torch.Tensor:
         """A loss whose gradient is that of mean((log e)^2) over the positions' energies e

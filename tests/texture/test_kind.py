@@ -104,6 +104,42 @@ def test_g_step_reuses_the_d_steps_fakes_with_the_same_gradients():
     assert any(a.abs().sum() > 0 for a in reused)
 
 
+def test_the_discriminator_judges_whitened_crops():
+    """A set's faint colour and its strong maps reach D more alike: the directions of the exemplar's
+    channel space it uses nearer unit variance; real and fake crops through the same transform.
+    A colour photo alone reaches D as it is."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    colour = procedural("bricks", 96, seed=0)
+    faint_tint = 0.05 * rng.standard_normal((96, 96, 1)).astype(np.float32)
+    strong_map = np.clip(3 * colour[..., :1], -1, 1)  # correlated with the colour, 10x its tint
+    images = {"rock_Color": np.clip(colour + faint_tint * [1, -1, 0], -1, 1), "rock_Height": strong_map[..., 0]}
+    obj = TextureObjective(dataclasses.replace(TINY, channels=0), images, seed=0)
+    assert obj.config.maps == ("height",)
+    raw = torch.from_numpy(obj.images[0]).permute(2, 0, 1)[None]
+    seen = obj._whitened(raw)
+
+    def spread(x):  # variances along the principal directions, and the tint's against the map's
+        return torch.linalg.eigvalsh(torch.cov(x.reshape(4, -1))), float((x[0, 0] - x[0, 1]).var() / x[0, 3].var())
+
+    (raw_variances, raw_tint), (seen_variances, seen_tint) = spread(raw), spread(seen)
+    assert raw_variances[3] / raw_variances[1] > 50 and seen_variances[3] / seen_variances[1] < 10
+    assert seen_tint > 4 * raw_tint and seen_variances.sum() == pytest.approx(float(raw_variances.sum()), rel=1e-3)
+    assert seen_variances[0] < seen_variances[3] / 1000  # a direction the photo does not use is not blown up
+
+    batch = obj.batch(torch.arange(4, dtype=torch.int64))
+    _, logs = obj.loss("D", batch, 1)
+    D = obj.nets["D"]
+    with torch.no_grad():
+        judged, unwhitened = D(obj._whitened(batch["real"]))[0], D(batch["real"])[0]
+    assert logs["real_score"] == pytest.approx(float(judged.mean()), abs=1e-5)
+    assert (unwhitened - judged).abs().max() > 0.01
+
+    photo = TextureObjective(TINY, [procedural("bricks", 96, seed=0)], seed=0)
+    crops = photo.batch(torch.arange(2, dtype=torch.int64))["real"]
+    assert photo._whitened(crops) is crops
+
+
 def test_the_lattice_penalty_takes_the_generators_grid_out():
     """G trained on the lattice penalty alone (no discriminator): the gradient energy of its crops
     becomes more alike at every position modulo the stride, as a real crop's is."""
