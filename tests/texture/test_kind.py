@@ -129,11 +129,15 @@ def test_the_discriminator_judges_whitened_crops():
 
     batch = obj.batch(torch.arange(4, dtype=torch.int64))
     _, logs = obj.loss("D", batch, 1)
-    D = obj.nets["D"]
+    D, fake = obj.nets["D"], obj._fake[1].detach()
+    _, g_logs = obj.loss("G", batch, 1)
     with torch.no_grad():
         judged, unwhitened = D(obj._whitened(batch["real"]))[0], D(batch["real"])[0]
+        judged_fake = D(obj._whitened(fake))[0]
     assert logs["real_score"] == pytest.approx(float(judged.mean()), abs=1e-5)
-    assert (unwhitened - judged).abs().max() > 0.01
+    assert logs["fake_score"] == pytest.approx(float(judged_fake.mean()), abs=1e-5)
+    assert g_logs["g_loss"] == pytest.approx(float(torch.nn.functional.softplus(-judged_fake).mean()), abs=1e-5)
+    assert (unwhitened - judged).abs().max() > 0.01 and (D(fake)[0] - judged_fake).abs().max() > 0.01
 
     photo = TextureObjective(TINY, [procedural("bricks", 96, seed=0)], seed=0)
     crops = photo.batch(torch.arange(2, dtype=torch.int64))["real"]
