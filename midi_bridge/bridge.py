@@ -168,7 +168,10 @@ def run(opts: Options) -> int:
             f"{', controls (CCs) on ' + listening if inp and not recorder and opts.clock != 'midi' else ''}"
             "; Ctrl+C stops")
         compensated = 0.0
-        while not stop.wait(0.05):
+        # Sleep, not stop.wait: SIGTERM/SIGINT raise Stop in this thread, and raised inside an Event's
+        # wait they can leave its lock released twice (RuntimeError instead of Stop, exit status 1).
+        while not stop.is_set():
+            time.sleep(0.05)
             if scheduler.error:
                 raise scheduler.error
             if follows_daw and time.monotonic() - compensated > COMPENSATE_EVERY:  # the DAW may reconnect us
