@@ -67,6 +67,22 @@ class Stop(Exception):
     """Raised in the main thread by SIGTERM (and SIGINT), so every exit runs the same cleanup."""
 
 
+class StopSignals:
+    """The SIGTERM and SIGINT handler. While the bridge starts it raises Stop at once (a wait for the
+    engine must end); once playing, it only notes the signal and the playing loop raises Stop: raised
+    inside a lock the main thread holds (an Event's wait, a JACK latency query), Stop could leave the
+    lock released twice (RuntimeError instead of a clean stop, exit status 1)."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.deferred = False
+
+    def __call__(self, signum: int, _frame) -> None:
+        self.received = signal.Signals(signum).name
+        if not self.deferred:
+            raise Stop(self.received)
+
+
 def say(message: str) -> None:
     print(f"atelier-midi: {message}", file=sys.stderr, flush=True)
 
@@ -79,7 +95,8 @@ def run(opts: Options) -> int:
     output = inp = scheduler = feed = None
     fatal: list[tuple[str, int]] = []
     stop = threading.Event()
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    signals = StopSignals()
+    previous = {s: signal.signal(s, signals) for s in (signal.SIGTERM, signal.SIGINT)}
     # The timing thread shares the interpreter lock with the bridge's other threads: it gets it back
     # within 0.1 ms, and garbage is collected only by the timing thread between events (an automatic
     # collection pauses whichever thread triggers it, while it holds the lock, for 1-3 ms).
@@ -168,10 +185,8 @@ def run(opts: Options) -> int:
             f"{', controls (CCs) on ' + listening if inp and not recorder and opts.clock != 'midi' else ''}"
             "; Ctrl+C stops")
         compensated = 0.0
-        # Sleep, not stop.wait: SIGTERM/SIGINT raise Stop in this thread, and raised inside an Event's
-        # wait they can leave its lock released twice (RuntimeError instead of Stop, exit status 1).
-        while not stop.is_set():
-            time.sleep(0.05)
+        signals.deferred = True
+        while not stop.wait(0.05) and signals.received is None:
             if scheduler.error:
                 raise scheduler.error
             if follows_daw and time.monotonic() - compensated > COMPENSATE_EVERY:  # the DAW may reconnect us
@@ -179,6 +194,8 @@ def run(opts: Options) -> int:
                 _compensate(output, scheduler, log)
             if isinstance(clock, MidiClock) and clock.check_timeout(time.monotonic()):
                 scheduler.transport_stopped("clock lost")
+        if signals.received is not None:
+            raise Stop(signals.received)
         if fatal:
             say(fatal[0][0])
             return fatal[0][1]
@@ -271,10 +288,6 @@ def panic_only(opts: Options) -> int:
 
 def _channel_list(channels: frozenset[int]) -> str:
     return "1-16" if len(channels) == 16 else ", ".join(str(c + 1) for c in sorted(channels))
-
-
-def _raise_stop(signum: int, _frame) -> None:
-    raise Stop(signal.Signals(signum).name)
 
 
 def _input_handler(clock, scheduler: Scheduler, feed: EngineFeed, recorder: PhraseRecorder | None,

@@ -5,9 +5,14 @@ Real JACK server, real engine and bridge processes, and a JACK receiver of our o
 """
 from __future__ import annotations
 
+import os
 import signal
+import threading
 import time
 
+import pytest
+
+from midi_bridge.bridge import Stop, StopSignals
 from midi_bridge.notes import ALL_NOTES_OFF, ALL_SOUND_OFF, still_sounding
 
 TERM_RUNS, AT_ONCE = 50, 2  # two bridges at a time, each on a channel of its own (more crowd a loaded machine)
@@ -126,3 +131,26 @@ def test_a_daw_that_connects_to_a_restarted_bridge_gets_the_reset(music_engine, 
     received = [m for t, m in receiver.snapshot() if t <= arrived + 0.001]
     assert not still_sounding(received)
     assert fresh.stop() == 0, fresh.stderr()
+
+
+def test_a_signal_while_playing_never_lands_inside_a_lock():
+    """Once playing, SIGTERM is only noted and the bridge's loop raises Stop itself: raised inside an
+    Event's wait (the loop's 50 ms tick), Stop broke the Event's lock (RuntimeError, exit status 1; one of
+    50 stops in a CI run). While starting, it still raises at once, so a wait for the engine ends."""
+    signals = StopSignals()
+    previous = signal.signal(signal.SIGTERM, signals)
+    try:
+        with pytest.raises(Stop, match="SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        signals.deferred, signals.received = True, None
+        tick = threading.Event()
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        deadline = time.monotonic() + 5
+        while signals.received is None and time.monotonic() < deadline:
+            tick.wait(0.01)
+        assert signals.received == "SIGTERM"
+        tick.set()
+        assert tick.wait(0), "the Event's lock was left broken"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
