@@ -10,19 +10,20 @@ import pytest
 
 from engine.store.checkpoints import BUILTIN_DIR, load_file
 
+ROOT = Path(__file__).resolve().parents[2]
 MATERIALS = sorted(p.stem for p in BUILTIN_DIR.glob("texture-*.safetensors") if p.stem != "texture-default")
-# The worst of seeds 0-11 at 512² (picture_ratios) with the kept codes, 3.5 / 1.5 / 0.8 / 3.3 / 2.8
+# The worst of seeds 0-11 at 512² (picture_ratios) with the kept codes, 3.5 / 1.4 / 0.8 / 2.8 / 2.5
 # (planks, bricks, the grey default, ground, grass), with room for other machines' rounding
-# (docs/BENCHMARKS.md, "Shipped materials"). Grass read 2.6 before its per-channel calibration
-# (2026-12-04), which took its eval swd from 1.88 to 1.11 and spectrum from 2.94 to 0.88.
-WORST_SEED = {"texture-planks": 3.8, "texture-bricks": 1.8, "texture-default": 1.0, "texture-ground": 3.7,
-              "texture-grass": 2.95}
-# The lattice goal is 1.00 ± 0.05. Of the shipped models only ground meets it (0.963): the others'
-# gradients are 4-8 % weaker on the generator's 4/8/16-px lines (the grey default 0.917, grass 0.932, bricks
-# 0.941; planks 1.058). The same pictures shifted at random read 0.98-1.05, so this is the generator's
+# (docs/BENCHMARKS.md, "Shipped materials"). Ground and grass read 3.4 and 2.8 before their
+# retraining with the whitened discriminator input (2026-12-05).
+WORST_SEED = {"texture-planks": 3.8, "texture-bricks": 1.8, "texture-default": 1.0, "texture-ground": 3.0,
+              "texture-grass": 2.8}
+# The lattice goal is 1.00 ± 0.05. Ground (0.965) and grass (1.019) meet it; the others' gradients are
+# 6-8 % weaker on the generator's 4/8/16-px lines (the grey default 0.917, bricks 0.935) or stronger
+# (planks 1.058). The same pictures shifted at random read 0.98-1.05, so this is the generator's
 # grid, not the measure's noise. They are held to what they measure so that they do not get worse:
 # planks' weights from before the lattice penalty read 0.885.
-LATTICE = {"texture-default": 1.10, "texture-grass": 1.08, "texture-bricks": 1.07, "texture-planks": 1.07}
+LATTICE = {"texture-default": 1.10, "texture-bricks": 1.07, "texture-planks": 1.07}
 
 
 def _shipped(name: str):
@@ -31,6 +32,14 @@ def _shipped(name: str):
 
     meta, weights = load_file(BUILTIN_DIR / f"{name}.safetensors")
     return meta, load(meta["config"], weights)
+
+
+def _photo(meta: dict) -> str:
+    """The photo a shipped model was trained on, in this checkout: its metadata holds the path on
+    the machine that trained it."""
+    path = meta["data"]["images"][0]["path"].removeprefix("skimage:")
+    inside = path.find("bench/data/")
+    return str(ROOT / path[inside:]) if inside >= 0 else path
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,7 +58,7 @@ def test_at_least_four_small_materials_ship_with_their_recipe_and_figures():
         assert meta["name"] == name and meta["kind"] == "texture" and meta["step"] > 0
         assert {"gram", "swd", "spectrum"} <= set(meta["metrics"])
         assert f"engine/recipes/{name}.toml" in meta["recipe"]  # the recipe says how to reproduce it
-        assert (Path(__file__).resolve().parents[2] / "engine" / "recipes" / f"{name}.toml").exists()
+        assert (ROOT / "engine" / "recipes" / f"{name}.toml").exists()
 
 
 def test_the_engine_lists_them_and_the_grey_default_as_builtin(engine):
@@ -84,8 +93,7 @@ def test_every_seed_of_a_shipped_material_looks_like_its_photo_at_512(name):
 
     meta, model = _shipped(name)
     assert model.config.global_codes, "shipped without kept codes: bench/recalibrate_texture.py --weights ..."
-    source = meta["data"]["images"][0]["path"].removeprefix("skimage:")
-    images, _ = resolve_images(source, model.channels, min_size=model.config.crop)
+    images, _ = resolve_images(_photo(meta), model.channels, min_size=model.config.crop)
     ratios = picture_ratios(np.stack([model.generate(512, 512, seed=s) for s in range(12)]), images)
     assert ratios.max() <= WORST_SEED[name], ratios.round(2)
 
