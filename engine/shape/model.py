@@ -46,6 +46,8 @@ from torch import nn
 
 from engine.shape.implicit import PointHead
 
+MAX_CODES = 1024  # training shapes' codes kept for sampling (fit_prior)
+
 
 @dataclass
 class ShapeVAEConfig:
@@ -188,7 +190,7 @@ class ShapeVAE(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
-    def fit_prior(self, grids: torch.Tensor, batch: int = 32, max_codes: int = 1024) -> None:
+    def fit_prior(self, grids: torch.Tensor, batch: int = 32, max_codes: int = MAX_CODES) -> None:
         """Keep q(z) = mean over training shapes x of q(z | x) for sampling, and fit one
         Gaussian to it (Cov of the means plus the mean posterior variance).
 

@@ -16,7 +16,7 @@ import torch
 from engine.shape.dataset import build_from_arrays, build_from_folder, build_procedural, concat
 from engine.shape.evaluation import evaluate_model, report_sheet
 from engine.shape.generation import ShapeModel
-from engine.shape.model import ShapeVAE, ShapeVAEConfig, kl_weight, vae_loss
+from engine.shape.model import MAX_CODES, ShapeVAE, ShapeVAEConfig, kl_weight, vae_loss
 from engine.shape.voxels import augment, augmentation, transform
 from engine.train.objective import Objective
 
@@ -129,6 +129,17 @@ class ShapeObjective(Objective):
         if not len(self.held_out):
             metrics = {f"train_{k}": v for k, v in metrics.items()}  # no held-out set: say so
         return metrics
+
+    @property
+    def finish_steps(self) -> float:
+        """The end of training (`evaluate`) in training steps' time, so that a run fits its time
+        budget. The shipped recipe's run (511 training shapes, 64³, batches of 16, 2 CPU threads)
+        ended 54 s past its 15 minutes, at 0.19 s a step: ~21 s for evaluate_model whatever the data
+        (16 reconstructions and 16 samples meshed) and ~66 ms a code for keep_whole_codes (each
+        code meshed at 128³). The end is meshing on one thread, so its share in steps follows the
+        step's pace: on a day of 0.36 s steps a 5-minute run of the same data ended 47 s early
+        (docs/BENCHMARKS.md, "The end of a shape run inside its budget"); on a GPU it ends late."""
+        return 110 + 0.35 * min(len(self.train_set), MAX_CODES)
 
     def preview(self) -> np.ndarray:
         vae = self._vae()
