@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ship_model import run_eval  # noqa: E402  (this folder is on the path when run as a script)
+from ship_model import run_eval, trained_on  # noqa: E402  (this folder is on the path when run as a script)
 
 
 def recalibrate(weights: Path, report: Path) -> dict:
@@ -36,7 +36,7 @@ def recalibrate(weights: Path, report: Path) -> dict:
 
     metadata, tensors = load_file(weights)
     model = load(metadata["config"], tensors)
-    sources = [entry["path"].removeprefix("skimage:") for entry in metadata["data"]["images"]]
+    sources = trained_on(metadata)
     if model.config.maps:  # a material's maps: their folder, stacked as training stacked them
         sources = [str(Path(sources[0]).parent)]
     images = [image for source in sources for image in resolve_images(source, model.channels, model.config.crop)[0]]

@@ -52,6 +52,17 @@ def model_name(kind: str, recipe_path: Path) -> str:
     return f"{kind}-default" if recipe_path.stem == kind else recipe_path.stem
 
 
+def trained_on(metadata: dict[str, Any]) -> list[str]:
+    """The images a shipped model was trained on, in this checkout: `_rooted` stored the paths of
+    the machine that trained it, and a path under bench/data/ is found here too."""
+    out = []
+    for entry in metadata["data"]["images"]:
+        path = entry["path"].removeprefix("skimage:")
+        inside = path.find("bench/data/")
+        out.append(str(ROOT / path[inside:]) if inside >= 0 else path)
+    return out
+
+
 def _rooted(data: dict[str, Any]) -> dict[str, Any]:
     """[data] (or [eval]) with a relative images or meshes path that exists under the repository root
     made absolute (a demo name such as "gravel" is left alone). `meshes_split = "train"` (or "held_out")
