@@ -234,7 +234,7 @@ def run(opts: Options) -> int:
             if hasattr(output, "late"):
                 log.note("jack_output", cycles=output.cycles, late=output.late, dropped=output.dropped)
         if hasattr(inp, "missed_cycles"):
-            log.note("jack_input", missed_cycles=inp.missed_cycles)
+            log.note("jack_input", missed_cycles=inp.missed_cycles, repeated_messages=inp.repeated_messages)
         if feed is not None:
             feed.close()
         for opened in (output, inp):

@@ -13,6 +13,11 @@ update, a queue put). On a loaded machine it can still miss cycles: JACK goes on
 client that is not ready, and the messages of those cycles never reach it. The input sees
 the gap in its frames, counts it, and calls `on_missed`, so a clock follower can count the
 pulses it lost (one lost pulse puts every later note a pulse late).
+
+A call that comes late can also run on into the next cycle and read that cycle's messages;
+JACK then runs the client for that cycle too, with the same messages (in CI a pulse heard
+twice put every later note a pulse early). The input hands on each message once: only those
+after the frame of the latest one it handed on, and counts the repeats it drops.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ class JackInput:
         self._listener: Callable[[list[int], float], None] | None = None
         self.on_missed: Callable[[], None] | None = None
         self.missed_cycles = 0
+        self.repeated_messages = 0
+        self._heard_to: int | None = None  # the frame of the latest message handed on
         self._next_frame: int | None = None
         self.client.set_process_callback(self._process)
         self.client.activate()
@@ -59,15 +66,26 @@ class JackInput:
         listener = self._listener
         frame = self.client.last_frame_time
         expected, self._next_frame = self._next_frame, (frame + frames) & 0xFFFFFFFF
-        gap = (frame - expected) & 0xFFFFFFFF if expected is not None else 0
-        if 0 < gap < 1 << 31:
-            self.missed_cycles += max(1, round(gap / frames))
+        if expected is not None and _after(frame, expected):
+            self.missed_cycles += max(1, round(((frame - expected) & 0xFFFFFFFF) / frames))
             if listener is not None and self.on_missed is not None:
                 self.on_missed()
+        heard_to = self._heard_to
         begins = None
         for offset, data in self.port.incoming_midi_events():
             if listener is None:
                 continue  # drained unheard
             if begins is None:
-                begins = self.clock.time_of(self.client.last_frame_time)
+                read_frame = self.client.last_frame_time  # the cycle whose messages these are (a late call ran on)
+                begins = self.clock.time_of(read_frame)
+            at = (read_frame + offset) & 0xFFFFFFFF
+            if heard_to is not None and not _after(at, heard_to):
+                self.repeated_messages += 1
+                continue
+            self._heard_to = at
             listener(list(bytes(data)), begins + offset / self.client.samplerate)
+
+
+def _after(frame: int, other: int) -> bool:
+    """`frame` comes after `other` on JACK's 32-bit frame counter, which wraps."""
+    return 0 < (frame - other) & 0xFFFFFFFF < 1 << 31
