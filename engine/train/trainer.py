@@ -124,10 +124,10 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
                 preview = _preview(objective, run_dir, step)
             if step % cfg.checkpoint_every == 0 and step != cfg.steps:
                 save(final=False)
-            if progress and world.is_main:
+            if progress and world.is_main:  # by the clock now: `elapsed` was read before the step
                 loss_text = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
-                progress(min(run_fraction(cfg, step, elapsed, budget=budget), 1.0), f"step {step}{of_steps} {loss_text}",
-                         preview)
+                fraction = run_fraction(cfg, step, time.monotonic() - started, budget=budget)
+                progress(min(fraction, 1.0), f"step {step}{of_steps} {loss_text}", preview)
     except BaseException:
         if step > start_step:
             save(final=False)

@@ -154,6 +154,24 @@ def test_without_a_step_count_the_budget_ends_the_run_and_the_schedule_spans_it(
         TrainConfig(steps=0, minutes=0)
 
 
+class SlowSteps(ToyObjective):
+    """Each step takes a fifth of a 1.25 s budget, as on a loaded machine."""
+
+    def loss(self, group: str, batch, step: int):
+        time.sleep(0.25)
+        return super().loss(group, batch, step)
+
+
+def test_progress_reports_where_the_clock_stands_after_each_step(tmp_path):
+    """The bar reaches the end of the budget however long a step takes: the last report before the
+    end is not the fraction from before its step (4 of 5 steps' time)."""
+    config = TrainConfig(minutes=1.25 / 60, batch_size=4, log_every=1)
+    fractions = []
+    train(SlowSteps(), config, TrainRun(ModelStore(tmp_path, builtin=None), "toy", "toy", CPU),
+          progress=lambda f, m, p: fractions.append(f))
+    assert fractions[-2] > 0.99 and fractions == sorted(fractions), fractions
+
+
 class SlowToFinish(ToyObjective):
     """Each step takes 10 ms and the final evaluation as long as `finish_steps` of them."""
 
