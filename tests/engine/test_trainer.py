@@ -155,10 +155,12 @@ def test_without_a_step_count_the_budget_ends_the_run_and_the_schedule_spans_it(
 
 
 class SlowSteps(ToyObjective):
-    """Each step takes a fifth of a 1.25 s budget, as on a loaded machine."""
+    """Each step takes `step_seconds`: a fifth of a 1.25 s budget, as on a loaded machine."""
+
+    step_seconds = 0.25
 
     def loss(self, group: str, batch, step: int):
-        time.sleep(0.25)
+        time.sleep(self.step_seconds)
         return super().loss(group, batch, step)
 
 
@@ -172,17 +174,14 @@ def test_progress_reports_where_the_clock_stands_after_each_step(tmp_path):
     assert fractions[-2] > 0.99 and fractions == sorted(fractions), fractions
 
 
-class SlowToFinish(ToyObjective):
+class SlowToFinish(SlowSteps):
     """Each step takes 10 ms and the final evaluation as long as `finish_steps` of them."""
 
+    step_seconds = 0.01
     finish_steps = 150.0
 
-    def loss(self, group: str, batch, step: int):
-        time.sleep(0.01)
-        return super().loss(group, batch, step)
-
     def evaluate(self) -> dict[str, float]:
-        time.sleep(0.01 * self.finish_steps)
+        time.sleep(self.step_seconds * self.finish_steps)
         return super().evaluate()
 
 
