@@ -6,7 +6,7 @@ so nothing in training shapes the generator's power at longer wavelengths: on gr
 light and shade across several stones), somewhat too little at 2-3 px (edges), and its grey
 levels drift from the photo's. Nor does it see a whole picture, so the global code is free to
 make one seed's picture darker or flatter than the photo anywhere is. After training we
-measure four corrections against exemplar crops, store them in the model's config, and apply
+measure five corrections against exemplar crops, store them in the model's config, and apply
 them to every output, in this order:
 
 1. `image_moments`: the tone each picture's global code gives it (its mean and standard
@@ -27,6 +27,8 @@ them to every output, in this order:
    animations like the rest of the picture.
 4. `tone_curve`: a monotone map per channel that gives the outputs the exemplar's histogram
    (as Heeger & Bergen 1995 do after each pyramid pass).
+5. `lattice_filter`: a 3-tap filter along each axis whose taps depend on a pixel's position in
+   its noise cell, flattening the generator's 4/8/16-px lattice (engine/texture/lattice.py).
 
 Each step depends on frequency, on the noise grid, on the global code or on the pixel value
 alone, so outputs still tile exactly: the calibrated picture of a tiled noise tensor is the
@@ -34,6 +36,7 @@ tiled picture.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -41,7 +44,8 @@ import torch
 
 from engine.texture.evaluation import radial_power
 from engine.texture.images import ImageCrops
-from engine.texture.model import Generator, TextureGANConfig
+from engine.texture.lattice import apply_lattice_filter, fit_lattice_filter
+from engine.texture.model import MAPS, Generator, TextureGANConfig
 
 BOOST = 0.5  # log10 power: at most 10**0.25 = 1.8x amplitude up from the gain
 CUT = -4.0  # and at most 100x amplitude down
@@ -49,6 +53,9 @@ SIZE = 256  # measurement size: wavelengths up to 256 px; longer ones get the 25
 TONE_LEVELS = 257  # tone curve samples, evenly spaced over [-1, 1]
 FIELD_PASSES = 3  # the field's power is set, measured on the result, and set again
 ROUNDS = 3  # gain, field and curve measured again after the curve, which changes the spectrum
+# Samples the lattice filter is fitted on: each gap's mean log gradient energy over 64 pictures at
+# 256² is stable to ~1 %, and the fit takes ~1 s per map and axis.
+LATTICE_PICTURES = 64
 
 
 def _radial_table(freq: torch.Tensor, table: Sequence[float], beyond: float | None = None) -> torch.Tensor:
@@ -277,7 +284,9 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
         x = torch.addcmul(offset.to(x.dtype), x, scale.to(x.dtype))
     if config.tone_curve:  # which clamps its input
         curve = pick(config.tone_curve)
-        return pointwise(lambda t: apply_tone(t, curve), x)
+        x = pointwise(lambda t: apply_tone(t, curve), x)
+    if config.lattice_filter:
+        x = apply_lattice_filter(x, [pick(axis) for axis in config.lattice_filter])
     return x.clamp(-1, 1)
 
 
@@ -311,9 +320,9 @@ def _channel_power(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0, rounds: int = ROUNDS
-            ) -> dict[str, list]:
-    """The four corrections (module docstring) from 2n exemplar crops and n samples at 256^2
+def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0, rounds: int = ROUNDS,
+            lattice: bool = True) -> dict[str, list]:
+    """The five corrections (module docstring) from 2n exemplar crops and n samples at 256^2
     (or the smallest exemplar's size): the config fields, rounded, as lists. The crops count the
     photo's border about as often as its middle (`fair_edges`): plain random 256 px crops of a
     512 px photo are the statistics of its middle, which on gravel has more contrast than the
@@ -322,7 +331,8 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     (gravel spectrum ratio 0.79 -> 0.75 and 0.73 -> 0.68 on two generators; swd unchanged).
     The stored curves depend on the draw: over seeds 0-3 on one gravel generator (one round),
     the spectrum ratio spanned 0.70-0.81 with n = 64 and 0.72-0.75 with 128. It runs once, when
-    training ends: on one CPU thread ~57 s for a nine-channel PBR set."""
+    training ends: on one CPU thread ~57 s for a nine-channel PBR set, and the lattice filter
+    (`lattice`; `measure_lattice`) ~1.2 s more per channel."""
     side = min(SIZE, *(min(img.shape[:2]) for img in images))
     side -= side % G.cfg.stride
     real = ImageCrops(images, side, flips=False, rot90=False, fair_edges=True, seed=seed).batch(np.arange(2 * n))
@@ -370,5 +380,28 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
         if round_ < rounds - 1:  # the tone curve moved the spectrum: correct the gain by what is left
             gain = (gain + target_log - _channel_spectra(apply_tone(x, tone))).clamp(CUT, BOOST)
     rounded = lambda a: np.round(np.asarray(a, dtype=np.float64), 4).tolist()
-    return {"image_moments": moments and rounded(moments), "spectrum_gain": rounded(gain), "field_gain": rounded(field),
-            "tone_curve": rounded(tone)}
+    out = {"image_moments": moments and rounded(moments), "spectrum_gain": rounded(gain), "field_gain": rounded(field),
+           "tone_curve": rounded(tone)}
+    if lattice:
+        out["lattice_filter"] = measure_lattice(G, dataclasses.replace(G.cfg, **out), min(n, LATTICE_PICTURES), seed)
+    return out
+
+
+@torch.no_grad()
+def measure_lattice(G: Generator, config: TextureGANConfig, n: int = LATTICE_PICTURES, seed: int = 0
+                    ) -> list[list[list[list[float]]]]:
+    """`lattice_filter` for G under the rest of config's calibration: fitted on n pictures at 256²
+    calibrated as `generate` calibrates them (engine/texture/lattice.py), a map's channels together."""
+    config = dataclasses.replace(config, lattice_filter=None)
+    device = next(G.parameters()).device
+    which = torch.arange(n, device=device) % max(G.cfg.n_exemplars, 1)
+    z_local, z_global, phase = G.sample_noise(n, SIZE, SIZE, torch.Generator().manual_seed(seed), device)
+    pictures = []
+    for part in torch.arange(n).split(16):  # bounded memory
+        z = G.noise(z_local[part], z_global[part], phase[part], which[part])
+        moments = code_moments(G, z_global[part], phase[part], which[part]) if config.image_moments else None
+        pictures.append(calibrate(G.synthesize(z), z, config, moments).float().cpu())
+    maps = [slice(0, G.cfg.channels)]
+    for name in G.cfg.maps:
+        maps.append(slice(maps[-1].stop, maps[-1].stop + MAPS[name]))
+    return fit_lattice_filter(torch.cat(pictures), maps, G.cfg.stride)

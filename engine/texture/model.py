@@ -121,6 +121,10 @@ class TextureGANConfig:
     spectrum_gain: list[list[float]] | list[float] | None = None  # per channel (one list: every channel)
     field_gain: list[list[float]] | None = None
     tone_curve: list[list[float]] | None = None
+    # Set after training (engine/texture/lattice.py): per axis, channel and position in a cell, the
+    # share of its differences to the pixels before and after that a pixel takes, flattening the
+    # generator's lattice in the calibrated pictures. None: models calibrated before it existed.
+    lattice_filter: list[list[list[list[float]]]] | None = None
     # Set after training (engine/texture/screening.py): the global codes `generate` draws from,
     # seed s taking code s mod their number (single-exemplar models; None: a fresh code per seed).
     global_codes: list[list[float]] | None = None

@@ -239,10 +239,12 @@ class TextureObjective(Objective):
         return g(*g.sample_noise(n, size, size, torch.Generator().manual_seed(seed), self.device), which)
 
     def export_config(self, final: bool = True) -> TextureGANConfig:
-        # A checkpoint while training runs gets a 1 s calibration instead of 10-30 s: nine of
-        # those come out of a 10-minute budget (and a cancelled run keeps the last of them).
+        # A checkpoint while training runs gets a 1 s calibration instead of 10-30 s, without the
+        # lattice filter: nine of those come out of a 10-minute budget (and a cancelled run keeps
+        # the last of them).
         if not final:
-            return dataclasses.replace(self.config, **measure(self.nets["G_ema"], self.images, n=16, rounds=1))
+            quick = measure(self.nets["G_ema"], self.images, n=16, rounds=1, lattice=False)
+            return dataclasses.replace(self.config, **quick)
         return dataclasses.replace(self.config, **self._full_calibration())
 
     def _full_calibration(self) -> dict[str, Any]:
@@ -274,8 +276,9 @@ class TextureObjective(Objective):
         the trainer ends training early enough for the run to fit its budget. Measured one core
         each, two runs side by side: gravel's colour took 57 s after training at 0.20 s a step (290
         steps); nine-channel sets 107 s at 0.25 s (bricks, 3 minutes: 430) and ~116 s at 0.22 s
-        (rock and sand, 10 minutes: ~530, where 436 steps' reserve ended them at 620 s)."""
-        return 200 + 36 * self.images[0].shape[-1]
+        (rock and sand, 10 minutes: ~530, where 436 steps' reserve ended them at 620 s). The lattice
+        filter's fit adds ~1.2 s a channel on one thread (colour 3.7 s, nine channels 10.8 s)."""
+        return 200 + 42 * self.images[0].shape[-1]
 
     def run_warning(self, step: int, train: Any) -> str | None:
         """Plain words for a finished run that stopped far short of the recipe's steps (None otherwise)."""

@@ -19,13 +19,14 @@ from engine.texture.calibration import (
 )
 from engine.texture.evaluation import power_spectrum, real_sets, spectrum_distance
 from engine.texture.generation import TextureModel, morph_weights
+from engine.texture.lattice import apply_lattice_filter
 from engine.texture.images import ImageCrops, procedural
 from engine.texture.model import TextureGANConfig
 from engine.texture.objective import TextureObjective
 
 TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
                         n_local=4, n_global=8, n_periodic=2, channels=1)
-CALIBRATION = ("image_moments", "spectrum_gain", "field_gain", "tone_curve")
+CALIBRATION = ("image_moments", "spectrum_gain", "field_gain", "tone_curve", "lattice_filter")
 
 
 def test_gain_commutes_with_tiling_and_zero_gain_is_identity():
@@ -186,11 +187,12 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
     # calibrated and gain-only spectra read alike (2.58 and 2.55)
     obj = TextureObjective(dataclasses.replace(TINY, upsample="nearest"), [exemplar], seed=0)
     config = obj.export_config()
-    moments, gain, field, tone = (getattr(config, key) for key in CALIBRATION)
+    moments, gain, field, tone, lattice = (getattr(config, key) for key in CALIBRATION)
     assert len(moments) == 1 and len(moments[0]) == 3 and moments[0][1] > 0 and 0 <= moments[0][2] <= 1
     assert len(gain) == 1 and len(gain[0]) == 64 and all(CUT <= g <= BOOST for g in gain[0]) and gain[0][0] > 0
     assert len(field) == 1 and field[0][0] > 0 and not any(field[0][8:])  # the field stays below the cells' Nyquist
     assert len(tone) == 1 and all(a <= b for a, b in zip(tone[0], tone[0][1:]))  # monotone
+    assert np.asarray(lattice).shape == (2, 1, config.stride, 2)  # per axis, channel, position in a cell: 2 taps
     assert all(getattr(obj.config, key) is None for key in CALIBRATION)  # training untouched; only the saved config
     assert dataclasses.replace(config, **dict.fromkeys(CALIBRATION), global_codes=None) == obj.config
     raw = TextureModel(obj.config, obj.nets["G_ema"])
@@ -224,7 +226,7 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
 
 def test_calibrating_in_one_spectrum_is_the_steps_one_after_the_other():
     # tone, gain and field are applied together in the picture's spectrum: where no clamp between
-    # the steps bites, that is the four steps in turn
+    # the steps bites, that is the five steps in turn
     torch.manual_seed(0)
     obj = TextureObjective(dataclasses.replace(TINY, channels=3), [procedural("bricks", 128, seed=2)], seed=0)
     G = obj.nets["G_ema"]
@@ -239,7 +241,7 @@ def test_calibrating_in_one_spectrum_is_the_steps_one_after_the_other():
         toned = match_moments(x, moments, config.image_moments)
         gained = apply_gain(toned, config.spectrum_gain)
         fielded = gained + noise_field(z, config.field_gain, config.stride)
-        steps = apply_tone(fielded, config.tone_curve)
+        steps = apply_lattice_filter(apply_tone(fielded, config.tone_curve), config.lattice_filter)
         together = calibrate(x, z, config, moments)
     assert max(t.abs().max() for t in (toned, gained, fielded)) < 1
     assert (together - steps).abs().max() < 1e-4
@@ -326,17 +328,20 @@ def test_checkpoints_while_training_get_the_quick_calibration(tmp_path):
               check=stop_at_the_third_step)
     metadata, _ = store.load("t")
     assert metadata["step"] == 2
-    quick = measure(obj.nets["G_ema"], obj.images, n=16, rounds=1)
-    assert {key: metadata["config"][key] for key in CALIBRATION} == quick != measure(obj.nets["G_ema"], obj.images)
+    quick = measure(obj.nets["G_ema"], obj.images, n=16, rounds=1, lattice=False)
+    assert metadata["config"]["lattice_filter"] is None  # the final calibration's alone
+    assert {key: metadata["config"][key] for key in CALIBRATION if key in quick} == quick \
+        != measure(obj.nets["G_ema"], obj.images)
 
 
-def test_models_saved_before_the_field_and_curve_load_and_generate():
+def test_models_saved_before_the_field_curve_and_lattice_filter_load_and_generate():
     from engine.texture.generation import load
 
     obj = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0)
     old = dataclasses.asdict(dataclasses.replace(obj.config, spectrum_gain=[0.3] * 48))
-    del old["image_moments"], old["field_gain"], old["tone_curve"]
+    del old["image_moments"], old["field_gain"], old["tone_curve"], old["lattice_filter"]
     weights = {"G_ema." + k: v for k, v in obj.nets["G_ema"].state_dict().items()}
     model = load(old, weights)
     assert model.config.image_moments is None and model.config.field_gain is None and model.config.tone_curve is None
+    assert model.config.lattice_filter is None
     assert model.generate(32, 32, seed=0).shape == (32, 32, 1)
