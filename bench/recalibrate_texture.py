@@ -50,7 +50,7 @@ def recalibrate(weights: Path, report: Path, lattice_only: bool = False) -> dict
                                   model.G)
         config = dataclasses.replace(calibrated.config, global_codes=screen(calibrated, images))
     metadata["config"] = dataclasses.asdict(config)
-    name, eval_params = metadata["name"], metadata["eval"]["params"]
+    name, eval_params = metadata["name"], metadata.get("eval", {}).get("params", {})  # {}: the op's defaults
     with tempfile.TemporaryDirectory(prefix="atelier-recalibrate-") as tmp:
         save_file(Path(tmp) / f"{name}.safetensors", tensors, metadata)
         session = LocalSession(Path(tmp), "cpu")

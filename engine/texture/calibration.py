@@ -285,9 +285,9 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
     if config.tone_curve:  # which clamps its input
         curve = pick(config.tone_curve)
         x = pointwise(lambda t: apply_tone(t, curve), x)
-    if config.lattice_filter:
-        x = apply_lattice_filter(x, [pick(axis) for axis in config.lattice_filter])
-    return x.clamp(-1, 1)
+    if config.lattice_filter:  # a new tensor, clamped in place
+        return apply_lattice_filter(x, [pick(axis) for axis in config.lattice_filter]).clamp_(-1, 1)
+    return x if config.tone_curve else x.clamp(-1, 1)
 
 
 def _by_rows(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, check: Callable[[], None]) -> torch.Tensor:
