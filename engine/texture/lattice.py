@@ -15,9 +15,10 @@ sharpened nor blurred overall (the spectrum gain has set that); they are fitted 
 gradient energy across every gap of the cell, taken as the lattice measure takes it (the mean log
 of the channels' mean squared difference), is the same. A symmetric filter alone (a = c) cannot
 tell a gap from its neighbour and leaves a period-2 pattern (ground's 0.965) where it was. A
-map's channels share one set. On the shipped materials, fitted on 64 pictures and measured on 48
-others as `generate` makes them: bricks 0.935 -> 0.975, planks 1.058 -> 1.036, the grey default
-0.917 -> 0.970, ground 0.965 -> 0.983, grass 1.019 as it was; taps within ±0.05.
+map's channels share one set. On the shipped materials (their lattice measured on 48 other
+pictures, as `generate` makes them): the grey default 0.917 -> 0.986, bricks 0.935 -> 0.988,
+planks 1.058 -> 1.039, ground 0.965 -> 0.995, grass 1.019 -> 0.991; taps within ±0.05, and no
+difference to be seen at 4x (docs/BENCHMARKS.md, "Lattice filter").
 """
 from __future__ import annotations
 
@@ -52,9 +53,8 @@ def _gap_statistics(d: torch.Tensor, dim: int, stride: int) -> torch.Tensor:
     (before², here², after², before·here, here·after, before·after): all that a filtered gap's
     squared difference depends on."""
     before, after = d.roll(1, dim), d.roll(-1, dim)
-    products = [before * before, d * d, after * after, before * d, d * after, before * after]
-    return torch.stack([p.mean(1).movedim(dim, -1) for p in products]
-                       ).reshape(6, -1, stride)
+    pairs = [(before, before), (d, d), (after, after), (before, d), (d, after), (before, after)]
+    return torch.stack([(u * v).mean(1).movedim(dim, -1) for u, v in pairs]).reshape(6, -1, stride)
 
 
 def _gap_log_energy(stats: torch.Tensor, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
