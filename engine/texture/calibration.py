@@ -45,7 +45,7 @@ import torch
 from engine.texture.evaluation import radial_power
 from engine.texture.images import ImageCrops
 from engine.texture.lattice import apply_lattice_filter, fit_lattice_filter
-from engine.texture.model import MAPS, Generator, TextureGANConfig
+from engine.texture.model import Generator, TextureGANConfig
 
 BOOST = 0.5  # log10 power: at most 10**0.25 = 1.8x amplitude up from the gain
 CUT = -4.0  # and at most 100x amplitude down
@@ -401,7 +401,4 @@ def measure_lattice(G: Generator, config: TextureGANConfig, n: int = LATTICE_PIC
         z = G.noise(z_local[part], z_global[part], phase[part], which[part])
         moments = code_moments(G, z_global[part], phase[part], which[part]) if config.image_moments else None
         pictures.append(calibrate(G.synthesize(z), z, config, moments).float().cpu())
-    maps = [slice(0, G.cfg.channels)]
-    for name in G.cfg.maps:
-        maps.append(slice(maps[-1].stop, maps[-1].stop + MAPS[name]))
-    return fit_lattice_filter(torch.cat(pictures), maps, G.cfg.stride)
+    return fit_lattice_filter(torch.cat(pictures), list(G.cfg.layout.values()), G.cfg.stride)

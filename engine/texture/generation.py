@@ -19,7 +19,7 @@ import torch
 from engine.config import build
 from engine.device import interactive_threads, intra_op_threads
 from engine.texture.calibration import calibrate, code_moments
-from engine.texture.model import MAPS, Generator, TextureGANConfig
+from engine.texture.model import Generator, TextureGANConfig
 
 # Long calls report through `progress(fraction, message)`, which may raise (the engine's raises
 # engine.ops.Cancelled once the op is cancelled) to stop them.
@@ -131,10 +131,7 @@ class TextureModel:
         self.config, self.G, self.device = config, G.eval(), torch.device(device)
         self.channels, self.stride = config.channels, config.stride
         self.n_exemplars = max(config.n_exemplars, 1)
-        # Where each map sits among the generator's channels: "image" (the colour), then config.maps.
-        self.layout, start = {"image": slice(0, config.channels)}, config.channels
-        for name in config.maps:
-            self.layout[name], start = slice(start, start + MAPS[name]), start + MAPS[name]
+        self.layout = config.layout
 
     @property
     def maps(self) -> tuple[str, ...]:

@@ -174,6 +174,14 @@ class TextureGANConfig:
         """Channels the generator makes: the colour's, then each map's."""
         return self.channels + sum(MAPS[m] for m in self.maps)
 
+    @property
+    def layout(self) -> dict[str, slice]:
+        """Where each map sits among the generator's channels: "image" (the colour), then `maps`."""
+        out, start = {"image": slice(0, self.channels)}, self.channels
+        for name in self.maps:
+            out[name], start = slice(start, start + MAPS[name]), start + MAPS[name]
+        return out
+
 
 def conv3(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="circular")

@@ -19,8 +19,8 @@ from engine.texture.calibration import (
 )
 from engine.texture.evaluation import power_spectrum, real_sets, spectrum_distance
 from engine.texture.generation import TextureModel, morph_weights
-from engine.texture.lattice import apply_lattice_filter
 from engine.texture.images import ImageCrops, procedural
+from engine.texture.lattice import apply_lattice_filter
 from engine.texture.model import TextureGANConfig
 from engine.texture.objective import TextureObjective
 
