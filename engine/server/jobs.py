@@ -25,6 +25,13 @@ log = logging.getLogger("atelier.jobs")
 
 Listener = Callable[[dict], None]
 
+# A job that calls torch in a tight Python loop (music draws a token at a time) drops the GIL for
+# each op and takes it back before the waiting loop thread wakes, so the loop starved: 75-190 ms
+# late on a 10 ms timer while a tiny model made 256 bars, and a cancel was read after the last
+# bar. Sleeping 0.1 ms every 20 ms hands the GIL over (timer 11-20 ms late; generation no slower).
+YIELD_EVERY_S = 0.02
+YIELD_S = 0.0001
+
 
 @dataclass(eq=False)
 class Job:
@@ -82,13 +89,18 @@ class JobContext:
     def __init__(self, job: Job, scheduler: "Scheduler"):
         self.job = job
         self._scheduler = scheduler
+        self._yielded = time.monotonic()
 
     @property
     def cancelled(self) -> bool:
         return self.job.cancel_event.is_set()
 
     def check(self) -> None:
-        """Raise Cancelled if cancelled; a training job also waits here while urgent work runs."""
+        """Raise Cancelled if cancelled; a training job also waits here while urgent work runs.
+        Now and then it sleeps a moment, so that the I/O loop gets the GIL (YIELD_EVERY_S)."""
+        if time.monotonic() - self._yielded > YIELD_EVERY_S:
+            time.sleep(YIELD_S)
+            self._yielded = time.monotonic()
         if self.job.priority == Priority.TRAINING:
             self._scheduler.wait_while_urgent(self.job)
         if self.cancelled:

@@ -4,9 +4,9 @@ Fair service. Each connection has its own reader and writer task, so a slow or s
 only ever waits on itself. A reader handles one frame per turn of the loop, so a client that
 pipelines thousands of requests takes turns with the others, and it stops reading from a
 client whose replies pile up unread (backpressure), so memory stays bounded. Job events reach
-a connection from worker threads through `loop.call_soon_threadsafe`; when a client falls
-behind, its progress events are dropped (never its results). Every watcher of a job shares
-one progress stream (`JobStream`).
+a connection from worker threads through `loop.call_soon_threadsafe`, progress thinned to a
+rate (`ProgressThrottle`); when a client falls behind, its progress events are dropped (never
+its results). Every watcher of a job shares one progress stream (`JobStream`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import itertools
 import json
 import logging
 import ssl
-import threading
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ from engine import protocol
 from engine.ops import JobFailed
 from engine.server.core import Engine
 from engine.server.jobs import Job
+from engine.server.progress import ProgressThrottle
 
 log = logging.getLogger("atelier.server")
 
@@ -37,6 +37,7 @@ MAX_UNREAD_REPLY_BYTES = 8 << 20  # ditto, in bytes
 MAX_QUEUED_PROGRESS = 16  # progress events queued per connection; more are dropped
 MAX_ERROR_MESSAGE = 2000  # characters of an error message sent to a client; the log keeps it whole
 WATCH_PROGRESS_HZ = 10  # progress events per second for jobs.watch
+REQUEST_PROGRESS_HZ = 20  # progress events per second for the client that asked
 LOG_EVERY_S = 10.0  # at most one log line per kind of accept or loop error in this time
 _connection_ids = itertools.count(1)
 
@@ -61,22 +62,6 @@ class Connection:
         """Queue a frame; call on the loop thread."""
         self.send_frame(encode(header), header["type"] == "progress")
 
-    def send_threadsafe(self, header: dict, finishes: Any = None) -> None:
-        """Queue a frame from any thread; arrays are encoded here, off the loop.
-
-        `finishes` names the request this frame completes; it is forgotten on the loop thread.
-        """
-        frame = encode(header)
-        if not self.closed:
-            try:
-                self.loop.call_soon_threadsafe(self._deliver, frame, header["type"] == "progress", finishes)
-            except RuntimeError:  # the loop has shut down with the engine
-                pass
-
-    def _deliver(self, frame: bytes, is_progress: bool, finishes: Any) -> None:
-        if finishes is not None:
-            self.requests.pop(finishes, None)
-        self.send_frame(frame, is_progress)
 
     def send_frame(self, frame: bytes, is_progress: bool) -> None:
         if self.closed:
@@ -108,65 +93,33 @@ class Connection:
             self.room.set()
             self.writer.close()
 
-    def forward(self, request_id: Any):
+    def forward(self, request_id: Any) -> ProgressThrottle:
         """A job listener that relabels the job's events with this connection's request id."""
-        def listener(event: dict) -> None:
-            finished = event["type"] != "progress"
-            self.send_threadsafe({**event, "id": request_id}, finishes=request_id if finished else None)
-        return listener
+        def deliver(frame: bytes, final: bool) -> None:
+            if final:
+                self.requests.pop(request_id, None)
+            self.send_frame(with_id(frame, request_id), is_progress=not final)
+        return ProgressThrottle(self.loop, REQUEST_PROGRESS_HZ, deliver, encode)
 
 
 class JobStream:
     """All jobs.watch requests of one job, on one listener: however many watch, the job emits to one.
 
-    Progress is encoded once per event and reaches the watchers at most WATCH_PROGRESS_HZ times a
+    Each event is encoded once; progress reaches the watchers at most WATCH_PROGRESS_HZ times a
     second, the latest event each time; the outcome always arrives.
     """
 
     def __init__(self, server: "Server", job: Job):
         self.server, self.job = server, job
-        self.loop = asyncio.get_running_loop()
         self.watchers: dict[tuple[Connection, Any], None] = {}
-        self._lock = threading.Lock()
-        self._pending: dict | None = None
-        self._scheduled = False
-        self._last_flush = 0.0
+        self.on_event = ProgressThrottle(asyncio.get_running_loop(), WATCH_PROGRESS_HZ, self._fan_out, encode)
 
-    def on_event(self, event: dict) -> None:
-        """The job's listener; runs on the job's thread."""
-        try:
-            if event["type"] != "progress":
-                self.loop.call_soon_threadsafe(self._finish, encode(event))
-                return
-            with self._lock:
-                self._pending = event
-                if self._scheduled:
-                    return
-                self._scheduled = True
-            self.loop.call_soon_threadsafe(self._schedule)
-        except RuntimeError:  # the loop has shut down with the engine
-            pass
-
-    def _schedule(self) -> None:
-        wait = self._last_flush + 1 / WATCH_PROGRESS_HZ - self.loop.time()
-        self.loop.call_later(max(0.0, wait), self._flush)
-
-    def _flush(self) -> None:
-        with self._lock:
-            event, self._pending, self._scheduled = self._pending, None, False
-        if event is not None:
-            self._last_flush = self.loop.time()
-            self._fan_out(encode(event), is_progress=True)
-
-    def _finish(self, frame: bytes) -> None:
-        self._flush()
-        self._fan_out(frame, is_progress=False)
-        self.watchers.clear()
-        self.server.streams.pop(self.job.id, None)
-
-    def _fan_out(self, frame: bytes, is_progress: bool) -> None:
+    def _fan_out(self, frame: bytes, final: bool) -> None:
         for connection, request_id in list(self.watchers):
-            connection.send_frame(with_id(frame, request_id), is_progress)
+            connection.send_frame(with_id(frame, request_id), is_progress=not final)
+        if final:
+            self.watchers.clear()
+            self.server.streams.pop(self.job.id, None)
 
     def remove(self, connection: Connection, request_id: Any) -> None:
         self.watchers.pop((connection, request_id), None)
