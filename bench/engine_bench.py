@@ -6,6 +6,8 @@ Peers measured in the same run, so the ratios mean something on a noisy shared m
 - start-up against a bare `python -c "import torch"` (the floor any torch engine pays);
 - latency and throughput against a minimal asyncio echo server speaking the same frames
   (no auth, no routing): what Python and loopback cost by themselves;
+- ping while another client's job runs: a 1024² matmul (torch, the GIL let go), and 256 bars of
+  the shipped music model and of a tiny one (a token at a time: Python and short torch calls);
 - ping while one client floods (pipelines engine.info and reads nothing) and while 1,000 idle
   connections are open, against the idle ping of the same engine;
 - the engine's RSS after 100,000 requests against its RSS before them (Linux only).
@@ -24,6 +26,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import mido
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -138,6 +142,39 @@ def many_requests(host: str, port: int, token: str, total: int, clients: int = 4
         thread.join()
 
 
+def pings_during(connect, client: Client, op: str, params: dict, pings: int) -> list[float]:
+    """Ping times while another client's `op` job runs (those after it ended are not kept)."""
+    with connect() as loader:
+        job = loader.submit(op, params)
+        time.sleep(0.5)
+        times = []
+        while len(times) < pings and not job.done:
+            times.append(client.ping())
+        job.cancel()
+    if not times:
+        raise RuntimeError(f"{op} ended before the first ping; give it more to do")
+    return times
+
+
+def small_music_model(client: Client, models: Path) -> str:
+    """A tiny music model (32 hidden units) trained by the engine for 6 steps on four chord files:
+    a user's small model, whose torch calls are short enough to starve the loop of the GIL."""
+    folder = models / "data" / "chords"
+    folder.mkdir(parents=True, exist_ok=True)
+    for shift in range(4):
+        track = mido.MidiTrack()
+        for beat in range(16):
+            chord = [p + shift for p in ((48, 55, 64, 72), (53, 57, 65, 72), (55, 59, 62, 71))[beat % 3]]
+            track += [mido.Message("note_on", note=p, velocity=90, time=0) for p in chord]
+            track += [mido.Message("note_off", note=p, time=480 if i == 0 else 0) for i, p in enumerate(chord)]
+        mido.MidiFile(tracks=[track], ticks_per_beat=480).save(folder / f"piece{shift}.mid")
+    net = {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1, "d_decoder": 32}
+    client.call("train", {"kind": "music", "name": "music-small", "data": {"midi": str(folder)},
+                          "model": {"model": net, "seq_steps": 32, "valid_fraction": 0.25},
+                          "train": {"steps": 6, "batch_size": 4}}, timeout=300)
+    return "music-small"
+
+
 def startup_seconds(runs: int) -> tuple[float, float]:
     ours, floor = [], []
     for _ in range(runs):
@@ -198,16 +235,19 @@ def main() -> None:
         try:
             with connect() as client:
                 idle = [client.ping() for _ in range(args.pings)]
-                with connect() as loader:
-                    heavy = loader.submit("device.benchmark", {"seconds": 600, "size": 1024})
-                    time.sleep(1.0)
-                    loaded = [client.ping() for _ in range(args.pings)]
-                    heavy.cancel()
+                loaded = pings_during(connect, client, "device.benchmark", {"seconds": 600, "size": 1024}, args.pings)
+                music = {model: pings_during(connect, client, "music.generate", {"model": model, "bars": 256},
+                                             args.pings // 10)
+                         for model in ("music-default", small_music_model(client, Path(state) / "models"))}
             idle_p50, idle_p99 = percentiles(idle)
             load_p50, load_p99 = percentiles(loaded)
             print(f"ping idle:       p50 {idle_p50 * 1e3:.3f} ms  p99 {idle_p99 * 1e3:.3f} ms (goal p99 ≤ 2 ms)")
             print(f"ping under load: p50 {load_p50 * 1e3:.3f} ms  p99 {load_p99 * 1e3:.3f} ms (goal p99 ≤ 5 ms; "
                   "a 1024² matmul job running)")
+            for model, times in music.items():
+                p50, p99 = percentiles(times)
+                print(f"ping beside music: p50 {p50 * 1e3:.3f} ms  p99 {p99 * 1e3:.3f} ms, {len(times)} pings "
+                      f"while {model} made 256 bars; p99 / idle p99 {p99 / idle_p99:.1f}")
             print(f"echo peer:       p50 {echo_p50 * 1e3:.3f} ms  p99 {echo_p99 * 1e3:.3f} ms; "
                   f"ours/echo p50 {idle_p50 / echo_p50:.2f}, p99 {idle_p99 / echo_p99:.2f}")
 

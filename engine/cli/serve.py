@@ -74,6 +74,10 @@ def run(port: int, device: str, models_dir: Path, token_file: Path | None, as_js
                 pass
         return await serve(engine, token, host, port, ready, stop, max_connections, tls)
 
+    # A waiting thread asks for the GIL after the switch interval: with the default 5 ms, every
+    # ping beside a job running Python took two of them (p50 10.5 ms beside a small music model;
+    # 1.2 ms at 1 ms, the job no slower; bench/engine_bench.py).
+    sys.setswitchinterval(0.001)
     stopped_cleanly = None  # None: the server never got to its own shutdown
     try:
         stopped_cleanly = asyncio.run(main())
