@@ -62,7 +62,6 @@ class Connection:
         """Queue a frame; call on the loop thread."""
         self.send_frame(encode(header), header["type"] == "progress")
 
-
     def send_frame(self, frame: bytes, is_progress: bool) -> None:
         if self.closed:
             return
