@@ -27,13 +27,15 @@ import threading
 import time
 from pathlib import Path
 
-import mido
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import protocol  # noqa: E402
 from engine.cli.demo import start_engine  # noqa: E402
 from engine.client import Client  # noqa: E402
+from engine.music.output import roll_to_midi  # noqa: E402
+from engine.music.piece import LOWEST, N_KEYS, ONSET  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -161,13 +163,12 @@ def small_music_model(client: Client, models: Path) -> str:
     a user's small model, whose torch calls are short enough to starve the loop of the GIL."""
     folder = models / "data" / "chords"
     folder.mkdir(parents=True, exist_ok=True)
-    for shift in range(4):
-        track = mido.MidiTrack()
+    for shift in range(4):  # 16 quarter-note chords on I-IV-V, a semitone higher in each file
+        roll = np.zeros((16, N_KEYS), np.int8)
         for beat in range(16):
-            chord = [p + shift for p in ((48, 55, 64, 72), (53, 57, 65, 72), (55, 59, 62, 71))[beat % 3]]
-            track += [mido.Message("note_on", note=p, velocity=90, time=0) for p in chord]
-            track += [mido.Message("note_off", note=p, time=480 if i == 0 else 0) for i, p in enumerate(chord)]
-        mido.MidiFile(tracks=[track], ticks_per_beat=480).save(folder / f"piece{shift}.mid")
+            chord = ((48, 55, 64, 72), (53, 57, 65, 72), (55, 59, 62, 71))[beat % 3]
+            roll[beat, [p + shift - LOWEST for p in chord]] = ONSET
+        roll_to_midi(roll, steps_per_quarter=1).save(folder / f"piece{shift}.mid")
     net = {"holds": True, "d_hidden": 32, "d_embed": 16, "n_layers": 1, "d_decoder": 32}
     client.call("train", {"kind": "music", "name": "music-small", "data": {"midi": str(folder)},
                           "model": {"model": net, "seq_steps": 32, "valid_fraction": 0.25},
