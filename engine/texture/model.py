@@ -82,9 +82,10 @@ class TextureGANConfig:
     # Stabilisation, chosen by measurement (docs/BENCHMARKS.md, "Why the recipe is what it is").
     loss: str = "nonsat"     # "nonsat" (non-saturating logistic) or "hinge"
     spectral_norm: bool = False
-    # R1 gradient penalty on real images (Mescheder et al. 2018). With 1 D barely learned; with
-    # 0.03 D won on planks and the boards were gone, and grass, where D sits at chance, drew its
-    # blades in one run of two (docs/BENCHMARKS.md, "Along a run, and the discriminator's R1 strength").
+    # R1 gradient penalty on real images (Mescheder et al. 2018). With 1 D barely learned. With
+    # 0.03 D won on planks and the boards were gone; at 0.01 grass, where D sits at chance, drew
+    # its blades, but sand grew dark tufts (docs/BENCHMARKS.md, "Along a run, and the
+    # discriminator's R1 strength").
     r1_gamma: float = 0.1
     d_lr_scale: float = 4.0  # D's learning rate over G's (TTUR, Heusel et al. 2017)
     ema_decay: float = 0.999
