@@ -75,6 +75,10 @@ class TextureGANConfig:
     # gravel without stones; tried again with the lattice penalty, it lost roof tiles and
     # cobblestone on 20 % fewer steps (docs/BENCHMARKS.md, "Structure at every scale").
     crop: int = 96
+    # A deeper D (5 layers: each logit sees the whole crop), a wider one (d_width 48) or a faster one
+    # (d_lr_scale 8) drew grass nearer the photo, but 5 layers won outright on planks (no boards left),
+    # width 48 cost 45 % of the steps, and a rate of 8 lost planks' coarse Gram and rock's spectrum
+    # (docs/BENCHMARKS.md, "The discriminator's width, depth and pace").
     d_layers: int = 4        # stride-2 layers: the patch a logit sees is about 2**(d_layers+1) px
     d_scales: int = 1        # patch discriminators, each on the crop downsampled 2x more than the last
     d_width: int = 24
