@@ -221,7 +221,8 @@ def code_moments(G: Generator, z_global: torch.Tensor, phase: torch.Tensor,
     cells = lattice * -(-SIZE // (G.cfg.stride * lattice))
     local = torch.randn(1, G.cfg.n_local + G.cfg.scale_noise_channels, cells, cells,  # per-scale noise packed
                         generator=torch.Generator().manual_seed(0))
-    z = G.noise(local.to(z_global.device).expand(len(z_global), -1, -1, -1), z_global, phase, exemplar)
+    z = G.noise(local.to(z_global.device).expand(len(z_global), -1, -1, -1), z_global, phase, exemplar,
+                exact_repeat=True)
     return image_moments(torch.cat([G.synthesize(part) for part in z.split(32)]))
 
 
@@ -341,7 +342,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     device = next(G.parameters()).device
     which = torch.arange(n, device=device) % max(G.cfg.n_exemplars, 1)
     z_local, z_global, phase = G.sample_noise(n, side, side, torch.Generator().manual_seed(seed), device)
-    z = G.noise(z_local, z_global, phase, which)
+    z = G.noise(z_local, z_global, phase, which, exact_repeat=True)
     raw = torch.cat([G.synthesize(part).float().cpu() for part in z.split(32)])  # bounded memory
     moments = None
     if G.cfg.n_exemplars <= 1:  # several exemplars differ in tone on purpose: one target would blur them
@@ -398,7 +399,7 @@ def measure_lattice(G: Generator, config: TextureGANConfig, n: int = LATTICE_PIC
     z_local, z_global, phase = G.sample_noise(n, SIZE, SIZE, torch.Generator().manual_seed(seed), device)
     pictures = []
     for part in torch.arange(n).split(16):  # bounded memory
-        z = G.noise(z_local[part], z_global[part], phase[part], which[part])
+        z = G.noise(z_local[part], z_global[part], phase[part], which[part], exact_repeat=True)
         moments = code_moments(G, z_global[part], phase[part], which[part]) if config.image_moments else None
         pictures.append(calibrate(G.synthesize(z), z, config, moments).float().cpu())
     return fit_lattice_filter(torch.cat(pictures), list(G.cfg.layout.values()), G.cfg.stride)

@@ -401,12 +401,21 @@ class ImageCrops:
         self.channels = images[0].shape[-1]
         self.colour, self.normal = colour, normal
 
-    def one(self, key: int) -> np.ndarray:
+    def _corner(self, key: int) -> tuple[np.random.Generator, np.ndarray, int, int]:
         rng = np.random.default_rng([self.seed, int(key)])
         img = self.images[int(key) % len(self.images)]
         h, w = img.shape[:2]
         reach = self.crop - 1 if self.fair_edges else 0
         y, x = (min(max(int(rng.integers(-reach, side - self.crop + 1 + reach)), 0), side - self.crop) for side in (h, w))
+        return rng, img, y, x
+
+    def corners(self, keys: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """[B, 2] (y, x) in its image of each key's crop, before any flip or turn."""
+        keys = np.asarray(keys.cpu() if isinstance(keys, torch.Tensor) else keys, dtype=np.int64).reshape(-1)
+        return torch.tensor([self._corner(k)[2:] for k in keys], dtype=torch.float32)
+
+    def one(self, key: int) -> np.ndarray:
+        rng, img, y, x = self._corner(key)
         out = img[y:y + self.crop, x:x + self.crop]
         flip, turns = self.flips and rng.random() < 0.5, int(rng.integers(0, 4)) if self.rot90 else 0
         if flip:

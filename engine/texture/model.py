@@ -9,6 +9,10 @@ tiles exactly, and G(tile(z)) == tile(G(z)).
 
 The discriminator is a patch discriminator at each of d_scales scales (one by default): it
 returns a map of logits, one per patch, for the crop and for it downsampled 2x, 4x, ...
+
+An exemplar that repeats (tiles, a brick bond; engine/texture/repeats.py) gives both nets its
+repeat as plane waves: the generator at its noise grid, the discriminator at every pixel beside
+the crop, so that where a crop sits in a repeat larger than the crop is judged too.
 """
 from __future__ import annotations
 
@@ -118,6 +122,12 @@ class TextureGANConfig:
     # that code i makes exemplar i's texture and codes can be blended across an image (morphing).
     # 0 or 1: no codes (all exemplars pooled); the trainer sets it to the number of images.
     n_exemplars: int = 0
+    # The exemplar's repeat (engine/texture/repeats.py), set by training where it finds one: wave
+    # vectors (ky, kx) in cycles per px. The generator gets each as a plane wave (sin and cos) at its
+    # noise grid, with a random phase, and the discriminator the same wave at every pixel beside the
+    # crop (the real crop's from where it was cut), so that structure repeating further than a crop
+    # (tiles) is judged where it sits in the repeat. None or []: no repeat.
+    repeat_waves: list[list[float]] | None = None
     # Set after training (engine/texture/calibration.py): the exemplar's statistics where
     # the discriminator could not teach them. Per channel the mean and standard deviation every
     # picture is given, and the share of its code's offset in mean it keeps (single-exemplar
@@ -168,8 +178,12 @@ class TextureGANConfig:
         return -(-2 ** (self.d_layers + self.d_scales) // self.stride) * self.stride
 
     @property
+    def n_repeat(self) -> int:
+        return len(self.repeat_waves or ())
+
+    @property
     def n_noise(self) -> int:
-        return self.n_local + self.n_global + self.n_periodic
+        return self.n_local + self.n_global + self.n_periodic + 2 * self.n_repeat
 
     @property
     def scale_noise_channels(self) -> int:
@@ -423,10 +437,11 @@ class Generator(nn.Module):
         return z_global + self.codes[index].expand_as(z_global)
 
     def noise(self, z_local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor,
-              exemplar: torch.Tensor | int | None = None) -> torch.Tensor:
+              exemplar: torch.Tensor | int | None = None, exact_repeat: bool = False) -> torch.Tensor:
         """Spatial noise [B, n_noise + scale_noise_channels, h, w] from local [B, L, h, w] (its
         channels past n_local: the per-scale noise, packed), global [B, G], phase [B, P]; the
-        packed per-scale noise goes last, where `synthesize` takes it from."""
+        packed per-scale noise goes last, where `synthesize` takes it from. exact_repeat: the
+        exemplar's repeat as measured, not snapped to whole repeats (`repeat_vectors`)."""
         b, _, h, w = z_local.shape
         z_global = self.global_code(z_global, exemplar)
         n = self.cfg.n_local
@@ -435,8 +450,27 @@ class Generator(nn.Module):
             k = self.wave_vectors(z_global, h, w)
             y = torch.arange(h, dtype=k.dtype, device=k.device).view(1, 1, h, 1)
             x = torch.arange(w, dtype=k.dtype, device=k.device).view(1, 1, 1, w)
-            parts.append(torch.sin(k[..., 0, None, None] * y + k[..., 1, None, None] * x + phase[:, :, None, None]))
+            parts.append(torch.sin(k[..., 0, None, None] * y + k[..., 1, None, None] * x
+                                   + phase[:, :self.cfg.n_periodic, None, None]))
+        if self.cfg.n_repeat:
+            waves = self.repeat_vectors(h, w, snap=not (self.training or exact_repeat))
+            parts.append(repeat_field(waves, phase[:, self.cfg.n_periodic:], h, w))
         return torch.cat(parts + [z_local[:, n:]], 1)
+
+    def repeat_vectors(self, h: int, w: int, snap: bool = True) -> torch.Tensor:
+        """[R, 2] the exemplar's repeat waves in cycles per cell. A picture snaps them to a whole
+        number of repeats over its grid, at least one, so that it tiles: 205 px tiles come out 204.8 px
+        at 1024 px, 256 px at 256. Training and the calibration's measurements take them as measured
+        (a crop holds less than a repeat, and the photo's statistics are those of its own repeat)."""
+        k = torch.tensor(self.cfg.repeat_waves, dtype=torch.float32) * self.cfg.stride
+        if not snap:
+            return k
+        cells = torch.tensor([h, w], dtype=torch.float32)
+        count = torch.round(k * cells)
+        # at least one repeat along the axis the wave runs most along (a zero wave would be flat)
+        count = torch.where((count == 0).all(-1, keepdim=True) & (k.abs() == k.abs().amax(-1, keepdim=True)),
+                            torch.sign(k), count)
+        return count / cells
 
     def scale_noise(self, z: torch.Tensor) -> list[torch.Tensor]:
         """The noise [B, n_scale_noise, h * 2^j, w * 2^j] of each scale j = 1 .. g_blocks (each
@@ -458,7 +492,7 @@ class Generator(nn.Module):
         h, w = self.grid(height, width)
         c = self.cfg
         z_global = torch.randn(batch, c.n_global, generator=generator)
-        phase = torch.rand(batch, c.n_periodic, generator=generator) * (2 * math.pi)
+        phase = torch.rand(batch, c.n_periodic + c.n_repeat, generator=generator) * (2 * math.pi)
         z_local = torch.randn(batch, c.n_local, h, w, generator=generator)
         if c.n_scale_noise:
             scales = [F.pixel_unshuffle(torch.randn(batch, c.n_scale_noise, h * 2 ** j, w * 2 ** j,
@@ -539,7 +573,7 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, cfg: TextureGANConfig):
         super().__init__()
         sn = nn.utils.parametrizations.spectral_norm if cfg.spectral_norm else (lambda m: m)
-        layers, cin = [], cfg.out_channels
+        layers, cin = [], cfg.out_channels + 2 * cfg.n_repeat
         for i in range(cfg.d_layers):
             cout = min(cfg.d_width * 2 ** i, cfg.d_max_width)
             layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
@@ -588,6 +622,19 @@ def d_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor], kin
 def g_loss(fake_logits: list[torch.Tensor], kind: str) -> torch.Tensor:
     losses = [-f.mean() if kind == "hinge" else F.softplus(-f).mean() for f in fake_logits]
     return sum(losses) / len(losses)
+
+
+def repeat_field(waves: torch.Tensor, phase: torch.Tensor, h: int, w: int,
+                 origin: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, 2R, h, w]: sin and cos of each wave's angle 2 pi k . (origin + (y, x)) + phase at every
+    position, from waves [R, 2] in cycles per position, phase [B, R], origin [B, 2] (default 0)."""
+    waves = waves.to(phase.device, torch.float32)
+    y = torch.arange(h, dtype=torch.float32, device=phase.device).view(1, 1, h, 1)
+    x = torch.arange(w, dtype=torch.float32, device=phase.device).view(1, 1, 1, w)
+    if origin is not None:
+        phase = phase + 2 * math.pi * (origin.float() @ waves.T)
+    angle = 2 * math.pi * (waves[:, 0, None, None] * y + waves[:, 1, None, None] * x) + phase[:, :, None, None]
+    return torch.cat([torch.sin(angle), torch.cos(angle)], 1)
 
 
 def lattice_energy(fake: torch.Tensor, period: int) -> torch.Tensor:

@@ -20,8 +20,9 @@ from engine.texture.calibration import measure
 from engine.texture.generation import TextureModel, to_uint8
 from engine.texture.images import (DEMO_EXEMPLARS, ImageCrops, LoadReport, assemble, exemplar, has_direction,
                                    load_images)
-from engine.texture.model import (Discriminator, Generator, TextureGANConfig, d_loss, ema_update, g_loss,
+from engine.texture.model import (Discriminator, Generator, TextureGANConfig, d_loss, ema_update, g_loss, repeat_field,
                                   lattice_energy, make_ema)
+from engine.texture.repeats import repeat_waves
 from engine.train.objective import Objective
 
 
@@ -122,6 +123,14 @@ class TextureObjective(Objective):
         elif config.n_exemplars > 1 and config.n_exemplars != n:
             raise ValueError(f"n_exemplars is {config.n_exemplars} but {n} usable image(s) were found; leave "
                              f"it at 0 (one code per image) or set 1 to pool them")
+        if config.repeat_waves is None and n == 1 and not rot90:  # asked-for turns would turn the repeat
+            waves = repeat_waves(self.images[0][..., :config.channels])
+            config = dataclasses.replace(config, repeat_waves=waves)
+            if waves:  # the real crops' phases hold only as the exemplar lies
+                periods = ", ".join(f"{1 / math.hypot(*k):.0f} px" for k in waves)
+                self.report.notes.append(f"the exemplar repeats (periods {periods}): the discriminator judges "
+                                         "where each crop sits in the repeat; no flips or turns in augmentation")
+                flips, rot90 = False, False
         self.config = config
         if rot90 is None:  # turned crops would teach a wrong texture where the exemplar has a direction
             directed = [i for i, image in enumerate(self.images) if has_direction(image)]
@@ -170,7 +179,17 @@ class TextureObjective(Objective):
                "z_local": z_local.contiguous(**channels_last), "z_global": z_global, "phase": phase}
         if self.config.n_exemplars > 1:  # the fake of a key mimics the same exemplar as its real crop
             out["exemplar"] = self.crops.exemplar_of(keys).to(self.device)
+        if self.config.n_repeat:
+            waves, crop, n = torch.tensor(self.config.repeat_waves), self.config.crop, self.config.n_periodic
+            out["real_field"] = repeat_field(waves, torch.zeros(len(phase), len(waves)), crop, crop,
+                                             self.crops.corners(keys)).to(self.device).contiguous(**channels_last)
+            out["fake_field"] = repeat_field(waves, phase[:, n:].cpu(), crop, crop).to(self.device).contiguous(**channels_last)
         return out
+
+    def _judged(self, crops: torch.Tensor, field: torch.Tensor | None) -> torch.Tensor:
+        """What D sees: the (whitened) crops, and beside them where each pixel sits in the repeat."""
+        crops = self._whitened(crops)
+        return crops if field is None else torch.cat([crops, field], 1)
 
     def loss(self, group: str, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         G, D, cfg = self.nets["G"], self.nets["D"], self.config
@@ -185,7 +204,8 @@ class TextureObjective(Objective):
             lazy_r1 = cfg.r1_gamma > 0 and step % 4 == 0  # lazy regularisation (StyleGAN2), scaled by 4
             if lazy_r1:  # the penalty is on the gradient with respect to what D sees
                 real = real.detach().requires_grad_(True)
-            real_logits, fake_logits = D(real, which), D(self._whitened(fake), which)
+            real_logits = D(real if self.config.n_repeat == 0 else torch.cat([real, batch["real_field"]], 1), which)
+            fake_logits = D(self._judged(fake, batch.get("fake_field")), which)
             loss = d_loss(real_logits, fake_logits, cfg.loss)
             logs = {"d_loss": loss.item(), "real_score": sum(r.mean().item() for r in real_logits) / len(real_logits),
                     "fake_score": sum(f.mean().item() for f in fake_logits) / len(fake_logits)}
@@ -201,7 +221,7 @@ class TextureObjective(Objective):
             # D's weights need no gradient here; the unwrapped D keeps a DDP wrapper from waiting for them.
             critic = unwrap(D).requires_grad_(False)
             try:
-                loss = g_loss(critic(self._whitened(fake), which), cfg.loss)
+                loss = g_loss(critic(self._judged(fake, batch.get("fake_field")), which), cfg.loss)
             finally:
                 critic.requires_grad_(True)
             logs = {"g_loss": loss.item()}

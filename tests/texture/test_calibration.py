@@ -244,7 +244,7 @@ def test_calibrating_in_one_spectrum_is_the_steps_one_after_the_other():
         steps = apply_lattice_filter(apply_tone(fielded, config.tone_curve), config.lattice_filter)
         together = calibrate(x, z, config, moments)
     assert max(t.abs().max() for t in (toned, gained, fielded)) < 1
-    assert (together - steps).abs().max() < 1e-4
+    assert (together - steps.clamp(-1, 1)).abs().max() < 1e-4  # a picture ends inside [-1, 1]
 
 
 def test_measuring_again_after_the_tone_curve_brings_the_spectrum_closer():

@@ -1,0 +1,122 @@
+"""An exemplar's repeat: found where it is, absent where it is not, and given to both nets."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from engine.texture.images import procedural
+from engine.texture.model import Generator, TextureGANConfig, repeat_field
+from engine.texture.objective import TextureObjective
+from engine.texture.repeats import repeat_lattice, repeat_waves
+
+TINY = dict(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
+            n_local=4, n_global=8, n_periodic=2)
+
+
+def tiles(size: int = 320, period: float = 40.0, seed: int = 0) -> np.ndarray:
+    """Square tiles `period` px apart with 4 px grout, each tile its own shade, plus grain: [size, size, 3]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / period
+    shade = rng.uniform(0.45, 0.6, (int(size / period) + 2,) * 2)[yy.astype(int), xx.astype(int)]
+    grout = ((yy % 1) * period < 4) | ((xx % 1) * period < 4)
+    grey = np.where(grout, 0.95, shade) + 0.05 * rng.standard_normal((size, size))
+    return np.repeat(grey[..., None] * 2 - 1, 3, -1).astype(np.float32)
+
+
+def bond(size: int = 384, course: int = 24, brick: int = 64, seed: int = 0) -> np.ndarray:
+    """A running bond: courses of bricks, each course shifted half a brick, 3 px mortar, plus grain."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    row = yy // course
+    along = xx + (row % 2) * brick // 2
+    shade = rng.uniform(0.35, 0.55, (size // course + 1, size // brick + 2))[row, along // brick]
+    mortar = (yy % course < 3) | (along % brick < 3)
+    grey = np.where(mortar, 0.9, shade) + 0.05 * rng.standard_normal((size, size))
+    return np.repeat(grey[..., None] * 2 - 1, 3, -1).astype(np.float32)
+
+
+def test_tiles_repeat_at_their_period_and_noise_does_not():
+    lattice = sorted(repeat_lattice(tiles(period=40.0)), key=lambda v: abs(v[0]))
+    assert len(lattice) == 2
+    assert np.allclose(np.abs(lattice), [[0, 40], [40, 0]], atol=0.5)
+    fractional = sorted(repeat_lattice(tiles(size=512, period=512 / 12)), key=lambda v: abs(v[0]))
+    assert np.allclose(np.abs(fractional), [[0, 512 / 12], [512 / 12, 0]], atol=0.2)  # refined past whole px
+    rng = np.random.default_rng(0)
+    assert repeat_lattice(rng.standard_normal((256, 256, 3))) == []
+    assert repeat_lattice(procedural("blobs", 256, seed=1)) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_running_bond_repeats_on_its_staggered_lattice(seed):
+    waves = np.array(repeat_waves(bond(seed=seed)))
+    assert waves.shape == (2, 2)
+    # every lattice vector of the bond is a whole number of periods of every wave, and the lattice
+    # is no coarser than the bond's: one brick per cell
+    for vector in ([0, 64], [24, 32], [24, -32], [48, 0]):
+        turns = waves @ np.array(vector, float)
+        assert np.allclose(turns, np.round(turns), atol=0.05), (vector, turns)
+    assert np.abs(np.linalg.det(waves)) == pytest.approx(1 / (24 * 64), rel=0.05)
+    # a course without the bond's shift is not a repeat
+    assert not np.allclose(waves @ np.array([24.0, 0.0]), np.round(waves @ np.array([24.0, 0.0])), atol=0.05)
+
+
+def test_the_real_crops_field_is_where_they_were_cut():
+    objective = TextureObjective(TextureGANConfig(**TINY), [tiles(period=40.0)], seed=0)
+    assert objective.config.n_repeat == 2 and objective.crops.flips is False and objective.crops.rot90 is False
+    assert any("repeats" in note for note in objective.report.notes)
+    batch = objective.batch(torch.arange(6))
+    corners = objective.crops.corners(torch.arange(6))
+    waves = torch.tensor(objective.config.repeat_waves)
+    field = batch["real_field"]
+    assert field.shape == (6, 4, 32, 32)
+    # sin and cos of 2 pi k . (corner + position): the angle at each crop's corner, and a step of one
+    # pixel turns it by 2 pi k
+    angle = torch.atan2(field[:, :2], field[:, 2:])
+    expected = 2 * np.pi * (corners @ waves.T)
+    assert torch.allclose(torch.remainder(angle[:, :, 0, 0] - expected + np.pi, 2 * np.pi) - np.pi,
+                          torch.zeros(6, 2), atol=1e-3)
+    fake = batch["fake_field"]
+    assert fake.shape == field.shape and not torch.allclose(fake, field)
+    losses = [objective.loss(group, batch, step=0)[0] for group in ("D", "G")]
+    assert all(torch.isfinite(loss) for loss in losses)
+    turned = TextureObjective(TextureGANConfig(**TINY), [tiles(period=40.0)], rot90=True, seed=0)
+    assert turned.config.n_repeat == 0 and turned.crops.rot90 is True  # turns asked for: no repeat to turn
+
+
+def test_exemplars_that_do_not_repeat_train_as_before():
+    objective = TextureObjective(TextureGANConfig(**TINY), [procedural("blobs", 128, seed=1)], seed=0)
+    assert objective.config.repeat_waves == [] and objective.config.n_repeat == 0
+    assert "real_field" not in objective.batch(torch.arange(2))
+    assert objective.crops.flips is True
+
+
+def test_pictures_with_a_repeat_tile_exactly_and_hold_whole_repeats():
+    config = TextureGANConfig(channels=3, repeat_waves=[[0.0, 1 / 41.0], [1 / 39.0, 0.0]], **TINY)
+    G = Generator(config).eval()
+    for h, w in [(80, 160), (32, 32), (8, 8)]:
+        cells = torch.tensor([h // 8, w // 8], dtype=torch.float32)
+        turns = G.repeat_vectors(h // 8, w // 8) * cells  # whole repeats over the picture, at least one
+        assert torch.allclose(turns, turns.round()) and (turns.abs().sum(-1) >= 1).all()
+        z = G.sample_noise(1, h, w, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            noise = G.noise(*z)
+            err = (G.synthesize(noise).repeat(1, 1, 2, 3) - G.synthesize(noise.repeat(1, 1, 2, 3))).abs().max()
+        assert err < 1e-5
+    assert torch.allclose(G.repeat_vectors(20, 20) * torch.tensor([20.0, 20.0]),
+                          torch.tensor([[0.0, 4.0], [4.0, 0.0]]))  # 160 px: 3.9 and 4.1 repeats -> 4
+    # training (and the calibration's measurements) take the repeat as measured: a crop holds less than one
+    assert torch.allclose(G.repeat_vectors(4, 4, snap=False), torch.tensor(config.repeat_waves) * 8)
+    z = G.sample_noise(1, 32, 32, torch.Generator().manual_seed(0))
+    assert not torch.allclose(G.train().noise(*z), G.eval().noise(*z))
+    assert torch.allclose(G.train().noise(*z), G.eval().noise(*z, exact_repeat=True))
+
+
+def test_a_seed_draws_the_same_phases_with_or_without_a_repeat_before_it():
+    plain = Generator(TextureGANConfig(channels=3, **TINY))
+    with_repeat = Generator(dataclasses.replace(plain.cfg, repeat_waves=[[0.0, 0.025]]))
+    a = plain.sample_noise(1, 32, 32, torch.Generator().manual_seed(3))
+    b = with_repeat.sample_noise(1, 32, 32, torch.Generator().manual_seed(3))
+    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2][:, :2])
+    assert repeat_field(torch.tensor([[0.0, 0.25]]), torch.zeros(1, 1), 4, 4)[0, 0, 0].tolist() == \
+        pytest.approx([0.0, 1.0, 0.0, -1.0], abs=1e-6)
