@@ -40,10 +40,11 @@ def repeat_lattice(image: np.ndarray) -> list[tuple[float, float]]:
     """Up to two independent repeat vectors (dy, dx) in px, the shortest basis of the repeat; [] for an
     exemplar that does not repeat. Each is refined from its furthest multiple inside the search window."""
     acf = autocorrelation(image)
-    h, w = acf.shape
-    cy, cx = h // 2, w // 2
-    reach = min(h, w) / 2.5
-    yy, xx = np.mgrid[-cy:h - cy, -cx:w - cx]
+    reach = min(acf.shape) / 2.5
+    r = int(reach) + 3  # the lags searched, and the refining window's margin
+    acf = acf[acf.shape[0] // 2 - r:acf.shape[0] // 2 + r + 1, acf.shape[1] // 2 - r:acf.shape[1] // 2 + r + 1]
+    cy = cx = r
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
     half_plane = (yy > 0) | ((yy == 0) & (xx > 0))
     candidates = (acf == maximum_filter(acf, size=9)) & half_plane & (np.hypot(yy, xx) >= SHORTEST) \
         & (np.hypot(yy, xx) <= reach) & (acf >= MIN_PEAK)
@@ -106,9 +107,8 @@ def _reduced(a: tuple[int, int], b: tuple[int, int]) -> list[tuple[int, int]]:
 
 def _refined(acf: np.ndarray, dy: int, dx: int, reach: float) -> tuple[float, float]:
     """(dy, dx) / n from the peak nearest n (dy, dx) for the largest n inside the window."""
-    h, w = acf.shape
     n = max(1, int(reach // np.hypot(dy, dx)))
-    ty, tx = h // 2 + n * dy, w // 2 + n * dx
+    ty, tx = acf.shape[0] // 2 + n * dy, acf.shape[1] // 2 + n * dx
     window = acf[ty - 2:ty + 3, tx - 2:tx + 3]
     oy, ox = np.unravel_index(int(np.argmax(window)), window.shape)
     return (n * dy + oy - 2) / n, (n * dx + ox - 2) / n
