@@ -19,7 +19,8 @@ MATERIALS = sorted(p.stem for p in BUILTIN_DIR.glob("texture-*.safetensors") if 
 # The worst of seeds 0-11 at 512² (picture_ratios) with the kept codes, 3.5 / 1.4 / 0.8 / 2.8 / 2.5
 # (planks, bricks, the grey default, ground, grass), with room for other machines' rounding
 # (docs/BENCHMARKS.md, "Shipped materials"). Ground and grass read 3.4 and 2.8 before their
-# retraining with the whitened discriminator input (2026-12-05).
+# retraining with the whitened discriminator input (2026-12-05); bricks reads 1.48 since its
+# retraining with the exemplar's repeat (2026-12-06).
 WORST_SEED = {"texture-planks": 3.8, "texture-bricks": 1.8, "texture-default": 1.0, "texture-ground": 3.0,
               "texture-grass": 2.8}
 
