@@ -186,10 +186,10 @@ class TextureObjective(Objective):
             out["fake_field"] = repeat_field(waves, phase[:, n:].cpu(), crop, crop).to(self.device).contiguous(**channels_last)
         return out
 
-    def _judged(self, crops: torch.Tensor, field: torch.Tensor | None) -> torch.Tensor:
+    @staticmethod
+    def _beside(seen: torch.Tensor, field: torch.Tensor | None) -> torch.Tensor:
         """What D sees: the (whitened) crops, and beside them where each pixel sits in the repeat."""
-        crops = self._whitened(crops)
-        return crops if field is None else torch.cat([crops, field], 1)
+        return seen if field is None else torch.cat([seen, field], 1)
 
     def loss(self, group: str, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         G, D, cfg = self.nets["G"], self.nets["D"], self.config
@@ -204,8 +204,8 @@ class TextureObjective(Objective):
             lazy_r1 = cfg.r1_gamma > 0 and step % 4 == 0  # lazy regularisation (StyleGAN2), scaled by 4
             if lazy_r1:  # the penalty is on the gradient with respect to what D sees
                 real = real.detach().requires_grad_(True)
-            real_logits = D(real if self.config.n_repeat == 0 else torch.cat([real, batch["real_field"]], 1), which)
-            fake_logits = D(self._judged(fake, batch.get("fake_field")), which)
+            real_logits = D(self._beside(real, batch.get("real_field")), which)
+            fake_logits = D(self._beside(self._whitened(fake), batch.get("fake_field")), which)
             loss = d_loss(real_logits, fake_logits, cfg.loss)
             logs = {"d_loss": loss.item(), "real_score": sum(r.mean().item() for r in real_logits) / len(real_logits),
                     "fake_score": sum(f.mean().item() for f in fake_logits) / len(fake_logits)}
@@ -221,7 +221,7 @@ class TextureObjective(Objective):
             # D's weights need no gradient here; the unwrapped D keeps a DDP wrapper from waiting for them.
             critic = unwrap(D).requires_grad_(False)
             try:
-                loss = g_loss(critic(self._judged(fake, batch.get("fake_field")), which), cfg.loss)
+                loss = g_loss(critic(self._beside(self._whitened(fake), batch.get("fake_field")), which), cfg.loss)
             finally:
                 critic.requires_grad_(True)
             logs = {"g_loss": loss.item()}
