@@ -273,8 +273,10 @@ def tiles(big: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def stacked(model, side: int, seed: int) -> np.ndarray:
-    """`generate_maps`' colour and every map the model makes, stacked as its training exemplar is."""
-    maps = model.generate_maps(side, side, seed=seed)
+    """`generate_maps`' colour and every map the model makes, stacked as its training exemplar is, as
+    the figures score them (`in_windows`)."""
+    from engine.texture.evaluation import in_windows
+    maps = model.generate_maps(side, side, seed=seed, tileable=not in_windows(model))
     return np.concatenate([maps[k].reshape(side, side, -1) for k in model.layout], -1)
 
 

@@ -402,6 +402,13 @@ def verdict(metric: str, value: float, se: float = 0.0) -> str | None:
     return word
 
 
+def in_windows(model) -> bool:
+    """Whether the figures score a model's texture in windows of larger pictures (`generate`'s
+    tileable=False) rather than in tileable pictures of the side scored: a tileable picture holds
+    whole repeats, so a small one stretches a repeating exemplar's (205 px tiles into one 96 px tile)."""
+    return bool(model.config.n_repeat)
+
+
 def evaluate_model(model, images: list[np.ndarray], size: int | None = None, n: int = EVAL_SAMPLES,
                    seed: int = 0, repeats: int = EVAL_REPEATS) -> dict[str, float]:
     """Full evaluation of a TextureModel (engine.texture.generation) on its exemplar images: n samples
@@ -409,8 +416,12 @@ def evaluate_model(model, images: list[np.ndarray], size: int | None = None, n: 
     seed .. seed+repeats-1, the exemplar's halves swapped every other time). Each ratio is the mean
     over the reference sets and `<name>_se` its standard error (their spread / sqrt(repeats))."""
     size = size or model.config.crop
-    samples = np.stack([model.generate(size, size, seed=seed + i) for i in range(n)])
+    tileable = not in_windows(model)
+    samples = np.stack([model.generate(size, size, seed=seed + i, tileable=tileable) for i in range(n)])
     runs = [texture_metrics(samples, images, seed + r, swap=r % 2 == 1) for r in range(max(repeats, 1))]
+    if not tileable:  # a window does not wrap: the seams are the tileable pictures'
+        seams = seam_ratio(np.stack([model.generate(size, size, seed=seed + i) for i in range(n)]))
+        runs = [run | {"seam_ratio": seams} for run in runs]
     out: dict[str, float] = {}
     for key in runs[0]:
         values = np.array([run[key] for run in runs], np.float64)
@@ -454,7 +465,7 @@ def judging_sheet_image(model, images: list[np.ndarray], size: int = 256, seed: 
     ex = images[0]
     ex = ex[: min(ex.shape[0], s), : min(ex.shape[1], s)]
     ex = rgb(np.round((ex + 1) * 127.5).clip(0, 255).astype(np.uint8))
-    samples = [rgb(model.generate(s, s, seed=seed + i)) for i in range(3)]
+    samples = [rgb(model.generate(s, s, seed=seed + i, tileable=not in_windows(model))) for i in range(3)]
     half = max(model.stride, s // 2 // model.stride * model.stride)
     tiled = np.tile(rgb(model.generate(half, half, seed=seed)), (2, 2, 1))
     if getattr(model, "n_exemplars", 1) > 1:  # the look of exemplar 0 into exemplar 1's, same noise

@@ -228,7 +228,7 @@ class TextureModel:
             progress(0.0, "generating")
         z_local, z_global, phase = self._noise(w, h, seed)
         with torch.inference_mode():
-            picture = self._picture(self.G.noise(z_local, z_global, phase, which), width, height,
+            picture = self._picture(self.G.noise(z_local, z_global, phase, which, exact_repeat=not tileable), width, height,
                                     lambda: code_moments(self.G, z_global, phase, which), x0, y0, progress)
         if progress:
             progress(1.0, "done")
@@ -238,7 +238,8 @@ class TextureModel:
                  exemplar: int | None = None, progress: ProgressFn | None = None) -> np.ndarray:
         """One texture, uint8 [height, width, channels]. With tileable=True the size must be a
         multiple of `stride` and the result wraps seamlessly; otherwise any size is cropped from
-        the middle of a larger one (`margin` px more on every side), so its ends do not wrap."""
+        the middle of a larger one (`margin` px more on every side), so its ends do not wrap, and a
+        repeating exemplar's repeat comes as measured, where a tileable picture holds whole repeats."""
         return self.generate_maps(width, height, seed, tileable, exemplar=exemplar, progress=progress)["image"]
 
     def morph(self, width: int, height: int, seed_a: int, seed_b: int, tileable: bool = True, *,
@@ -269,7 +270,9 @@ class TextureModel:
             return torch.lerp(a[0], b[0], per_pixel), torch.lerp(a[1], b[1], per_pixel)
 
         with torch.inference_mode():
-            z = torch.lerp(self.G.noise(z_local, g_a, phase, which_a), self.G.noise(z_local, g_b, phase, which_b), blend)
+            exact = not tileable
+            z = torch.lerp(self.G.noise(z_local, g_a, phase, which_a, exact),
+                           self.G.noise(z_local, g_b, phase, which_b, exact), blend)
             picture = self._picture(z, width, height, tone, x0, y0, progress)
         if progress:
             progress(1.0, "done")
@@ -297,7 +300,7 @@ class TextureModel:
             phase = a[2] + (theta if loop else s * (b[2] - a[2]))
             z_global = c * a[1] + s * b[1]
             with torch.inference_mode():
-                z = self.G.noise(c * a[0] + s * b[0], z_global, phase, which)
+                z = self.G.noise(c * a[0] + s * b[0], z_global, phase, which, exact_repeat=not tileable)
                 picture = self._picture(z, width, height, lambda: code_moments(self.G, z_global, phase, which), x0, y0)
                 out[i] = picture["image"]
             if on_frame:

@@ -460,8 +460,9 @@ class Generator(nn.Module):
     def repeat_vectors(self, h: int, w: int, snap: bool = True) -> torch.Tensor:
         """[R, 2] the exemplar's repeat waves in cycles per cell. A picture snaps them to a whole
         number of repeats over its grid, at least one, so that it tiles: 205 px tiles come out 204.8 px
-        at 1024 px, 256 px at 256. Training and the calibration's measurements take them as measured
-        (a crop holds less than a repeat, and the photo's statistics are those of its own repeat)."""
+        at 1024 px, 256 px at 256. Training, the calibration's measurements and pictures that need not
+        tile take them as measured (a crop holds less than a repeat, and the photo's statistics are
+        those of its own repeat)."""
         k = torch.tensor(self.cfg.repeat_waves, dtype=torch.float32) * self.cfg.stride
         if not snap:
             return k

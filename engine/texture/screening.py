@@ -16,7 +16,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from engine.texture.evaluation import RandomFeatures, _tensor, gram_distances, orientations, real_sets
+from engine.texture.evaluation import (RandomFeatures, _tensor, gram_distances, in_windows, orientations,
+                                       real_sets)
 from engine.texture.generation import TextureModel
 
 CANDIDATES = 128
@@ -37,7 +38,8 @@ def screen(model: TextureModel, images: list[np.ndarray], n: int = CANDIDATES, k
     side -= side % config.stride
     codes = torch.randn(n, config.n_global, generator=torch.Generator().manual_seed(seed))
     candidates = TextureModel(dataclasses.replace(config, global_codes=codes.tolist()), model.G, model.device)
-    pictures = np.stack([candidates.generate(side, side, seed=i) for i in range(n)])  # seed i makes code i
+    pictures = np.stack([candidates.generate(side, side, seed=i, tileable=not in_windows(model))
+                         for i in range(n)])  # seed i makes code i
     colour = [image[..., :config.channels] for image in images]
     real, _ = real_sets(colour, side, 32, seed)
     pictures = _tensor(pictures)

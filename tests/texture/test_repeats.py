@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from engine.texture.evaluation import evaluate_model, seam_ratio
+from engine.texture.generation import TextureModel
 from engine.texture.images import procedural
 from engine.texture.model import Generator, TextureGANConfig, repeat_field
 from engine.texture.objective import TextureObjective
@@ -120,3 +122,29 @@ def test_a_seed_draws_the_same_phases_with_or_without_a_repeat_before_it():
     assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2][:, :2])
     assert repeat_field(torch.tensor([[0.0, 0.25]]), torch.zeros(1, 1), 4, 4)[0, 0, 0].tolist() == \
         pytest.approx([0.0, 1.0, 0.0, -1.0], abs=1e-6)
+
+
+def test_pictures_that_need_not_tile_and_the_figures_take_the_repeat_as_measured(monkeypatch):
+    # A tileable 48 px picture holds one 41 px repeat stretched to 48 px; a window needs no whole repeat.
+    config = TextureGANConfig(channels=3, repeat_waves=[[0.0, 1 / 41.0]], **TINY)
+    model = TextureModel(config, Generator(config))
+    fed, synthesize = [], model.G.synthesize
+    monkeypatch.setattr(model.G, "synthesize", lambda z, *rest: fed.append(z) or synthesize(z, *rest))
+    start = TINY["n_local"] + TINY["n_global"] + TINY["n_periodic"]
+
+    def cycles_per_px(z: torch.Tensor) -> float:  # the repeat wave G was given, read off its sin and cos
+        angle = torch.atan2(z[0, start], z[0, start + 1])
+        return float(torch.remainder(angle[:, 1:] - angle[:, :-1], 2 * np.pi).mean() / (2 * np.pi) / 8)
+
+    model.generate(48, 48, seed=0, tileable=False)
+    model.generate(48, 48, seed=0)
+    assert cycles_per_px(fed[0]) == pytest.approx(1 / 41, rel=1e-4)
+    assert cycles_per_px(fed[1]) == pytest.approx(1 / 48, rel=1e-4)
+
+    fed.clear()
+    real = [tiles(128, period=41.0)]
+    metrics = evaluate_model(model, real, size=48, n=2, repeats=1)
+    given = [cycles_per_px(z) for z in fed[:4]]  # windows scored, then tileable pictures for the seams
+    assert given == pytest.approx([1 / 41] * 2 + [1 / 48] * 2, rel=1e-4)
+    assert metrics["seam_ratio"] == pytest.approx(seam_ratio(np.stack([model.generate(48, 48, seed=i)
+                                                                       for i in range(2)])))
