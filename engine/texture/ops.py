@@ -248,7 +248,7 @@ def _eval(engine, context: Context, **params) -> dict:
 
 _SEED = Param("int", 0, min=0, max=2**31 - 1, doc="same seed, same texture")
 _TILEABLE = Param("bool", True, doc="wrap seamlessly (sizes a multiple of the model's stride); "
-                  "off: any size, cropped from a larger texture")
+                  "off: any size, cropped from a larger texture, a regular pattern at its measured repeat")
 _EXEMPLAR = Param("int", min=0, max=1023, doc="for a model trained on several images: which one's texture "
                   "(0 = the first, in file-name order; default: seed modulo their number)")
 
