@@ -228,8 +228,9 @@ class TextureModel:
             progress(0.0, "generating")
         z_local, z_global, phase = self._noise(w, h, seed)
         with torch.inference_mode():
-            picture = self._picture(self.G.noise(z_local, z_global, phase, which, exact_repeat=not tileable), width, height,
-                                    lambda: code_moments(self.G, z_global, phase, which), x0, y0, progress)
+            z = self.G.noise(z_local, z_global, phase, which, exact_repeat=not tileable)
+            picture = self._picture(z, width, height, lambda: code_moments(self.G, z_global, phase, which),
+                                    x0, y0, progress)
         if progress:
             progress(1.0, "done")
         return picture
