@@ -158,8 +158,9 @@ class TextureObjective(Objective):
         # A PBR set's discriminator judges whitened crops, real and fake alike (`whitening`). The
         # colour's chroma varies 10-20x less than the normal map (rock: 0.016-0.043 against 0.35 std),
         # and D judged the maps and let the colour go: red-green speckle on rock, bricks, ground and planks,
-        # where rock's photo trained alone reads as rock. A colour photo alone trains as before
-        # (not measured whitened). docs/BENCHMARKS.md, "Whitened discriminator input".
+        # where rock's photo trained alone reads as rock. A colour photo alone trains as before:
+        # whitened, tiles and bark got their hue but gravel lost its pebbles. docs/BENCHMARKS.md,
+        # "Whitened discriminator input" and "Whitened colour photos".
         self._whiten = tuple(t.to(self.device) for t in whitening(self.images)) if config.maps else None
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
