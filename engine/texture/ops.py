@@ -213,7 +213,7 @@ def _exemplar_source(metadata: dict, images: str | None) -> str:
 
 
 def _eval(engine, context: Context, **params) -> dict:
-    from engine.texture.evaluation import describe, evaluate_model, judging_sheet_image
+    from engine.texture.evaluation import describe, evaluate_model, in_windows, judging_sheet_image
     from engine.texture.objective import resolve_images
 
     metadata, model = engine.model(params["model"], "texture")
@@ -240,7 +240,7 @@ def _eval(engine, context: Context, **params) -> dict:
     return {"metrics": {k: v for k, v in metrics.items() if not k.endswith("_se")},
             "uncertainty": {k[:-3]: v for k, v in metrics.items() if k.endswith("_se")},
             "ideal": {r["metric"]: r["ideal"] for r in rows}, "verdicts": {r["metric"]: r["verdict"] for r in rows},
-            "samples": params["samples"], "repeats": params["repeats"], "size": size,
+            "samples": params["samples"], "repeats": params["repeats"], "size": size, "windows": in_windows(model),
             "sheet": sheet, "exemplars": [p for p, _ in report.used],
             **({"warning": metadata["warning"]} if metadata.get("warning") else {}),
             "provenance": provenance(metadata, "texture.eval", params)}
@@ -321,7 +321,9 @@ def describe_result(op: str, value: dict, written: list[Path]) -> str:
         return json.dumps({k: f"<{v.dtype} array {'x'.join(map(str, v.shape))}>" if isinstance(v, np.ndarray)
                            else v for k, v in value.items()}, default=str)
     metrics, se, verdicts = value["metrics"], value.get("uncertainty", {}), value.get("verdicts", {})
-    lines = [(f"{value.get('samples', '?')} samples of {value.get('size', '?')} px against "
+    what = (f"windows of {value.get('size', '?')} px (the texture at its measured repeat; seams from tileable "
+            "pictures)" if value.get("windows") else f"samples of {value.get('size', '?')} px")
+    lines = [(f"{value.get('samples', '?')} {what} against "
               f"{value.get('repeats', '?')} real-vs-real reference sets; ratios: 1 = as close as another piece "
               "of the photo, larger is worse")]
     for key, figure in metrics.items():

@@ -155,6 +155,9 @@ def test_eval_gives_each_figure_its_ideal_uncertainty_and_verdict(engine, model)
     gram = next(line for line in text.splitlines() if line.strip().startswith("gram"))
     assert "±" in gram and "ideal 1" in gram and value["verdicts"]["gram"] in gram
     assert "1 = as close as another piece of the photo" in text
+    assert value["windows"] is False and text.startswith("6 samples of")  # gravel does not repeat
+    assert "6 windows of 32 px (the texture at its measured repeat" in texture_ops.describe_result(
+        "texture.eval", {**value, "windows": True}, [])
 
 
 def test_a_short_run_says_so_in_its_metadata_and_eval(engine, model):
