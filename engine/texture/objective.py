@@ -182,9 +182,10 @@ class TextureObjective(Objective):
             out["exemplar"] = self.crops.exemplar_of(keys).to(self.device)
         if self.config.n_repeat:
             waves, crop, n = torch.tensor(self.config.repeat_waves), self.config.crop, self.config.n_periodic
-            out["real_field"] = repeat_field(waves, torch.zeros(len(phase), len(waves)), crop, crop,
-                                             self.crops.corners(keys)).to(self.device).contiguous(**channels_last)
-            out["fake_field"] = repeat_field(waves, phase[:, n:].cpu(), crop, crop).to(self.device).contiguous(**channels_last)
+            fields = {"real_field": repeat_field(waves, torch.zeros(len(phase), len(waves)), crop, crop,
+                                                 self.crops.corners(keys)),
+                      "fake_field": repeat_field(waves, phase[:, n:].cpu(), crop, crop)}
+            out |= {k: v.to(self.device).contiguous(**channels_last) for k, v in fields.items()}
         return out
 
     @staticmethod

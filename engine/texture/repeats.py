@@ -74,22 +74,20 @@ def repeat_lattice(image: np.ndarray) -> list[tuple[float, float]]:
             break
     # The strongest peak may be every second or third tile (the tiles' shades vary): a lattice
     # vector that is a fraction of the basis makes it finer.
-    finer = True
-    while finer:
-        finer = False
+    def finer(basis: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
         for n in (2, 3):
-            fractions = [(i, j) for i in range(n) for j in range(n if len(basis) == 2 else 1) if i or j]
-            for i, j in fractions:
+            for i, j in [(i, j) for i in range(n) for j in range(n if len(basis) == 2 else 1) if i or j]:
                 v = (np.array(basis[0]) * i + (np.array(basis[1]) * j if j else 0)) / n
                 # of the pixels around the fraction, the one most alike (42.5 px: 42 or 43)
-                around = [(y, x) for y in {math.floor(v[0]), math.ceil(v[0])} for x in {math.floor(v[1]), math.ceil(v[1])}]
+                around = [(y, x) for y in {math.floor(v[0]), math.ceil(v[0])}
+                          for x in {math.floor(v[1]), math.ceil(v[1])}]
                 dy, dx = max(around, key=lambda p: acf[cy + p[0], cx + p[1]])
                 if np.hypot(dy, dx) >= SHORTEST and prominent(dy, dx, floor):
-                    basis = [(dy, dx)] if len(basis) == 1 else _reduced((dy, dx), basis[1 if i else 0])
-                    finer = True
-                    break
-            if finer:
-                break
+                    return [(dy, dx)] if len(basis) == 1 else _reduced((dy, dx), basis[1 if i else 0])
+        return None
+
+    while (smaller := finer(basis)) is not None:
+        basis = smaller
     return [tuple(map(float, _refined(acf, int(dy), int(dx), reach))) for dy, dx in basis]
 
 
