@@ -27,8 +27,9 @@ from engine.train.objective import Objective
 
 
 # Steps the default configuration reaches in its 10 minutes on one core of the 2-core CPU (4600-7700
-# on the suite exemplars, as busy as the machine is; docs/BENCHMARKS.md, "Development suite"). A
-# finished run with fewer than half of them is called short (`run_warning`).
+# on the suite's photos, 3000-4650 on its PBR sets, as busy as the machine is;
+# docs/BENCHMARKS.md, "Development suite"). A finished run with fewer than half of them is called
+# short (`run_warning`).
 RECIPE_STEPS = 6000
 
 
