@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import jack
 
-from midi_bridge.jack_out import JackOutputError, _Clock, close_client, open_client
+from midi_bridge.jack_out import JackOutputError, _Clock, close_client
 
 
 class JackInput:
@@ -33,8 +33,8 @@ class JackInput:
 
     api = "jack"
 
-    def __init__(self, client_name: str, port_name: str = "in", source: str | None = None):
-        self.client = open_client(client_name)
+    def __init__(self, client: jack.Client, port_name: str = "in", source: str | None = None):
+        self.client = client
         self.clock = _Clock(self.client)
         self.port = self.client.midi_inports.register(port_name)
         self.name = source or self.port.name

@@ -86,16 +86,6 @@ class _Clock:
         return (self._lib.jack_frames_to_time(self._ptr, frame & 0xFFFFFFFF) - self.offset()) / 1e6
 
 
-def open_client(client_name: str) -> jack.Client:
-    """A client of the running JACK server (never one started for us), or a JackOutputError saying what to do."""
-    try:
-        return jack.Client(client_name, no_start_server=True)
-    except jack.JackOpenError as e:
-        raise JackOutputError(f"cannot open a JACK client ({e}); start a JACK server, or choose another "
-                              "MIDI system with --api") from None
-
-
-
 def close_client(client: jack.Client) -> None:
     """Deactivate (if the server still answers) and close."""
     try:
@@ -104,14 +94,15 @@ def close_client(client: jack.Client) -> None:
         pass
     client.close()
 
+
 class JackOutput:
     """A JACK client with one MIDI output port, virtual or connected to `destination`."""
 
     api = "jack"
 
-    def __init__(self, client_name: str, port_name: str = "out", destination: str | None = None,
+    def __init__(self, client: jack.Client, port_name: str = "out", destination: str | None = None,
                  realtime: bool = True):
-        self.client = open_client(client_name)
+        self.client = client
         self.clock = _Clock(self.client)
         self.port = self.client.midi_outports.register(port_name)
         self.period = self.client.blocksize / self.client.samplerate

@@ -8,8 +8,8 @@ created port with the mistyped name. On ALSA, listed names end in the client:por
 Names as they are, on JACK: the bridge is a client named after `--virtual-name` ("Atelier")
 with an output port `out` -- "Atelier:out" -- and, for an input, a client "Atelier in" with
 a port `in` -- "Atelier in:in". A second bridge on the same server takes "Atelier 2:out" and
-"Atelier 2 in:in", and so on: the name is chosen before the client opens, so what the bridge
-prints is what JACK shows. Where a JACK server runs, the output and input are the native
+"Atelier 2 in:in", and so on: the client opens under that name, so what the bridge prints is
+what JACK shows. Where a JACK server runs, the output and input are the native
 ones (midi_bridge.jack_out: each message at its exact frame; midi_bridge.jack_in: each
 message timed at its frame); `--api rtmidi-jack` goes through rtmidi instead, a period late,
 for comparison. On ALSA the virtual ports are "Atelier:Atelier" and "Atelier:Atelier
@@ -127,12 +127,12 @@ def _jack_clients() -> set[str]:
     return names
 
 
-def jack_name(base: str, clients: Callable[[], set[str]] = _jack_clients) -> str:
-    """This bridge's JACK client name: `base`, or `base 2`, `base 3`, ... when another bridge (or
-    client: `clients()` names those with MIDI ports) has it; chosen once per process, so the
-    output and the input agree."""
+def jack_name(base: str) -> str:
+    """This bridge's JACK client name through rtmidi: `base`, or `base 2`, `base 3`, ... when
+    another client with MIDI ports has it; chosen once per process, so the output and the input
+    agree."""
     if base not in _jack_names:
-        taken = clients()
+        taken = _jack_clients()
         n = 1
         while (name := base if n == 1 else f"{base} {n}") in taken or f"{name} in" in taken:
             n += 1
@@ -223,38 +223,62 @@ def _native_jack(port_name: str | None, virtual_name: str, required: bool, realt
         import jack
 
         from midi_bridge.jack_in import JackInput
-        from midi_bridge.jack_out import JackOutput, JackOutputError
+        from midi_bridge.jack_out import JackOutput, JackOutputError, close_client
     except (ImportError, OSError):  # JACK-Client, or libjack itself, is not installed: rtmidi's JACK then
         return None
-    with held_stderr() as said:
-        try:
-            probe = jack.Client("atelier-probe", no_start_server=True)
-        except jack.JackOpenError:
-            probe = None
-    if probe is None:
-        if not required:
-            return None
-        library = last_lines(said[0])
-        raise PortError(f"cannot open a MIDI system (jack: no JACK server{' -- ' + library if library else ''}); "
-                        "start a JACK server (or PipeWire's JACK), or choose another system with --api")
     output = direction == "output"
-    try:  # an output connects to input ports, an input from output ports
-        ports = probe.get_ports(is_midi=True)
-        listed = [port.name for port in ports if (port.is_input if output else port.is_output)]
-        # The client name comes from this probe, not from a client of the libjack python-rtmidi
-        # bundles: closing one of those (beside the system libjack's) now and then hung the bridge
-        # before it opened its port (about 1 start in 200 with two bridges starting at once).
-        name = jack_name(virtual_name, lambda: {port.name.split(":", 1)[0] for port in ports})
-    finally:
-        probe.close()
-    other = None if port_name is None else listed[find_port(listed, port_name, direction, "jack")]
-    with held_stderr():
-        try:
+    client = _jack_client(jack, virtual_name, "" if output else " in", required)
+    if client is None:
+        return None
+    try:
+        with held_stderr():  # an output connects to input ports, an input from output ports
+            listed = [port.name for port in client.get_ports(is_midi=True, is_input=output, is_output=not output)]
+            other = None if port_name is None else listed[find_port(listed, port_name, direction, "jack")]
             if output:
-                return JackOutput(name, JACK_OUT, other, realtime)
-            return JackInput(name + " in", JACK_IN, other)
-        except JackOutputError as e:
-            raise PortError(str(e)) from None
+                return JackOutput(client, JACK_OUT, other, realtime)
+            return JackInput(client, JACK_IN, other)
+    except JackOutputError as e:
+        raise PortError(str(e)) from None
+    except BaseException:
+        close_client(client)
+        raise
+
+
+def _jack_client(jack, base: str, suffix: str, required: bool):
+    """A client of the running JACK server called `base` + suffix, or `base 2` + suffix, `base 3`
+    + suffix, ... where another client has that name or its pair (`base in` for `base`, and back);
+    the number is kept for the process, so the output and the input agree. None where no server
+    runs and one is not `required`.
+
+    The client is opened once, under its final name: a probe client closed at start-up (to list
+    the names taken) now and then hung the bridge in jack_client_close, about 1 start in 500 with
+    two bridges starting at once."""
+    for n in range(1, 100):
+        name = _jack_names.get(base) or (base if n == 1 else f"{base} {n}")
+        with held_stderr() as said:
+            try:
+                client = jack.Client(name + suffix, use_exact_name=True, no_start_server=True)
+            except jack.JackOpenError as e:
+                client, status = None, e.status
+        library = last_lines(said[0])
+        if client is None and status.server_failed:
+            if not required:
+                return None
+            raise PortError(f"cannot open a MIDI system (jack: no JACK server{' -- ' + library if library else ''}); "
+                            "start a JACK server (or PipeWire's JACK), or choose another system with --api")
+        if client is None:  # jackd2 refuses a name in use as a server error, not as name_not_unique
+            if base in _jack_names:
+                break
+            continue
+        if base in _jack_names:
+            return client
+        pair = f"{name} in" if not suffix else name
+        if pair not in {port.name.split(":", 1)[0] for port in client.get_ports(is_midi=True)}:
+            _jack_names[base] = name
+            return client
+        client.close()
+    raise PortError(f"JACK refused the client {name + suffix!r}{' -- ' + library if library else ''}; "
+                    "choose another --virtual-name")
 
 
 def _shown(api: str, port: str, virtual_name: str, suffix: str = "") -> str:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import jack
 from midi_rig import REPO
 
 from midi_bridge import exits
@@ -17,10 +18,18 @@ def jack_ports() -> list[str]:
 
 
 def test_two_bridges_and_a_virtual_input_get_the_names_they_print(music_engine, start_bridge):
+    """Each bridge opens its JACK clients once, under their final names: no probe client comes
+    and goes at start-up (closing one now and then hung a bridge there)."""
+    watcher = jack.Client("names-watcher", no_start_server=True)
+    registered: list[str] = []
+    watcher.set_client_registration_callback(lambda name, added: added and registered.append(name))
+    watcher.activate()
     first = start_bridge(music_engine, "--virtual-input")
     first.wait_for("ready")
     second = start_bridge(music_engine)
     second.wait_for("ready")
+    watcher.close()
+    assert sorted(registered) == ["Atelier", "Atelier 2", "Atelier in"], registered
     listed = jack_ports()
     assert {"Atelier:out", "Atelier in:in", "Atelier 2:out"} <= set(listed), listed
     assert "a new JACK port 'Atelier:out'" in first.stderr() and "'Atelier in:in'" in first.stderr()
