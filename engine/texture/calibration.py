@@ -6,7 +6,7 @@ so nothing in training shapes the generator's power at longer wavelengths: on gr
 light and shade across several stones), somewhat too little at 2-3 px (edges), and its grey
 levels drift from the photo's. Nor does it see a whole picture, so the global code is free to
 make one seed's picture darker or flatter than the photo anywhere is. After training we
-measure five corrections against exemplar crops, store them in the model's config, and apply
+measure six corrections against exemplar crops, store them in the model's config, and apply
 them to every output, in this order:
 
 1. `image_moments`: the tone each picture's global code gives it (its mean and standard
@@ -21,13 +21,17 @@ them to every output, in this order:
    CUT: a PBR set's height map is far smoother than its colour (bricks: 10**-3 of the power the
    generator made at 3-6 px), and one gain for every channel, as models before 2026-12-04 have,
    left it rough (height spectrum ratio 13.4).
-3. `field_gain`: the long-wavelength power the clip leaves out, added as a smooth random field
+3. `colour_mix`: a colour model's three colour channels mixed by a 3x3 matrix per radial
+   frequency, which takes how they move together at that frequency to the exemplar's: the
+   gain matches each channel's power alone, and the pictures' fine detail was up to 10x as
+   colourful as the photo's (`measure_colour_mix`).
+4. `field_gain`: the long-wavelength power the clip leaves out, added as a smooth random field
    made from the model's own first local-noise channel, band-limited below the noise cells'
    Nyquist frequency (so it has no cell grid), and thus moving with seeds, morphs and
    animations like the rest of the picture.
-4. `tone_curve`: a monotone map per channel that gives the outputs the exemplar's histogram
+5. `tone_curve`: a monotone map per channel that gives the outputs the exemplar's histogram
    (as Heeger & Bergen 1995 do after each pyramid pass).
-5. `lattice_filter`: a 3-tap filter along each axis whose taps depend on a pixel's position in
+6. `lattice_filter`: a 3-tap filter along each axis whose taps depend on a pixel's position in
    its noise cell, flattening the generator's 4/8/16-px lattice (engine/texture/lattice.py).
 
 Each step depends on frequency, on the noise grid, on the global code or on the pixel value
@@ -42,7 +46,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.texture.evaluation import radial_power
+from engine.texture.evaluation import radial_cross_power, radial_power
 from engine.texture.images import ImageCrops
 from engine.texture.lattice import apply_lattice_filter, fit_lattice_filter
 from engine.texture.model import Generator, TextureGANConfig
@@ -154,6 +158,80 @@ def _gained_spectrum(x: torch.Tensor, rows: tuple[tuple[float, ...], ...] | None
     return spectrum
 
 
+_MIXES: dict[tuple, torch.Tensor] = {}  # the last `_mix_tables` of a whole picture
+
+
+def _mix_tables(h: int, w: int, mix: tuple[tuple[float, ...], ...], device: torch.device,
+                rows: slice = slice(None)) -> torch.Tensor:
+    """The colour mix's matrix [3, 3, rows, w // 2 + 1, 2] at each of the `rows` of an h x w rfft2,
+    repeated for the real and imaginary parts (multiplying by a table broadcast over them took 3x
+    as long); the identity at the mean."""
+    fy = torch.fft.fftfreq(h, device=device)[rows, None] ** 2
+    freq = (fy + torch.fft.rfftfreq(w, device=device)[None] ** 2).sqrt()
+    tables = torch.stack([_radial_table(freq, [row[k] for row in mix]) for k in range(9)])
+    if freq[0, 0] == 0:
+        tables[:, 0, 0] = torch.eye(3).flatten()
+    return tables.view(3, 3, *freq.shape, 1).expand(-1, -1, -1, -1, 2).contiguous()
+
+
+def _mix_colour(spectrum: torch.Tensor, mix: Sequence[Sequence[float]], size: tuple[int, int], colour: slice,
+                check: Callable[[], None] | None) -> None:
+    """Mix the `colour` channels of an rfft2 `spectrum` [B, C, h, w // 2 + 1] of h x w pictures in
+    place by each frequency's 3x3 matrix (`colour_mix`), a band of rows at a time. A whole
+    picture's tables are kept for the next picture of its size; a large one's (`check`) are
+    made band by band."""
+    part = torch.view_as_real(spectrum[:, colour])  # [B, 3, h, w // 2 + 1, 2]
+    key = (*size, tuple(map(tuple, mix)), spectrum.device)
+    if check is None and key not in _MIXES:
+        _MIXES.clear()
+        with torch.inference_mode(False):
+            _MIXES[key] = _mix_tables(*key)
+    step = max(1, CHUNK // part.shape[-2])
+    for top in range(0, size[0], step):
+        rows = slice(top, top + step)
+        t = _MIXES[key][:, :, rows] if check is None else _mix_tables(*key, rows)
+        s0, s1, s2 = part[:, 0, rows], part[:, 1, rows], part[:, 2, rows]
+        first = (s0 * t[0, 0]).addcmul_(s1, t[0, 1]).addcmul_(s2, t[0, 2])
+        second = (s0 * t[1, 0]).addcmul_(s1, t[1, 1]).addcmul_(s2, t[1, 2])
+        s2.mul_(t[2, 2]).addcmul_(s0, t[2, 0]).addcmul_(s1, t[2, 1])
+        s0.copy_(first)
+        s1.copy_(second)
+        if check:
+            check()
+
+
+def apply_colour_mix(x: torch.Tensor, mix: Sequence[Sequence[float]]) -> torch.Tensor:
+    """Images [B, 3, H, W] with their colour mixed by `mix` (`_mix_colour`), clamped to [-1, 1]."""
+    spectrum = torch.fft.rfft2(x.float())
+    _mix_colour(spectrum, mix, x.shape[-2:], slice(0, 3), None)
+    return torch.fft.irfft2(spectrum, s=x.shape[-2:]).clamp_(-1, 1).to(x.dtype)
+
+
+def measure_colour_mix(fake: torch.Tensor, real: torch.Tensor) -> np.ndarray:
+    """`colour_mix` [K, 9]: per radial frequency, the linear map of the colour channels that takes
+    the fakes' cross-power [N, 3, H, W] to the real crops' and moves them least (the
+    Monge-Kantorovich linear map of colour transfer, Pitie & Kokaram 2007), its gains clipped to
+    CUT..1. Each channel's power alone is what the gain matches; this matches how the channels
+    move together: the pictures' fine detail was up to 10x as colourful as the photo's (red-green
+    specks on marble, fringes along tiles' joints; docs/BENCHMARKS.md, "Colour mix"). It only
+    cuts: allowed to boost as the gain does, it boosted on top of the gain's clip, and marble
+    grew a grain."""
+    out = []
+    for f, r in zip(radial_cross_power(fake).double().numpy(), radial_cross_power(real).double().numpy()):
+        root = _sqrtm(f)
+        inverse = np.linalg.pinv(root)
+        mix = inverse @ _sqrtm(root @ r @ root) @ inverse
+        w, v = np.linalg.eigh((mix + mix.T) / 2)
+        out.append(((v * np.clip(w, 10 ** (CUT / 2), 1.0)) @ v.T).ravel())
+    return np.stack(out)
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    """The square root of a symmetric positive semi-definite matrix."""
+    w, v = np.linalg.eigh(a)
+    return (v * np.sqrt(np.maximum(w, 0))) @ v.T
+
+
 def field_spectrum(z: torch.Tensor, amplitude: Sequence[Sequence[float]], stride: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The rfft2 coefficients [B, C, h, w//2+1] of `noise_field` (of an H x W = stride x (h x w)
@@ -249,16 +327,17 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
               check: Callable[[], None] | None = None) -> torch.Tensor:
     """The generator's images x made from noise z, with whatever calibration `config` carries;
     `moments` are those of x's codes (`code_moments`), needed when config has image_moments.
-    x may hold only the generator's `channels` (each step treats channels alone: a large
-    picture is calibrated a few channels at a time, and gives the same pixels). With `check`,
-    the Fourier transforms run in pieces, calling it between them (it may raise to stop).
+    x may hold only the generator's `channels` (each step but the colour mix treats channels
+    alone: a large picture is calibrated a few channels at a time, the colour's together, and
+    gives the same pixels). With `check`, the Fourier transforms run in pieces, calling it
+    between them (it may raise to stop).
 
-    The first three steps are linear in the picture (an affine map per channel, a filter, an
-    added field), so they are applied together in its spectrum, clamped once at the end: one
-    transform each way where one after the other took three passes over the picture and another
-    transform (a 1024^2 colour picture, one thread: 0.262 -> 0.250 s in all). Clamps between
-    the steps are gone: they bit on no pixel of lava's pictures. A morph's tone varies across
-    the picture, so it is matched in the picture first."""
+    The first four steps are linear in the picture (an affine map per channel, a filter, a
+    filter mixing the colour, an added field), so they are applied together in its spectrum,
+    clamped once at the end: one transform each way where one after the other took three passes
+    over the picture and another transform (a 1024^2 colour picture, one thread: 0.262 -> 0.250
+    s in all). Clamps between the steps are gone: they bit on no pixel of lava's pictures. A
+    morph's tone varies across the picture, so it is matched in the picture first."""
     pick = lambda rows: list(rows)[channels]  # noqa: E731
     pointwise = (lambda f, t: _by_rows(f, t, check)) if check else (lambda f, t: f(t))  # noqa: E731
     scale = offset = None
@@ -270,13 +349,16 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
             x = pointwise(lambda t: match_moments(t, picked, target), x)
         else:
             scale, offset = moments_affine(picked, target, torch.float32)
-    if config.spectrum_gain or config.field_gain:
+    if config.spectrum_gain or config.field_gain or config.colour_mix:
         h, w = x.shape[-2:]
         rows = gain_rows(config.spectrum_gain, channels) if config.spectrum_gain else None
         spectrum = _gained_spectrum(x, rows, check)
         if scale is not None:
             torch.view_as_real(spectrum).mul_(scale[..., None])
             spectrum[..., 0, 0] += offset[..., 0, 0] * (h * w)
+        colour = _colour_in(channels, config) if config.colour_mix else None
+        if colour is not None:
+            _mix_colour(spectrum, config.colour_mix, (h, w), colour, check)
         if config.field_gain:
             coeffs, rows = field_spectrum(z, pick(config.field_gain), config.stride)
             spectrum[..., rows, : coeffs.shape[-1]] += coeffs
@@ -289,6 +371,18 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
     if config.lattice_filter:  # a new tensor, clamped in place
         return apply_lattice_filter(x, [pick(axis) for axis in config.lattice_filter]).clamp_(-1, 1)
     return x if config.tone_curve else x.clamp(-1, 1)
+
+
+def _colour_in(channels: slice, config: TextureGANConfig) -> slice | None:
+    """Where the colour channels sit among the `channels` a calibration is given (None: not among
+    them); a ValueError if only some are, as they are mixed together."""
+    picked = range(config.out_channels)[channels]
+    at = [i for i, c in enumerate(picked) if c < config.channels]
+    if not at:
+        return None
+    if len(at) != config.channels or at[-1] - at[0] != len(at) - 1:
+        raise ValueError(f"this model mixes its {config.channels} colour channels: calibrate them together")
+    return slice(at[0], at[-1] + 1)
 
 
 def _by_rows(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, check: Callable[[], None]) -> torch.Tensor:
@@ -323,7 +417,7 @@ def _channel_power(x: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0, rounds: int = ROUNDS,
             lattice: bool = True) -> dict[str, list]:
-    """The five corrections (module docstring) from 2n exemplar crops and n samples at 256^2
+    """The six corrections (module docstring) from 2n exemplar crops and n samples at 256^2
     (or the smallest exemplar's size): the config fields, rounded, as lists. The crops count the
     photo's border about as often as its middle (`fair_edges`): plain random 256 px crops of a
     512 px photo are the statistics of its middle, which on gravel has more contrast than the
@@ -367,8 +461,12 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     levels = np.linspace(0, 1, TONE_LEVELS)
     grid = np.linspace(-1, 1, TONE_LEVELS)
     real_levels = [_quantiles(real[:, c], levels) for c in range(channels)]
+    mixing = G.cfg.channels == 3
     for round_ in range(rounds):
         x = apply_gain(raw, gain.tolist())
+        if mixing:
+            mix = measure_colour_mix(x[:, :3], real[:, :3])
+            x[:, :3] = apply_colour_mix(x[:, :3], mix)
         field = np.zeros_like(target)
         for _ in range(FIELD_PASSES):
             made = _channel_power((x + noise_field(z, field, G.cfg.stride)).clamp(-1, 1))
@@ -382,7 +480,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
             gain = (gain + target_log - _channel_spectra(apply_tone(x, tone))).clamp(CUT, BOOST)
     rounded = lambda a: np.round(np.asarray(a, dtype=np.float64), 4).tolist()
     out = {"image_moments": moments and rounded(moments), "spectrum_gain": rounded(gain), "field_gain": rounded(field),
-           "tone_curve": rounded(tone)}
+           "colour_mix": rounded(mix) if mixing else None, "tone_curve": rounded(tone)}
     if lattice:
         out["lattice_filter"] = measure_lattice(G, dataclasses.replace(G.cfg, **out), min(n, LATTICE_PICTURES), seed)
     return out

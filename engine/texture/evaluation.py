@@ -149,10 +149,9 @@ def swd(x: torch.Tensor, ref: torch.Tensor, seed: int = 0, n_patches: int = 2048
         x, ref = small_x, small_r
 
 
-def radial_power(x: torch.Tensor) -> torch.Tensor:
-    """Radially averaged power [C, K] per channel of images x [N, C, H, W] (mean removed,
-    Hann-windowed), averaged over the images; K = min(H, W) // 2 radii from 1 px^-1 up."""
-    h, w = x.shape[-2:]
+def _rings(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For an h x w rfft2: each coefficient's radius in whole cycles (flattened), its weight,
+    the weight summed per radius, and the Hann window the images are taken through."""
     win = torch.hann_window(h, periodic=False)[:, None] * torch.hann_window(w, periodic=False)[None]
     ky = torch.fft.ifftshift(torch.arange(h) - h // 2)  # the rows' frequencies in FFT order
     r = (ky[:, None].pow(2) + torch.arange(w // 2 + 1)[None].pow(2)).float().sqrt().round().long()
@@ -164,13 +163,32 @@ def radial_power(x: torch.Tensor) -> torch.Tensor:
     if w % 2 == 0:
         weight[-1] = 1
     weight = weight.expand(h, -1).flatten()
-    counts = torch.zeros(min(h, w) // 2 + 1).index_add_(0, r, weight)
+    return r, weight, torch.zeros(min(h, w) // 2 + 1).index_add_(0, r, weight), win
+
+
+def radial_power(x: torch.Tensor) -> torch.Tensor:
+    """Radially averaged power [C, K] per channel of images x [N, C, H, W] (mean removed,
+    Hann-windowed), averaged over the images; K = min(H, W) // 2 radii from 1 px^-1 up."""
+    r, weight, counts, win = _rings(*x.shape[-2:])
     radial = []
     for part in x.split(1, 1):  # a channel at a time: bounded memory
         f = torch.fft.rfft2((part - part.mean((2, 3), keepdim=True)) * win)
         power = (f.real.square() + f.imag.square()).mean((0, 1)).flatten()
         radial.append(torch.zeros_like(counts).index_add_(0, r, power * weight))
     return (torch.stack(radial) / counts)[:, 1:]
+
+
+def radial_cross_power(x: torch.Tensor) -> torch.Tensor:
+    """`radial_power` with the channels' cross terms: [K, C, C], the real part of each radius's
+    mean f_i * conj(f_j) (its diagonal is radial_power)."""
+    r, weight, counts, win = _rings(*x.shape[-2:])
+    f = torch.fft.rfft2((x - x.mean((2, 3), keepdim=True)) * win).flatten(2)  # [N, C, coefficients]
+    channels = x.shape[1]
+    cross = torch.zeros(channels, channels, len(counts))
+    for i in range(channels):
+        products = (f[:, i:i + 1] * f.conj()).real.mean(0)  # [C, coefficients]
+        cross[i] = torch.zeros(channels, len(counts)).index_add_(1, r, products * weight)
+    return (cross / counts).permute(2, 0, 1)[1:]
 
 
 def power_spectrum(x: torch.Tensor) -> torch.Tensor:

@@ -193,6 +193,7 @@ class TextureModel:
                    for name, part in self.layout.items()}
             if large:  # a channel at a time (the normal's three together): bounded memory, a chance to stop
                 groups = [self.layout["normal"]] if "normal" in self.layout else []
+                groups += [self.layout["image"]] if self.config.colour_mix else []  # mixed together
                 groups += [slice(c, c + 1) for c in range(self.config.out_channels)
                            if not any(g.start <= c < g.stop for g in groups)]
             else:  # every channel calibrated in one go (each alone: the same pixels), then map by map

@@ -132,12 +132,13 @@ class TextureGANConfig:
     # the discriminator could not teach them. Per channel the mean and standard deviation every
     # picture is given, and the share of its code's offset in mean it keeps (single-exemplar
     # models); per radial frequency (k / (2 * len) cycles per pixel): log10 power gains, and per
-    # channel the amplitudes of a smooth field made from the noise; per channel a tone curve
-    # over [-1, 1]. The generator ignores them; TextureModel
-    # applies them to what it makes.
+    # channel the amplitudes of a smooth field made from the noise, and a 3x3 matrix mixing the
+    # colour channels (row-major; None: grey, or calibrated before it existed); per channel a tone
+    # curve over [-1, 1]. The generator ignores them; TextureModel applies them to what it makes.
     image_moments: list[list[float]] | None = None
     spectrum_gain: list[list[float]] | list[float] | None = None  # per channel (one list: every channel)
     field_gain: list[list[float]] | None = None
+    colour_mix: list[list[float]] | None = None
     tone_curve: list[list[float]] | None = None
     # Set after training (engine/texture/lattice.py): per axis, channel and position in a cell, the
     # share of its differences to the pixels before and after that a pixel takes, flattening the

@@ -8,6 +8,7 @@ import torch
 from engine.texture.calibration import (
     BOOST,
     CUT,
+    apply_colour_mix,
     apply_gain,
     apply_tone,
     calibrate,
@@ -26,7 +27,7 @@ from engine.texture.objective import TextureObjective
 
 TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
                         n_local=4, n_global=8, n_periodic=2, channels=1)
-CALIBRATION = ("image_moments", "spectrum_gain", "field_gain", "tone_curve", "lattice_filter")
+CALIBRATION = ("image_moments", "spectrum_gain", "colour_mix", "field_gain", "tone_curve", "lattice_filter")
 
 
 def test_gain_commutes_with_tiling_and_zero_gain_is_identity():
@@ -187,7 +188,8 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
     # calibrated and gain-only spectra read alike (2.58 and 2.55)
     obj = TextureObjective(dataclasses.replace(TINY, upsample="nearest"), [exemplar], seed=0)
     config = obj.export_config()
-    moments, gain, field, tone, lattice = (getattr(config, key) for key in CALIBRATION)
+    moments, gain, mix, field, tone, lattice = (getattr(config, key) for key in CALIBRATION)
+    assert mix is None  # grey: no colours to mix
     assert len(moments) == 1 and len(moments[0]) == 3 and moments[0][1] > 0 and 0 <= moments[0][2] <= 1
     assert len(gain) == 1 and len(gain[0]) == 64 and all(CUT <= g <= BOOST for g in gain[0]) and gain[0][0] > 0
     assert len(field) == 1 and field[0][0] > 0 and not any(field[0][8:])  # the field stays below the cells' Nyquist
@@ -239,7 +241,7 @@ def test_calibrating_in_one_spectrum_is_the_steps_one_after_the_other():
         x = G.synthesize(z)
         moments = code_moments(G, z_global, phase)
         toned = match_moments(x, moments, config.image_moments)
-        gained = apply_gain(toned, config.spectrum_gain)
+        gained = apply_colour_mix(apply_gain(toned, config.spectrum_gain), config.colour_mix)
         fielded = gained + noise_field(z, config.field_gain, config.stride)
         steps = apply_lattice_filter(apply_tone(fielded, config.tone_curve), config.lattice_filter)
         together = calibrate(x, z, config, moments)
@@ -261,6 +263,44 @@ def test_measuring_again_after_the_tone_curve_brings_the_spectrum_closer():
         return spectrum_distance(torch.from_numpy(images).permute(0, 3, 1, 2) / 127.5 - 1, target)
 
     assert distance(3) < 0.8 * distance(1)
+
+
+def test_the_colour_mix_gives_fine_detail_the_exemplars_colour_and_pictures_still_tile(monkeypatch):
+    """A gain and a curve per channel leave how the channels move together alone: a generator's
+    fine detail can be colourful where the exemplar's is grey (marble's red-green specks). The
+    colour mix takes each frequency's cross-power between the channels to the exemplar's. A
+    large picture, calibrated in bands, gets the same pixels."""
+    from engine.texture import calibration, generation
+
+    tint = np.array([0.8, 0.5, 0.2], np.float32)
+    exemplar = procedural("blobs", 128, seed=3, channels=1) * tint  # every pixel on one colour axis
+    obj = TextureObjective(dataclasses.replace(TINY, channels=3), [exemplar], seed=0)
+    G = obj.nets["G_ema"]
+    config = dataclasses.replace(obj.config, **measure(G, [exemplar], n=16))
+    assert np.asarray(config.colour_mix).shape == (64, 9)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.6 - 0.3
+    halved = apply_colour_mix(x, [[0.5, 0, 0, 0, 0.5, 0, 0, 0, 0.5]] * 16)  # every frequency but the mean halved
+    assert torch.allclose(halved.mean((2, 3)), x.mean((2, 3)), atol=1e-5)
+    assert torch.allclose(halved - halved.mean((2, 3), keepdim=True), (x - x.mean((2, 3), keepdim=True)) / 2, atol=1e-5)
+    axis = tint / np.linalg.norm(tint)
+
+    def off_the_axis(model: TextureModel) -> float:  # the colour away from the tint's axis, each picture's mean aside
+        x = np.stack([model.generate(64, 64, seed=s) for s in range(100, 108)]).astype(np.float32) / 127.5 - 1
+        off = x - (x @ axis)[..., None] * axis
+        return float((off - off.mean((1, 2), keepdims=True)).std())
+
+    mixed = TextureModel(config, G)
+    unmixed = off_the_axis(TextureModel(dataclasses.replace(config, colour_mix=None), G))
+    assert off_the_axis(mixed) < 0.3 * unmixed, (off_the_axis(mixed), unmixed)
+    a = mixed.generate(32, 32, seed=3)
+    z_local, z_global, phase = mixed._noise(32, 32, 3)
+    big = mixed._picture(G.noise(z_local, z_global, phase).repeat(1, 1, 2, 2), 64, 64,
+                         lambda: code_moments(G, z_global, phase))
+    assert np.abs(np.tile(a, (2, 2, 1)).astype(int) - big["image"].astype(int)).max() <= 1  # uint8 rounding
+    whole = mixed.generate(96, 64, seed=5)
+    monkeypatch.setattr(generation, "LARGE", 0)
+    monkeypatch.setattr(calibration, "CHUNK", 2000)  # several bands of rows
+    assert np.abs(whole.astype(int) - mixed.generate(96, 64, seed=5)).max() <= 1
 
 
 def test_rgb_calibration_has_one_field_and_curve_per_channel():
@@ -301,7 +341,8 @@ def test_trained_model_carries_its_calibration(tmp_path):
     assert [len(row) for row in stored["spectrum_gain"]] == [48] and stored == measure(obj.nets["G_ema"], obj.images)
     model = load(metadata["config"], weights)
     assert {key: getattr(model.config, key) for key in CALIBRATION} == stored
-    for dropped in CALIBRATION:  # each part changes the picture
+    assert stored["colour_mix"] is None  # grey
+    for dropped in (key for key in CALIBRATION if stored[key] is not None):  # each part changes the picture
         without = TextureModel(dataclasses.replace(model.config, **{dropped: None}), model.G)
         assert not np.array_equal(model.generate(32, 32, seed=1), without.generate(32, 32, seed=1)), dropped
 
