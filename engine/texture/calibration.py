@@ -166,8 +166,7 @@ def _mix_tables(h: int, w: int, mix: tuple[tuple[float, ...], ...], device: torc
     """The colour mix's matrix [3, 3, rows, w // 2 + 1, 2] at each of the `rows` of an h x w rfft2,
     repeated for the real and imaginary parts (multiplying by a table broadcast over them took 3x
     as long); the identity at the mean."""
-    fy = torch.fft.fftfreq(h, device=device)[rows, None] ** 2
-    freq = (fy + torch.fft.rfftfreq(w, device=device)[None] ** 2).sqrt()
+    freq = _rfft_radius(h, w, device)[rows]
     tables = torch.stack([_radial_table(freq, [row[k] for row in mix]) for k in range(9)])
     if freq[0, 0] == 0:
         tables[:, 0, 0] = torch.eye(3).flatten()

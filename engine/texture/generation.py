@@ -191,7 +191,7 @@ class TextureModel:
             raw = raw.contiguous()  # per-channel slices for the Fourier transforms
             out = {name: np.empty((height, width, part.stop - part.start), np.uint8)
                    for name, part in self.layout.items()}
-            if large:  # a channel at a time (the normal's three together): bounded memory, a chance to stop
+            if large:  # a channel at a time (the normal's three together, the colour's if mixed): bounded memory
                 groups = [self.layout["normal"]] if "normal" in self.layout else []
                 groups += [self.layout["image"]] if self.config.colour_mix else []  # mixed together
                 groups += [slice(c, c + 1) for c in range(self.config.out_channels)
