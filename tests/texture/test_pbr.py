@@ -215,14 +215,16 @@ def test_generating_in_bands_gives_the_one_pass_picture(monkeypatch):
         assert (whole[name] == banded[name]).mean() > 0.999, name
 
 
-def test_normals_are_scaled_to_unit_length_as_by_their_norm():
+def test_normals_keep_their_slopes_and_take_z_from_them():
     from engine.texture.generation import unit_normals
 
-    x = torch.randn(3, 40, 30, generator=torch.Generator().manual_seed(0))
-    x[:, 0, 0] = 0  # a zero vector points out of the surface
-    reference = x.clone()
-    reference[2].clamp_(min=1e-3)
-    reference = reference / reference.norm(dim=0, keepdim=True)
+    x = torch.randn(3, 40, 30, generator=torch.Generator().manual_seed(0)) * 0.4
+    x[:, 0, 0] = 0  # no slope points out of the surface
+    x[:, 0, 1] = torch.tensor([3.0, -4.0, 0.5])  # steeper than a unit vector allows
     made = unit_normals(x)
-    assert (made - reference).abs().max() < 1e-6 and made[:, 0, 0].tolist() == [0.0, 0.0, 1.0]
+    assert (made.norm(dim=0) - 1).abs().max() < 1e-6 and made[2].min() > 0.9e-3
+    fits = x[0] ** 2 + x[1] ** 2 < 1
+    assert fits.float().mean() > 0.9 and torch.equal(made[:2][:, fits], x[:2][:, fits])
+    assert torch.allclose(made[:, 0, 1], torch.tensor([0.6, -0.8, 1e-3]), atol=1e-4)  # its direction kept
+    assert made[:, 0, 0].tolist() == [0.0, 0.0, 1.0]
     assert not torch.equal(made, x)  # its input is left alone
