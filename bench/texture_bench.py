@@ -353,26 +353,51 @@ def measure(model, images: list[np.ndarray], quilter: Quilter, n: int, n_big: in
     return out
 
 
-def contact_sheet(name: str, colour: Path, model, quilter: Quilter, note: str, side: int = 384) -> Path:
-    """exemplar | ours | quilting | ours tiled 2x2, each side x side at 1:1, into docs/textures/NAME.jpg."""
+LIGHT = np.array([-0.5, 0.5, 0.7]) / np.linalg.norm([-0.5, 0.5, 0.7])  # from the upper left and the front
+
+
+def relief(normal: np.ndarray) -> np.ndarray:
+    """uint8 grey HxWx3: unit normals HxWx3 in [-1, 1] shaded under LIGHT, the relief a normal map
+    gives a surface in Blender."""
+    shade = np.round(255 * (0.15 + 0.85 * np.clip(normal @ LIGHT, 0, 1))).astype(np.uint8)
+    return np.repeat(shade[..., None], 3, -1)
+
+
+def contact_sheet(name: str, colour: Path, model, quilter: Quilter, note: str, exemplar: np.ndarray,
+                  side: int = 384) -> Path:
+    """exemplar | ours | quilting | ours tiled 2x2, each side x side at 1:1, into docs/textures/NAME.jpg;
+    for a model with a normal map a second row, each panel's normals lit (`relief`). `exemplar` is the
+    stacked float image the model was trained on."""
     from PIL import Image, ImageDraw
 
     rgb = lambda a: np.repeat(a, 3, -1) if a.shape[-1] == 1 else a[..., :3]
     ex = np.asarray(Image.open(colour).convert("RGB"))
     side = min(side, *ex.shape[:2]) // model.stride * model.stride
     half = side // 2 // model.stride * model.stride
-    panels = [("exemplar (1:1 crop)", ex[:side, :side]), ("ours", rgb(model.generate(side, side, seed=1))),
-              ("image quilting", rgb(np.round(quilter.synthesize(side, side, seed=1)[..., model.layout["image"]] * 255)
-                                               .astype(np.uint8))),
-              ("ours, 2x2 tiling", np.tile(rgb(model.generate(half, half, seed=2)), (2, 2, 1)))]
+    ours, tiled = model.generate_maps(side, side, seed=1), model.generate_maps(half, half, seed=2)
+    quilted = quilter.synthesize(side, side, seed=1)
+    to_u8 = lambda a: np.round(a * 255).astype(np.uint8)
+    panels = [("exemplar (1:1 crop)", ex[:side, :side]), ("ours", rgb(ours["image"])),
+              ("image quilting", rgb(to_u8(quilted[..., model.layout["image"]]))),
+              ("ours, 2x2 tiling", np.tile(rgb(tiled["image"]), (2, 2, 1)))]
+    rows = [panels]
+    if "normal" in model.layout:
+        normal = model.layout["normal"]
+        as_unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
+        from_u8 = lambda a: as_unit(a.astype(np.float64) / 127.5 - 1)
+        reliefs = [relief(as_unit(exemplar[:side, :side, normal])), relief(from_u8(ours["normal"])),
+                   relief(as_unit(quilted[..., normal] * 2 - 1)), relief(np.tile(from_u8(tiled["normal"]), (2, 2, 1)))]
+        rows.append([(f"{title}: its normals, lit", picture) for (title, _), picture in zip(panels, reliefs)])
     pad, label = 6, 16
-    sheet = Image.new("RGB", (4 * side + 5 * pad, side + label + 2 * pad + label), "white")
+    sheet = Image.new("RGB", (4 * side + 5 * pad, label + len(rows) * (side + label + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((pad, pad), f"{name}: {note}", fill="black")
-    for i, (title, a) in enumerate(panels):
-        x = pad + i * (side + pad)
-        draw.text((x, pad + label), title, fill="black")
-        sheet.paste(Image.fromarray(a[:side, :side]), (x, pad + 2 * label))
+    for r, row in enumerate(rows):
+        y = pad + label + r * (side + label + pad)
+        for i, (title, a) in enumerate(row):
+            x = pad + i * (side + pad)
+            draw.text((x, y), title, fill="black")
+            sheet.paste(Image.fromarray(a[:side, :side]), (x, y + label))
     SHEETS.mkdir(parents=True, exist_ok=True)
     path = SHEETS / f"{name}.jpg"
     sheet.save(path, quality=88)
@@ -446,7 +471,7 @@ def run_suite(args) -> int:
         m["ours"].update(steps=steps, min=minutes, **{"steps/min": steps_per_minute(models / f"{model_name}.run")})
         note = (f"{category}; ours trained {minutes:.1f} min, {steps} steps, {model.channels} channel(s); "
                 f"quilting: block {quilter.block}")
-        m["sheet"] = contact_sheet(name, colour, model, quilter, note)
+        m["sheet"] = contact_sheet(name, colour, model, quilter, note, images[0])
         results[name] = m
         stored.write_text(json.dumps({k: v for k, v in m.items() if k != "sheet"}, default=float))
         row = m["ours"]

@@ -52,7 +52,7 @@ def unit_normals(x: torch.Tensor) -> torch.Tensor:
     x*x + y*y < 1; longer ones scaled down to that) and z = sqrt(1 - x*x - y*y), at least 1e-3.
     The calibration gave x and y the exemplar's spectra and histograms; scaled to unit length
     with the z the generator made alongside, the steepest slopes lost their tails (z's spread was
-    half the exemplar's), and normal swd read 1.27 over the suite's sets where this reads 1.19
+    0.55-0.86x the exemplar's), and normal swd read 1.27 over the suite's sets where this reads 1.19
     (docs/BENCHMARKS.md, "Normals from their slopes")."""
     x = x.clone()
     most = 1 - 1e-6  # so that z >= 1e-3

@@ -95,3 +95,21 @@ def test_the_bench_quilting_takes_any_exemplar_at_least_the_crop_and_never_crash
         for seed in range(4):
             out = quilter.synthesize(160, 128, seed=seed)
             assert out.shape == (160, 128, exemplar.shape[2]) and np.isfinite(out).all()
+
+
+def test_the_sheets_relief_lights_a_dome_from_the_upper_left():
+    """The sheets' second row shows a set's normal map as grey relief: normals in the OpenGL convention
+    (+y up), lit from the upper left, so the upper left of a dome is its bright side."""
+    import sys
+
+    sys.path.insert(0, str(SUITE.parents[1]))
+    from texture_bench import relief
+
+    yy, xx = np.mgrid[-1:1:64j, -1:1:64j]  # rows run down the picture
+    dome = np.stack([2 * xx, -2 * yy, np.ones_like(xx)], -1)  # height -(x² + y²): normals lean outwards
+    shaded = relief(dome / np.linalg.norm(dome, axis=-1, keepdims=True))
+    assert shaded.shape == (64, 64, 3) and shaded.dtype == np.uint8
+    assert shaded[:24, :24].mean() > shaded[-24:, -24:].mean() + 100
+    assert shaded[:24, -24:].mean() == pytest.approx(shaded[-24:, :24].mean(), abs=2)  # across the light: alike
+    flat = relief(np.broadcast_to([0.0, 0.0, 1.0], (8, 8, 3)))
+    assert (flat == flat[0, 0]).all() and 100 < flat[0, 0, 0] < 255
