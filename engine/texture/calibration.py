@@ -29,6 +29,8 @@ them to every output, in this order:
    made from the model's own first local-noise channel, band-limited below the noise cells'
    Nyquist frequency (so it has no cell grid), and thus moving with seeds, morphs and
    animations like the rest of the picture.
+   `cell_tint`, before it where the exemplar repeats in two directions: an offset per tile or
+   brick, as the photo's vary (engine/texture/tints.py); the field then adds what is still missing.
 5. `tone_curve`: a monotone map per channel that gives the outputs the exemplar's histogram
    (as Heeger & Bergen 1995 do after each pyramid pass).
 6. `lattice_filter`: a 3-tap filter along each axis whose taps depend on a pixel's position in
@@ -50,10 +52,12 @@ from engine.texture.evaluation import radial_cross_power, radial_power
 from engine.texture.images import ImageCrops
 from engine.texture.lattice import apply_lattice_filter, fit_lattice_filter
 from engine.texture.model import Generator, TextureGANConfig
+from engine.texture.tints import cell_means, cell_offsets, exemplar_phases, find_cells, fold, picture_phases, tint
 
 BOOST = 0.5  # log10 power: at most 10**0.25 = 1.8x amplitude up from the gain
 CUT = -4.0  # and at most 100x amplitude down
 SIZE = 256  # measurement size: wavelengths up to 256 px; longer ones get the 256 px values
+TINT_SIZE, TINT_PICTURES = 1024, 4  # pictures whose tiles' means are compared with the exemplar's
 TONE_LEVELS = 257  # tone curve samples, evenly spaced over [-1, 1]
 FIELD_PASSES = 3  # the field's power is set, measured on the result, and set again
 ROUNDS = 3  # gain, field and curve measured again after the curve, which changes the spectrum
@@ -364,6 +368,8 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
         x = _irfft2(spectrum, (h, w), check).to(x.dtype)
     elif scale is not None:
         x = torch.addcmul(offset.to(x.dtype), x, scale.to(x.dtype))
+    if config.cell_tint:
+        x = x + tint(z, config, config.cell_tint, pick(config.cell_tint["offsets"])).to(x.dtype)
     if config.tone_curve:  # which clamps its input
         curve = pick(config.tone_curve)
         x = pointwise(lambda t: apply_tone(t, curve), x)
@@ -415,7 +421,7 @@ def _channel_power(x: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0, rounds: int = ROUNDS,
-            lattice: bool = True) -> dict[str, list]:
+            lattice: bool = True, tints: bool = True) -> dict[str, list]:
     """The six corrections (module docstring) from 2n exemplar crops and n samples at 256^2
     (or the smallest exemplar's size): the config fields, rounded, as lists. The crops count the
     photo's border about as often as its middle (`fair_edges`): plain random 256 px crops of a
@@ -426,7 +432,8 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     The stored curves depend on the draw: over seeds 0-3 on one gravel generator (one round),
     the spectrum ratio spanned 0.70-0.81 with n = 64 and 0.72-0.75 with 128. It runs once, when
     training ends: on one CPU thread ~57 s for a nine-channel PBR set, and the lattice filter
-    (`lattice`; `measure_lattice`) ~1.2 s more per channel."""
+    (`lattice`; `measure_lattice`) ~1.2 s more per channel, and the tints (`tints`, where the
+    exemplar repeats in two directions) ~5 s more."""
     side = min(SIZE, *(min(img.shape[:2]) for img in images))
     side -= side % G.cfg.stride
     real = ImageCrops(images, side, flips=False, rot90=False, fair_edges=True, seed=seed).batch(np.arange(2 * n))
@@ -448,6 +455,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
         keep = (missing / mean.var(0).clamp_min(1e-12)).sqrt().clamp(max=1)[:, 0]
         moments = torch.cat([average, keep], 1).tolist()
         raw = match_moments(raw, (mean, std), moments)
+    tinting = tints and G.cfg.n_repeat == 2 and len(images) == 1 and _tint_measurement(G, images, z, raw, moments, seed)
     G.train(was_training)
 
     target_log = _channel_spectra(real)
@@ -466,6 +474,16 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
         if mixing:
             mix = measure_colour_mix(x[:, :3], real[:, :3])
             x[:, :3] = apply_colour_mix(x[:, :3], mix)
+        cell_tint = None
+        if tinting:
+            cells, real_means, big_z, big_raw = tinting
+            big = apply_gain(big_raw, gain.tolist())
+            if mixing:
+                big[:, :3] = apply_colour_mix(big[:, :3], mix)
+            offsets = cell_offsets(real_means, cell_means(big, picture_phases(big_z, G.cfg)[0], cells))
+            if offsets:
+                cell_tint = cells | {"offsets": np.round(offsets, 4).tolist()}
+                x = x + tint(z, G.cfg, cells, offsets)
         field = np.zeros_like(target)
         for _ in range(FIELD_PASSES):
             made = _channel_power((x + noise_field(z, field, G.cfg.stride)).clamp(-1, 1))
@@ -479,10 +497,33 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
             gain = (gain + target_log - _channel_spectra(apply_tone(x, tone))).clamp(CUT, BOOST)
     rounded = lambda a: np.round(np.asarray(a, dtype=np.float64), 4).tolist()
     out = {"image_moments": moments and rounded(moments), "spectrum_gain": rounded(gain), "field_gain": rounded(field),
-           "colour_mix": rounded(mix) if mixing else None, "tone_curve": rounded(tone)}
+           "colour_mix": rounded(mix) if mixing else None, "cell_tint": cell_tint, "tone_curve": rounded(tone)}
     if lattice:
         out["lattice_filter"] = measure_lattice(G, dataclasses.replace(G.cfg, **out), min(n, LATTICE_PICTURES), seed)
     return out
+
+
+def _tint_measurement(G: Generator, images: list[np.ndarray], z: torch.Tensor, raw: torch.Tensor,
+                      moments: list | None, seed: int) -> tuple | None:
+    """What `cell_tint` is measured from: the cells of the generator's repeat (folded from the
+    pictures raw of noise z), the exemplar's cell means, and TINT_PICTURES larger pictures (noise,
+    raw pictures toned as raw is) whose cells are compared with them; None where either fold has
+    no closed cell."""
+    colour = slice(0, G.cfg.channels)
+    cells = find_cells(fold(raw[:, colour].mean(1), picture_phases(z.cpu(), G.cfg)[0]))
+    image = torch.from_numpy(np.asarray(images[0], np.float32)).permute(2, 0, 1)[None]
+    phases = exemplar_phases(image.shape[-2], image.shape[-1], G.cfg.repeat_waves)
+    real_cells = find_cells(fold(image[:, colour].mean(1), phases))
+    if cells is None or real_cells is None:
+        return None
+    device = next(G.parameters()).device
+    z_local, z_global, phase = G.sample_noise(TINT_PICTURES, TINT_SIZE, TINT_SIZE,
+                                              torch.Generator().manual_seed(seed + 1), device)
+    big_z = G.noise(z_local, z_global, phase, exact_repeat=True)
+    big_raw = torch.cat([G.synthesize(part).float().cpu() for part in big_z.split(1)])
+    if moments is not None:
+        big_raw = match_moments(big_raw, [m.float().cpu() for m in code_moments(G, z_global, phase)], moments)
+    return cells, cell_means(image, phases, real_cells), big_z.cpu(), big_raw
 
 
 @torch.no_grad()
@@ -490,7 +531,9 @@ def measure_lattice(G: Generator, config: TextureGANConfig, n: int = LATTICE_PIC
                     ) -> list[list[list[list[float]]]]:
     """`lattice_filter` for G under the rest of config's calibration: fitted on n pictures at 256²
     calibrated as `generate` calibrates them (engine/texture/lattice.py), a map's channels together."""
-    config = dataclasses.replace(config, lattice_filter=None)
+    # Without the tints: their steps at the joints are not the generator's lattice, and with them the
+    # fit over-corrected tiles' (lattice 0.90; without them 0.98, as before the tints)
+    config = dataclasses.replace(config, lattice_filter=None, cell_tint=None)
     device = next(G.parameters()).device
     which = torch.arange(n, device=device) % max(G.cfg.n_exemplars, 1)
     z_local, z_global, phase = G.sample_noise(n, SIZE, SIZE, torch.Generator().manual_seed(seed), device)

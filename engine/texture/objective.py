@@ -263,10 +263,10 @@ class TextureObjective(Objective):
 
     def export_config(self, final: bool = True) -> TextureGANConfig:
         # A checkpoint while training runs gets a 1 s calibration instead of 10-30 s, without the
-        # lattice filter: nine of those come out of a 10-minute budget (and a cancelled run keeps
-        # the last of them).
+        # lattice filter and the tints: nine of those come out of a 10-minute budget (and a
+        # cancelled run keeps the last of them).
         if not final:
-            quick = measure(self.nets["G_ema"], self.images, n=16, rounds=1, lattice=False)
+            quick = measure(self.nets["G_ema"], self.images, n=16, rounds=1, lattice=False, tints=False)
             return dataclasses.replace(self.config, **quick)
         return dataclasses.replace(self.config, **self._full_calibration())
 

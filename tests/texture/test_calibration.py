@@ -27,7 +27,8 @@ from engine.texture.objective import TextureObjective
 
 TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
                         n_local=4, n_global=8, n_periodic=2, channels=1)
-CALIBRATION = ("image_moments", "spectrum_gain", "colour_mix", "field_gain", "tone_curve", "lattice_filter")
+CALIBRATION = ("image_moments", "spectrum_gain", "colour_mix", "cell_tint", "field_gain", "tone_curve",
+               "lattice_filter")
 
 
 def test_gain_commutes_with_tiling_and_zero_gain_is_identity():
@@ -188,8 +189,8 @@ def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
     # calibrated and gain-only spectra read alike (2.58 and 2.55)
     obj = TextureObjective(dataclasses.replace(TINY, upsample="nearest"), [exemplar], seed=0)
     config = obj.export_config()
-    moments, gain, mix, field, tone, lattice = (getattr(config, key) for key in CALIBRATION)
-    assert mix is None  # grey: no colours to mix
+    moments, gain, mix, tints, field, tone, lattice = (getattr(config, key) for key in CALIBRATION)
+    assert mix is None and tints is None  # grey: no colours to mix; no repeat: no tiles to tint
     assert len(moments) == 1 and len(moments[0]) == 3 and moments[0][1] > 0 and 0 <= moments[0][2] <= 1
     assert len(gain) == 1 and len(gain[0]) == 64 and all(CUT <= g <= BOOST for g in gain[0]) and gain[0][0] > 0
     assert len(field) == 1 and field[0][0] > 0 and not any(field[0][8:])  # the field stays below the cells' Nyquist

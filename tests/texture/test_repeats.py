@@ -12,30 +12,10 @@ from engine.texture.model import Generator, TextureGANConfig, repeat_field
 from engine.texture.objective import TextureObjective
 from engine.texture.repeats import repeat_lattice, repeat_waves
 
+from support.repeating import bond, tiles
+
 TINY = dict(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
             n_local=4, n_global=8, n_periodic=2)
-
-
-def tiles(size: int = 320, period: float = 40.0, seed: int = 0) -> np.ndarray:
-    """Square tiles `period` px apart with 4 px grout, each tile its own shade, plus grain: [size, size, 3]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / period
-    shade = rng.uniform(0.45, 0.6, (int(size / period) + 2,) * 2)[yy.astype(int), xx.astype(int)]
-    grout = ((yy % 1) * period < 4) | ((xx % 1) * period < 4)
-    grey = np.where(grout, 0.95, shade) + 0.05 * rng.standard_normal((size, size))
-    return np.repeat(grey[..., None] * 2 - 1, 3, -1).astype(np.float32)
-
-
-def bond(size: int = 384, course: int = 24, brick: int = 64, seed: int = 0) -> np.ndarray:
-    """A running bond: courses of bricks, each course shifted half a brick, 3 px mortar, plus grain."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    row = yy // course
-    along = xx + (row % 2) * brick // 2
-    shade = rng.uniform(0.35, 0.55, (size // course + 1, size // brick + 2))[row, along // brick]
-    mortar = (yy % course < 3) | (along % brick < 3)
-    grey = np.where(mortar, 0.9, shade) + 0.05 * rng.standard_normal((size, size))
-    return np.repeat(grey[..., None] * 2 - 1, 3, -1).astype(np.float32)
 
 
 def test_tiles_repeat_at_their_period_and_noise_does_not():

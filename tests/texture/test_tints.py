@@ -1,0 +1,131 @@
+"""A tint per tile: the cells of a repeat are its tiles and bricks, and each gets one offset that tiles."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from engine.texture.generation import TextureModel
+from engine.texture.model import Generator, TextureGANConfig
+from engine.texture.repeats import repeat_waves
+from engine.texture.tints import (cell_means, cell_offsets, cell_positions, exemplar_phases, find_cells, fold,
+                                  picture_phases, tint)
+from support.repeating import bond, tiles
+
+TINY = dict(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
+            n_local=4, n_global=8, n_periodic=2)
+
+
+def exemplar_cells(image: np.ndarray, waves: list | None = None, origin: tuple = (0.0, 0.0)
+                   ) -> tuple[dict | None, torch.Tensor]:
+    angles = exemplar_phases(*image.shape[:2], waves or repeat_waves(image)) + torch.tensor(origin).view(1, 2, 1, 1)
+    return find_cells(fold(torch.from_numpy(image).mean(-1)[None], angles)), angles
+
+
+def keys(where: torch.Tensor) -> np.ndarray:
+    """[H, W] one integer per cell."""
+    at = torch.round(where[0] * 4).long()
+    return (at[0] * 100_000 + at[1]).numpy()
+
+
+@pytest.mark.parametrize("kind", ["tiles", "bond", "faint bond"])
+def test_the_cells_of_a_repeat_are_its_tiles_and_bricks(kind):
+    if kind == "tiles":
+        image = tiles(320, period=40.0)
+        yy, xx = np.mgrid[0:320, 0:320]
+        truth, y_in, x_in = (yy // 40) * 100 + xx // 40, yy % 40, xx % 40
+        joint_truth, interior = (y_in < 4) | (x_in < 4), (y_in >= 7) & (y_in < 37) & (x_in >= 7) & (x_in < 37)
+    else:
+        image = bond(head=0.9 if kind == "bond" else 0.62)  # faint: head joints stand out a third as much
+        yy, xx = np.mgrid[0:384, 0:384]
+        along = xx + (yy // 24 % 2) * 32
+        truth, y_in, x_in = (yy // 24) * 100 + along // 64, yy % 24, along % 64
+        joint_truth, interior = (y_in < 3) | (x_in < 3), (y_in >= 6) & (y_in < 21) & (x_in >= 6) & (x_in < 61)
+    if kind == "faint bond":  # faint head joints hide the lattice from repeats.py; the fold's edge cuts them
+        cells, angles = exemplar_cells(image, np.linalg.inv([[24.0, 32.0], [24.0, -32.0]]).T.tolist(), (0.25, 0.75))
+    else:
+        cells, angles = exemplar_cells(image)
+    assert cells is not None
+    where, joint = cell_positions(angles, cells)
+    found = keys(where)
+    for tile in np.unique(truth[interior]):
+        assert len(np.unique(found[interior & (truth == tile)])) == 1, tile  # a tile is one cell
+    first = {t: found[interior & (truth == t)][0] for t in np.unique(truth[interior])}
+    assert len(set(first.values())) == len(first)  # and no two tiles share one
+    joint = joint[0].numpy()
+    if kind == "faint bond":  # faint head joints belong to the bricks beside them
+        head = (y_in >= 6) & (y_in < 21) & (x_in < 3)
+        assert joint[head].mean() < 0.02
+        inner = [tile for tile in np.unique(truth[head]) if tile in first and tile - 1 in first]
+        assert len(inner) > 20
+        for tile in inner:
+            assert set(found[head & (truth == tile)]) <= {first[tile], first[tile - 1]}, tile
+        joint_truth = y_in < 3
+    assert joint[joint_truth].mean() > 0.8 and joint[interior].mean() < 0.02
+
+
+def test_surfaces_without_closed_cells_have_none():
+    rng = np.random.default_rng(0)
+    angles = exemplar_phases(256, 256, [[0.0, 1 / 40], [1 / 40, 0.0]])
+    assert find_cells(fold(torch.from_numpy(rng.standard_normal((1, 256, 256))), angles)) is None
+    stripes = np.where(np.arange(256) % 40 < 4, 1.0, 0.0)[None, :].repeat(256, 0)  # joints one way only
+    assert find_cells(fold(torch.from_numpy(stripes)[None], angles)) is None
+
+
+def test_the_cell_means_spread_as_the_tiles_shades_do():
+    image = tiles(480, period=40.0)  # shades uniform on [0.45, 0.6]: on [-1, 1] a spread of 0.3 / sqrt(12)
+    cells, angles = exemplar_cells(image)
+    means = cell_means(torch.from_numpy(image).permute(2, 0, 1)[None], angles, cells)
+    assert 100 <= len(means) <= 144
+    assert means.std(0) == pytest.approx([0.3 / np.sqrt(12)] * 3, rel=0.25)
+    assert np.abs(means.mean(0)).max() < 1e-9  # the picture's own mean is taken out
+
+
+def test_cells_take_the_photos_own_tints_less_what_the_generator_varies_already():
+    rng = np.random.default_rng(0)
+    real = np.stack([rng.exponential(0.1, 500), rng.normal(0, 0.2, 500), rng.normal(0, 0.05, 500)], 1)
+    made = rng.normal(0, 1, (500, 3)) * [0.05, 0.1, 0.1]
+    offsets = np.array(cell_offsets(real, made))
+    assert offsets.shape == (3, 500)
+    # each channel as the photo's cells, scaled so that with the generator's own spread it has theirs
+    assert offsets.var(1, ddof=1) + made.var(0, ddof=1) == pytest.approx(list(real.var(0, ddof=1)[:2]) + [made[:, 2].var(ddof=1)],
+                                                                  rel=1e-6)
+    assert np.allclose(offsets[0] / real[:, 0], offsets[0, 0] / real[0, 0])  # skewed as the photo's: no mirror
+    assert not offsets[2].any()  # the generator varies that channel more than the photo does
+    assert cell_offsets(real, 3 * real) is None
+
+
+def tinted_model() -> TextureModel:
+    cells, _ = exemplar_cells(tiles(320, period=40.0))
+    config = TextureGANConfig(channels=3, repeat_waves=[[0.0, 1 / 40], [1 / 40, 0.0]], **TINY)
+    offsets = np.random.default_rng(0).normal(0, 0.15, (3, 1000)).tolist()
+    return TextureModel(dataclasses.replace(config, cell_tint=cells | {"offsets": offsets}), Generator(config))
+
+
+def test_each_cell_gets_one_offset_joints_none_and_pictures_still_tile():
+    model = tinted_model()
+    G, config = model.G, model.config
+    for h, w, tileable in [(80, 120, True), (96, 96, False)]:
+        z = G.noise(*G.sample_noise(1, h, w, torch.Generator().manual_seed(1)), exact_repeat=not tileable)
+        offset = tint(z, config, config.cell_tint, config.cell_tint["offsets"])
+        where, joint = cell_positions(picture_phases(z, config)[0], config.cell_tint)
+        found, inside = keys(where), ~joint[0].numpy()
+        assert not offset[0, :, ~inside].any()
+        values = set()
+        for cell in np.unique(found[inside]):
+            pixels = offset[0][:, torch.from_numpy(inside & (found == cell))]
+            assert (pixels == pixels[:, :1]).all()
+            values.add(tuple(pixels[:, 0].tolist()))
+        # one tint per tile: a tileable picture holds whole repeats, a tile cut by its edge goes on across it
+        assert len(values) == (h // 40 * w // 40 if tileable else len(np.unique(found[inside])))
+        if tileable:  # the offsets of a tiled noise tensor are the tiled offsets
+            tiled = tint(z.repeat(1, 1, 2, 3), config, config.cell_tint, config.cell_tint["offsets"])
+            assert torch.allclose(tiled, offset.repeat(1, 1, 2, 3), atol=1e-6)
+
+
+def test_generate_adds_the_tint_and_keeps_a_seed_s_picture():
+    model = tinted_model()
+    plain = TextureModel(dataclasses.replace(model.config, cell_tint=None), model.G)
+    tinted, untinted = (m.generate(80, 80, seed=3).astype(float) for m in (model, plain))
+    assert np.abs(tinted - untinted).mean() > 3  # 0.1-0.2 on [-1, 1]: some levels out of 255
+    assert np.array_equal(tinted, model.generate(80, 80, seed=3))
