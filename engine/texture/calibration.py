@@ -30,7 +30,8 @@ them to every output, in this order:
    Nyquist frequency (so it has no cell grid), and thus moving with seeds, morphs and
    animations like the rest of the picture.
    `cell_tint`, before it where the exemplar repeats in two directions: an offset per tile or
-   brick, as the photo's vary (engine/texture/tints.py); the field then adds what is still missing.
+   brick, as the photo's vary (engine/texture/tints.py); the field then adds what is still missing
+   below the repeat's frequency (above it the photo's power is its joints').
 5. `tone_curve`: a monotone map per channel that gives the outputs the exemplar's histogram
    (as Heeger & Bergen 1995 do after each pyramid pass).
 6. `lattice_filter`: a 3-tap filter along each axis whose taps depend on a pixel's position in
@@ -52,7 +53,8 @@ from engine.texture.evaluation import radial_cross_power, radial_power
 from engine.texture.images import ImageCrops
 from engine.texture.lattice import apply_lattice_filter, fit_lattice_filter
 from engine.texture.model import Generator, TextureGANConfig
-from engine.texture.tints import cell_means, cell_offsets, exemplar_phases, find_cells, fold, picture_phases, tint
+from engine.texture.tints import (aligned, cell_means, cell_offsets, exemplar_phases, find_cells, fold, picture_phases,
+                                  tint)
 
 BOOST = 0.5  # log10 power: at most 10**0.25 = 1.8x amplitude up from the gain
 CUT = -4.0  # and at most 100x amplitude down
@@ -484,10 +486,13 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
             if offsets:
                 cell_tint = cells | {"offsets": np.round(offsets, 4).tolist()}
                 x = x + tint(z, G.cfg, cells, offsets)
+        reach = 0.5 / G.cfg.stride  # the field stays below the cells' Nyquist frequency; with tints below
+        if cell_tint:  # the repeat's too: the photo's power there is its joints', painted as blotches by a field
+            reach = min(reach, float(np.hypot(*np.array(G.cfg.repeat_waves).T).min()))
         field = np.zeros_like(target)
         for _ in range(FIELD_PASSES):
             made = _channel_power((x + noise_field(z, field, G.cfg.stride)).clamp(-1, 1))
-            field = np.sqrt(np.maximum(field ** 2 * unit + target - made, 0) / unit) * (freqs < 0.5 / G.cfg.stride)
+            field = np.sqrt(np.maximum(field ** 2 * unit + target - made, 0) / unit) * (freqs < reach)
         x = (x + noise_field(z, field, G.cfg.stride)).clamp(-1, 1)
         tone = []
         for c in range(channels):
@@ -505,16 +510,17 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
 
 def _tint_measurement(G: Generator, images: list[np.ndarray], z: torch.Tensor, raw: torch.Tensor,
                       moments: list | None, seed: int) -> tuple | None:
-    """What `cell_tint` is measured from: the cells of the generator's repeat (folded from the
-    pictures raw of noise z), the exemplar's cell means, and TINT_PICTURES larger pictures (noise,
-    raw pictures toned as raw is) whose cells are compared with them; None where either fold has
-    no closed cell."""
+    """What `cell_tint` is measured from: the cells of the exemplar's repeat where the generator has
+    them (`aligned`, on the pictures raw of noise z), the exemplar's cell means, and TINT_PICTURES
+    larger pictures (noise, raw pictures toned as raw is) whose cells are compared with them; None
+    where the exemplar's fold has no closed cell or the generator's does not match it."""
     colour = slice(0, G.cfg.channels)
-    cells = find_cells(fold(raw[:, colour].mean(1), picture_phases(z.cpu(), G.cfg)[0]))
     image = torch.from_numpy(np.asarray(images[0], np.float32)).permute(2, 0, 1)[None]
     phases = exemplar_phases(image.shape[-2], image.shape[-1], G.cfg.repeat_waves)
-    real_cells = find_cells(fold(image[:, colour].mean(1), phases))
-    if cells is None or real_cells is None:
+    folded = fold(image[:, colour].mean(1), phases)
+    real_cells = find_cells(folded)
+    cells = real_cells and aligned(real_cells, folded, fold(raw[:, colour].mean(1), picture_phases(z.cpu(), G.cfg)[0]))
+    if cells is None:
         return None
     device = next(G.parameters()).device
     z_local, z_global, phase = G.sample_noise(TINT_PICTURES, TINT_SIZE, TINT_SIZE,

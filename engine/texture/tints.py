@@ -3,9 +3,10 @@ tile or brick to the next (one tile orange, the next grey). The generator, which
 at a time, makes them alike, and the calibration's random field (calibration.py) paints the power
 they miss as blotches across the joints.
 
-Here the cells of the repeat are found by folding pictures onto one repeat, each pixel at its
+Here the cells of the repeat are found by folding the exemplar onto one repeat, each pixel at its
 phase in the two waves (engine/texture/repeats.py): the joints are the phases that stand out from
-the fold's median, a cell is what they enclose. Each cell of a picture gets the mean of one of the
+the fold's median, a cell is what they enclose. The generator's pictures, folded the same way,
+place them where their fold matches the exemplar's best. Each cell of a picture gets the mean of one of the
 exemplar's cells (less the exemplar's mean, scaled down by what the generator's cells vary
 already), picked by the noise cell under its centre, so that a tileable picture stays tileable and
 a seed gives the same picture. Joints keep their colour.
@@ -23,6 +24,7 @@ FULL = 0.8  # a cell counts where at least this share of the largest cell's pixe
 JOINT = 0.5  # a joint: a phase further from the fold's median than this share of the furthest
 LEVELS = (0.5, 0.3, 0.2, 0.1, 0.05)  # the shares tried for joints that close a cell
 OUTSIDE = 99  # a phase not yet in the cell
+MATCH = 0.5  # the least correlation of the generator's fold with the exemplar's that takes its cells
 
 
 def picture_phases(z: torch.Tensor, config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -126,6 +128,23 @@ def _grown(shift: np.ndarray) -> np.ndarray:
                 free = (shift[0] == OUTSIDE) & (np.abs(taken) < OUTSIDE - 2).all(0)
                 shift[:, free] = taken[:, free]
     return shift
+
+
+def aligned(cells: dict, folded: np.ndarray, made: np.ndarray) -> dict | None:
+    """The exemplar's cells (found in its fold) where the generator's fold `made` has them: shifted by
+    the whole phases that match the two folds best. None where even that match is poor (correlation
+    under MATCH): the generator does not draw the photo's joints, and tints would not follow its own."""
+    a, b = ((f - f.mean()) / max(f.std(), 1e-12) for f in (made, folded))
+    match = np.fft.irfft2(np.fft.rfft2(a) * np.conj(np.fft.rfft2(b)), s=a.shape) / a.size
+    ky, kx = np.unravel_index(int(np.argmax(match)), match.shape)
+    if match[ky, kx] < MATCH:
+        return None
+    code = np.array(cells["table"])
+    ty, tx = np.roll(code // 5 - 2, (ky, kx), (0, 1)), np.roll(code % 5 - 2, (ky, kx), (0, 1))
+    ty[:ky] += 1  # phases the shift carried past the fold's edge: one repeat on
+    tx[:, :kx] += 1
+    return {"table": (5 * (ty + 2) + tx + 2).tolist(), "joint": np.roll(cells["joint"], (ky, kx), (0, 1)).tolist(),
+            "centre": [cells["centre"][0] + ky / BINS, cells["centre"][1] + kx / BINS]}
 
 
 def _table(cells: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

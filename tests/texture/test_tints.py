@@ -8,7 +8,7 @@ import torch
 from engine.texture.generation import TextureModel
 from engine.texture.model import Generator, TextureGANConfig
 from engine.texture.repeats import repeat_waves
-from engine.texture.tints import (cell_means, cell_offsets, cell_positions, exemplar_phases, find_cells, fold,
+from engine.texture.tints import (aligned, cell_means, cell_offsets, cell_positions, exemplar_phases, find_cells, fold,
                                   picture_phases, tint)
 from support.repeating import bond, tiles
 
@@ -62,6 +62,22 @@ def test_the_cells_of_a_repeat_are_its_tiles_and_bricks(kind):
             assert set(found[head & (truth == tile)]) <= {first[tile], first[tile - 1]}, tile
         joint_truth = y_in < 3
     assert joint[joint_truth].mean() > 0.8 and joint[interior].mean() < 0.02
+
+
+def test_the_generator_takes_the_exemplars_cells_where_its_own_joints_are():
+    image = tiles(320, period=40.0)
+    real, phases = exemplar_cells(image)
+    luminance = torch.from_numpy(image).mean(-1)[None]
+    moved = phases + torch.tensor([20 / 64, 45 / 64]).view(1, 2, 1, 1)  # the same picture, its joints at other phases
+    cells = aligned(real, fold(luminance, phases), fold(luminance, moved))
+    assert cells is not None
+    (where_real, joint_real), (where, joint) = cell_positions(phases, real), cell_positions(moved, cells)
+    assert (joint == joint_real).float().mean() > 0.99
+    inside = ~(joint | joint_real)[0].numpy()
+    pairs = set(zip(keys(where_real)[inside], keys(where)[inside]))
+    assert len(pairs) == len(np.unique(keys(where)[inside])) == len(np.unique(keys(where_real)[inside])) >= 49
+    noise = np.random.default_rng(0).standard_normal((64, 64))
+    assert aligned(real, fold(luminance, phases), noise) is None  # no joints where the photo has them: no tints
 
 
 def test_surfaces_without_closed_cells_have_none():
