@@ -145,3 +145,13 @@ def test_generate_adds_the_tint_and_keeps_a_seed_s_picture():
     tinted, untinted = (m.generate(80, 80, seed=3).astype(float) for m in (model, plain))
     assert np.abs(tinted - untinted).mean() > 3  # 0.1-0.2 on [-1, 1]: some levels out of 255
     assert np.array_equal(tinted, model.generate(80, 80, seed=3))
+
+
+def test_a_generator_that_does_not_draw_the_photos_joints_gets_no_tints():
+    # An untrained generator on tiles: the exemplar has cells, but its pictures' fold does not match them
+    from engine.texture.calibration import measure
+    from engine.texture.objective import TextureObjective
+
+    objective = TextureObjective(TextureGANConfig(**TINY), [tiles(320, period=40.0)], seed=0)
+    assert objective.config.n_repeat == 2 and exemplar_cells(tiles(320, period=40.0))[0] is not None
+    assert measure(objective.nets["G_ema"], objective.images, n=8, rounds=1, lattice=False)["cell_tint"] is None
