@@ -435,7 +435,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     the spectrum ratio spanned 0.70-0.81 with n = 64 and 0.72-0.75 with 128. It runs once, when
     training ends: on one CPU thread ~57 s for a nine-channel PBR set, and the lattice filter
     (`lattice`; `measure_lattice`) ~1.2 s more per channel, and the tints (`tints`, where the
-    exemplar repeats in two directions) 16-19 s more (tiles 17 -> 33 s, the bricks set 32 -> 51 s)."""
+    exemplar repeats in two directions) 3-6 s more."""
     side = min(SIZE, *(min(img.shape[:2]) for img in images))
     side -= side % G.cfg.stride
     real = ImageCrops(images, side, flips=False, rot90=False, fair_edges=True, seed=seed).batch(np.arange(2 * n))

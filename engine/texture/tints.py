@@ -174,10 +174,12 @@ def cell_means(x: torch.Tensor, phases: torch.Tensor, cells: dict) -> np.ndarray
     out = []
     for picture, at, off in zip(x, where, joint):
         keep = ~off.flatten()
-        _, ids = torch.unique(at.flatten(1)[:, keep].long(), dim=1, return_inverse=True)
+        cell = at.flatten(1)[:, keep].long()
+        cell -= cell.amin(1, keepdim=True)
+        ids = cell[0] * (int(cell[1].max()) + 1) + cell[1]  # one number per cell (some unused)
         values = picture.flatten(1)[:, keep].double()
         count = torch.bincount(ids).double()
-        sums = torch.stack([torch.bincount(ids, v) for v in values], 1)
+        sums = torch.stack([torch.bincount(ids, v, len(count)) for v in values], 1)
         whole = count >= FULL * count.max()
         if whole.sum() >= 2:
             means = (sums[whole] / count[whole, None]).numpy()
