@@ -20,5 +20,6 @@ def bond(size: int = 384, course: int = 24, brick: int = 64, seed: int = 0, head
     row = yy // course
     along = xx + (row % 2) * brick // 2
     shade = rng.uniform(0.35, 0.55, (size // course + 1, size // brick + 2))[row, along // brick]
-    grey = np.where(yy % course < 3, 0.9, np.where(along % brick < 3, head, shade)) + 0.05 * rng.standard_normal((size, size))
+    grey = np.where(yy % course < 3, 0.9, np.where(along % brick < 3, head, shade))
+    grey = grey + 0.05 * rng.standard_normal((size, size))
     return np.repeat(grey[..., None] * 2 - 1, 3, -1).astype(np.float32)

@@ -18,8 +18,8 @@ TINY = dict(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, cr
 
 def exemplar_cells(image: np.ndarray, waves: list | None = None, origin: tuple = (0.0, 0.0)
                    ) -> tuple[dict | None, torch.Tensor]:
-    angles = exemplar_phases(*image.shape[:2], waves or repeat_waves(image)) + torch.tensor(origin).view(1, 2, 1, 1)
-    return find_cells(fold(torch.from_numpy(image).mean(-1)[None], angles)), angles
+    phases = exemplar_phases(*image.shape[:2], waves or repeat_waves(image)) + torch.tensor(origin).view(1, 2, 1, 1)
+    return find_cells(fold(torch.from_numpy(image).mean(-1)[None], phases)), phases
 
 
 def keys(where: torch.Tensor) -> np.ndarray:
@@ -42,11 +42,11 @@ def test_the_cells_of_a_repeat_are_its_tiles_and_bricks(kind):
         truth, y_in, x_in = (yy // 24) * 100 + along // 64, yy % 24, along % 64
         joint_truth, interior = (y_in < 3) | (x_in < 3), (y_in >= 6) & (y_in < 21) & (x_in >= 6) & (x_in < 61)
     if kind == "faint bond":  # faint head joints hide the lattice from repeats.py; the fold's edge cuts them
-        cells, angles = exemplar_cells(image, np.linalg.inv([[24.0, 32.0], [24.0, -32.0]]).T.tolist(), (0.25, 0.75))
+        cells, phases = exemplar_cells(image, np.linalg.inv([[24.0, 32.0], [24.0, -32.0]]).T.tolist(), (0.25, 0.75))
     else:
-        cells, angles = exemplar_cells(image)
+        cells, phases = exemplar_cells(image)
     assert cells is not None
-    where, joint = cell_positions(angles, cells)
+    where, joint = cell_positions(phases, cells)
     found = keys(where)
     for tile in np.unique(truth[interior]):
         assert len(np.unique(found[interior & (truth == tile)])) == 1, tile  # a tile is one cell
@@ -82,16 +82,16 @@ def test_the_generator_takes_the_exemplars_cells_where_its_own_joints_are():
 
 def test_surfaces_without_closed_cells_have_none():
     rng = np.random.default_rng(0)
-    angles = exemplar_phases(256, 256, [[0.0, 1 / 40], [1 / 40, 0.0]])
-    assert find_cells(fold(torch.from_numpy(rng.standard_normal((1, 256, 256))), angles)) is None
+    phases = exemplar_phases(256, 256, [[0.0, 1 / 40], [1 / 40, 0.0]])
+    assert find_cells(fold(torch.from_numpy(rng.standard_normal((1, 256, 256))), phases)) is None
     stripes = np.where(np.arange(256) % 40 < 4, 1.0, 0.0)[None, :].repeat(256, 0)  # joints one way only
-    assert find_cells(fold(torch.from_numpy(stripes)[None], angles)) is None
+    assert find_cells(fold(torch.from_numpy(stripes)[None], phases)) is None
 
 
 def test_the_cell_means_spread_as_the_tiles_shades_do():
     image = tiles(480, period=40.0)  # shades uniform on [0.45, 0.6]: on [-1, 1] a spread of 0.3 / sqrt(12)
-    cells, angles = exemplar_cells(image)
-    means = cell_means(torch.from_numpy(image).permute(2, 0, 1)[None], angles, cells)
+    cells, phases = exemplar_cells(image)
+    means = cell_means(torch.from_numpy(image).permute(2, 0, 1)[None], phases, cells)
     assert 100 <= len(means) <= 144
     assert means.std(0) == pytest.approx([0.3 / np.sqrt(12)] * 3, rel=0.25)
     assert np.abs(means.mean(0)).max() < 1e-9  # the picture's own mean is taken out
@@ -104,8 +104,8 @@ def test_cells_take_the_photos_own_tints_less_what_the_generator_varies_already(
     offsets = np.array(cell_offsets(real, made))
     assert offsets.shape == (3, 500)
     # each channel as the photo's cells, scaled so that with the generator's own spread it has theirs
-    assert offsets.var(1, ddof=1) + made.var(0, ddof=1) == pytest.approx(list(real.var(0, ddof=1)[:2]) + [made[:, 2].var(ddof=1)],
-                                                                  rel=1e-6)
+    wanted = [*real.var(0, ddof=1)[:2], made[:, 2].var(ddof=1)]
+    assert offsets.var(1, ddof=1) + made.var(0, ddof=1) == pytest.approx(wanted, rel=1e-6)
     assert np.allclose(offsets[0] / real[:, 0], offsets[0, 0] / real[0, 0])  # skewed as the photo's: no mirror
     assert not offsets[2].any()  # the generator varies that channel more than the photo does
     assert cell_offsets(real, 3 * real) is None
