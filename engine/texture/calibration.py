@@ -53,8 +53,8 @@ from engine.texture.evaluation import radial_cross_power, radial_power
 from engine.texture.images import ImageCrops
 from engine.texture.lattice import apply_lattice_filter, fit_lattice_filter
 from engine.texture.model import Generator, TextureGANConfig
-from engine.texture.tints import (aligned, cell_means, cell_offsets, exemplar_phases, find_cells, fold, picture_phases,
-                                  tint)
+from engine.texture.tints import (BINS, aligned, best_shift, cell_means, cell_offsets, exemplar_phases, find_cells, fold,
+                                  joint_shades, picture_phases, tint)
 
 BOOST = 0.5  # log10 power: at most 10**0.25 = 1.8x amplitude up from the gain
 CUT = -4.0  # and at most 100x amplitude down
@@ -371,7 +371,8 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
     elif scale is not None:
         x = torch.addcmul(offset.to(x.dtype), x, scale.to(x.dtype))
     if config.cell_tint:
-        x = x + tint(z, config, config.cell_tint, pick(config.cell_tint["offsets"])).to(x.dtype)
+        joints = config.cell_tint.get("joints")
+        x = x + tint(z, config, config.cell_tint, pick(config.cell_tint["offsets"]), joints and pick(joints)).to(x.dtype)
     if config.tone_curve:  # which clamps its input
         curve = pick(config.tone_curve)
         x = pointwise(lambda t: apply_tone(t, curve), x)
@@ -478,14 +479,19 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
             x[:, :3] = apply_colour_mix(x[:, :3], mix)
         cell_tint = None
         if tinting:
-            cells, real_means, big_z, big_raw = tinting
+            cells, real_means, real_folds, big_z, big_raw = tinting
             big = apply_gain(big_raw, gain.tolist())
             if mixing:
                 big[:, :3] = apply_colour_mix(big[:, :3], mix)
             offsets = cell_offsets(real_means, cell_means(big, picture_phases(big_z, G.cfg)[0], cells))
             if offsets:
-                cell_tint = cells | {"offsets": np.round(offsets, 4).tolist()}
                 x = x + tint(z, G.cfg, cells, offsets)
+                # the joints where G draws them: each joint phase as the photo's is on average
+                phases = picture_phases(z, G.cfg)[0]
+                joint = np.array(cells["joint"], bool)
+                joints = np.stack([real_folds[c] - fold(x[:, c], phases) for c in range(channels)])[:, joint]
+                cell_tint = cells | {"offsets": np.round(offsets, 4).tolist(), "joints": np.round(joints, 4).tolist()}
+                x = x + joint_shades(phases, cells, cell_tint["joints"])
         reach = 0.5 / G.cfg.stride  # the field stays below the cells' Nyquist frequency; with tints below
         if cell_tint:  # the repeat's too: the photo's power there is its joints', painted as blotches by a field
             reach = min(reach, float(np.hypot(*np.array(G.cfg.repeat_waves).T).min()))
@@ -519,9 +525,12 @@ def _tint_measurement(G: Generator, images: list[np.ndarray], z: torch.Tensor, r
     phases = exemplar_phases(image.shape[-2], image.shape[-1], G.cfg.repeat_waves)
     folded = fold(image[:, colour].mean(1), phases)
     real_cells = find_cells(folded)
-    cells = real_cells and aligned(real_cells, folded, fold(raw[:, colour].mean(1), picture_phases(z.cpu(), G.cfg)[0]))
-    if cells is None:
+    shift = real_cells and best_shift(folded, fold(raw[:, colour].mean(1), picture_phases(z.cpu(), G.cfg)[0]))
+    if shift is None:
         return None
+    cells = aligned(real_cells, shift)
+    moved = phases + torch.tensor(shift).view(1, 2, 1, 1) / BINS  # the photo's phases where G has them
+    real_folds = [fold(image[:, c], moved) for c in range(image.shape[1])]
     device = next(G.parameters()).device
     z_local, z_global, phase = G.sample_noise(TINT_PICTURES, TINT_SIZE, TINT_SIZE,
                                               torch.Generator().manual_seed(seed + 1), device)
@@ -529,7 +538,7 @@ def _tint_measurement(G: Generator, images: list[np.ndarray], z: torch.Tensor, r
     big_raw = torch.cat([G.synthesize(part).float().cpu() for part in big_z.split(1)])
     if moments is not None:
         big_raw = match_moments(big_raw, [m.float().cpu() for m in code_moments(G, z_global, phase)], moments)
-    return cells, cell_means(image, phases, real_cells), big_z.cpu(), big_raw
+    return cells, cell_means(image, phases, real_cells), real_folds, big_z.cpu(), big_raw
 
 
 @torch.no_grad()

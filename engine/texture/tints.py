@@ -130,15 +130,20 @@ def _grown(shift: np.ndarray) -> np.ndarray:
     return shift
 
 
-def aligned(cells: dict, folded: np.ndarray, made: np.ndarray) -> dict | None:
-    """The exemplar's cells (found in its fold) where the generator's fold `made` has them: shifted by
-    the whole phases that match the two folds best. None where even that match is poor (correlation
-    under MATCH): the generator does not draw the photo's joints, and tints would not follow its own."""
+def best_shift(folded: np.ndarray, made: np.ndarray) -> tuple[int, int] | None:
+    """The whole phases (rows, columns) by which the generator's fold `made` is the exemplar's
+    `folded` moved, as their correlation is highest; None where even that is under MATCH: the
+    generator does not draw the photo's joints, and tints would not follow its own."""
     a, b = ((f - f.mean()) / max(f.std(), 1e-12) for f in (made, folded))
     match = np.fft.irfft2(np.fft.rfft2(a) * np.conj(np.fft.rfft2(b)), s=a.shape) / a.size
     ky, kx = np.unravel_index(int(np.argmax(match)), match.shape)
-    if match[ky, kx] < MATCH:
-        return None
+    return None if match[ky, kx] < MATCH else (int(ky), int(kx))
+
+
+def aligned(cells: dict, shift: tuple[int, int]) -> dict:
+    """The exemplar's cells (found in its fold) moved by `shift` phases (`best_shift`), where the
+    generator has them."""
+    ky, kx = shift
     code = np.array(cells["table"])
     ty, tx = np.roll(code // 5 - 2, (ky, kx), (0, 1)), np.roll(code % 5 - 2, (ky, kx), (0, 1))
     ty[:ky] += 1  # phases the shift carried past the fold's edge: one repeat on
@@ -197,14 +202,27 @@ def cell_offsets(real: np.ndarray, made: np.ndarray) -> list[list[float]] | None
     return None if not scale.any() else (real * scale).T.tolist()
 
 
-def tint(z: torch.Tensor, config, cells: dict, offsets: list[list[float]]) -> torch.Tensor:
-    """[B, C, H, W] each pixel's cell offset (zero on joints) for the picture of noise z: one of the
-    offsets [C, N], picked by the local noise channel 1 (channel 0 draws the field) of the noise
-    cell under the cell's centre. Worked out once per cell, then spread to its pixels by one index
-    per pixel."""
+def joint_shades(phases: torch.Tensor, cells: dict, joints: list[list[float]]) -> torch.Tensor:
+    """[B, C, H, W]: on each joint pixel, the value `joints` [C, n] gives its phase (one per joint
+    phase, in the order of the fold's rows); zero elsewhere."""
+    _, joint = _table(cells, phases.device)
+    table = torch.zeros(len(joints), BINS * BINS, device=phases.device)
+    table[:, joint] = torch.tensor(joints, dtype=torch.float32, device=phases.device)
+    return table[:, _bins(phases)[1]].transpose(0, 1)
+
+
+def tint(z: torch.Tensor, config, cells: dict, offsets: list[list[float]],
+         joints: list[list[float]] | None = None) -> torch.Tensor:
+    """[B, C, H, W] each pixel's cell offset for the picture of noise z: one of the offsets [C, N],
+    picked by the local noise channel 1 (channel 0 draws the field) of the noise cell under the
+    cell's centre; on joints, `joints` (`joint_shades`) or zero. Worked out once per cell, then
+    spread to its pixels by one index per pixel."""
     phases, start, waves = picture_phases(z, config)
     shift, joint = _table(cells, z.device)
     offsets = torch.tensor(offsets, dtype=torch.float32, device=z.device)
+    shades = offsets.new_zeros(len(offsets), BINS * BINS)
+    if joints:
+        shades[:, joint] = torch.tensor(joints, dtype=torch.float32, device=z.device)
     centre = torch.tensor(cells["centre"], dtype=torch.float64, device=z.device)
     _, _, h, w = z.shape
     out = []
@@ -218,12 +236,12 @@ def tint(z: torch.Tensor, config, cells: dict, offsets: list[list[float]]) -> to
         iy = torch.remainder(torch.floor(at[0] / config.stride).long(), h)
         ix = torch.remainder(torch.floor(at[1] / config.stride).long(), w)
         pick = (torch.special.ndtr(z[i, 1, iy, ix].double()) * offsets.shape[1]).long().clamp_(max=offsets.shape[1] - 1)
-        values = torch.cat([offsets.new_zeros(len(offsets), 1), offsets[:, pick]], 1)
-        # the index of each pixel's cell among the grid's (after the zero column), 0 on a joint
-        offset = torch.where(joint, float("inf"), (shift[0] + low[0]) * cols + shift[1] + low[1] - 1).float()
+        values = torch.cat([shades, offsets[:, pick]], 1)
+        # each pixel's index: its phase's (the shades) on a joint, else its cell's among the grid's
+        offset = ((shift[0] + low[0]) * cols + shift[1] + low[1] - BINS * BINS).float()
         whole_y, whole_x = torch.floor(phases[i, 0]), torch.floor(phases[i, 1])
-        place = torch.floor((phases[i, 0] - whole_y) * BINS).clamp_(max=BINS - 1) * BINS \
-            + torch.floor((phases[i, 1] - whole_x) * BINS).clamp_(max=BINS - 1)
-        index = (whole_y * cols + whole_x - offset[place.long()]).nan_to_num_(0.0, 0.0, 0.0).long()
+        place = (torch.floor((phases[i, 0] - whole_y) * BINS).clamp_(max=BINS - 1) * BINS
+                 + torch.floor((phases[i, 1] - whole_x) * BINS).clamp_(max=BINS - 1)).long()
+        index = torch.where(joint[place], place, (whole_y * cols + whole_x - offset[place]).long())
         out.append(values.index_select(1, index.flatten()).view(-1, *index.shape))
     return torch.stack(out)

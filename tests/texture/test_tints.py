@@ -8,7 +8,7 @@ import torch
 from engine.texture.generation import TextureModel
 from engine.texture.model import Generator, TextureGANConfig
 from engine.texture.repeats import repeat_waves
-from engine.texture.tints import (aligned, cell_means, cell_offsets, cell_positions, exemplar_phases, find_cells, fold,
+from engine.texture.tints import (aligned, best_shift, cell_means, cell_offsets, cell_positions, exemplar_phases, find_cells, fold,
                                   picture_phases, tint)
 from support.repeating import bond, tiles
 
@@ -69,15 +69,16 @@ def test_the_generator_takes_the_exemplars_cells_where_its_own_joints_are():
     real, phases = exemplar_cells(image)
     luminance = torch.from_numpy(image).mean(-1)[None]
     moved = phases + torch.tensor([20 / 64, 45 / 64]).view(1, 2, 1, 1)  # the same picture, its joints at other phases
-    cells = aligned(real, fold(luminance, phases), fold(luminance, moved))
-    assert cells is not None
+    shift = best_shift(fold(luminance, phases), fold(luminance, moved))
+    assert shift == (20, 45)
+    cells = aligned(real, shift)
     (where_real, joint_real), (where, joint) = cell_positions(phases, real), cell_positions(moved, cells)
     assert (joint == joint_real).float().mean() > 0.99
     inside = ~(joint | joint_real)[0].numpy()
     pairs = set(zip(keys(where_real)[inside], keys(where)[inside]))
     assert len(pairs) == len(np.unique(keys(where)[inside])) == len(np.unique(keys(where_real)[inside])) >= 49
     noise = np.random.default_rng(0).standard_normal((64, 64))
-    assert aligned(real, fold(luminance, phases), noise) is None  # no joints where the photo has them: no tints
+    assert best_shift(fold(luminance, phases), noise) is None  # no joints where the photo has them: no tints
 
 
 def test_surfaces_without_closed_cells_have_none():
@@ -155,3 +156,17 @@ def test_a_generator_that_does_not_draw_the_photos_joints_gets_no_tints():
     objective = TextureObjective(TextureGANConfig(**TINY), [tiles(320, period=40.0)], seed=0)
     assert objective.config.n_repeat == 2 and exemplar_cells(tiles(320, period=40.0))[0] is not None
     assert measure(objective.nets["G_ema"], objective.images, n=8, rounds=1, lattice=False)["cell_tint"] is None
+
+
+def test_joints_take_the_shade_of_their_phase_and_cells_keep_theirs():
+    model = tinted_model()
+    cells, G = model.config.cell_tint, model.G
+    joints = np.random.default_rng(1).normal(0, 0.1, (3, int(np.sum(cells["joint"]))))
+    z = G.noise(*G.sample_noise(1, 80, 120, torch.Generator().manual_seed(1)))
+    plain = tint(z, model.config, cells, cells["offsets"])
+    added = (tint(z, model.config, cells, cells["offsets"], joints.tolist()) - plain)[0]
+    joint = cell_positions(picture_phases(z, model.config)[0], cells)[1][0]
+    assert not added[:, ~joint].any()
+    on_joints = added[:, joint].T.numpy()
+    assert len(on_joints) > 100
+    assert np.abs(on_joints[:, None, :] - joints.T[None]).max(-1).min(1).max() < 1e-6  # each a joint phase's shades
