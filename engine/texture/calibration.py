@@ -30,8 +30,9 @@ them to every output, in this order:
    Nyquist frequency (so it has no cell grid), and thus moving with seeds, morphs and
    animations like the rest of the picture.
    `cell_tint`, before it where the exemplar repeats in two directions: an offset per tile or
-   brick, as the photo's vary (engine/texture/tints.py); the field then adds what is still missing
-   below the repeat's frequency (above it the photo's power is its joints').
+   brick, as the photo's vary, and the joints shaded as the photo's are on average
+   (engine/texture/tints.py); the field then adds what is still missing below the repeat's
+   frequency (above it the photo's power is its joints').
 5. `tone_curve`: a monotone map per channel that gives the outputs the exemplar's histogram
    (as Heeger & Bergen 1995 do after each pyramid pass).
 6. `lattice_filter`: a 3-tap filter along each axis whose taps depend on a pixel's position in

@@ -139,8 +139,8 @@ class TextureGANConfig:
     spectrum_gain: list[list[float]] | list[float] | None = None  # per channel (one list: every channel)
     field_gain: list[list[float]] | None = None
     # Set after training for an exemplar with a two-way repeat (engine/texture/tints.py): its cells
-    # ("table", "joint", "centre": where each phase of the repeat belongs) and the "offsets" [C, N]
-    # a cell draws from. None: no tint.
+    # ("table", "joint", "centre": where each phase of the repeat belongs), the "offsets" [C, N] a
+    # cell draws from and the "joints" [C, joint phases] each joint phase is shaded by. None: no tint.
     cell_tint: dict | None = None
     colour_mix: list[list[float]] | None = None
     tone_curve: list[list[float]] | None = None

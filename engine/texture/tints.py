@@ -9,7 +9,9 @@ the fold's median, a cell is what they enclose. The generator's pictures, folded
 place them where their fold matches the exemplar's best. Each cell of a picture gets the mean of one of the
 exemplar's cells (less the exemplar's mean, scaled down by what the generator's cells vary
 already), picked by the noise cell under its centre, so that a tileable picture stays tileable and
-a seed gives the same picture. Joints keep their colour.
+a seed gives the same picture. Joints get no offset; each joint phase is shaded instead by what the
+photo's fold has there less the generator's, so that joints the generator breaks off run on as
+the photo's do.
 """
 from __future__ import annotations
 
