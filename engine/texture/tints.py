@@ -204,13 +204,18 @@ def cell_offsets(real: np.ndarray, made: np.ndarray) -> list[list[float]] | None
     return None if not scale.any() else (real * scale).T.tolist()
 
 
+def _shades(joint: torch.Tensor, joints: list[list[float]] | None, channels: int) -> torch.Tensor:
+    """[C, BINS^2] each phase's shade: `joints` [C, n] on the n joint phases (in the order of the
+    fold's rows), zero elsewhere."""
+    table = torch.zeros(channels, BINS * BINS, device=joint.device)
+    if joints:
+        table[:, joint] = torch.tensor(joints, dtype=torch.float32, device=joint.device)
+    return table
+
+
 def joint_shades(phases: torch.Tensor, cells: dict, joints: list[list[float]]) -> torch.Tensor:
-    """[B, C, H, W]: on each joint pixel, the value `joints` [C, n] gives its phase (one per joint
-    phase, in the order of the fold's rows); zero elsewhere."""
-    _, joint = _table(cells, phases.device)
-    table = torch.zeros(len(joints), BINS * BINS, device=phases.device)
-    table[:, joint] = torch.tensor(joints, dtype=torch.float32, device=phases.device)
-    return table[:, _bins(phases)[1]].transpose(0, 1)
+    """[B, C, H, W]: on each joint pixel, the shade `joints` [C, n] gives its phase; zero elsewhere."""
+    return _shades(_table(cells, phases.device)[1], joints, len(joints))[:, _bins(phases)[1]].transpose(0, 1)
 
 
 def tint(z: torch.Tensor, config, cells: dict, offsets: list[list[float]],
@@ -222,9 +227,7 @@ def tint(z: torch.Tensor, config, cells: dict, offsets: list[list[float]],
     phases, start, waves = picture_phases(z, config)
     shift, joint = _table(cells, z.device)
     offsets = torch.tensor(offsets, dtype=torch.float32, device=z.device)
-    shades = offsets.new_zeros(len(offsets), BINS * BINS)
-    if joints:
-        shades[:, joint] = torch.tensor(joints, dtype=torch.float32, device=z.device)
+    shades = _shades(joint, joints, len(offsets))
     centre = torch.tensor(cells["centre"], dtype=torch.float64, device=z.device)
     _, _, h, w = z.shape
     out = []
@@ -241,9 +244,7 @@ def tint(z: torch.Tensor, config, cells: dict, offsets: list[list[float]],
         values = torch.cat([shades, offsets[:, pick]], 1)
         # each pixel's index: its phase's (the shades) on a joint, else its cell's among the grid's
         offset = ((shift[0] + low[0]) * cols + shift[1] + low[1] - BINS * BINS).float()
-        whole_y, whole_x = torch.floor(phases[i, 0]), torch.floor(phases[i, 1])
-        place = (torch.floor((phases[i, 0] - whole_y) * BINS).clamp_(max=BINS - 1) * BINS
-                 + torch.floor((phases[i, 1] - whole_x) * BINS).clamp_(max=BINS - 1)).long()
-        index = torch.where(joint[place], place, (whole_y * cols + whole_x - offset[place]).long())
+        whole, place = (part[0] for part in _bins(phases[i:i + 1]))
+        index = torch.where(joint[place], place, (whole[0] * cols + whole[1] - offset[place]).long())
         out.append(values.index_select(1, index.flatten()).view(-1, *index.shape))
     return torch.stack(out)
