@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.ndimage import label
 
 BINS = 64  # a repeat is folded onto BINS x BINS phases
 FULL = 0.8  # a cell counts where at least this share of the largest cell's pixels are in the picture
@@ -97,6 +96,8 @@ def _closed_cell(joint: np.ndarray) -> tuple[np.ndarray | None, list[float]]:
     """[2, BINS, BINS] the repeat t in {-1, 0, 1}^2 each phase of the largest region the joints
     enclose lies in, with a large value at phases outside it, and its centre in repeats; None where
     the region is not one closed cell of one repeat."""
+    from scipy.ndimage import label  # measured once, after training: not on generate's import path
+
     labels, _ = label(np.tile(~joint, (3, 3)))
     counts = np.bincount(labels[BINS:2 * BINS, BINS:2 * BINS].ravel())
     counts[0] = 0
