@@ -15,9 +15,15 @@ them to every output, in this order:
    a measured fraction stays, so that seeds vary in brightness as much as the photo's own
    crops do (gravel: the raw generator's seeds varied 1.7x as much, so that one picture could
    be as dark everywhere as the photo's darkest corner; matched in full, they varied 0.3x).
+   A picture larger than the measurement size keeps less, in proportion to its side: a photo's
+   mean over a region four times as wide varies about a quarter as much, and a 1024^2 picture
+   that kept a 256^2 crop's offset was darker or lighter all over than any region of the photo
+   (rock's worst seed at 512^2: 4.35 Gram ratio).
 2. `spectrum_gain`: each channel's Fourier amplitude at each radial frequency scaled by the
    measured log10(exemplar power / generator power), a boost clipped to BOOST: a full one (up
-   to 3.9x at 256 px) also blew the 16 px noise-cell grid up into blotches. A cut goes down to
+   to 3.9x at 256 px) also blew the 16 px noise-cell grid up into blotches. Clipped at 1.8x
+   (before 2026-12-07), grass's gain sat at the clip from 4 to 32 px and its spectrum ratio
+   read 2.71; at 3.2x, 1.51, with no lattice (docs/BENCHMARKS.md, "The gain's reach"). A cut goes down to
    CUT: a PBR set's height map is far smoother than its colour (bricks: 10**-3 of the power the
    generator made at 3-6 px), and one gain for every channel, as models before 2026-12-04 have,
    left it rough (height spectrum ratio 13.4).
@@ -40,11 +46,12 @@ them to every output, in this order:
 
 Each step depends on frequency, on the noise grid, on the global code or on the pixel value
 alone, so outputs still tile exactly: the calibrated picture of a tiled noise tensor is the
-tiled picture.
+tiled picture (up to SIZE^2: above it the kept tone shrinks with the picture's size).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -57,7 +64,7 @@ from engine.texture.model import Generator, TextureGANConfig
 from engine.texture.tints import (BINS, aligned, best_shift, cell_means, cell_offsets, exemplar_phases, find_cells, fold,
                                   joint_shades, picture_phases, tint)
 
-BOOST = 0.5  # log10 power: at most 10**0.25 = 1.8x amplitude up from the gain
+BOOST = 1.0  # log10 power: at most 10**0.5 = 3.2x amplitude up from the gain
 CUT = -4.0  # and at most 100x amplitude down
 SIZE = 256  # measurement size: wavelengths up to 256 px; longer ones get the 256 px values
 TINT_SIZE, TINT_PICTURES = 1024, 4  # pictures whose tiles' means are compared with the exemplar's
@@ -351,6 +358,10 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
         if moments is None:
             raise ValueError("this model sets each picture's tone: pass the code_moments of its global codes")
         picked, target = (moments[0][:, channels], moments[1][:, channels]), pick(config.image_moments)
+        # The kept share of the codes' offsets was measured at SIZE^2: a larger picture holds
+        # (side / SIZE)^2 such crops, whose means in a photo vary apart, so its own mean varies less.
+        shrink = min(1.0, SIZE / math.sqrt(x.shape[-2] * x.shape[-1]))
+        target = [[mean, deviation, keep * shrink] for mean, deviation, keep in target]
         if picked[0].shape[-2:] != (1, 1):
             x = pointwise(lambda t: match_moments(t, picked, target), x)
         else:

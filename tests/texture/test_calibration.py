@@ -182,6 +182,28 @@ def test_seeds_vary_in_tone_as_much_as_the_photos_crops_do():
     assert measure(two.nets["G_ema"], two.images, n=4)["image_moments"] is None  # exemplars keep their own tones
 
 
+def test_a_larger_picture_keeps_less_of_its_codes_tone(monkeypatch):
+    # a photo's mean over a region 4x as wide varies about 4x less than over one crop: a picture
+    # of 128^2 takes a quarter of the offset a 32^2 one keeps (measured at 32^2 here)
+    from engine.texture import calibration
+    monkeypatch.setattr(calibration, "SIZE", 32)
+    obj = TextureObjective(TINY, [procedural("blobs", 128, seed=2, channels=1)], seed=0)  # untrained: tones apart
+    config = obj.export_config()
+    config = dataclasses.replace(config, field_gain=None, tone_curve=None, lattice_filter=None,  # linear, but clamped
+                                 image_moments=[config.image_moments[0][:2] + [1.0]])
+    model = TextureModel(config, obj.nets["G_ema"])
+
+    def offsets(side: int) -> np.ndarray:  # each seed's mean, less the mean of its code's picture with none kept
+        return np.array([model.generate(side, side, seed=s).mean() / 127.5 for s in range(8)])
+
+    small, large = offsets(32), offsets(128)
+    model.config = dataclasses.replace(config, image_moments=[config.image_moments[0][:2] + [0.0]])
+    small -= offsets(32)
+    large -= offsets(128)
+    assert np.abs(small).mean() > 0.02
+    assert np.allclose(large, small / 4, atol=0.1 * np.abs(small).mean())
+
+
 def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
     torch.manual_seed(0)
     exemplar = procedural("blobs", 128, seed=2, channels=1)  # smooth blobs: far more low-frequency power than a fresh G
