@@ -20,7 +20,8 @@ def test_the_kept_codes_are_those_whose_pictures_look_like_the_exemplar():
     nearer zero (an untrained generator's code sets a picture's tone), the dropped ones far."""
     torch.manual_seed(0)
     obj = TextureObjective(TINY, [procedural("blobs", 256, seed=2, channels=1)], seed=0)
-    model = TextureModel(obj.export_config(), obj.nets["G_ema"])
+    # without the gain: boosted 3.2x, an untrained generator's noise outweighs the tone its code sets
+    model = TextureModel(dataclasses.replace(obj.export_config(), spectrum_gain=None), obj.nets["G_ema"])
     zero = TextureModel(dataclasses.replace(model.config, global_codes=[[0.0] * TINY.n_global]), model.G)
     exemplar = zero.generate(512, 512, seed=9).astype(np.float32) / 127.5 - 1
     kept = torch.tensor(screen(model, [exemplar], n=32))
@@ -30,7 +31,7 @@ def test_the_kept_codes_are_those_whose_pictures_look_like_the_exemplar():
     assert int(is_kept.sum()) == 24
     near, far = candidates[is_kept].norm(dim=1).mean(), candidates[~is_kept].norm(dim=1).mean()
     print(f"mean |code|: kept {near:.2f}, dropped {far:.2f}")
-    assert near < 0.9 * far  # (measured 2.43 against 2.91; a random three quarters: about equal)
+    assert near < 0.9 * far  # (measured 2.41 against 2.96; a random three quarters: about equal)
 
 
 def test_a_seed_takes_its_kept_code_and_several_exemplars_keep_drawing_fresh_ones():
