@@ -491,15 +491,14 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
             x[:, :3] = apply_colour_mix(x[:, :3], mix)
         cell_tint = None
         if tinting:
-            cells, real_means, real_folds, big_z, big_raw = tinting
+            cells, real_means, real_folds, phases, big_phases, big_raw = tinting
             big = apply_gain(big_raw, gain.tolist())
             if mixing:
                 big[:, :3] = apply_colour_mix(big[:, :3], mix)
-            offsets = cell_offsets(real_means, cell_means(big, picture_phases(big_z, G.cfg)[0], cells))
+            offsets = cell_offsets(real_means, cell_means(big, big_phases, cells))
             if offsets:
                 x = x + tint(z, G.cfg, cells, offsets)
                 # the joints where G draws them: each joint phase as the photo's is on average
-                phases = picture_phases(z, G.cfg)[0]
                 joint = np.array(cells["joint"], bool)
                 joints = np.stack([real_folds[c] - fold(x[:, c], phases) for c in range(channels)])[:, joint]
                 cell_tint = cells | {"offsets": np.round(offsets, 4).tolist(), "joints": np.round(joints, 4).tolist()}
@@ -529,15 +528,17 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
 def _tint_measurement(G: Generator, images: list[np.ndarray], z: torch.Tensor, raw: torch.Tensor,
                       moments: list | None, seed: int) -> tuple | None:
     """What `cell_tint` is measured from: the cells of the exemplar's repeat where the generator has
-    them (`aligned`, on the pictures raw of noise z), the exemplar's cell means, and TINT_PICTURES
-    larger pictures (noise, raw pictures toned as raw is) whose cells are compared with them; None
-    where the exemplar's fold has no closed cell or the generator's does not match it."""
+    them (`aligned`, on the pictures raw of noise z), the exemplar's cell means and its fold per
+    channel there, the phases of z's pictures, and TINT_PICTURES larger pictures (their phases, raw
+    pictures toned as raw is) whose cells are compared with them; None where the exemplar's fold
+    has no closed cell or the generator's does not match it."""
     colour = slice(0, G.cfg.channels)
     image = torch.from_numpy(np.asarray(images[0], np.float32)).permute(2, 0, 1)[None]
     phases = exemplar_phases(image.shape[-2], image.shape[-1], G.cfg.repeat_waves)
     folded = fold(image[:, colour].mean(1), phases)
     real_cells = find_cells(folded)
-    shift = real_cells and best_shift(folded, fold(raw[:, colour].mean(1), picture_phases(z.cpu(), G.cfg)[0]))
+    made_phases = picture_phases(z.cpu(), G.cfg)[0]
+    shift = real_cells and best_shift(folded, fold(raw[:, colour].mean(1), made_phases))
     if shift is None:
         return None
     cells = aligned(real_cells, shift)
@@ -550,7 +551,8 @@ def _tint_measurement(G: Generator, images: list[np.ndarray], z: torch.Tensor, r
     big_raw = torch.cat([G.synthesize(part).float().cpu() for part in big_z.split(1)])
     if moments is not None:
         big_raw = match_moments(big_raw, [m.float().cpu() for m in code_moments(G, z_global, phase)], moments)
-    return cells, cell_means(image, phases, real_cells), real_folds, big_z.cpu(), big_raw
+    big_phases = picture_phases(big_z.cpu(), G.cfg)[0]
+    return cells, cell_means(image, phases, real_cells), real_folds, made_phases, big_phases, big_raw
 
 
 @torch.no_grad()
