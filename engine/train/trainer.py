@@ -72,7 +72,10 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
 
     def save(final: bool) -> dict[str, Any]:
         if final and progress and world.is_main:
-            progress(1.0, f"step {step}{of_steps}: evaluating and saving the model", None)
+            end = cfg.minutes * 60 - budget  # the time the budget keeps for the end (0: a kind whose end is quick)
+            fraction = run_fraction(cfg, step, time.monotonic() - started) if end > 0 else 1.0
+            about = f" (about {_duration(end)})" if end > 0 else ""
+            progress(min(fraction, 1.0), f"step {step}{of_steps}: evaluating and saving the model{about}", None)
         metrics = _evaluate(objective) if final and world.is_main else {}
         if world.is_main:
             _save_resume(objective, optimizers, cfg, run, step, history, best)
@@ -81,8 +84,11 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
             if final and best and best.value < metrics.get(cfg.keep_best, math.inf):
                 _load_nets(objective, best.tensors)
                 kept, metrics = best, _evaluate(objective)
-            return _save_model(objective, cfg, run, step, history, metrics, time.monotonic() - started, final,
-                               kept, stopped_early)
+            saved = _save_model(objective, cfg, run, step, history, metrics, time.monotonic() - started, final,
+                                kept, stopped_early)
+            if final and progress:
+                progress(1.0, f"step {step}{of_steps}: saved", None)
+            return saved
         return {"step": step, "metrics": metrics}
 
     # The end of the run (the objective's final measurements and the save) is paid from the budget
@@ -126,7 +132,8 @@ def train(objective: Objective, cfg: TrainConfig, run: TrainRun, *, progress: Pr
                 save(final=False)
             if progress and world.is_main:  # by the clock now: `elapsed` was read before the step
                 loss_text = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
-                fraction = run_fraction(cfg, step, time.monotonic() - started, budget=budget)
+                # of the whole budget, the end included: the bar's estimate is when the run ends
+                fraction = run_fraction(cfg, step, time.monotonic() - started)
                 progress(min(fraction, 1.0), f"step {step}{of_steps} {loss_text}", preview)
     except BaseException:
         if step > start_step:
@@ -156,6 +163,11 @@ def run_fraction(cfg: TrainConfig, step: int, elapsed: float, steps: int | None 
     by_steps = step / max(1, steps) if cfg.steps else 0.0
     by_time = elapsed / budget if cfg.minutes else 0.0
     return max(by_steps, by_time)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(round(seconds), 1)
+    return f"{seconds} s" if seconds < 100 else f"{round(seconds / 60)} min"
 
 
 def sample_keys(seed: int, step: int, count: int) -> torch.Tensor:

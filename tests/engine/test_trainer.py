@@ -14,6 +14,7 @@ from engine.config import build, parse_overrides
 from engine.ops import Cancelled
 from engine.store.checkpoints import ModelStore, read_metadata
 from engine.train.config import TrainConfig
+from engine.train import trainer
 from engine.train.trainer import RESUME_FILE, TrainRun, learning_rate, train
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -185,19 +186,26 @@ class SlowToFinish(SlowSteps):
         return super().evaluate()
 
 
-def test_the_end_of_the_run_is_paid_from_the_budget(tmp_path):
+def test_the_end_of_the_run_is_paid_from_the_budget(tmp_path, monkeypatch):
     """A kind whose end of training takes time (texture: calibration and evaluation) stops training
-    early enough for the whole run to fit its time budget, and its schedule spans the shorter time."""
+    early enough for the whole run to fit its time budget, and its schedule spans the shorter time.
+    The progress spans the whole budget, so that the bar's estimate is the run's end: at the end it
+    stands where the clock does and says about how long the end will take."""
     store, budget, finish = ModelStore(tmp_path, builtin=None), 4.0, 1.5
     config = TrainConfig(minutes=budget / 60, batch_size=4, lr=1.0, schedule="linear", log_every=1)
-    fractions = []
+    rates, reports = [], []
+    monkeypatch.setattr(trainer, "learning_rate", lambda *args: rates.append(learning_rate(*args)) or rates[-1])
     metadata = train(SlowToFinish(), config, TrainRun(store, "toy", "toy", CPU),
-                     progress=lambda f, m, p: fractions.append(f))
+                     progress=lambda f, m, p: reports.append((f, m)))
     trained = log_rows(store, "toy")[-1]["seconds"]
     # at its pace (10 ms a step, more on a busy machine) the end's 150 steps take 1.5 s or more
     assert trained < budget - 0.8 * finish, f"trained {trained:.2f} s of {budget} s; its end takes {finish} s"
     assert metadata["step"] > 20 and metadata["train"]["minutes"] == config.minutes
-    assert fractions[-2] > 0.9, "the schedule and the progress span the time left for training"
+    assert rates[-1] < 0.1, "the schedule spans the time left for training"
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and 0.5 < fractions[-2] < 0.9, fractions[-3:]
+    assert reports[-2][1].endswith("evaluating and saving the model (about 2 s)"), reports[-2][1]
+    assert reports[-1] == (1.0, f"step {metadata['step']}: saved"), reports[-1]
 
 
 def test_a_resumed_run_goes_on_with_the_clock_where_it_stopped(tmp_path):
