@@ -337,13 +337,13 @@ def match_moments(x: torch.Tensor, moments: tuple[torch.Tensor, torch.Tensor], t
 
 def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
               moments: tuple[torch.Tensor, torch.Tensor] | None = None, channels: slice = slice(None),
-              check: Callable[[], None] | None = None) -> torch.Tensor:
+              check: Callable[[], None] | None = None, layout: list | None = None) -> torch.Tensor:
     """The generator's images x made from noise z, with whatever calibration `config` carries;
     `moments` are those of x's codes (`code_moments`), needed when config has image_moments.
     x may hold only the generator's `channels` (each step but the colour mix treats channels
     alone: a large picture is calibrated a few channels at a time, the colour's together, and
-    gives the same pixels). With `check`, the Fourier transforms run in pieces, calling it
-    between them (it may raise to stop).
+    gives the same pixels; `layout`, z's `tint_layout`, is then worked out once). With `check`, the
+    Fourier transforms run in pieces, calling it between them (it may raise to stop).
 
     The first four steps are linear in the picture (an affine map per channel, a filter, a
     filter mixing the colour, an added field), so they are applied together in its spectrum,
@@ -384,7 +384,8 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
         x = torch.addcmul(offset.to(x.dtype), x, scale.to(x.dtype))
     if config.cell_tint:
         joints = config.cell_tint.get("joints")
-        x = x + tint(z, config, config.cell_tint, pick(config.cell_tint["offsets"]), joints and pick(joints)).to(x.dtype)
+        offsets = pick(config.cell_tint["offsets"])
+        x = x + tint(z, config, config.cell_tint, offsets, joints and pick(joints), layout).to(x.dtype)
     if config.tone_curve:  # which clamps its input
         curve = pick(config.tone_curve)
         x = pointwise(lambda t: apply_tone(t, curve), x)

@@ -20,6 +20,7 @@ from engine.config import build
 from engine.device import interactive_threads, intra_op_threads
 from engine.texture.calibration import calibrate, code_moments
 from engine.texture.model import Generator, TextureGANConfig
+from engine.texture.tints import tint_layout
 
 # Long calls report through `progress(fraction, message)`, which may raise (the engine's raises
 # engine.ops.Cancelled once the op is cancelled) to stop them.
@@ -201,6 +202,7 @@ class TextureModel:
                 groups += [self.layout["image"]] if self.config.colour_mix else []  # mixed together
                 groups += [slice(c, c + 1) for c in range(self.config.out_channels)
                            if not any(g.start <= c < g.stop for g in groups)]
+                layout = tint_layout(z, self.config, self.config.cell_tint) if self.config.cell_tint else None
             else:  # every channel calibrated in one go (each alone: the same pixels), then map by map
                 groups = list(self.layout.values())
                 calibrated = calibrate(raw, z, self.config, moments)[0, :, y0:y0 + height, x0:x0 + width]
@@ -208,7 +210,7 @@ class TextureModel:
                 fraction = SYNTHESIS_SHARE + (1 - SYNTHESIS_SHARE) * i / len(groups)
                 check = (lambda: report(fraction, "calibrating")) if large else None
                 if large:
-                    part = calibrate(raw[:, group], z, self.config, moments, group, check)
+                    part = calibrate(raw[:, group], z, self.config, moments, group, check, layout)
                     part = part[0, :, y0:y0 + height, x0:x0 + width]
                 else:
                     part = calibrated[group]

@@ -148,6 +148,29 @@ def test_generate_adds_the_tint_and_keeps_a_seed_s_picture():
     assert np.array_equal(tinted, model.generate(80, 80, seed=3))
 
 
+def test_a_large_picture_calibrated_a_channel_at_a_time_works_its_tints_out_once(monkeypatch):
+    """Above generation.LARGE a picture is calibrated a few channels at a time: the tints' layout
+    (each pixel's cell and each cell's pick) is worked out once for all of them, and the picture is
+    the one calibrated in one go."""
+    from engine.texture import generation, tints as tint_module
+
+    model = tinted_model()
+    whole = model.generate(80, 80, seed=3)
+    layouts, worked_out = [], tint_module.tint_layout
+
+    def counted(*args):
+        layouts.append(args)
+        return worked_out(*args)
+
+    monkeypatch.setattr(tint_module, "tint_layout", counted)
+    monkeypatch.setattr(generation, "tint_layout", counted)
+    monkeypatch.setattr(generation, "LARGE", 0)
+    monkeypatch.setattr(generation, "BAND", 1 << 40)
+    by_channel = model.generate(80, 80, seed=3)
+    assert len(layouts) == 1, f"the layout was worked out {len(layouts)} times for the picture's 3 channels"
+    assert np.abs(whole.astype(int) - by_channel).max() <= 1 and (whole == by_channel).mean() > 0.999
+
+
 def test_a_generator_that_does_not_draw_the_photos_joints_gets_no_tints():
     # An untrained generator on tiles: the exemplar has cells, but its pictures' fold does not match them
     from engine.texture.calibration import measure
