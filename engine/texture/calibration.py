@@ -93,7 +93,10 @@ def _rfft_radius(h: int, w: int, device: torch.device) -> torch.Tensor:
     return (torch.fft.fftfreq(h, device=device)[:, None] ** 2 + torch.fft.rfftfreq(w, device=device)[None] ** 2).sqrt()
 
 
-_AMPLITUDES: dict[tuple, torch.Tensor] = {}  # the last few `_gain_amplitude`s
+_AMPLITUDES: dict[tuple, torch.Tensor] = {}  # the `_gain_amplitude`s used last, the latest last
+# Bytes of them kept: a 2048^2 set's five channel groups (76 MB) and smaller pictures'. A count of
+# four entries was emptied by the five groups of every 2048^2 set in turn, each rebuilt each time.
+AMPLITUDE_BYTES = 128 << 20
 
 
 def _gain_amplitude(h: int, w: int, gain: tuple[tuple[float, ...], ...], device: torch.device,
@@ -103,16 +106,18 @@ def _gain_amplitude(h: int, w: int, gain: tuple[tuple[float, ...], ...], device:
     1024^2), and a model is asked for the same sizes again. With `check`, built a band of rows
     at a time, calling it between bands."""
     key = (h, w, gain, device)
-    if key not in _AMPLITUDES:
+    if key in _AMPLITUDES:
+        _AMPLITUDES[key] = _AMPLITUDES.pop(key)  # the latest last: the oldest go first
+    else:
         with torch.inference_mode(False):  # an ordinary tensor, usable in and out of inference mode
             fy, fx = torch.fft.fftfreq(h, device=device)[:, None] ** 2, torch.fft.rfftfreq(w, device=device)[None] ** 2
             bands = fy.split(max(1, CHUNK // w) if check else h)
             amplitude = torch.stack([torch.cat([_checked(10 ** (_radial_table((band + fx).sqrt(), row) / 2), check)
                                                 for band in bands]) for row in gain])
             amplitude[:, 0, 0] = 1.0
-        while len(_AMPLITUDES) >= 4:
-            _AMPLITUDES.pop(next(iter(_AMPLITUDES)))
         _AMPLITUDES[key] = amplitude
+        while len(_AMPLITUDES) > 1 and sum(a.nbytes for a in _AMPLITUDES.values()) > AMPLITUDE_BYTES:
+            _AMPLITUDES.pop(next(iter(_AMPLITUDES)))
     return _AMPLITUDES[key]
 
 

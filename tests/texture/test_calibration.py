@@ -22,7 +22,7 @@ from engine.texture.evaluation import power_spectrum, real_sets, spectrum_distan
 from engine.texture.generation import TextureModel, morph_weights
 from engine.texture.images import ImageCrops, procedural
 from engine.texture.lattice import apply_lattice_filter
-from engine.texture.model import TextureGANConfig
+from engine.texture.model import Generator, TextureGANConfig
 from engine.texture.objective import TextureObjective
 
 TINY = TextureGANConfig(g_width=8, g_max_width=32, d_width=8, d_max_width=32, d_layers=3, crop=32, g_blocks=3,
@@ -80,6 +80,27 @@ def test_gain_made_while_generating_serves_training_too():
     again = apply_gain(leaf, gain)
     again.sum().backward()
     assert torch.equal(made, again.detach()) and leaf.grad is not None
+
+
+def test_a_large_set_keeps_every_channel_groups_gain_table(monkeypatch):
+    """Above generation.LARGE a set is calibrated a channel group at a time, each group with its own
+    gain tables: all of them are kept, so the next picture of that size builds none (a set's five
+    groups at 2048² emptied a cache of four tables in turn, rebuilding each every time)."""
+    from engine.texture import calibration, generation
+
+    maps = ("normal", "roughness", "height", "ao")
+    config = dataclasses.replace(TINY, maps=maps)
+    rows = np.linspace(-0.2, 0.3, config.out_channels)[:, None] + np.zeros((1, 16))
+    model = TextureModel(dataclasses.replace(config, spectrum_gain=rows.tolist()), Generator(config))
+    monkeypatch.setattr(generation, "LARGE", 0)
+    monkeypatch.setattr(calibration, "_AMPLITUDES", {})
+    built, make = [], calibration._radial_table
+    monkeypatch.setattr(calibration, "_radial_table", lambda *args, **kw: built.append(args) or make(*args, **kw))
+    first = model.generate_maps(64, 64, seed=1)
+    assert len(calibration._AMPLITUDES) == 5, "the normal's, the grey's and each other map's"
+    built.clear()
+    again = model.generate_maps(64, 64, seed=1)
+    assert not built and all(np.array_equal(first[k], again[k]) for k in first)
 
 
 def test_noise_field_is_smooth_band_limited_and_tiles():
