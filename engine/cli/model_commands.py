@@ -153,9 +153,12 @@ def _train(args: argparse.Namespace) -> int:
         if bar:
             bar.close()
         session.close()
+    table = getattr(args.module, "describe_metrics", None)
+    figures = table(value["metrics"]) if table else ""
     output(args, {**value, **({"data": report[0]} if report else {}), **({"warning": warning} if warning else {})},
            (report[1] + "\n" if report else "") + f"saved {value['model']} {_which_step(value)}; "
-           f"metrics {json.dumps(value['metrics'])}; loss curve and samples in {value['run_dir']}"
+           + (f"loss curve and samples in {value['run_dir']}\n{figures}" if figures else
+              f"metrics {json.dumps(value['metrics'])}; loss curve and samples in {value['run_dir']}")
            + (f"\nwarning: {warning}" if warning else ""))
     return 0
 

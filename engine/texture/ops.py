@@ -326,15 +326,30 @@ def describe_result(op: str, value: dict, written: list[Path]) -> str:
     lines = [(f"{value.get('samples', '?')} {what} against "
               f"{value.get('repeats', '?')} real-vs-real reference sets; ratios: 1 = as close as another piece "
               "of the photo, larger is worse")]
-    for key, figure in metrics.items():
-        error = f" ± {se[key]:.2f}" if key in se else ""
-        shown = f"{figure:.2e}" if key == "tile_error" else f"{figure:.2f}"
-        ideal = value.get("ideal", {}).get(key)
-        lines.append(f"  {key:<14}{shown + error:<16}" + (f"ideal {ideal:<4}" if ideal else " " * 10)
-                     + (verdicts.get(key) or ""))
+    lines += [_figure_line(key, figure, se.get(key), value.get("ideal", {}).get(key), verdicts.get(key))
+              for key, figure in metrics.items()]
     if value.get("warning"):
         lines.append(f"warning: {value['warning']}")
     return "\n".join(lines)
+
+
+def describe_metrics(metrics: dict) -> str:
+    """The CLI's words for the figures a finished run stored (those the eval op gives, with their
+    standard errors): the table `atelier eval` prints, without the training losses."""
+    from engine.texture.evaluation import describe
+
+    rows = describe(metrics)
+    if not rows:
+        return ""
+    return "\n".join(["what `generate` makes, as `atelier eval` measures it (ratios: 1 = as close as another piece "
+                      "of the photo, larger is worse):"]
+                     + [_figure_line(r["metric"], r["value"], r["se"] or None, r["ideal"], r["verdict"]) for r in rows])
+
+
+def _figure_line(key: str, figure: float, se: float | None, ideal: str | None, verdict: str | None) -> str:
+    error = f" ± {se:.2f}" if se is not None else ""
+    shown = f"{figure:.2e}" if key == "tile_error" else f"{figure:.2f}"
+    return f"  {key:<14}{shown + error:<16}" + (f"ideal {ideal:<4}" if ideal else " " * 10) + (verdict or "")
 
 
 def _save(image: np.ndarray, path: Path) -> Path:

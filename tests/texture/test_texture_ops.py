@@ -1,4 +1,5 @@
 """The texture kind over a real engine process: train through the `train` op, then every texture op."""
+import re
 import threading
 
 import numpy as np
@@ -183,6 +184,9 @@ def test_atelier_train_prints_the_short_run_warning(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "warning: short run: training stopped at" in out and "minute time budget ran out" in out
     assert "trained on 1 image(s): grey" in out and "used skimage:gravel (512x512)" in out  # describe_data
+    # the stored figures as `atelier eval` prints them, not the training losses as JSON
+    assert "what `generate` makes, as `atelier eval` measures it" in out and "d_loss" not in out
+    assert re.search(r"^  gram +\d+\.\d\d ± \d+\.\d\d +ideal 1 +(good|fair|off)", out, re.M), out
 
 
 def test_verdicts():
