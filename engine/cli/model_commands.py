@@ -153,13 +153,13 @@ def _train(args: argparse.Namespace) -> int:
         if bar:
             bar.close()
         session.close()
-    table = getattr(args.module, "describe_metrics", None)
-    figures = table(value["metrics"]) if table else ""
+    describe = getattr(args.module, "describe_metrics", None)  # a kind's table of its figures (texture)
+    figures = describe(value["metrics"]) if describe else ""
+    saved = f"saved {value['model']} {_which_step(value)}; " + (
+        f"loss curve and samples in {value['run_dir']}\n{figures}" if figures
+        else f"metrics {json.dumps(value['metrics'])}; loss curve and samples in {value['run_dir']}")
     output(args, {**value, **({"data": report[0]} if report else {}), **({"warning": warning} if warning else {})},
-           (report[1] + "\n" if report else "") + f"saved {value['model']} {_which_step(value)}; "
-           + (f"loss curve and samples in {value['run_dir']}\n{figures}" if figures else
-              f"metrics {json.dumps(value['metrics'])}; loss curve and samples in {value['run_dir']}")
-           + (f"\nwarning: {warning}" if warning else ""))
+           (report[1] + "\n" if report else "") + saved + (f"\nwarning: {warning}" if warning else ""))
     return 0
 
 
