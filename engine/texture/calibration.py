@@ -62,7 +62,7 @@ from engine.texture.images import ImageCrops
 from engine.texture.lattice import apply_lattice_filter, fit_lattice_filter
 from engine.texture.model import Generator, TextureGANConfig
 from engine.texture.tints import (BINS, aligned, best_shift, cell_means, cell_offsets, exemplar_phases, find_cells, fold,
-                                  joint_shades, picture_phases, tint)
+                                  joint_shades, picture_phases, tint, tint_layout)
 
 BOOST = 1.0  # log10 power: at most 10**0.5 = 3.2x amplitude up from the gain
 CUT = -4.0  # and at most 100x amplitude down
@@ -490,6 +490,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     grid = np.linspace(-1, 1, TONE_LEVELS)
     real_levels = [_quantiles(real[:, c], levels) for c in range(channels)]
     mixing = G.cfg.channels == 3
+    layout = tint_layout(z, G.cfg, tinting[0]) if tinting else None  # z's cells: the same in every round
     for round_ in range(rounds):
         x = apply_gain(raw, gain.tolist())
         if mixing:
@@ -503,7 +504,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
                 big[:, :3] = apply_colour_mix(big[:, :3], mix)
             offsets = cell_offsets(real_means, cell_means(big, big_phases, cells))
             if offsets:
-                x = x + tint(z, G.cfg, cells, offsets)
+                x = x + tint(z, G.cfg, cells, offsets, layout=layout)
                 # the joints where G draws them: each joint phase as the photo's is on average
                 joint = np.array(cells["joint"], bool)
                 joints = np.stack([real_folds[c] - fold(x[:, c], phases) for c in range(channels)])[:, joint]
