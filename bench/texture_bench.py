@@ -212,6 +212,7 @@ def exemplar_source(metadata: dict, given: str | None) -> str:
 SUITE = ROOT / "bench" / "data" / "textures"
 SHEETS = ROOT / "docs" / "textures"
 RATIOS = ("gram", "swd", "spectrum", "elements")  # each a ratio to real-vs-real (ideal 1)
+REFERENCE_DRAWS = 8  # reference sets each ratio sums over (`ratios`)
 COARSE = 4  # the coarse scale: 1024² outputs and the exemplar, both downsampled 4x
 LATTICE_PICTURES = 48  # ours' pictures at the fine scale for the lattice measure
 SEAM_PICTURES = 16  # ours' 1024² pictures the seam ratio is pooled over (the coarse figures' and more)
@@ -247,23 +248,41 @@ def downsample(x: torch.Tensor | np.ndarray, factor: int) -> torch.Tensor:
     return F.avg_pool2d(_tensor(x), factor)
 
 
-def ratios_against(samples, images: list[np.ndarray], seed: int) -> dict[str, float]:
-    """RATIOS of samples against the exemplar, averaged over its two halves as reference (the
-    distances of engine.texture.evaluation, as texture_metrics takes them, without the figures
-    the suite does not print)."""
-    from engine.texture.evaluation import (RandomFeatures, _ratio, _tensor, element_distance, gram_distance,
-                                           real_sets, spectrum_distance, swd)
+def ratios(sets: dict[str, np.ndarray | torch.Tensor], images: list[np.ndarray], seed: int
+           ) -> dict[str, dict[str, float]]:
+    """RATIOS of each set of samples (same side) against the exemplar (the distances of
+    engine.texture.evaluation, as texture_metrics takes them, without the figures the suite does
+    not print): its distance to a set of real crops from one half, over the distance of the other
+    half's crops to it, each summed over REFERENCE_DRAWS such sets (seeds seed, seed + 1, ..., each
+    half as the reference in turn). A ratio of sums, not a ratio per draw: where the halves hold
+    large regions of different colour (bark's grey and brown, marble's slabs) one draw's crops can
+    land alike in both halves, and its small yardstick made the photo's own crops read 4.13
+    (marble's Gram) where eight draws read 1.14."""
+    from skimage.filters import threshold_otsu
 
-    samples = _tensor(samples)
-    net = RandomFeatures(samples.shape[1])
-    runs = []
-    for swap in (False, True):
-        a, b = real_sets(images, samples.shape[-1], max(len(samples), 8), seed, swap)
-        runs.append({"gram": _ratio(gram_distance(samples, a, net), gram_distance(b, a, net)),
-                     "swd": _ratio(swd(samples, a, seed), swd(b, a, seed)),
-                     "spectrum": _ratio(spectrum_distance(samples, a), spectrum_distance(b, a)),
-                     "elements": _ratio(element_distance(samples, a), element_distance(b, a))})
-    return {k: float(np.mean([r[k] for r in runs])) for k in RATIOS}
+    from engine.texture.evaluation import (RandomFeatures, _blurred_luminance, _ratio, _tensor, element_features,
+                                           element_gap, gram_gap, pooled_grams, power_spectrum, real_sets, swd)
+
+    sets = {name: _tensor(x) for name, x in sets.items()}
+    first = next(iter(sets.values()))
+    side, n = first.shape[-1], max(8, *(len(x) for x in sets.values()))
+    net = RandomFeatures(first.shape[1])
+    made = {name: (x, pooled_grams(x, net), power_spectrum(x), _blurred_luminance(x)) for name, x in sets.items()}
+    totals = {name: dict.fromkeys(RATIOS, 0.0) for name in [*sets, "halves"]}
+    for draw in range(REFERENCE_DRAWS):
+        a, b = real_sets(images, side, n, seed + draw // 2, swap=draw % 2 == 1)
+        ref_grams, ref_spectrum, ref_lum = pooled_grams(a, net), power_spectrum(a), _blurred_luminance(a)
+        threshold = float(threshold_otsu(ref_lum))
+        ref_elements = element_features(ref_lum, threshold)
+        for name, (x, pooled, spectrum, lum) in [*made.items(),
+                                                 ("halves", (b, pooled_grams(b, net), power_spectrum(b),
+                                                             _blurred_luminance(b)))]:
+            total = totals[name]
+            total["gram"] += gram_gap(pooled, ref_grams)
+            total["swd"] += swd(x, a, seed)
+            total["spectrum"] += float((spectrum - ref_spectrum).abs().mean())
+            total["elements"] += element_gap(element_features(lum, threshold), ref_elements)
+    return {name: {k: _ratio(totals[name][k], totals["halves"][k]) for k in RATIOS} for name in sets}
 
 
 def tiles(big: torch.Tensor, side: int) -> torch.Tensor:
@@ -290,9 +309,9 @@ def map_figures(fine: dict[str, np.ndarray], images: list[np.ndarray], layout: d
     for key, part in layout.items():
         if key == "image":
             continue
-        for name, x in fine.items():
-            r = ratios_against(x[..., part], [im[..., part] for im in images], seed)
-            out[name].update({f"{key}.{k}": v for k, v in r.items() if k in RATIOS})
+        per_method = ratios({name: x[..., part] for name, x in fine.items()}, [im[..., part] for im in images], seed)
+        for name, r in per_method.items():
+            out[name].update({f"{key}.{k}": v for k, v in r.items()})
     if "normal" in layout:
         n = fine["ours"][..., layout["normal"]].astype(np.float64) / 255 * 2 - 1
         out["ours"]["normal.unit"] = float(np.abs(np.linalg.norm(n, axis=-1) - 1).mean())
@@ -332,10 +351,9 @@ def measure(model, images: list[np.ndarray], quilter: Quilter, n: int, n_big: in
     coarse = {name: tiles(downsample(np.stack(b), COARSE), c) for name, b in big.items()}
     coarse["crops"] = ImageCrops(small, c, flips=False, rot90=False, fair_edges=True, seed=seed).batch(
         np.arange(len(coarse["ours"])))
-    out = {}
-    for name in fine:
-        f, k = ratios_against(fine[name], images, seed), ratios_against(coarse[name], small, seed)
-        out[name] = {**f, **{f"c.{key}": v for key, v in k.items()}, **maps.get(name, {})}
+    fine_ratios, coarse_ratios = ratios(fine, images, seed), ratios(coarse, small, seed)
+    out = {name: {**fine_ratios[name], **{f"c.{key}": v for key, v in coarse_ratios[name].items()},
+                  **maps.get(name, {})} for name in fine}
     for name, make in (("ours", lambda i: model.generate(SWEEP_SIZE, SWEEP_SIZE, seed=i)),
                        ("quilting", lambda i: as_uint8(quilter.synthesize(SWEEP_SIZE, SWEEP_SIZE, seed=i)[..., colour]))):
         per_seed = picture_ratios(np.stack([make(i) for i in range(SWEEP_SEEDS)]), images, seed)

@@ -91,7 +91,7 @@ OP_PARAMS = {
     'texture.eval': {
         'size': {'min': 16, 'max': 1024},
         'samples': {'min': 2, 'max': 128, 'default': 32},
-        'repeats': {'min': 1, 'max': 8, 'default': 4},
+        'repeats': {'min': 1, 'max': 16, 'default': 8},
         'seed': {'min': 0, 'max': 2147483647, 'default': 0},
     },
     'music.generate': {

@@ -300,8 +300,9 @@ class TextureObjective(Objective):
         each, two runs side by side: gravel's colour took 57 s after training at 0.20 s a step (290
         steps); nine-channel sets 107 s at 0.25 s (bricks, 3 minutes: 430) and ~116 s at 0.22 s
         (rock and sand, 10 minutes: ~530, where 436 steps' reserve ended them at 620 s). The lattice
-        filter's fit adds ~1.2 s a channel on one thread (colour 3.7 s, nine channels 10.8 s)."""
-        return 200 + 42 * self.images[0].shape[-1]
+        filter's fit adds ~1.2 s a channel on one thread (colour 3.7 s, nine channels 10.8 s), and the
+        evaluation's eight reference sets (four before 2026-12-07) ~4 s: 40 steps at a colour step's pace."""
+        return 240 + 42 * self.images[0].shape[-1]
 
     def run_warning(self, step: int, train: Any) -> str | None:
         """Plain words for a finished run that stopped far short of the recipe's steps (None otherwise)."""

@@ -293,8 +293,9 @@ OPS = [
         "size": Param("int", min=MIN_SIDE, max=1024, doc="sample size in px (default: the training crop)"),
         "samples": Param("int", 32, min=2, max=128, doc="how many samples to measure (the end of training "
                          "measures 32, seed 0, as here)"),
-        "repeats": Param("int", 4, min=1, max=8, doc="real-vs-real reference sets (fresh crops, halves swapped "
-                         "every other one): each figure is their mean, its uncertainty their standard error"),
+        "repeats": Param("int", 8, min=1, max=16, doc="real-vs-real reference sets (fresh crops, "
+                         "halves swapped every other one): each figure is the distances summed over them, its "
+                         "uncertainty a jackknife standard error over them"),
         "seed": _SEED},
         doc="metrics as ratios to real-vs-real (1 = as close as another piece of the exemplar), each with its "
             "ideal, a standard error and a verdict; tiling error, seam ratio, and a PNG judging sheet"),
