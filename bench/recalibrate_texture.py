@@ -3,13 +3,15 @@
     python bench/recalibrate_texture.py               # engine/weights/texture-default.safetensors, in place
     python bench/recalibrate_texture.py --weights W --report out/recalibrate-texture
     python bench/recalibrate_texture.py --weights W --lattice-only   # add the lattice filter, keep the rest
+    python bench/recalibrate_texture.py --weights W --metrics-only   # the stored figures by today's measure
 
 The calibration (engine/texture/calibration.py) and the kept global codes
 (engine/texture/screening.py) are measured from the trained generator and the exemplar when
 training ends; it is what `atelier train texture` would have stored had
 the code been this version. The generator's weights are not touched. With --lattice-only the
 stored calibration and codes are kept and only the lattice filter (engine/texture/lattice.py) is
-measured under them, so that the pictures change by that alone. The metrics in the
+measured under them, so that the pictures change by that alone; with --metrics-only the model is
+kept as it is and only its figures are measured again (after the measure changed). The metrics in the
 metadata are replaced by a fresh run of the eval op (as bench/ship_model.py runs it), and
 `recalibrated` records the command and the time.
 """
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from ship_model import run_eval, trained_on  # noqa: E402  (this folder is on the path when run as a script)
 
 
-def recalibrate(weights: Path, report: Path, lattice_only: bool = False) -> dict:
+def recalibrate(weights: Path, report: Path, lattice_only: bool = False, metrics_only: bool = False) -> dict:
     from engine.cli.session import LocalSession
     from engine.store.checkpoints import load_file, save_file
     from engine.texture.calibration import measure, measure_lattice
@@ -43,7 +45,9 @@ def recalibrate(weights: Path, report: Path, lattice_only: bool = False) -> dict
     if model.config.maps:  # a material's maps: their folder, stacked as training stacked them
         sources = [str(Path(sources[0]).parent)]
     images = [image for source in sources for image in resolve_images(source, model.channels, model.config.crop)[0]]
-    if lattice_only:
+    if metrics_only:
+        config = model.config
+    elif lattice_only:
         config = dataclasses.replace(model.config, lattice_filter=measure_lattice(model.G, model.config))
     else:
         calibrated = TextureModel(dataclasses.replace(model.config, **measure(model.G, images), global_codes=None),
@@ -78,11 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lattice-only", action="store_true",
                         help="keep the stored calibration and codes; measure only the lattice filter under them")
+    parser.add_argument("--metrics-only", action="store_true",
+                        help="keep the model as it is; measure only its stored figures again")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    recalibrate(args.weights, args.report, args.lattice_only)
+    recalibrate(args.weights, args.report, args.lattice_only, args.metrics_only)
     return 0
 
 
