@@ -511,7 +511,8 @@ def run_suite(args) -> int:
 def report(results: dict[str, dict], args) -> None:
     quality = list(RATIOS) + [f"c.{k}" for k in RATIOS]
     print(f"\nquality: ratios to real-vs-real (ideal 1) at 256² (or the largest crop each half of a smaller "
-          f"exemplar holds), {args.samples} samples, both halves as reference; c.* at the coarse scale: "
+          f"exemplar holds), {args.samples} samples, distances summed over {REFERENCE_DRAWS} reference draws (both "
+          "halves in turn); c.* at the coarse scale: "
           f"{args.big} outputs of 1024² and the exemplar downsampled {COARSE}x, in crops of up to 128². "
           "elements: the shapes of connected components. lattice: gradient energy on 4/8/16-px lines over elsewhere "
           "(ideal 1.00 ± 0.05; lattice.null: the same pictures shifted at random, the measure's own noise). "
