@@ -134,3 +134,14 @@ def test_the_lattice_measure_reads_no_lattice_where_there_is_none():
     from engine.texture.evaluation import lattice_null
 
     assert abs(lattice_null(_lattice_pictures("texture-planks")) - 1) <= 0.05
+
+
+def test_eval_of_a_shipped_material_finds_its_exemplar_in_this_checkout(engine):
+    """A shipped model stores the paths of the machine that trained it; `atelier eval` without images
+    failed from a fresh clone with "cannot find the images". What it was trained on is bench/data/."""
+    meta, _ = load_file(BUILTIN_DIR / "texture-ground.safetensors")
+    assert not Path(meta["data"]["images"][0]["path"]).exists()  # another machine's path
+    with engine.client() as client:
+        value = client.call("texture.eval", {"model": "texture-ground", "samples": 4, "repeats": 2}, timeout=120)
+    here = ROOT / "bench" / "data" / "textures" / "ground"
+    assert value["exemplars"] and all(Path(p).parent == here for p in value["exemplars"]), value["exemplars"]
