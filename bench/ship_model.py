@@ -55,12 +55,9 @@ def model_name(kind: str, recipe_path: Path) -> str:
 def trained_on(metadata: dict[str, Any]) -> list[str]:
     """The images a shipped model was trained on, in this checkout: `_rooted` stored the paths of
     the machine that trained it, and a path under bench/data/ is found here too."""
-    out = []
-    for entry in metadata["data"]["images"]:
-        path = entry["path"].removeprefix("skimage:")
-        inside = path.find("bench/data/")
-        out.append(str(ROOT / path[inside:]) if inside >= 0 else path)
-    return out
+    from engine.texture.ops import found_here
+
+    return [found_here(entry["path"].removeprefix("skimage:")) for entry in metadata["data"]["images"]]
 
 
 def _rooted(data: dict[str, Any]) -> dict[str, Any]:

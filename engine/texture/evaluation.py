@@ -90,7 +90,12 @@ def grams(x: torch.Tensor, net: RandomFeatures) -> list[torch.Tensor]:
 
 def pooled_grams(x: torch.Tensor, net: RandomFeatures) -> list[torch.Tensor]:
     """Each layer's Gram matrix averaged over the samples."""
-    return [g.mean(0) for g in grams(x, net)]
+    return pool(grams(x, net))
+
+
+def pool(per_sample: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`grams` averaged over the samples."""
+    return [g.mean(0) for g in per_sample]
 
 
 def gram_gap(pooled: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
@@ -374,10 +379,9 @@ def _distance_pairs(fake: torch.Tensor, images: list[np.ndarray], seed: int, swa
         cache["grams"] = grams(fake, net)
         cache["spectrum"] = power_spectrum(fake)
     fake_grams, ref_grams, held_grams = cache["grams"], grams(real_a, net), grams(real_b, net)
-    pooled = lambda per_sample: [g.mean(0) for g in per_sample]  # noqa: E731
     ref_spectrum = power_spectrum(real_a)
     out = {
-        "gram": (gram_gap(pooled(fake_grams), pooled(ref_grams)), gram_gap(pooled(held_grams), pooled(ref_grams))),
+        "gram": (gram_gap(pool(fake_grams), pool(ref_grams)), gram_gap(pool(held_grams), pool(ref_grams))),
         "swd": (swd(fake, real_a, seed), swd(real_b, real_a, seed)),
         "spectrum": (float((cache["spectrum"] - ref_spectrum).abs().mean()),
                      float((power_spectrum(real_b) - ref_spectrum).abs().mean())),

@@ -200,7 +200,7 @@ def _animate(engine, context: Context, **params) -> dict:
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
-def _found_here(path: str) -> str:
+def found_here(path: str) -> str:
     """A stored training image's path, or where this checkout holds it: a shipped model stored the
     paths of the machine that trained it, and what it was trained on is the repository's bench/data/."""
     inside = path.find("bench/data/")
@@ -213,7 +213,7 @@ def _exemplar_source(metadata: dict, images: str | None) -> str:
     """What to measure against: the given images, else what the model was trained on."""
     if images:
         return images
-    used = [_found_here(entry.get("path", "")) for entry in (metadata.get("data") or {}).get("images", [])]
+    used = [found_here(entry.get("path", "")) for entry in (metadata.get("data") or {}).get("images", [])]
     if len(used) == 1 and used[0].startswith("skimage:"):
         return used[0].split(":", 1)[1]
     if len(used) == 1 and Path(used[0]).exists():
