@@ -570,8 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", help="exemplar (default: what the model was trained on)")
     parser.add_argument("--sizes", default="512,1024,2048", help="output sides to time")
     parser.add_argument("--eval-size", type=int, default=256, help="side of the samples the metrics compare")
-    parser.add_argument("--samples", type=int, default=48, help="samples per method and draw for the quality metrics")
-    parser.add_argument("--draws", type=int, default=4, help="independent sample sets per method for the quality metrics")
+    parser.add_argument("--samples", type=int, default=48, help="samples per method for the quality metrics "
+                        "(--suite: at most 16)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats for each method (best is kept)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -585,8 +585,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="--suite: measure models already in --models-dir (measurements stored there by an earlier run are reused)")
     parser.add_argument("--big", type=int, default=4, help="--suite: 1024² outputs per method for the coarse scale")
     args = parser.parse_args(argv)
-    from scipy.stats import sem
-
     from engine.device import interactive_threads
 
     blas_threads = str(interactive_threads())
@@ -603,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite:
         args.samples = min(args.samples, 16)
         return run_suite(args)
-    from engine.texture.evaluation import lattice, seam_ratio, texture_metrics, tile_error
+    from engine.texture.evaluation import lattice, reference_ratios, seam_ratio, tile_error
     from engine.texture.generation import TextureModel, to_uint8
     from engine.texture.images import ImageCrops
     from engine.texture.objective import resolve_images
@@ -641,37 +639,29 @@ def main(argv: list[str] | None = None) -> int:
                                   "lattice_filter"))
     raw = TextureModel(dataclasses.replace(model.config, **uncalibrated), model.G, args.device)
     as_uint8 = lambda x: np.round(x * 255).astype(np.uint8)
-
-    def draw(k: int) -> dict[str, np.ndarray]:
-        seeds = range(100 + 1000 * k, 100 + 1000 * k + n)
-        crops = ImageCrops(images, s, flips=False, rot90=False, fair_edges=True, seed=100 + k).batch(np.arange(n))
-        return {
-            "ours": np.stack([model.generate(s, s, seed=i) for i in seeds]),
-            "ours raw": np.stack([raw.generate(s, s, seed=i) for i in seeds]),
-            "quilting": np.stack([as_uint8(quilter.synthesize(s, s, seed=i)) for i in seeds]),
-            # the texture itself, every part of the photo counted alike (as the calibration counts
-            # it): what a perfect model would score, i.e. how finely the metrics can tell
-            "exemplar crops": to_uint8(crops),
-        }
-
-    # Each draw: fresh samples of every method, measured against either half of the exemplar as the
-    # reference (halves of a photo differ), with that draw's reference crops and projections.
-    scores: dict[str, list[dict[str, float]]] = {}
-    for k in range(args.draws):
-        for name, samples in draw(k).items():
-            scores.setdefault(name, []).extend(
-                {**texture_metrics(samples, images, seed=k, swap=swap),
-                 "gram/picture": gram_per_picture(samples, images, k, swap), "lattice": lattice(samples)}
-                for swap in (False, True))
-    print(f"\nquality at {s}x{s}: {args.draws} draws of {n} samples per method, each against both halves; "
-          "ratios to real-vs-real (ideal 1; diversity and nearest_patch << 1 mean collapse or copying), "
-          "mean ± standard error over the draws")
-    print(f"{'metric':>14}" + "".join(f"{name:>16}" for name in scores) + f"{'ours - quilting':>18}")
-    for key in scores["ours"][0]:
-        per_draw = {name: np.array([m[key] for m in runs]).reshape(args.draws, 2).mean(1) for name, runs in scores.items()}
-        cells = [f"{v.mean():.2f} ± {sem(v):.2f}" for v in per_draw.values()]
-        gap = per_draw["ours"] - per_draw["quilting"]  # paired: same references and projections
-        print(f"{key:>14}" + "".join(f"{c:>16}" for c in cells) + f"{gap.mean():>+11.3f} ± {sem(gap):.3f}")
+    seeds = range(100, 100 + n)
+    crops = ImageCrops(images, s, flips=False, rot90=False, fair_edges=True, seed=100).batch(np.arange(n))
+    sets = {
+        "ours": np.stack([model.generate(s, s, seed=i) for i in seeds]),
+        "ours raw": np.stack([raw.generate(s, s, seed=i) for i in seeds]),
+        "quilting": np.stack([as_uint8(quilter.synthesize(s, s, seed=i)) for i in seeds]),
+        # the texture itself, every part of the photo counted alike (as the calibration counts it):
+        # what a perfect model would score, i.e. how finely the metrics can tell
+        "exemplar crops": to_uint8(crops),
+    }
+    # The yardstick of `atelier eval` and the suite: each method's distances summed over the same
+    # REFERENCE_DRAWS reference sets (each half of the exemplar in turn), over the held-out crops'.
+    scores = {name: reference_ratios(x, images, seed=0, repeats=REFERENCE_DRAWS)
+              | {"gram/picture": np.mean([gram_per_picture(x, images, 0, swap) for swap in (False, True)]),
+                 "lattice": lattice(x)}
+              for name, x in sets.items()}
+    print(f"\nquality at {s}x{s}: {n} samples per method; ratios to real-vs-real (ideal 1; diversity and "
+          f"nearest_patch << 1 mean collapse or copying), distances summed over {REFERENCE_DRAWS} reference sets, "
+          "± the jackknife's standard error over them")
+    print(f"{'metric':>14}" + "".join(f"{name:>16}" for name in scores))
+    for key in [k for k in scores["ours"] if not k.endswith("_se")]:
+        cells = [f"{m[key]:.2f}" + (f" ± {m[key + '_se']:.2f}" if key + "_se" in m else "") for m in scores.values()]
+        print(f"{key:>14}" + "".join(f"{c:>16}" for c in cells))
     big = sizes[-1]
     seams = [seam_ratio(model.generate(big, big, seed=3)[None]), seam_ratio(raw.generate(big, big, seed=3)[None]),
              seam_ratio(as_uint8(quilter.synthesize(big, big, seed=3))[None])]
