@@ -279,8 +279,9 @@ def up_reach(mode: str) -> int:
 
 # Which input rows (cols) a 3x3 tap reads after nearest 2x upsampling: output row 2i+p reads rows
 # 2i+p-1, 2i+p, 2i+p+1, i.e. input rows i-1, i, i (p = 0) or i, i, i+1 (p = 1). _FOLD[p] sums
-# the three taps onto the two input rows they land on.
-_FOLD = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+# the three taps onto the two input rows they land on. Numbers, not a tensor: one made at import
+# inside the engine's meta-device check (server/model_loading.py) would stay a meta tensor for good.
+_FOLD = (((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
 
 
 def pad1_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -309,7 +310,7 @@ def nearest_up_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     cheaper (steps were 4.6 % slower with the channels_last copies)."""
     b, _, h, w = x.shape
     cout = weight.shape[0]
-    fold = _FOLD.to(weight)
+    fold = torch.tensor(_FOLD, dtype=weight.dtype, device=weight.device)
     kernel = torch.einsum("yab,xcd,oibd->yxoiac", fold, fold, weight).reshape(4 * cout, -1, 2, 2)
     bias = None if bias is None else bias.repeat(4)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
@@ -329,8 +330,8 @@ def nearest_up_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 # Bilinear's fold: upsampled row 2i+p+d (tap d = -1, 0, 1) mixes input rows i-1, i, i+1 with
 # these weights; _BILINEAR_FOLD[p][d] (align_corners=False, as upsample2).
-_BILINEAR_FOLD = torch.tensor([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.75, 0.25]],
-                               [[0.25, 0.75, 0.0], [0.0, 0.75, 0.25], [0.0, 0.25, 0.75]]])
+_BILINEAR_FOLD = (((0.75, 0.25, 0.0), (0.25, 0.75, 0.0), (0.0, 0.75, 0.25)),
+                  ((0.25, 0.75, 0.0), (0.0, 0.75, 0.25), (0.0, 0.25, 0.75)))
 
 
 def bilinear_up_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -339,7 +340,7 @@ def bilinear_up_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     layer to the image is 2-5x faster on a CPU). The same function, float rounding aside."""
     b, _, h, w = x.shape
     cout = weight.shape[0]
-    fold = _BILINEAR_FOLD.to(weight)
+    fold = torch.tensor(_BILINEAR_FOLD, dtype=weight.dtype, device=weight.device)
     kernel = torch.einsum("yba,xdc,oibd->yxoiac", fold, fold, weight).reshape(4 * cout, -1, 3, 3)
     out = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), kernel, None if bias is None else bias.repeat(4))
     return out.view(b, 2, 2, cout, h, w).permute(0, 3, 4, 1, 5, 2).reshape(b, cout, 2 * h, 2 * w)

@@ -217,3 +217,24 @@ def test_config_bounds_refuse_huge_values_and_admit_every_shipped_model(tmp_path
     with pytest.raises(ConfigOutOfBounds, match="width = 1000000 is outside its bounds 1..64") as caught:
         build(kind_module("shape").config_class(), {"width": 10**6})
     assert caught.value.too_large
+
+
+def test_models_loaded_ahead_of_use_on_a_fresh_engine_then_run(tmp_path):
+    # models.load checks a model by building it on the meta device first; a kind whose modules were
+    # first imported there once kept a meta tensor, and every texture.generate after failed
+    running = launch(tmp_path)
+    try:
+        with running.client() as client:
+            shipped = [m["name"] for m in client.call("models.list")["models"]]
+            for name in shipped:
+                client.call("models.load", {"name": name}, timeout=60)
+            textures = [name for name in shipped if name.startswith("texture-")]
+            for name in textures:
+                image = client.call("texture.generate", {"model": name, "width": 32, "seed": 1}, timeout=60)["image"]
+                assert image.shape[:2] == (32, 32)
+            assert client.call("shape.sample", {"model": "shape-default", "seed": 1, "count": 1}, timeout=60)
+            roll = client.call("music.generate", {"model": "music-default", "bars": 1, "seed": 1}, timeout=60)["roll"]
+            assert roll.shape[0] == 16, roll.shape  # one bar of 16ths
+        assert len(textures) >= 5
+    finally:
+        assert stop(running) == 0
