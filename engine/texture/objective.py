@@ -26,8 +26,8 @@ from engine.texture.repeats import repeat_waves
 from engine.train.objective import Objective
 
 
-# Steps the default configuration reaches in its 10 minutes on one core of the 2-core CPU (4600-7700
-# on the suite's photos, 3000-4650 on its PBR sets, as busy as the machine is;
+# About the steps the default configuration reaches in its 10 minutes on the 2-core CPU, as a user's
+# run has both cores (6500-7400 on the suite's photos, 3890-6150 on its PBR sets, median 5485;
 # docs/BENCHMARKS.md, "Development suite"). A finished run with fewer than half of them is called
 # short (`run_warning`).
 RECIPE_STEPS = 6000
