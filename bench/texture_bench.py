@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="512,1024,2048", help="output sides to time")
     parser.add_argument("--eval-size", type=int, default=256, help="side of the samples the metrics compare")
     parser.add_argument("--samples", type=int, default=48, help="samples per method for the quality metrics at "
-                        "the fine scale (a ratio moves with the count: the suite capped it at 16 before 2026-12-07)")
+                        "the fine scale (a ratio moves with the count)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats for each method (best is kept)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
