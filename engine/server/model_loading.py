@@ -56,6 +56,9 @@ def check_before_load(store: ModelStore, name: str) -> None:
         return  # load_model says what is wrong
     weights = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
     try:
+        # A module the kind's load imports for the first time is imported inside this block, so its
+        # module-level tensors would be meta tensors for good: kinds keep none (texture's upsampling
+        # folds are plain numbers; tests/engine/test_hardening_inputs.py loads every shipped model first).
         with torch.device("meta"):
             kind_module(metadata["kind"]).load(metadata["config"], weights, "meta")
     except ConfigOutOfBounds as e:
