@@ -215,7 +215,7 @@ RATIOS = ("gram", "swd", "spectrum", "elements")  # each a ratio to real-vs-real
 REFERENCE_DRAWS = 8  # reference sets each ratio sums over (`ratios`)
 COARSE = 4  # the coarse scale: 1024² outputs and the exemplar, both downsampled 4x
 LATTICE_PICTURES = 48  # ours' pictures at the fine scale for the lattice measure
-SEAM_PICTURES = 16  # ours' 1024² pictures the seam ratio is pooled over (the coarse figures' and more)
+SEAM_PICTURES = 64  # ours' 1024² pictures the seam ratio is pooled over (the coarse figures' and more)
 SWEEP_SIZE, SWEEP_SEEDS = 512, 16  # each of seeds 0-15 at a size users ask for, scored on its own
 
 
@@ -359,8 +359,8 @@ def measure(model, images: list[np.ndarray], quilter: Quilter, n: int, n_big: in
         per_seed = picture_ratios(np.stack([make(i) for i in range(SWEEP_SEEDS)]), images, seed)
         out[name] |= {"seed.med": float(np.median(per_seed)), "seed.worst": float(per_seed.max())}
     # Pooled over SEAM_PICTURES at 1024²: the wrap line is one line of a picture, and whether a joint
-    # falls on it swings the ratio (planks 0.74-1.44 over 8 pictures of one model, 0.97 pooled; tiles
-    # 0.81-1.74 over 16, 0.86-1.09 over each four of them, 0.92 over all).
+    # falls on it swings the ratio (one model's 64 pictures: tiles 0.82-3.21 one by one; planks 0.52-5.02,
+    # a board's edge on the line, 1.16 pooled over the first 16 and 1.00 over all 64).
     more = [model.generate(1024, 1024, seed=500 + i) for i in range(n_big, SEAM_PICTURES)]
     out["ours"]["seam"] = seam_ratio(np.stack(big["ours"] + more))
     # The lattice needs more pictures than the ratios: on 16 of bark it read 0.93 or 1.07 with the
@@ -392,7 +392,7 @@ def contact_sheet(name: str, colour: Path, model, quilter: Quilter, note: str, e
     from PIL import Image, ImageDraw
 
     rgb = lambda a: np.repeat(a, 3, -1) if a.shape[-1] == 1 else a[..., :3]
-    ex = np.asarray(Image.open(colour).convert("RGB"))
+    ex = np.asarray(Image.open(colour).convert("RGB").reduce(model.config.downscale or 1))  # as training read it
     side = min(side, *ex.shape[:2]) // model.stride * model.stride
     half = side // 2 // model.stride * model.stride
     ours, tiled = model.generate_maps(side, side, seed=1), model.generate_maps(half, half, seed=2)
@@ -483,15 +483,17 @@ def run_suite(args) -> int:
             print(f"{name}: measured before, {stored}", flush=True)
             continue
         metadata, model = load_model(model_name, models, "cpu")
-        images, _ = resolve_images(str(source), model.channels, min_size=model.config.crop)
+        images, _ = resolve_images(str(source), model.channels, model.config.crop, model.config.downscale or 1)
         quilter = Quilter((images[0] + 1) / 2)
         start = time.time()
         m = measure(model, images, quilter, args.samples, args.big)
         measured = (time.time() - start) / 60
         steps, minutes = metadata.get("step"), metadata.get("train_seconds", 0) / 60
         m["ours"].update(steps=steps, min=minutes, **{"steps/min": steps_per_minute(models / f"{model_name}.run")})
+        factor = model.config.downscale or 1
+        shrunk = f"; the photo shrunk {factor}x, as training read it" if factor > 1 else ""
         note = (f"{category}; ours trained {minutes:.1f} min, {steps} steps, {model.channels} channel(s); "
-                f"quilting: block {quilter.block}")
+                f"quilting: block {quilter.block}{shrunk}")
         m["sheet"] = contact_sheet(name, colour, model, quilter, note, images[0])
         results[name] = m
         stored.write_text(json.dumps({k: v for k, v in m.items() if k != "sheet"}, default=float))
@@ -607,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
 
     metadata, model = load_model(args.model, args.models_dir, args.device)
     source = exemplar_source(metadata, args.images)
-    images, _ = resolve_images(source, model.channels, min_size=model.config.crop)
+    images, _ = resolve_images(source, model.channels, model.config.crop, model.config.downscale or 1)
     args.eval_size = min(args.eval_size, eval_side(images[0]))  # any exemplar >= the crop: smaller samples
     exemplar01 = (images[0] + 1) / 2
     quilter = Quilter(exemplar01)

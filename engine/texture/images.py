@@ -173,6 +173,18 @@ def _resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return x[0].permute(1, 2, 0).numpy()
 
 
+def shrink(image: np.ndarray, factor: int, normal: slice | None = None) -> np.ndarray:
+    """image (HxWxC) shrunk `factor` times by averaging each factor x factor block (edges that do not
+    fill a block dropped); the normal map's channels made unit vectors again."""
+    if factor == 1:
+        return image
+    h, w, c = (image.shape[0] // factor, image.shape[1] // factor, image.shape[2])
+    out = image[:h * factor, :w * factor].reshape(h, factor, w, factor, c).mean((1, 3))
+    if normal is not None:
+        out[..., normal] /= np.linalg.norm(out[..., normal], axis=-1, keepdims=True).clip(1e-6)
+    return out.astype(np.float32)
+
+
 def _unit_normals(img: np.ndarray, directx: bool) -> np.ndarray:
     """Normal map pixels in [0, 1] -> unit vectors in [-1, 1], OpenGL convention (+y up)."""
     n = to_channels(img[..., :3] if img.shape[-1] == 4 else img, 3) * 2 - 1

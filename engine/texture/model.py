@@ -128,6 +128,10 @@ class TextureGANConfig:
     # crop (the real crop's from where it was cut), so that structure repeating further than a crop
     # (tiles) is judged where it sits in the repeat. None or []: no repeat.
     repeat_waves: list[list[float]] | None = None
+    # The exemplar's scale: training reads it shrunk this many times (averaging each block of
+    # pixels), and the figures compare with it so. None: training picks it (`exemplar_scale` in
+    # engine/texture/repeats.py), bringing large shapes that do not repeat inside the crops; 1: as it is.
+    downscale: int | None = None
     # Set after training (engine/texture/calibration.py): the exemplar's statistics where
     # the discriminator could not teach them. Per channel the mean and standard deviation every
     # picture is given, and the share of its code's offset in mean it keeps (single-exemplar
@@ -166,6 +170,8 @@ class TextureGANConfig:
             raise ValueError(f"n_exemplars must be 0 or more, got {self.n_exemplars}")
         if self.g_blocks < 1 or self.d_layers < 1 or self.g_head_layers < 1:
             raise ValueError("g_blocks, g_head_layers and d_layers must be at least 1")
+        if self.downscale is not None and self.downscale < 1:
+            raise ValueError(f"downscale must be 1 or more (or unset: training picks it), got {self.downscale}")
         if self.d_scales < 1:
             raise ValueError(f"d_scales must be at least 1, got {self.d_scales}")
         smallest = self.smallest_crop

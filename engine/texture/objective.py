@@ -19,10 +19,10 @@ from torch import nn
 from engine.texture.calibration import measure
 from engine.texture.generation import TextureModel, to_uint8
 from engine.texture.images import (DEMO_EXEMPLARS, ImageCrops, LoadReport, assemble, exemplar, has_direction,
-                                   load_images)
+                                   load_images, shrink)
 from engine.texture.model import (Discriminator, Generator, TextureGANConfig, d_loss, ema_update, g_loss, repeat_field,
                                   lattice_energy, make_ema)
-from engine.texture.repeats import repeat_waves
+from engine.texture.repeats import LONG_WAVE_SHARE, exemplar_scale, long_wave_share, repeat_waves
 from engine.train.objective import Objective
 
 
@@ -39,11 +39,19 @@ def unwrap(net: nn.Module) -> nn.Module:
 
 
 def resolve_images(images: str | Path | np.ndarray | list[np.ndarray] | dict[str, np.ndarray], channels: int | None,
-                   min_size: int) -> tuple[list[np.ndarray], LoadReport]:
+                   min_size: int, downscale: int = 1) -> tuple[list[np.ndarray], LoadReport]:
     """Exemplar arrays in [-1, 1] from a path, a demo name ('brick', 'grass', 'gravel') or arrays in
-    [-1, 1] (a dict names them: named like a material's maps, they are stacked as a folder's are).
+    [-1, 1] (a dict names them: named like a material's maps, they are stacked as a folder's are),
+    shrunk `downscale` times (a model's `downscale`) and at least `min_size` on a side after.
     channels None or 0: the colour channels follow the pictures (grey, colour, alpha); the report
     says which, and which maps are stacked after the colour."""
+    out, report = _read_exemplars(images, channels, min_size * downscale)
+    normal = slice(report.channels, report.channels + 3) if "normal" in report.maps else None
+    return [shrink(image, downscale, normal) for image in out], report
+
+
+def _read_exemplars(images: str | Path | np.ndarray | list[np.ndarray] | dict[str, np.ndarray], channels: int | None,
+                    min_size: int) -> tuple[list[np.ndarray], LoadReport]:
     channels = channels or None
     if isinstance(images, (str, Path)) and not Path(images).expanduser().exists() and str(images) in DEMO_EXEMPLARS:
         named = [(f"skimage:{images}", (exemplar(str(images)) + 1) / 2)]
@@ -106,7 +114,8 @@ class TextureObjective(Objective):
                  device: str | torch.device = "cpu", flips: bool = True, rot90: bool | None = None,
                  jitter: float = 0.0, min_size: int | None = None, seed: int = 0):
         self.device, self.seed = torch.device(device), seed
-        self.images, self.report = resolve_images(images, config.channels, min_size or config.smallest_crop)
+        self.images, self.report = resolve_images(images, config.channels, min_size or config.smallest_crop,
+                                                  config.downscale or 1)
         side = min(min(image.shape[:2]) for image in self.images)
         fits = side // config.stride * config.stride
         if fits < config.crop:  # a small photo still trains, on the crops it can give
@@ -124,6 +133,7 @@ class TextureObjective(Objective):
         elif config.n_exemplars > 1 and config.n_exemplars != n:
             raise ValueError(f"n_exemplars is {config.n_exemplars} but {n} usable image(s) were found; leave "
                              f"it at 0 (one code per image) or set 1 to pool them")
+        config = self._fit_large_shapes(config, may_repeat=n == 1 and not rot90)
         if config.repeat_waves is None and n == 1 and not rot90:  # asked-for turns would turn the repeat
             waves = repeat_waves(self.images[0][..., :config.channels])
             config = dataclasses.replace(config, repeat_waves=waves)
@@ -303,6 +313,37 @@ class TextureObjective(Objective):
         filter's fit adds ~1.2 s a channel on one thread (colour 3.7 s, nine channels 10.8 s), and the
         evaluation's eight reference sets (four before 2026-12-07) ~4 s: 40 steps at a colour step's pace."""
         return 240 + 42 * self.images[0].shape[-1]
+
+    def _fit_large_shapes(self, config: TextureGANConfig, may_repeat: bool) -> TextureGANConfig:
+        """The config with its `downscale` set (where unset, the exemplars shrunk by the one training
+        picks) and a note for the user. Where much of an exemplar lies in shapes larger than the
+        crops and it does not repeat (a repeat is given to both nets), training picks the fewest
+        halvings that bring them inside."""
+        view = config.crop * 2 ** (config.d_scales - 1)  # the largest view the discriminator judges
+        colour = lambda: [image[..., :config.channels] for image in self.images]
+        which, whose = ("the exemplar", "the exemplar's") if len(self.images) == 1 else \
+            ("the exemplars", "the exemplars'")
+        repeats = config.repeat_waves or (config.repeat_waves is None and may_repeat and repeat_waves(colour()[0]))
+        if config.downscale is None:
+            config = dataclasses.replace(config, downscale=1 if repeats else exemplar_scale(colour(), view))
+            if config.downscale > 1:
+                before = [long_wave_share(image, view) for image in colour()]
+                normal = slice(config.channels, config.channels + 3) if "normal" in config.maps else None
+                self.images = [shrink(image, config.downscale, normal) for image in self.images]
+                self.report.notes.append(
+                    f"trained on {which} shrunk {config.downscale}x, so that the large shapes fit the model's "
+                    f"{view} px crops ({max(before):.0%} of {whose} variation is at wavelengths over {view} px, "
+                    f"{max(long_wave_share(image, view) for image in colour()):.0%} shrunk): a picture of N px "
+                    f"covers {config.downscale}N px of the photo (--set downscale=1 trains it as it is)")
+        elif config.downscale > 1:
+            self.report.notes.append(f"trained on {which} shrunk {config.downscale}x (downscale={config.downscale})")
+        share = max(long_wave_share(image, view) for image in colour())
+        if not repeats and share > LONG_WAVE_SHARE:
+            self.report.notes.append(
+                f"large shapes: {share:.0%} of {whose} variation is at wavelengths over {view} px, longer than the "
+                f"{view} px crops the model learns from; expect its texture without those shapes (the suite's "
+                "marble slabs and bark's broad bands were lost: docs/textures/README.md)")
+        return config
 
     def run_warning(self, step: int, train: Any) -> str | None:
         """Plain words for a finished run that stopped far short of the recipe's steps (None otherwise)."""

@@ -237,7 +237,7 @@ def _eval(engine, context: Context, **params) -> dict:
         raise _bad(f"texture.eval: {e}") from None
     context.progress(0.05, f"reading {source}")
     try:
-        images, report = resolve_images(source, model.channels, min_size=2 * size)
+        images, report = resolve_images(source, model.channels, 2 * size, model.config.downscale or 1)
     except (ValueError, FileNotFoundError) as e:
         raise _bad(f"texture.eval: {e} (evaluation at {size} px needs exemplars of at least {2 * size} px, "
                    "split into two halves)") from None

@@ -6,6 +6,10 @@ A repeat larger than the training crop cannot be learned from crops alone: a 96 
 phase of the repeat at every pixel (the real crop's from where it was cut, the fake's from the
 generator's own waves), the discriminator judges what belongs where in the repeat, and the
 repeat becomes a local question.
+
+Large shapes that do not repeat (cobblestones, marble's slabs) have no such help: `long_wave_share`
+says how much of an exemplar lies beyond the crops, and `exemplar_scale` how far to shrink it so
+that they fit.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import math
 
 import numpy as np
 from scipy.ndimage import maximum_filter
+
+from engine.texture.images import shrink
 
 # A peak counts as a repeat where the autocorrelation (1 at lag 0) is at least this high and at
 # least PROMINENCE above its lowest value on the way there. On the suite (bench/data/textures):
@@ -25,6 +31,13 @@ SHORTEST = 12  # px: shorter lags are the grain, not a repeat
 # course without the bond's shift matches the bed joints and not the head joints (bricks 0.40 against
 # 0.47-0.50; tiles' two axes 0.53 and 0.57).
 SAME_PEAK = 0.85
+# The share of an exemplar's variation at wavelengths longer than the crops judged above which its
+# large shapes are lost, where it does not repeat: training shrinks it or says so. On the suite at 96 px
+# marble 0.39, cobblestone 0.25, bark 0.25, the three that trained at full size do not read as their
+# material or only in part (halved: 0.37, 0.08, 0.22; cobblestone halved draws its stones); denim 0.16,
+# planks 0.15, rock 0.14, the rest at most 0.05 (tiles 0.44: their repeat is given to both nets).
+LONG_WAVE_SHARE = 0.2
+SMALLEST_SIDE = 512  # px: an exemplar is shrunk no further (the figures take 256 px crops from each half)
 
 
 def autocorrelation(image: np.ndarray) -> np.ndarray:
@@ -123,3 +136,27 @@ def repeat_waves(image: np.ndarray) -> list[list[float]]:
         norm = dy * dy + dx * dx
         return [[float(dy / norm), float(dx / norm)]]
     return np.linalg.inv(np.array(lattice)).T.tolist()
+
+
+def long_wave_share(image: np.ndarray, wavelength: float) -> float:
+    """The share of the exemplar's grey variance at wavelengths longer than `wavelength` px. The
+    image is Hann-windowed first: a photo does not wrap, and its edges would add long waves of their own."""
+    grey = image.reshape(*image.shape[:2], -1).mean(-1).astype(np.float64)
+    h, w = grey.shape
+    power = np.abs(np.fft.fft2((grey - grey.mean()) * np.outer(np.hanning(h), np.hanning(w)))) ** 2
+    power[0, 0] = 0.0
+    frequency = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
+    return float(power[frequency < 1 / wavelength].sum() / max(power.sum(), 1e-12))
+
+
+def exemplar_scale(images: list[np.ndarray], view: int) -> int:
+    """How many times training shrinks the exemplars (1, 2, 4, ...): the fewest that bring every one's
+    `long_wave_share` beyond `view` px under LONG_WAVE_SHARE, keeping their sides at least SMALLEST_SIDE;
+    1 where none does."""
+    factor = 1
+    while True:
+        if max(long_wave_share(shrink(image, factor), view) for image in images) <= LONG_WAVE_SHARE:
+            return factor
+        if min(min(image.shape[:2]) for image in images) // (2 * factor) < SMALLEST_SIDE:
+            return 1
+        factor *= 2

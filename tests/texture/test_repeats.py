@@ -1,16 +1,18 @@
 """An exemplar's repeat: found where it is, absent where it is not, and given to both nets."""
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from engine.texture.evaluation import evaluate_model, seam_ratio
 from engine.texture.generation import TextureModel
 from engine.texture.images import procedural
 from engine.texture.model import Generator, TextureGANConfig, repeat_field
-from engine.texture.objective import TextureObjective
-from engine.texture.repeats import repeat_lattice, repeat_waves
+from engine.texture.objective import TextureObjective, resolve_images
+from engine.texture.repeats import long_wave_share, repeat_lattice, repeat_waves
 
 from support.repeating import bond, tiles
 
@@ -71,6 +73,55 @@ def test_exemplars_that_do_not_repeat_train_as_before():
     assert objective.config.repeat_waves == [] and objective.config.n_repeat == 0
     assert "real_field" not in objective.batch(torch.arange(2))
     assert objective.crops.flips is True
+
+
+def test_the_long_wave_share_is_the_variance_beyond_a_wavelength():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    grain = rng.standard_normal((512, 512))
+    waves = gaussian_filter(rng.standard_normal((512, 512)), 40, mode="wrap")  # shapes ~250 px across
+    assert long_wave_share(grain[..., None], 96) < 0.01
+    assert long_wave_share(waves[..., None], 96) > 0.9
+    mixed = grain / grain.std() + waves / waves.std()  # as much variance beyond 96 px as within
+    assert 0.4 < long_wave_share(np.repeat(mixed[..., None], 3, -1), 96) < 0.6
+
+
+SUITE = Path(__file__).resolve().parents[2] / "bench" / "data" / "textures"
+
+
+@pytest.mark.parametrize("material, downscale, warned", [
+    ("cobblestone", 2, False),  # ~130 px stones: halved, they fit the 96 px crops
+    ("marble", 1, True), ("bark", 1, True),  # slabs and bands too large to fit at 512 px
+    ("gravel", 1, False), ("denim", 1, False), ("planks", 1, False),
+    ("tiles", 1, False),  # large, but their repeat is given to both nets
+])
+def test_training_shrinks_an_exemplar_whose_large_shapes_lie_beyond_its_crops_or_says_so(material, downscale, warned):
+    """On the suite's photos (docs/textures/README.md says which lose their large shapes)."""
+    objective = TextureObjective(TextureGANConfig(**{**TINY, "crop": 96}), SUITE / material / f"{material}_Color.jpg")
+    side = Image.open(SUITE / material / f"{material}_Color.jpg").size[0]
+    assert objective.config.downscale == downscale
+    assert objective.images[0].shape[:2] == (side // downscale, side // downscale)
+    notes = objective.data_summary()["notes"]
+    assert any(note.startswith(f"trained on the exemplar shrunk {downscale}x") for note in notes) == (downscale > 1)
+    assert any(note.startswith("large shapes") for note in notes) == warned, notes
+
+
+def test_an_exemplar_is_shrunk_as_asked_and_measured_so():
+    """downscale=2 asked for: training reads the photo halved, and so does `resolve_images` given the
+    model's downscale, as `atelier eval` and the bench read the exemplar a model is measured against."""
+    photo = SUITE / "gravel" / "gravel_Color.jpg"
+    objective = TextureObjective(TextureGANConfig(**{**TINY, "crop": 96, "downscale": 2}), photo)
+    assert objective.config.downscale == 2 and objective.images[0].shape == (512, 512, 3)
+    assert "trained on the exemplar shrunk 2x (downscale=2)" in objective.data_summary()["notes"]
+    full, _ = resolve_images(photo, 3, 96)
+    halved, _ = resolve_images(photo, 3, 96, downscale=2)
+    assert np.allclose(halved[0], full[0].reshape(512, 2, 512, 2, 3).mean((1, 3)), atol=1e-6)
+    with pytest.raises(ValueError, match="at least"):
+        resolve_images(photo, 3, 600, downscale=2)  # 512 px halved: smaller than asked
+    material, report = resolve_images(SUITE / "planks", 3, 96, downscale=2)  # a PBR set: the normals stay unit length
+    assert report.maps[0] == "normal" and material[0].shape[:2] == (256, 256)
+    assert np.allclose(np.linalg.norm(material[0][..., 3:6], axis=-1), 1, atol=1e-5)
 
 
 def test_pictures_with_a_repeat_tile_exactly_and_hold_whole_repeats():
