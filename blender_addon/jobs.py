@@ -90,6 +90,12 @@ def finish(job: Job, undo: bool = False) -> None:
                 state.message += f". Note: {warning}"
     elif job.state == "done":
         state.message = f"{job.label}: done"
+        if job.op == "train":  # what training found in the data (an exemplar shrunk, a short run)
+            value = job.value if isinstance(job.value, dict) else {}
+            for note in value.get("notes", []):
+                state.message += f". Note: {note}"
+            if value.get("warning"):
+                state.message += f". Warning: {value['warning']}"
     group = job.context.get("undo_group")  # several jobs of one click: one undo step, at the last
     if group is not None:
         group["left"] -= 1

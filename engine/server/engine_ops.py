@@ -116,8 +116,8 @@ def _train(engine, context: Context, kind: str, name: str, data: dict, model: di
     distributed.leave(world)
     engine.unload(name)  # the next use loads the new weights
     return {"model": name, "step": metadata["step"], "metrics": metadata["metrics"],
-            "run_dir": str(engine.store.run_dir(name)),
-            **{key: metadata[key] for key in ("kept_step", "stopped_early") if key in metadata}}
+            "run_dir": str(engine.store.run_dir(name)), "notes": (metadata.get("data") or {}).get("notes", []),
+            **{key: metadata[key] for key in ("kept_step", "stopped_early", "warning") if key in metadata}}
 
 
 @contextmanager

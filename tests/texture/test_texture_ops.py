@@ -245,6 +245,9 @@ def test_training_on_pixels_sent_by_a_client(engine):
         assert result["step"] == 2
         info = client.call("models.info", {"name": "sent-stripes"})["metadata"]
         assert [image["path"] for image in info["data"]["images"]] == ["Stripes.png"]
+        # the result says what training found and a short run's warning, as the model's metadata has them
+        assert result["notes"] == info["data"]["notes"] and any("repeats" in n for n in result["notes"])
+        assert result["warning"] == info["warning"] and "short run" in result["warning"]
         with pytest.raises(EngineError) as caught:
             client.call("train", {"kind": "texture", "name": "bad", "data": {"image_arrays": [{"pixels": "x"}]},
                                   "model": TINY, "train": {"steps": 1}}, timeout=60)
