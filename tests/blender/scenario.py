@@ -835,7 +835,7 @@ def _():
         info = client.call("models.info", {"name": "tex-from-blender"})["metadata"]
     assert [i["path"] for i in info["data"]["images"]] == ["Stripes exemplar"], info["data"]
     assert info["step"] == 2
-    # the panel says what training found (here the stripes' direction) and that 2 steps is a short run
+    # the panel says what training found in the stripes and that 2 steps is a short run
     said = addon().jobs.state.message
     assert info["data"]["notes"] and all(f"Note: {note}" in said for note in info["data"]["notes"]), said
     assert f"Warning: {info['warning']}" in said and "short run" in info["warning"], said

@@ -1,4 +1,5 @@
-"""An exemplar's repeat: found where it is, absent where it is not, and given to both nets."""
+"""An exemplar's repeat: found where it is, absent where it is not, and given to both nets; and its large
+shapes that do not repeat: shrunk into the crops, or the user told they will be lost."""
 import dataclasses
 from pathlib import Path
 
