@@ -253,6 +253,7 @@ def _eval(engine, context: Context, **params) -> dict:
             "uncertainty": {k[:-3]: v for k, v in metrics.items() if k.endswith("_se")},
             "ideal": {r["metric"]: r["ideal"] for r in rows}, "verdicts": {r["metric"]: r["verdict"] for r in rows},
             "samples": params["samples"], "repeats": params["repeats"], "size": size, "windows": in_windows(model),
+            "downscale": model.config.downscale or 1,
             "sheet": sheet, "exemplars": [p for p, _ in report.used],
             **({"warning": metadata["warning"]} if metadata.get("warning") else {}),
             "provenance": provenance(metadata, "texture.eval", params)}
@@ -336,9 +337,11 @@ def describe_result(op: str, value: dict, written: list[Path]) -> str:
     metrics, se, verdicts = value["metrics"], value.get("uncertainty", {}), value.get("verdicts", {})
     what = (f"windows of {value.get('size', '?')} px (the texture at its measured repeat; seams from tileable "
             "pictures)" if value.get("windows") else f"samples of {value.get('size', '?')} px")
+    shrunk = value.get("downscale", 1)
+    photo = f" of the photo shrunk {shrunk}x, as training read it" if shrunk > 1 else ""
     lines = [(f"{value.get('samples', '?')} {what} against "
-              f"{value.get('repeats', '?')} real-vs-real reference sets; ratios: 1 = as close as another piece "
-              "of the photo, larger is worse")]
+              f"{value.get('repeats', '?')} real-vs-real reference sets{photo}; ratios: 1 = as close as another "
+              "piece of the photo, larger is worse")]
     lines += [_figure_line(key, figure, se.get(key), value.get("ideal", {}).get(key), verdicts.get(key))
               for key, figure in metrics.items()]
     if value.get("warning"):

@@ -1,6 +1,8 @@
 """The texture kind over a real engine process: train through the `train` op, then every texture op."""
 import re
+import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +146,24 @@ def test_stored_metrics_are_what_eval_measures_on_the_saved_model(engine, model)
         assert stored[f"{key}_se"] == pytest.approx(measured["uncertainty"][key], rel=1e-2, abs=1e-4), key
 
 
+def test_a_model_of_a_shrunk_photo_is_measured_against_the_photo_shrunk(engine):
+    """downscale=2: `atelier eval` reads the photo halved, as training did, so its figures are the
+    stored ones, and it says so."""
+    photo = engine.models_dir / "photos" / "gravel_Color.jpg"  # where this engine reads files from
+    photo.parent.mkdir(exist_ok=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "bench" / "data" / "textures" / "gravel" / photo.name, photo)
+    with engine.client() as client:
+        client.call("train", {"kind": "texture", "name": "halved", "data": {"images": str(photo)},
+                              "model": {**TINY, "downscale": 2}, "train": {"steps": 2, "batch_size": 2}}, timeout=300)
+        info = client.call("models.info", {"name": "halved"})["metadata"]
+        measured = client.call("texture.eval", {"model": "halved"}, timeout=300)
+    assert info["config"]["downscale"] == 2 and measured["downscale"] == 2
+    assert info["data"]["images"][0]["width"] == 1024  # the photo as the user gave it
+    for key in ("gram", "swd", "spectrum"):
+        assert info["metrics"][key] == pytest.approx(measured["metrics"][key], rel=1e-3, abs=1e-4), key
+    assert "of the photo shrunk 2x, as training read it" in texture_ops.describe_result("texture.eval", measured, [])
+
+
 def test_eval_gives_each_figure_its_ideal_uncertainty_and_verdict(engine, model):
     with engine.client() as client:
         value = client.call("texture.eval", {"model": model, "samples": 6, "repeats": 3}, timeout=120)
@@ -157,6 +177,7 @@ def test_eval_gives_each_figure_its_ideal_uncertainty_and_verdict(engine, model)
     assert "±" in gram and "ideal 1" in gram and value["verdicts"]["gram"] in gram
     assert "1 = as close as another piece of the photo" in text
     assert value["windows"] is False and text.startswith("6 samples of")  # gravel does not repeat
+    assert value["downscale"] == 1 and "shrunk" not in text
     assert "6 windows of 32 px (the texture at its measured repeat" in texture_ops.describe_result(
         "texture.eval", {**value, "windows": True}, [])
 
