@@ -334,7 +334,8 @@ class TextureObjective(Objective):
                     f"trained on {which} shrunk {config.downscale}x, so that the large shapes fit the model's "
                     f"{view} px crops ({max(before):.0%} of {whose} variation is at wavelengths over {view} px, "
                     f"{max(long_wave_share(image, view) for image in colour()):.0%} shrunk): a picture of N px "
-                    f"covers {config.downscale}N px of the photo (--set downscale=1 trains it as it is)")
+                    f"covers {config.downscale}N px of the photo (downscale=1 trains it as it is: "
+                    '--set downscale=1, or {"downscale": 1} in Blender\'s Config)')
         elif config.downscale > 1:
             self.report.notes.append(f"trained on {which} shrunk {config.downscale}x (downscale={config.downscale})")
         share = max(long_wave_share(image, view) for image in colour())
