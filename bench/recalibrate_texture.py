@@ -45,7 +45,7 @@ def recalibrate(weights: Path, report: Path, lattice_only: bool = False, metrics
     if model.config.maps:  # a material's maps: their folder, stacked as training stacked them
         sources = [str(Path(sources[0]).parent)]
     images = [image for source in sources for image in resolve_images(source, model.channels, model.config.crop,
-                                                                           model.config.downscale or 1)[0]]
+                                                                           model.config.exemplar_shrink)[0]]
     if metrics_only:
         config = model.config
     elif lattice_only:

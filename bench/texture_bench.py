@@ -392,7 +392,7 @@ def contact_sheet(name: str, colour: Path, model, quilter: Quilter, note: str, e
     from PIL import Image, ImageDraw
 
     rgb = lambda a: np.repeat(a, 3, -1) if a.shape[-1] == 1 else a[..., :3]
-    ex = np.asarray(Image.open(colour).convert("RGB").reduce(model.config.downscale or 1))  # as training read it
+    ex = np.asarray(Image.open(colour).convert("RGB").reduce(model.config.exemplar_shrink))  # as training read it
     side = min(side, *ex.shape[:2]) // model.stride * model.stride
     half = side // 2 // model.stride * model.stride
     ours, tiled = model.generate_maps(side, side, seed=1), model.generate_maps(half, half, seed=2)
@@ -483,14 +483,14 @@ def run_suite(args) -> int:
             print(f"{name}: measured before, {stored}", flush=True)
             continue
         metadata, model = load_model(model_name, models, "cpu")
-        images, _ = resolve_images(str(source), model.channels, model.config.crop, model.config.downscale or 1)
+        images, _ = resolve_images(str(source), model.channels, model.config.crop, model.config.exemplar_shrink)
         quilter = Quilter((images[0] + 1) / 2)
         start = time.time()
         m = measure(model, images, quilter, args.samples, args.big)
         measured = (time.time() - start) / 60
         steps, minutes = metadata.get("step"), metadata.get("train_seconds", 0) / 60
         m["ours"].update(steps=steps, min=minutes, **{"steps/min": steps_per_minute(models / f"{model_name}.run")})
-        factor = model.config.downscale or 1
+        factor = model.config.exemplar_shrink
         shrunk = f"; the photo shrunk {factor}x, as training read it" if factor > 1 else ""
         note = (f"{category}; ours trained {minutes:.1f} min, {steps} steps, {model.channels} channel(s); "
                 f"quilting: block {quilter.block}{shrunk}")
@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
 
     metadata, model = load_model(args.model, args.models_dir, args.device)
     source = exemplar_source(metadata, args.images)
-    images, _ = resolve_images(source, model.channels, model.config.crop, model.config.downscale or 1)
+    images, _ = resolve_images(source, model.channels, model.config.crop, model.config.exemplar_shrink)
     args.eval_size = min(args.eval_size, eval_side(images[0]))  # any exemplar >= the crop: smaller samples
     exemplar01 = (images[0] + 1) / 2
     quilter = Quilter(exemplar01)

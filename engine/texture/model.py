@@ -184,6 +184,12 @@ class TextureGANConfig:
         return 2 ** self.g_blocks
 
     @property
+    def exemplar_shrink(self) -> int:
+        """How many times the exemplar is read shrunk: `downscale`, 1 where it is unset (models saved
+        before it existed)."""
+        return self.downscale or 1
+
+    @property
     def smallest_crop(self) -> int:
         """The smallest training crop the discriminator can judge at every scale, a multiple of the stride."""
         return -(-2 ** (self.d_layers + self.d_scales) // self.stride) * self.stride

@@ -115,7 +115,7 @@ class TextureObjective(Objective):
                  jitter: float = 0.0, min_size: int | None = None, seed: int = 0):
         self.device, self.seed = torch.device(device), seed
         self.images, self.report = resolve_images(images, config.channels, min_size or config.smallest_crop,
-                                                  config.downscale or 1)
+                                                  config.exemplar_shrink)
         side = min(min(image.shape[:2]) for image in self.images)
         fits = side // config.stride * config.stride
         if fits < config.crop:  # a small photo still trains, on the crops it can give
@@ -133,9 +133,13 @@ class TextureObjective(Objective):
         elif config.n_exemplars > 1 and config.n_exemplars != n:
             raise ValueError(f"n_exemplars is {config.n_exemplars} but {n} usable image(s) were found; leave "
                              f"it at 0 (one code per image) or set 1 to pool them")
-        config = self._fit_large_shapes(config, may_repeat=n == 1 and not rot90)
-        if config.repeat_waves is None and n == 1 and not rot90:  # asked-for turns would turn the repeat
-            waves = repeat_waves(self.images[0][..., :config.channels])
+        found = config.repeat_waves is None and n == 1 and not rot90  # asked-for turns would turn the repeat
+        waves = repeat_waves(self.images[0][..., :config.channels]) if found else None
+        picked = config.downscale is None
+        config = self._fit_large_shapes(config, repeats=bool(config.repeat_waves or waves))
+        if found:
+            if picked and config.downscale > 1:  # shrunk after its repeat was looked for
+                waves = repeat_waves(self.images[0][..., :config.channels])
             config = dataclasses.replace(config, repeat_waves=waves)
             if waves:  # the real crops' phases hold only as the exemplar lies
                 periods = ", ".join(f"{1 / math.hypot(*k):.0f} px" for k in waves)
@@ -314,31 +318,30 @@ class TextureObjective(Objective):
         evaluation's eight reference sets (four before 2026-12-07) ~4 s: 40 steps at a colour step's pace."""
         return 240 + 42 * self.images[0].shape[-1]
 
-    def _fit_large_shapes(self, config: TextureGANConfig, may_repeat: bool) -> TextureGANConfig:
+    def _fit_large_shapes(self, config: TextureGANConfig, repeats: bool) -> TextureGANConfig:
         """The config with its `downscale` set (where unset, the exemplars shrunk by the one training
         picks) and a note for the user. Where much of an exemplar lies in shapes larger than the
         crops and it does not repeat (a repeat is given to both nets), training picks the fewest
         halvings that bring them inside."""
         view = config.crop * 2 ** (config.d_scales - 1)  # the largest view the discriminator judges
-        colour = lambda: [image[..., :config.channels] for image in self.images]
-        which, whose = ("the exemplar", "the exemplar's") if len(self.images) == 1 else \
-            ("the exemplars", "the exemplars'")
-        repeats = config.repeat_waves or (config.repeat_waves is None and may_repeat and repeat_waves(colour()[0]))
+        colour = [image[..., :config.channels] for image in self.images]
+        which, whose = ("the exemplar", "the exemplar's") if len(colour) == 1 else ("the exemplars", "the exemplars'")
         if config.downscale is None:
-            config = dataclasses.replace(config, downscale=1 if repeats else exemplar_scale(colour(), view))
-            if config.downscale > 1:
-                before = [long_wave_share(image, view) for image in colour()]
+            factor, whole, share = (1, 0.0, 0.0) if repeats else exemplar_scale(colour, view)
+            config = dataclasses.replace(config, downscale=factor)
+            if factor > 1:
                 normal = slice(config.channels, config.channels + 3) if "normal" in config.maps else None
-                self.images = [shrink(image, config.downscale, normal) for image in self.images]
+                self.images = [shrink(image, factor, normal) for image in self.images]
                 self.report.notes.append(
-                    f"trained on {which} shrunk {config.downscale}x, so that the large shapes fit the model's "
-                    f"{view} px crops ({max(before):.0%} of {whose} variation is at wavelengths over {view} px, "
-                    f"{max(long_wave_share(image, view) for image in colour()):.0%} shrunk): a picture of N px "
-                    f"covers {config.downscale}N px of the photo (downscale=1 trains it as it is: "
+                    f"trained on {which} shrunk {factor}x, so that the large shapes fit the model's {view} px crops "
+                    f"({whole:.0%} of {whose} variation is at wavelengths over {view} px, {share:.0%} shrunk): a "
+                    f"picture of N px covers {factor}N px of the photo (downscale=1 trains it as it is: "
                     '--set downscale=1, or {"downscale": 1} in Blender\'s Config)')
-        elif config.downscale > 1:
-            self.report.notes.append(f"trained on {which} shrunk {config.downscale}x (downscale={config.downscale})")
-        share = max(long_wave_share(image, view) for image in colour())
+        else:
+            if config.downscale > 1:
+                self.report.notes.append(f"trained on {which} shrunk {config.downscale}x "
+                                         f"(downscale={config.downscale})")
+            share = 0.0 if repeats else max(long_wave_share(image, view) for image in colour)
         if not repeats and share > LONG_WAVE_SHARE:
             self.report.notes.append(
                 f"large shapes: {share:.0%} of {whose} variation is at wavelengths over {view} px, longer than the "

@@ -237,7 +237,7 @@ def _eval(engine, context: Context, **params) -> dict:
         raise _bad(f"texture.eval: {e}") from None
     context.progress(0.05, f"reading {source}")
     try:
-        images, report = resolve_images(source, model.channels, 2 * size, model.config.downscale or 1)
+        images, report = resolve_images(source, model.channels, 2 * size, model.config.exemplar_shrink)
     except (ValueError, FileNotFoundError) as e:
         raise _bad(f"texture.eval: {e} (evaluation at {size} px needs exemplars of at least {2 * size} px, "
                    "split into two halves)") from None
@@ -253,7 +253,7 @@ def _eval(engine, context: Context, **params) -> dict:
             "uncertainty": {k[:-3]: v for k, v in metrics.items() if k.endswith("_se")},
             "ideal": {r["metric"]: r["ideal"] for r in rows}, "verdicts": {r["metric"]: r["verdict"] for r in rows},
             "samples": params["samples"], "repeats": params["repeats"], "size": size, "windows": in_windows(model),
-            "downscale": model.config.downscale or 1,
+            "downscale": model.config.exemplar_shrink,
             "sheet": sheet, "exemplars": [p for p, _ in report.used],
             **({"warning": metadata["warning"]} if metadata.get("warning") else {}),
             "provenance": provenance(metadata, "texture.eval", params)}

@@ -149,14 +149,15 @@ def long_wave_share(image: np.ndarray, wavelength: float) -> float:
     return float(power[frequency < 1 / wavelength].sum() / max(power.sum(), 1e-12))
 
 
-def exemplar_scale(images: list[np.ndarray], view: int) -> int:
-    """How many times training shrinks the exemplars (1, 2, 4, ...): the fewest that bring every one's
-    `long_wave_share` beyond `view` px under LONG_WAVE_SHARE, keeping their sides at least SMALLEST_SIDE;
-    1 where none does."""
+def exemplar_scale(images: list[np.ndarray], view: int) -> tuple[int, float, float]:
+    """(factor, share as they are, share at the factor): how many times training shrinks the exemplars
+    (1, 2, 4, ...), the fewest that bring every one's `long_wave_share` beyond `view` px under
+    LONG_WAVE_SHARE, keeping their sides at least SMALLEST_SIDE; 1 where none does."""
+    whole = share = max(long_wave_share(image, view) for image in images)
     factor = 1
-    while True:
-        if max(long_wave_share(shrink(image, factor), view) for image in images) <= LONG_WAVE_SHARE:
-            return factor
+    while share > LONG_WAVE_SHARE:
         if min(min(image.shape[:2]) for image in images) // (2 * factor) < SMALLEST_SIDE:
-            return 1
+            return 1, whole, whole
         factor *= 2
+        share = max(long_wave_share(shrink(image, factor), view) for image in images)
+    return factor, whole, share
