@@ -57,7 +57,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.texture.evaluation import radial_cross_power, radial_power
+from engine.texture.evaluation import radial_cross_power, radial_power, real_sets
 from engine.texture.images import ImageCrops
 from engine.texture.lattice import apply_lattice_filter, fit_lattice_filter
 from engine.texture.model import Generator, TextureGANConfig
@@ -70,6 +70,7 @@ SIZE = 256  # measurement size: wavelengths up to 256 px; longer ones get the 25
 TINT_SIZE, TINT_PICTURES = 1024, 4  # pictures whose tiles' means are compared with the exemplar's
 TONE_LEVELS = 257  # tone curve samples, evenly spaced over [-1, 1]
 FIELD_PASSES = 3  # the field's power is set, measured on the result, and set again
+BORDER_DRAWS = 4  # crop draws `calibration_crops` compares the photo's border with its middle over
 ROUNDS = 3  # gain, field and curve measured again after the curve, which changes the spectrum
 # Samples the lattice filter is fitted on: each gap's mean log gradient energy over 64 pictures at
 # 256² is stable to ~1 %, and the fit takes ~1 s per map and axis.
@@ -440,24 +441,45 @@ def _channel_power(x: torch.Tensor) -> np.ndarray:
     return _linear(_channel_spectra(x))
 
 
+def calibration_crops(images: list[np.ndarray], side: int, n: int, seed: int = 0) -> torch.Tensor:
+    """2n exemplar crops [2n, C, side, side] the corrections are measured on. Border-fair ones
+    (`fair_edges`) as a rule: plain random 256 px crops of a 512 px photo are the statistics of its
+    middle, which on gravel has more contrast than the rest. But where the photo's border is
+    unlike its middle, more unlike than its two halves are unlike each other (by the spectrum
+    distance), the border is not the material, and the crops are drawn as the figures draw theirs,
+    uniformly inside each half (`real_sets`). Both distances are averaged over BORDER_DRAWS draws:
+    over single draws of 128 crops a side gravel read up to 0.8x, tiles down to 1.8x. Over the
+    suite the halves are taken on denim (a seam in the middle) and tiles (less contrast at every
+    frequency near the border); see docs/BENCHMARKS.md, "The calibration's crops"."""
+    grey = [image.mean(-1, keepdims=True) for image in images]  # the channels' mean decides: 3-9x cheaper
+    log = lambda power: torch.log10(power.mean(0) + 1e-8)  # as evaluation.power_spectrum
+    border = within = 0.0
+    for k in range(BORDER_DRAWS):
+        fair = ImageCrops(grey, side, flips=False, rot90=False, fair_edges=True, seed=seed + k).batch(np.arange(2 * n))
+        power_a, power_b = (radial_power(half) for half in real_sets(grey, side, n, seed + k))
+        border += float((log(radial_power(fair)) - log((power_a + power_b) / 2)).abs().mean())
+        within += float((log(power_a) - log(power_b)).abs().mean())
+    if border > within:
+        return torch.cat(real_sets(images, side, n, seed))
+    return ImageCrops(images, side, flips=False, rot90=False, fair_edges=True, seed=seed).batch(np.arange(2 * n))
+
+
 @torch.no_grad()
 def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0, rounds: int = ROUNDS,
             lattice: bool = True, tints: bool = True) -> dict[str, list]:
     """The six corrections (module docstring) from 2n exemplar crops and n samples at 256^2
     (or the smallest exemplar's size): the config fields, rounded, as lists. The crops count the
-    photo's border about as often as its middle (`fair_edges`): plain random 256 px crops of a
-    512 px photo are the statistics of its middle, which on gravel has more contrast than the
-    rest. The tone curve changes the spectrum, so the gain is corrected by what the curve's
-    output still misses and the field and curve are measured again, `rounds` times in all
-    (gravel spectrum ratio 0.79 -> 0.75 and 0.73 -> 0.68 on two generators; swd unchanged).
-    The stored curves depend on the draw: over seeds 0-3 on one gravel generator (one round),
-    the spectrum ratio spanned 0.70-0.81 with n = 64 and 0.72-0.75 with 128. It runs once, when
-    training ends: on one CPU thread ~57 s for a nine-channel PBR set, and the lattice filter
-    (`lattice`; `measure_lattice`) ~1.2 s more per channel, and the tints (`tints`, where the
-    exemplar repeats in two directions) 3-6 s more."""
+    photo's border about as often as its middle (`calibration_crops`). The tone curve changes the
+    spectrum, so the gain is corrected by what the curve's output still misses and the field and
+    curve are measured again, `rounds` times in all (gravel spectrum ratio 0.79 -> 0.75 and 0.73 ->
+    0.68 on two generators; swd unchanged). The stored curves depend on the draw: over seeds 0-3 on
+    one gravel generator (one round), the spectrum ratio spanned 0.70-0.81 with n = 64 and 0.72-0.75
+    with 128. It runs once, when training ends: on one CPU thread ~57 s for a nine-channel PBR set,
+    and the lattice filter (`lattice`; `measure_lattice`) ~1.2 s more per channel, and the tints
+    (`tints`, where the exemplar repeats in two directions) 3-6 s more."""
     side = min(SIZE, *(min(img.shape[:2]) for img in images))
     side -= side % G.cfg.stride
-    real = ImageCrops(images, side, flips=False, rot90=False, fair_edges=True, seed=seed).batch(np.arange(2 * n))
+    real = calibration_crops(images, side, n, seed)
     was_training = G.training
     G.eval()
     device = next(G.parameters()).device

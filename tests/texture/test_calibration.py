@@ -12,6 +12,7 @@ from engine.texture.calibration import (
     apply_gain,
     apply_tone,
     calibrate,
+    calibration_crops,
     code_moments,
     image_moments,
     match_moments,
@@ -430,3 +431,23 @@ def test_models_saved_before_the_field_curve_and_lattice_filter_load_and_generat
     assert model.config.image_moments is None and model.config.field_gain is None and model.config.tone_curve is None
     assert model.config.lattice_filter is None
     assert model.generate(32, 32, seed=0).shape == (32, 32, 1)
+
+
+def _grain_photo(seed: int, frame: float = 1.0) -> np.ndarray:
+    """A 512 px grey photo of fine grain, its bottom half 10 % more contrasty than its top (halves are
+    never quite alike), and a 96 px frame at `frame` times the contrast."""
+    from scipy.ndimage import gaussian_filter
+
+    grain = gaussian_filter(np.random.default_rng(seed).normal(size=(512, 512)), 1.0, mode="wrap")
+    contrast = np.full((512, 512), frame)
+    contrast[96:-96, 96:-96] = 1.0
+    contrast *= np.where(np.arange(512) < 256, 0.9, 1.0)[:, None]
+    return (grain / grain.std() * 0.25 * contrast)[..., None].astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_calibration_crops_are_border_fair_unless_the_border_is_unlike_the_middle(seed):
+    plain, framed = _grain_photo(seed), _grain_photo(seed, frame=0.25)  # the frame: a vignette
+    fair = ImageCrops([plain], 128, flips=False, rot90=False, fair_edges=True, seed=3).batch(np.arange(64))
+    assert torch.equal(calibration_crops([plain], 128, 32, seed=3), fair)
+    assert torch.equal(calibration_crops([framed], 128, 32, seed=3), torch.cat(real_sets([framed], 128, 32, seed=3)))
