@@ -61,12 +61,14 @@ from engine.texture.evaluation import radial_cross_power, radial_power, real_set
 from engine.texture.images import ImageCrops
 from engine.texture.lattice import apply_lattice_filter, fit_lattice_filter
 from engine.texture.model import Generator, TextureGANConfig
+from engine.texture.repeats import LONG_WAVE_SHARE, long_wave_share
 from engine.texture.tints import (BINS, aligned, best_shift, cell_means, cell_offsets, exemplar_phases, find_cells, fold,
                                   joint_shades, picture_phases, tint, tint_layout)
 
 BOOST = 1.0  # log10 power: at most 10**0.5 = 3.2x amplitude up from the gain
 CUT = -4.0  # and at most 100x amplitude down
 SIZE = 256  # measurement size: wavelengths up to 256 px; longer ones get the 256 px values
+LARGE_SIZE = 512  # the measurement size for a large photo of large shapes (`measurement_size`)
 TINT_SIZE, TINT_PICTURES = 1024, 4  # pictures whose tiles' means are compared with the exemplar's
 TONE_LEVELS = 257  # tone curve samples, evenly spaced over [-1, 1]
 FIELD_PASSES = 3  # the field's power is set, measured on the result, and set again
@@ -364,9 +366,10 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
         if moments is None:
             raise ValueError("this model sets each picture's tone: pass the code_moments of its global codes")
         picked, target = (moments[0][:, channels], moments[1][:, channels]), pick(config.image_moments)
-        # The kept share of the codes' offsets was measured at SIZE^2: a larger picture holds
-        # (side / SIZE)^2 such crops, whose means in a photo vary apart, so its own mean varies less.
-        shrink = min(1.0, SIZE / math.sqrt(x.shape[-2] * x.shape[-1]))
+        # The kept share of the codes' offsets was measured at calibration_size^2: a larger picture
+        # holds (side / calibration_size)^2 such crops, whose means in a photo vary apart, so its own
+        # mean varies less.
+        shrink = min(1.0, config.calibration_size / math.sqrt(x.shape[-2] * x.shape[-1]))
         target = [[mean, deviation, keep * shrink] for mean, deviation, keep in target]
         if picked[0].shape[-2:] != (1, 1):
             x = pointwise(lambda t: match_moments(t, picked, target), x)
@@ -464,11 +467,30 @@ def calibration_crops(images: list[np.ndarray], side: int, n: int, seed: int = 0
     return ImageCrops(images, side, flips=False, rot90=False, fair_edges=True, seed=seed).batch(np.arange(2 * n))
 
 
+def measurement_size(images: list[np.ndarray], config: TextureGANConfig) -> int:
+    """The side of the pictures the calibration is measured on: SIZE, or LARGE_SIZE where the exemplars
+    are at least twice that a side, do not repeat, and hold more than LONG_WAVE_SHARE of their
+    variance in shapes longer than the discriminator's view (training says their large shapes will
+    be lost). Measured at 256 px, the power of such a photo's long waves fell in a crop's lowest
+    frequencies, and the gain and field drew it as patches of 128-256 px: bark's 1024² pictures,
+    downsampled 4x, had 2-3x the photo's power at 64-256 px. Measured at 512 px (on half as many
+    pictures, each four times the area), bark's Gram ratio went 2.26 -> 0.94 and its coarse Gram
+    3.59 -> 2.14, marble's Gram 2.43 -> 1.65 (docs/BENCHMARKS.md, "The calibration's size"); on
+    gravel, with no long waves, it changed little, and on tiles, which repeat, it doubled the
+    spectrum ratio, so those stay at SIZE."""
+    view = config.crop * 2 ** (config.d_scales - 1)
+    if config.repeat_waves or min(min(image.shape[:2]) for image in images) < 2 * LARGE_SIZE:
+        return SIZE
+    colour = [image[..., :config.channels or image.shape[-1]] for image in images]
+    return LARGE_SIZE if max(long_wave_share(image, view) for image in colour) > LONG_WAVE_SHARE else SIZE
+
+
 @torch.no_grad()
 def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0, rounds: int = ROUNDS,
             lattice: bool = True, tints: bool = True) -> dict[str, list]:
-    """The six corrections (module docstring) from 2n exemplar crops and n samples at 256^2
-    (or the smallest exemplar's size): the config fields, rounded, as lists. The crops count the
+    """The six corrections (module docstring) from 2n exemplar crops and n samples at 256^2 (or the
+    smallest exemplar's size; half as many at 512^2, `measurement_size`): the config fields,
+    rounded, as lists. The crops count the
     photo's border about as often as its middle (`calibration_crops`). The tone curve changes the
     spectrum, so the gain is corrected by what the curve's output still misses and the field and
     curve are measured again, `rounds` times in all (gravel spectrum ratio 0.79 -> 0.75 and 0.73 ->
@@ -477,7 +499,10 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     with 128. It runs once, when training ends: on one CPU thread ~57 s for a nine-channel PBR set,
     and the lattice filter (`lattice`; `measure_lattice`) ~1.2 s more per channel, and the tints
     (`tints`, where the exemplar repeats in two directions) 3-6 s more."""
-    side = min(SIZE, *(min(img.shape[:2]) for img in images))
+    size = measurement_size(images, G.cfg)
+    if size > SIZE:
+        n = n * SIZE ** 2 // size ** 2 * 2
+    side = min(size, *(min(img.shape[:2]) for img in images))
     side -= side % G.cfg.stride
     real = calibration_crops(images, side, n, seed)
     was_training = G.training
@@ -547,7 +572,8 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
         if round_ < rounds - 1:  # the tone curve moved the spectrum: correct the gain by what is left
             gain = (gain + target_log - _channel_spectra(apply_tone(x, tone))).clamp(CUT, BOOST)
     rounded = lambda a: np.round(np.asarray(a, dtype=np.float64), 4).tolist()
-    out = {"image_moments": moments and rounded(moments), "spectrum_gain": rounded(gain), "field_gain": rounded(field),
+    out = {"image_moments": moments and rounded(moments), "calibration_size": size, "spectrum_gain": rounded(gain),
+           "field_gain": rounded(field),
            "colour_mix": rounded(mix) if mixing else None, "cell_tint": cell_tint, "tone_curve": rounded(tone)}
     if lattice:
         out["lattice_filter"] = measure_lattice(G, dataclasses.replace(G.cfg, **out), min(n, LATTICE_PICTURES), seed)

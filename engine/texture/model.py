@@ -140,6 +140,7 @@ class TextureGANConfig:
     # colour channels (row-major; None: grey, or calibrated before it existed); per channel a tone
     # curve over [-1, 1]. The generator ignores them; TextureModel applies them to what it makes.
     image_moments: list[list[float]] | None = None
+    calibration_size: int = 256  # the side (px) of the pictures the calibration was measured on
     spectrum_gain: list[list[float]] | list[float] | None = None  # per channel (one list: every channel)
     field_gain: list[list[float]] | None = None
     # Set after training for an exemplar with a two-way repeat (engine/texture/tints.py): its cells

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.texture.calibration import measure
+from engine.texture.calibration import SIZE, measure, measurement_size
 from engine.texture.generation import TextureModel, to_uint8
 from engine.texture.images import (DEMO_EXEMPLARS, ImageCrops, LoadReport, assemble, exemplar, has_direction,
                                    load_images, shrink)
@@ -31,6 +31,9 @@ from engine.train.objective import Objective
 # docs/BENCHMARKS.md, "Development suite"). A finished run with fewer than half of them is called
 # short (`run_warning`).
 RECIPE_STEPS = 6000
+# `finish_steps` more where the calibration measures at 512 px (`measurement_size`): bark's took 56 s
+# on one thread against 28 s at 256 px, ~140 steps at a colour step's 0.2 s.
+LARGE_CALIBRATION_STEPS = 150
 
 
 def unwrap(net: nn.Module) -> nn.Module:
@@ -147,6 +150,7 @@ class TextureObjective(Objective):
                                          "where each crop sits in the repeat; no flips or turns in augmentation")
                 flips, rot90 = False, False
         self.config = config
+        self._large_calibration = measurement_size(self.images, config) > SIZE
         if rot90 is None:  # turned crops would teach a wrong texture where the exemplar has a direction
             directed = [i for i, image in enumerate(self.images) if has_direction(image)]
             rot90 = not directed
@@ -316,7 +320,7 @@ class TextureObjective(Objective):
         (rock and sand, 10 minutes: ~530, where 436 steps' reserve ended them at 620 s). The lattice
         filter's fit adds ~1.2 s a channel on one thread (colour 3.7 s, nine channels 10.8 s), and the
         evaluation's eight reference sets (four before 2026-12-07) ~4 s: 40 steps at a colour step's pace."""
-        return 240 + 42 * self.images[0].shape[-1]
+        return 240 + 42 * self.images[0].shape[-1] + LARGE_CALIBRATION_STEPS * self._large_calibration
 
     def _fit_large_shapes(self, config: TextureGANConfig, repeats: bool) -> TextureGANConfig:
         """The config with its `downscale` set (where unset, the exemplars shrunk by the one training

@@ -8,6 +8,8 @@ import torch
 from engine.texture.calibration import (
     BOOST,
     CUT,
+    LARGE_SIZE,
+    SIZE,
     apply_colour_mix,
     apply_gain,
     apply_tone,
@@ -17,6 +19,7 @@ from engine.texture.calibration import (
     image_moments,
     match_moments,
     measure,
+    measurement_size,
     noise_field,
 )
 from engine.texture.evaluation import power_spectrum, real_sets, spectrum_distance
@@ -219,11 +222,15 @@ def test_a_larger_picture_keeps_less_of_its_codes_tone(monkeypatch):
         return np.array([model.generate(side, side, seed=s).mean() / 127.5 for s in range(8)])
 
     small, large = offsets(32), offsets(128)
+    model.config = dataclasses.replace(config, calibration_size=128)  # as if measured on pictures of 128^2
+    measured_large = offsets(128)
     model.config = dataclasses.replace(config, image_moments=[config.image_moments[0][:2] + [0.0]])
     small -= offsets(32)
     large -= offsets(128)
+    measured_large -= offsets(128)
     assert np.abs(small).mean() > 0.02
     assert np.allclose(large, small / 4, atol=0.1 * np.abs(small).mean())
+    assert np.allclose(measured_large, small, atol=0.1 * np.abs(small).mean())
 
 
 def test_calibration_moves_the_output_towards_the_exemplar_and_still_tiles():
@@ -378,12 +385,15 @@ def test_trained_model_carries_its_calibration(tmp_path):
     from engine.train.config import TrainConfig
     from engine.train.trainer import TrainRun, train
 
+    torch.manual_seed(0)  # (some initial weights leave no long waves for the field to add)
     store = ModelStore(tmp_path, builtin=None)
     obj = TextureObjective(TINY, [procedural("blobs", 96, seed=1, channels=1)], seed=0)
     train(obj, TrainConfig(steps=2, batch_size=2, log_every=1), TrainRun(store, "t", "texture", torch.device("cpu")))
     metadata, weights = store.load("t")
     stored = {key: metadata["config"][key] for key in CALIBRATION}
-    assert [len(row) for row in stored["spectrum_gain"]] == [48] and stored == measure(obj.nets["G_ema"], obj.images)
+    assert [len(row) for row in stored["spectrum_gain"]] == [48]
+    measured = measure(obj.nets["G_ema"], obj.images)
+    assert {**stored, "calibration_size": metadata["config"]["calibration_size"]} == measured
     model = load(metadata["config"], weights)
     assert {key: getattr(model.config, key) for key in CALIBRATION} == stored
     assert stored["colour_mix"] is None  # grey
@@ -416,7 +426,7 @@ def test_checkpoints_while_training_get_the_quick_calibration(tmp_path):
     assert metadata["step"] == 2
     quick = measure(obj.nets["G_ema"], obj.images, n=16, rounds=1, lattice=False)
     assert metadata["config"]["lattice_filter"] is None  # the final calibration's alone
-    assert {key: metadata["config"][key] for key in CALIBRATION if key in quick} == quick \
+    assert {key: metadata["config"][key] for key in (*CALIBRATION, "calibration_size") if key in quick} == quick \
         != measure(obj.nets["G_ema"], obj.images)
 
 
@@ -451,3 +461,25 @@ def test_calibration_crops_are_border_fair_unless_the_border_is_unlike_the_middl
     fair = ImageCrops([plain], 128, flips=False, rot90=False, fair_edges=True, seed=3).batch(np.arange(64))
     assert torch.equal(calibration_crops([plain], 128, 32, seed=3), fair)
     assert torch.equal(calibration_crops([framed], 128, 32, seed=3), torch.cat(real_sets([framed], 128, 32, seed=3)))
+
+
+def _smooth_field(side: int, sigma: float, seed: int) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(np.random.default_rng(seed).normal(size=(side, side)), sigma, mode="wrap")
+    return field / field.std()
+
+
+def test_a_large_photo_of_large_shapes_is_calibrated_on_larger_pictures():
+    broad = ((0.2 * _smooth_field(1024, 80, 0) + 0.05 * _smooth_field(1024, 1, 1))[..., None]).astype(np.float32)
+    fine = (0.25 * _smooth_field(1024, 1.5, 2))[..., None].astype(np.float32)
+    config = TextureGANConfig(channels=1)
+    assert measurement_size([broad], config) == LARGE_SIZE
+    assert measurement_size([fine], config) == SIZE  # no long waves
+    assert measurement_size([broad[:768, :768]], config) == SIZE  # too small for LARGE_SIZE crops from each half
+    assert measurement_size([broad], dataclasses.replace(config, repeat_waves=[[0.0, 0.01]])) == SIZE  # repeats
+    G = Generator(TINY).eval()
+    calibrated = measure(G, [broad], n=8, rounds=1, lattice=False)
+    assert calibrated["calibration_size"] == LARGE_SIZE
+    assert len(calibrated["spectrum_gain"][0]) == LARGE_SIZE // 2  # one gain per radius of a 512 px picture
+    assert measure(G, [fine], n=8, rounds=1, lattice=False)["calibration_size"] == SIZE
