@@ -474,8 +474,8 @@ def measurement_size(images: list[np.ndarray], config: TextureGANConfig) -> int:
     be lost). Measured at 256 px, the power of such a photo's long waves fell in a crop's lowest
     frequencies, and the gain and field drew it as patches of 128-256 px: bark's 1024² pictures,
     downsampled 4x, had 2-3x the photo's power at 64-256 px. Measured at 512 px (on half as many
-    pictures, each four times the area), bark's Gram ratio went 2.26 -> 0.94 and its coarse Gram
-    3.59 -> 2.14, marble's Gram 2.43 -> 1.65 (docs/BENCHMARKS.md, "The calibration's size"); on
+    pictures, each four times the area), bark's Gram ratio went 2.26 -> 0.98 and its coarse Gram
+    3.59 -> 2.08, marble's Gram 2.43 -> 1.30 (docs/BENCHMARKS.md, "The calibration's size"); on
     gravel, with no long waves, it changed little, and on tiles, which repeat, it doubled the
     spectrum ratio, so those stay at SIZE."""
     view = config.crop * 2 ** (config.d_scales - 1)
@@ -490,15 +490,15 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
             lattice: bool = True, tints: bool = True) -> dict[str, list]:
     """The six corrections (module docstring) from 2n exemplar crops and n samples at 256^2 (or the
     smallest exemplar's size; half as many at 512^2, `measurement_size`): the config fields,
-    rounded, as lists. The crops count the
-    photo's border about as often as its middle (`calibration_crops`). The tone curve changes the
-    spectrum, so the gain is corrected by what the curve's output still misses and the field and
-    curve are measured again, `rounds` times in all (gravel spectrum ratio 0.79 -> 0.75 and 0.73 ->
-    0.68 on two generators; swd unchanged). The stored curves depend on the draw: over seeds 0-3 on
-    one gravel generator (one round), the spectrum ratio spanned 0.70-0.81 with n = 64 and 0.72-0.75
-    with 128. It runs once, when training ends: on one CPU thread ~57 s for a nine-channel PBR set,
-    and the lattice filter (`lattice`; `measure_lattice`) ~1.2 s more per channel, and the tints
-    (`tints`, where the exemplar repeats in two directions) 3-6 s more."""
+    rounded, as lists. The crops count the photo's border about as often as its middle
+    (`calibration_crops`). The tone curve changes the spectrum, so the gain is corrected by what the
+    curve's output still misses and the field and curve are measured again, `rounds` times in all
+    (gravel spectrum ratio 0.79 -> 0.75 and 0.73 -> 0.68 on two generators; swd unchanged). The
+    stored curves depend on the draw: over seeds 0-3 on one gravel generator (one round), the
+    spectrum ratio spanned 0.70-0.81 with n = 64 and 0.72-0.75 with 128. It runs once, when
+    training ends: on one CPU thread ~57 s for a nine-channel PBR set, and the lattice filter
+    (`lattice`; `measure_lattice`) ~1.2 s more per channel, and the tints (`tints`, where the
+    exemplar repeats in two directions) 3-6 s more."""
     size = measurement_size(images, G.cfg)
     if size > SIZE:
         n = n * SIZE ** 2 // size ** 2 * 2
