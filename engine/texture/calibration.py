@@ -478,11 +478,11 @@ def measurement_size(images: list[np.ndarray], config: TextureGANConfig) -> int:
     3.59 -> 2.08, marble's Gram 2.43 -> 1.30 (docs/BENCHMARKS.md, "The calibration's size"); on
     gravel, with no long waves, it changed little, and on tiles, which repeat, it doubled the
     spectrum ratio, so those stay at SIZE."""
-    view = config.crop * 2 ** (config.d_scales - 1)
     if config.repeat_waves or min(min(image.shape[:2]) for image in images) < 2 * LARGE_SIZE:
         return SIZE
     colour = [image[..., :config.channels or image.shape[-1]] for image in images]
-    return LARGE_SIZE if max(long_wave_share(image, view) for image in colour) > LONG_WAVE_SHARE else SIZE
+    share = max(long_wave_share(image, config.largest_view) for image in colour)
+    return LARGE_SIZE if share > LONG_WAVE_SHARE else SIZE
 
 
 @torch.no_grad()
@@ -501,7 +501,7 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     exemplar repeats in two directions) 3-6 s more."""
     size = measurement_size(images, G.cfg)
     if size > SIZE:
-        n = n * SIZE ** 2 // size ** 2 * 2
+        n //= 2  # each picture four times the area
     side = min(size, *(min(img.shape[:2]) for img in images))
     side -= side % G.cfg.stride
     real = calibration_crops(images, side, n, seed)

@@ -191,6 +191,11 @@ class TextureGANConfig:
         return self.downscale or 1
 
     @property
+    def largest_view(self) -> int:
+        """The largest view (px of the exemplar) the discriminator judges: the crop at its coarsest scale."""
+        return self.crop * 2 ** (self.d_scales - 1)
+
+    @property
     def smallest_crop(self) -> int:
         """The smallest training crop the discriminator can judge at every scale, a multiple of the stride."""
         return -(-2 ** (self.d_layers + self.d_scales) // self.stride) * self.stride

@@ -327,7 +327,7 @@ class TextureObjective(Objective):
         picks) and a note for the user. Where much of an exemplar lies in shapes larger than the
         crops and it does not repeat (a repeat is given to both nets), training picks the fewest
         halvings that bring them inside."""
-        view = config.crop * 2 ** (config.d_scales - 1)  # the largest view the discriminator judges
+        view = config.largest_view
         colour = [image[..., :config.channels] for image in self.images]
         which, whose = ("the exemplar", "the exemplar's") if len(colour) == 1 else ("the exemplars", "the exemplars'")
         if config.downscale is None:

@@ -483,3 +483,13 @@ def test_a_large_photo_of_large_shapes_is_calibrated_on_larger_pictures():
     assert calibrated["calibration_size"] == LARGE_SIZE
     assert len(calibrated["spectrum_gain"][0]) == LARGE_SIZE // 2  # one gain per radius of a 512 px picture
     assert measure(G, [fine], n=8, rounds=1, lattice=False)["calibration_size"] == SIZE
+
+
+def test_training_reserves_time_for_the_larger_calibration():
+    from engine.texture.objective import LARGE_CALIBRATION_STEPS
+
+    broad = ((0.2 * _smooth_field(1024, 80, 0) + 0.05 * _smooth_field(1024, 1, 1))[..., None]).astype(np.float32)
+    fine = (0.25 * _smooth_field(1024, 1.5, 2))[..., None].astype(np.float32)
+    config = dataclasses.replace(TINY, downscale=1)
+    large, plain = (TextureObjective(config, [photo], seed=0) for photo in (broad, fine))
+    assert large.finish_steps == plain.finish_steps + LARGE_CALIBRATION_STEPS
