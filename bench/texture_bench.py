@@ -636,8 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{size:>6} {ours:>9.3f} {theirs:>11.2f} {theirs / ours:>8.0f}x {plain:>25.3f}", flush=True)
 
     n, s = args.samples, args.eval_size
-    uncalibrated = dict.fromkeys(("image_moments", "spectrum_gain", "colour_mix", "field_gain", "tone_curve",
-                                  "lattice_filter"))
+    uncalibrated = dict.fromkeys(("image_moments", "spectrum_gain", "orientation_gain", "colour_mix", "field_gain",
+                                  "tone_curve", "lattice_filter"))
     raw = TextureModel(dataclasses.replace(model.config, **uncalibrated), model.G, args.device)
     as_uint8 = lambda x: np.round(x * 255).astype(np.uint8)
     seeds = range(100, 100 + n)

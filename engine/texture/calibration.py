@@ -27,6 +27,14 @@ them to every output, in this order:
    CUT: a PBR set's height map is far smoother than its colour (bricks: 10**-3 of the power the
    generator made at 3-6 px), and one gain for every channel, as models before 2026-12-04 have,
    left it rough (height spectrum ratio 13.4).
+   `orientation_gain`, with it where training turned the crops (a photo without a direction or a
+   repeat) and keeps the photo's shapes (`_turned_texture`): each direction's power (8, 22.5
+   degrees apart) at each frequency taken to the photo's, beyond its radius' gain, at wavelengths
+   up to ORIENTED_WAVE. Shown turned crops, the generator still drew a direction of its own:
+   sand's pictures had 2-3x the photo's fine power one way and half the other, a level grain
+   (elements ratio 2.11 -> 1.81), grass a slanted one. Where the photo has a direction, the
+   generator draws it with its structure, and the gain amplified whatever it drew: on planks it
+   made slanted blotches pass as grain.
 3. `colour_mix`: a colour model's three colour channels mixed by a 3x3 matrix per radial
    frequency, which takes how they move together at that frequency to the exemplar's: the
    gain matches each channel's power alone, and the pictures' fine detail was up to 10x as
@@ -57,8 +65,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.texture.evaluation import radial_cross_power, radial_power, real_sets
-from engine.texture.images import ImageCrops
+from engine.texture.evaluation import oriented_power, radial_cross_power, radial_power, real_sets
+from engine.texture.images import ImageCrops, has_direction
 from engine.texture.lattice import apply_lattice_filter, fit_lattice_filter
 from engine.texture.model import Generator, TextureGANConfig
 from engine.texture.repeats import LONG_WAVE_SHARE, long_wave_share
@@ -67,6 +75,9 @@ from engine.texture.tints import (BINS, aligned, best_shift, cell_means, cell_of
 
 BOOST = 1.0  # log10 power: at most 10**0.5 = 3.2x amplitude up from the gain
 CUT = -4.0  # and at most 100x amplitude down
+ORIENTATIONS = 8  # directions the gain is measured in, 22.5 degrees apart (`orientation_gain`)
+ORIENTED_WAVE = 64  # px: the direction's gain in full at this wavelength and shorter, none from twice it
+ORIENTED_REACH = 1.0  # log10 power a direction's gain moves from its radius's: at most 3.2x amplitude
 SIZE = 256  # measurement size: wavelengths up to 256 px; longer ones get the 256 px values
 LARGE_SIZE = 512  # the measurement size for a large photo of large shapes (`measurement_size`)
 TINT_SIZE, TINT_PICTURES = 1024, 4  # pictures whose tiles' means are compared with the exemplar's
@@ -91,6 +102,26 @@ def _radial_table(freq: torch.Tensor, table: Sequence[float], beyond: float | No
     return out if beyond is None else torch.where(pos > len(values) - 1, beyond, out)
 
 
+def _oriented_tables(freq: torch.Tensor, angle: torch.Tensor, tables: Sequence[Sequence[Sequence[float]]]
+                     ) -> torch.Tensor:
+    """Per-direction, per-frequency tables [C][A][K] (`orientation_gain`'s: directions a * 180 / A
+    degrees) read at `freq` and `angle` (radians, modulo pi) by linear interpolation in both:
+    [C, *freq.shape]."""
+    values = torch.as_tensor(tables, dtype=freq.dtype, device=freq.device)
+    channels, directions, radii = values.shape
+    pos = freq * (2 * radii) - 1
+    i = pos.floor().clamp(0, radii - 2)
+    t = (pos - i).clamp(0, 1)
+    at = angle % math.pi / (math.pi / directions)
+    a0 = at.floor()
+    u = at - a0
+    a0 = a0.long() % directions
+    flat = values.view(channels, -1)
+    first, second = (a0 * radii + i.long()).flatten(), ((a0 + 1) % directions * radii + i.long()).flatten()
+    read = lambda at: flat.index_select(1, at).view(channels, *freq.shape)  # noqa: E731
+    return torch.lerp(torch.lerp(read(first), read(first + 1), t), torch.lerp(read(second), read(second + 1), t), u)
+
+
 def _rfft_radius(h: int, w: int, device: torch.device) -> torch.Tensor:
     """Radial frequency (cycles per sample) of each coefficient of an h x w rfft2."""
     return (torch.fft.fftfreq(h, device=device)[:, None] ** 2 + torch.fft.rfftfreq(w, device=device)[None] ** 2).sqrt()
@@ -103,20 +134,27 @@ AMPLITUDE_BYTES = 128 << 20
 
 
 def _gain_amplitude(h: int, w: int, gain: tuple[tuple[float, ...], ...], device: torch.device,
-                    check: Callable[[], None] | None = None) -> torch.Tensor:
+                    check: Callable[[], None] | None = None, oriented: tuple | None = None) -> torch.Tensor:
     """The amplitude scale [len(gain), h, w // 2 + 1] of each h x w rfft2 coefficient, a table per
-    channel (or one for all); cached because building it took as long as the two FFTs (10 ms at
-    1024^2), and a model is asked for the same sizes again. With `check`, built a band of rows
-    at a time, calling it between bands."""
-    key = (h, w, gain, device)
+    channel (or one for all), with each channel's `oriented` table [A][K] added to its log gain;
+    cached because building it took as long as the two FFTs (10 ms at 1024^2), and a model is
+    asked for the same sizes again. With `check`, built a band of rows at a time, calling it
+    between bands."""
+    key = (h, w, gain, device, oriented)
     if key in _AMPLITUDES:
         _AMPLITUDES[key] = _AMPLITUDES.pop(key)  # the latest last: the oldest go first
     else:
         with torch.inference_mode(False):  # an ordinary tensor, usable in and out of inference mode
-            fy, fx = torch.fft.fftfreq(h, device=device)[:, None] ** 2, torch.fft.rfftfreq(w, device=device)[None] ** 2
-            bands = fy.split(max(1, CHUNK // w) if check else h)
-            amplitude = torch.stack([torch.cat([_checked(10 ** (_radial_table((band + fx).sqrt(), row) / 2), check)
-                                                for band in bands]) for row in gain])
+            fy, fx = torch.fft.fftfreq(h, device=device)[:, None], torch.fft.rfftfreq(w, device=device)[None]
+            channels = len(oriented) if oriented else len(gain)
+            pieces = []
+            for band in fy.split(max(1, CHUNK // w) if check else h):
+                freq = (band ** 2 + fx ** 2).sqrt()
+                log_gain = torch.stack([_radial_table(freq, gain[c if len(gain) > 1 else 0]) for c in range(channels)])
+                if oriented:
+                    log_gain = (log_gain + _oriented_tables(freq, torch.atan2(band, fx), oriented)).clamp(CUT, BOOST)
+                pieces.append(_checked(10 ** (log_gain / 2), check))
+            amplitude = torch.cat(pieces, 1)
             amplitude[:, 0, 0] = 1.0
         _AMPLITUDES[key] = amplitude
         while len(_AMPLITUDES) > 1 and sum(a.nbytes for a in _AMPLITUDES.values()) > AMPLITUDE_BYTES:
@@ -164,19 +202,28 @@ def _checked(x: torch.Tensor, check: Callable[[], None] | None) -> torch.Tensor:
 
 
 def apply_gain(x: torch.Tensor, gain: Sequence[float] | Sequence[Sequence[float]],
-               check: Callable[[], None] | None = None) -> torch.Tensor:
+               check: Callable[[], None] | None = None, oriented: Sequence | None = None) -> torch.Tensor:
     """Images [B, C, H, W] in [-1, 1] with each frequency's power scaled by 10**gain, one table for
-    every channel or one per channel (the mean kept); `check` as in `_rfft2`."""
-    return _irfft2(_gained_spectrum(x, gain_rows(gain), check), x.shape[-2:], check).clamp_(-1, 1).to(x.dtype)
+    every channel or one per channel (the mean kept), and by each channel's `oriented` table
+    (`orientation_gain`); `check` as in `_rfft2`."""
+    spectrum = _gained_spectrum(x, gain_rows(gain), check, oriented and _frozen(oriented))
+    return _irfft2(spectrum, x.shape[-2:], check).clamp_(-1, 1).to(x.dtype)
+
+
+def _frozen(oriented: Sequence[Sequence[Sequence[float]]]) -> tuple:
+    """An `orientation_gain` as nested tuples (a cache key)."""
+    return tuple(tuple(tuple(row) for row in channel) for channel in oriented)
 
 
 def _gained_spectrum(x: torch.Tensor, rows: tuple[tuple[float, ...], ...] | None,
-                     check: Callable[[], None] | None) -> torch.Tensor:
-    """rfft2 of x with each frequency's amplitude scaled by the gain's `rows` (None: unscaled)."""
+                     check: Callable[[], None] | None, oriented: tuple | None = None) -> torch.Tensor:
+    """rfft2 of x with each frequency's amplitude scaled by the gain's `rows` and `oriented`
+    tables (None: unscaled)."""
     spectrum = _rfft2(x.float(), check)
     if rows:  # scaled in place as real pairs: a complex tensor times a real one first makes the
         # real one complex (twice the passes), and gives the same numbers
-        torch.view_as_real(spectrum).mul_(_gain_amplitude(*x.shape[-2:], rows, x.device, check)[..., None])
+        amplitude = _gain_amplitude(*x.shape[-2:], rows, x.device, check, oriented)
+        torch.view_as_real(spectrum).mul_(amplitude[..., None])
     return spectrum
 
 
@@ -378,7 +425,8 @@ def calibrate(x: torch.Tensor, z: torch.Tensor, config: TextureGANConfig,
     if config.spectrum_gain or config.field_gain or config.colour_mix:
         h, w = x.shape[-2:]
         rows = gain_rows(config.spectrum_gain, channels) if config.spectrum_gain else None
-        spectrum = _gained_spectrum(x, rows, check)
+        oriented = config.orientation_gain and _frozen(pick(config.orientation_gain))
+        spectrum = _gained_spectrum(x, rows, check, oriented)
         if scale is not None:
             torch.view_as_real(spectrum).mul_(scale[..., None])
             spectrum[..., 0, 0] += offset[..., 0, 0] * (h * w)
@@ -434,6 +482,31 @@ def _channel_spectra(x: torch.Tensor) -> torch.Tensor:
     return torch.log10(radial_power(x) + 1e-8)
 
 
+def _oriented_spectra(x: torch.Tensor) -> torch.Tensor:
+    """`_channel_spectra` per direction: log10 power [C, ORIENTATIONS, K] (NaN where a radius has no
+    coefficient in a direction)."""
+    return torch.log10(oriented_power(x, ORIENTATIONS) + 1e-8)
+
+
+def _oriented_residual(target: torch.Tensor, made: torch.Tensor, radial_miss: torch.Tensor) -> torch.Tensor:
+    """log10 [C, A, K]: what each direction of `made` (`_oriented_spectra`) misses of `target`'s
+    beyond what its radius misses as a whole (`radial_miss`, [C, K]), faded out from ORIENTED_WAVE
+    to twice it: a crop holds few of the longer waves, and in few directions."""
+    freqs = torch.arange(1, target.shape[-1] + 1) / (2 * target.shape[-1])
+    fade = (freqs * 2 * ORIENTED_WAVE - 1).clamp(0, 1)
+    return torch.nan_to_num(target - made - radial_miss[:, None], nan=0.0) * fade
+
+
+def _within_reach(oriented: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """`oriented` [C, A, K] shrunk at each radius so that no direction is boosted past BOOST with
+    `gain` [C, K], and at most ORIENTED_REACH either way. Clipped in each direction instead, a radius
+    whose gain sat at the clip lost power where the generator made too much and gained none where it
+    made too little: grass's spectrum ratio 1.36 -> 1.50 (docs/BENCHMARKS.md, "The gain per direction")."""
+    oriented = oriented.clamp(-ORIENTED_REACH, ORIENTED_REACH)
+    headroom = (BOOST - gain).clamp_min(0)[:, None]
+    return oriented * (headroom / oriented.amax(1, keepdim=True).clamp_min(1e-6)).clamp(max=1)
+
+
 def _linear(log_spectra: torch.Tensor) -> np.ndarray:
     """Linear power [C, K] from `_channel_spectra`'s log10 power."""
     return 10 ** log_spectra.double().numpy()
@@ -480,9 +553,23 @@ def measurement_size(images: list[np.ndarray], config: TextureGANConfig) -> int:
     spectrum ratio, so those stay at SIZE."""
     if config.repeat_waves or min(min(image.shape[:2]) for image in images) < 2 * LARGE_SIZE:
         return SIZE
+    return LARGE_SIZE if _loses_large_shapes(images, config) else SIZE
+
+
+def _loses_large_shapes(images: list[np.ndarray], config: TextureGANConfig) -> bool:
+    """Whether the exemplars hold more than LONG_WAVE_SHARE of their variance in shapes longer than
+    the discriminator's view: the shapes training says will be lost."""
     colour = [image[..., :config.channels or image.shape[-1]] for image in images]
-    share = max(long_wave_share(image, config.largest_view) for image in colour)
-    return LARGE_SIZE if share > LONG_WAVE_SHARE else SIZE
+    return max(long_wave_share(image, config.largest_view) for image in colour) > LONG_WAVE_SHARE
+
+
+def _turned_texture(images: list[np.ndarray], config: TextureGANConfig) -> bool:
+    """Whether the exemplars are a texture the gain per direction is measured for: trained on turned
+    crops (no repeat, no direction), and without large shapes that training loses. Marble's slab
+    joints are lines along both axes; with them its gain per direction drew streaks along both axes
+    through every speck."""
+    return not config.repeat_waves and not any(has_direction(image) for image in images) \
+        and not _loses_large_shapes(images, config)
 
 
 @torch.no_grad()
@@ -527,7 +614,13 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     G.train(was_training)
 
     target_log = _channel_spectra(real)
-    gain = (target_log - _channel_spectra(raw)).clamp(CUT, BOOST)
+    miss = target_log - _channel_spectra(raw)
+    gain = miss.clamp(CUT, BOOST)
+    oriented = None
+    if _turned_texture(images, G.cfg):
+        target_oriented = _oriented_spectra(real)
+        oriented = _within_reach(_oriented_residual(target_oriented, _oriented_spectra(raw), miss), gain)
+    listed = lambda t: None if t is None else t.tolist()  # noqa: E731
     z = z.cpu()
     channels = raw.shape[1]
     unit = _channel_power(noise_field(z, [[1.0] * gain.shape[1]] * channels, G.cfg.stride))
@@ -539,14 +632,14 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
     mixing = G.cfg.channels == 3
     layout = tint_layout(z, G.cfg, tinting[0]) if tinting else None  # z's cells: the same in every round
     for round_ in range(rounds):
-        x = apply_gain(raw, gain.tolist())
+        x = apply_gain(raw, gain.tolist(), oriented=listed(oriented))
         if mixing:
             mix = measure_colour_mix(x[:, :3], real[:, :3])
             x[:, :3] = apply_colour_mix(x[:, :3], mix)
         cell_tint = None
         if tinting:
             cells, real_means, real_folds, phases, big_phases, big_raw = tinting
-            big = apply_gain(big_raw, gain.tolist())
+            big = apply_gain(big_raw, gain.tolist(), oriented=listed(oriented))
             if mixing:
                 big[:, :3] = apply_colour_mix(big[:, :3], mix)
             offsets = cell_offsets(real_means, cell_means(big, big_phases, cells))
@@ -570,9 +663,15 @@ def measure(G: Generator, images: list[np.ndarray], n: int = 128, seed: int = 0,
             made = _quantiles(x[:, c], levels) + levels * 1e-6  # strictly increasing for interp
             tone.append(np.interp(grid, made, real_levels[c]))
         if round_ < rounds - 1:  # the tone curve moved the spectrum: correct the gain by what is left
-            gain = (gain + target_log - _channel_spectra(apply_tone(x, tone))).clamp(CUT, BOOST)
+            toned = apply_tone(x, tone)
+            miss = target_log - _channel_spectra(toned)
+            gain = (gain + miss).clamp(CUT, BOOST)
+            if oriented is not None:
+                oriented = _within_reach(oriented + _oriented_residual(target_oriented, _oriented_spectra(toned), miss),
+                                         gain)
     rounded = lambda a: np.round(np.asarray(a, dtype=np.float64), 4).tolist()
     out = {"image_moments": moments and rounded(moments), "calibration_size": size, "spectrum_gain": rounded(gain),
+           "orientation_gain": listed(oriented) and rounded(oriented),
            "field_gain": rounded(field),
            "colour_mix": rounded(mix) if mixing else None, "cell_tint": cell_tint, "tone_curve": rounded(tone)}
     if lattice:

@@ -198,6 +198,26 @@ def radial_power(x: torch.Tensor) -> torch.Tensor:
     return (torch.stack(radial) / counts)[:, 1:]
 
 
+def oriented_power(x: torch.Tensor, orientations: int) -> torch.Tensor:
+    """`radial_power` per direction: [C, A, K], each radius's power among the coefficients whose
+    direction (the frequency's angle modulo 180 degrees; 0: varying along the width) is nearest
+    each of A = `orientations` evenly spaced ones; NaN where a radius has none in a direction."""
+    h, w = x.shape[-2:]
+    r, weight, _, win = _rings(h, w)
+    ky = torch.fft.ifftshift(torch.arange(h) - h // 2).float()
+    angle = torch.atan2(ky[:, None], torch.arange(w // 2 + 1).float()[None]) % math.pi
+    direction = (angle / (math.pi / orientations)).round().long().remainder(orientations).flatten()
+    rings = min(h, w) // 2 + 1
+    index = direction * rings + r
+    counts = torch.zeros(orientations * rings).index_add_(0, index, weight)
+    out = []
+    for part in x.split(1, 1):
+        f = torch.fft.rfft2((part - part.mean((2, 3), keepdim=True)) * win)
+        power = (f.real.square() + f.imag.square()).mean((0, 1)).flatten()
+        out.append(torch.zeros_like(counts).index_add_(0, index, power * weight) / counts)
+    return torch.stack(out).view(x.shape[1], orientations, rings)[..., 1:]
+
+
 def radial_cross_power(x: torch.Tensor) -> torch.Tensor:
     """`radial_power` with the channels' cross terms: [K, C, C], the real part of each radius's
     mean f_i * conj(f_j) (its diagonal is radial_power)."""

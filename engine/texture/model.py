@@ -142,6 +142,9 @@ class TextureGANConfig:
     image_moments: list[list[float]] | None = None
     calibration_size: int = 256  # the side (px) of the pictures the calibration was measured on
     spectrum_gain: list[list[float]] | list[float] | None = None  # per channel (one list: every channel)
+    # per channel, direction (a * 180 / A degrees; 0: varying along the width) and radial frequency:
+    # log10 power added to spectrum_gain's (None: calibrated before it existed)
+    orientation_gain: list[list[list[float]]] | None = None
     field_gain: list[list[float]] | None = None
     # Set after training for an exemplar with a two-way repeat (engine/texture/tints.py): its cells
     # ("table", "joint", "centre": where each phase of the repeat belongs), the "offsets" [C, N] a
