@@ -189,13 +189,7 @@ def _rings(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
 def radial_power(x: torch.Tensor) -> torch.Tensor:
     """Radially averaged power [C, K] per channel of images x [N, C, H, W] (mean removed,
     Hann-windowed), averaged over the images; K = min(H, W) // 2 radii from 1 px^-1 up."""
-    r, weight, counts, win = _rings(*x.shape[-2:])
-    radial = []
-    for part in x.split(1, 1):  # a channel at a time: bounded memory
-        f = torch.fft.rfft2((part - part.mean((2, 3), keepdim=True)) * win)
-        power = (f.real.square() + f.imag.square()).mean((0, 1)).flatten()
-        radial.append(torch.zeros_like(counts).index_add_(0, r, power * weight))
-    return (torch.stack(radial) / counts)[:, 1:]
+    return oriented_power(x, 1)[:, 0]
 
 
 def oriented_power(x: torch.Tensor, orientations: int) -> torch.Tensor:
@@ -211,7 +205,7 @@ def oriented_power(x: torch.Tensor, orientations: int) -> torch.Tensor:
     index = direction * rings + r
     counts = torch.zeros(orientations * rings).index_add_(0, index, weight)
     out = []
-    for part in x.split(1, 1):
+    for part in x.split(1, 1):  # a channel at a time: bounded memory
         f = torch.fft.rfft2((part - part.mean((2, 3), keepdim=True)) * win)
         power = (f.real.square() + f.imag.square()).mean((0, 1)).flatten()
         out.append(torch.zeros_like(counts).index_add_(0, index, power * weight) / counts)
